@@ -1,4 +1,7 @@
-//! The MLX training service. Everything here runs inside a worker process:
-//! the server never links MLX calls on its own thread.
+//! The MLX training service. MLX work runs only inside worker processes
+//! (`loralab worker`); the server uses the MLX-free parts (configs, the worker
+//! protocol, dataset validation) and never calls MLX on its own threads.
 
+pub mod config;
 pub mod device;
+pub mod protocol;
