@@ -2,6 +2,8 @@
 //! (`loralab worker`); the server uses the MLX-free parts (configs, the worker
 //! protocol, dataset validation) and never calls MLX on its own threads.
 
+pub mod batch;
 pub mod config;
 pub mod device;
 pub mod protocol;
+pub mod tokenizer;
