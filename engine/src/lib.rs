@@ -5,5 +5,6 @@
 pub mod batch;
 pub mod config;
 pub mod device;
+pub mod model_config;
 pub mod protocol;
 pub mod tokenizer;

@@ -22,7 +22,10 @@ fn value_and_grad_of_sum_of_squares() {
     let mut vg = value_and_grad(f);
     let (value, grads) = vg(&[x]).unwrap();
     let value = value[0].try_item_exact::<f32>().unwrap();
-    assert!((value - (1.0 + 4.0 + 0.25 + 3.0 * -0.5)).abs() < 1e-6, "value {value}");
+    assert!(
+        (value - (1.0 + 4.0 + 0.25 + 3.0 * -0.5)).abs() < 1e-6,
+        "value {value}"
+    );
     assert_eq!(grads[0].as_slice::<f32>(), &[5.0, -1.0, 4.0]);
 }
 
