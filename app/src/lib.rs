@@ -1,1 +1,55 @@
-//! app
+//! Loralab's pages. Rendered on the server only: there is no WebAssembly
+//! build and no hydration script; forms post to server functions, and the
+//! small embedded script (`/assets/live.js`) adds live updates on top.
+//!
+//! Pages reach the server's state through [`Backend`], provided as Leptos
+//! context by the server, so this crate knows nothing of SQLite or MLX.
+
+pub mod backend;
+pub mod dto;
+mod layout;
+pub mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    path, SsrMode,
+};
+
+pub use backend::{Backend, SharedBackend};
+
+/// The HTML document around every page. No hydration scripts: only our own
+/// deferred script, which pages do not need in order to work.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    let _ = options;
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <link rel="stylesheet" href="/assets/app.css" />
+                <link rel="icon" href="/assets/icon.svg" type="image/svg+xml" />
+                <script src="/assets/live.js" defer></script>
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Title text="Loralab" />
+        <Router>
+            <Routes fallback=|| view! { <layout::NotFound /> }>
+                <Route path=path!("/") view=pages::runs::RunsPage ssr=SsrMode::Async />
+            </Routes>
+        </Router>
+    }
+}

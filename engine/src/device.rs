@@ -1,10 +1,10 @@
 //! Which MLX device computes, and how to describe it to a user.
 
 use mlx_rs::{Device, DeviceType};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The device MLX computes on in this process, as shown in `/api/health`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct DeviceInfo {
     /// `cpu` or `gpu` (Metal on macOS, CUDA on Linux).
     pub kind: String,

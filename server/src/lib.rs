@@ -1,1 +1,10 @@
-//! server
+//! Loralab's server process: the CLI, the HTTP server (pages, JSON API, SSE),
+//! the SQLite store and the supervisor of worker processes. Nothing here calls
+//! MLX: training and inference run in `loralab worker` child processes.
+
+pub mod cli;
+pub mod http;
+pub mod settings;
+pub mod setup;
+pub mod state;
+pub mod store;

@@ -1,0 +1,3 @@
+//! One module per page, each beside its server functions.
+
+pub mod runs;

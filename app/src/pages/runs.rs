@@ -1,0 +1,119 @@
+//! The home page: every run with its status and progress.
+
+use leptos::prelude::*;
+
+use crate::dto::RunSummary;
+use crate::layout::Page;
+
+#[server(endpoint = "runs/list")]
+pub async fn list_runs() -> Result<Vec<RunSummary>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.list_runs().map_err(ServerFnError::new)
+}
+
+#[component]
+pub fn RunsPage() -> impl IntoView {
+    let runs = Resource::new_blocking(|| (), |_| list_runs());
+    view! {
+        <Page current="/">
+            <div class="toolbar">
+                <h1>"Runs"</h1>
+            </div>
+            <div class="panel">
+                <Suspense fallback=|| view! { <p class="muted">"Loading runs..."</p> }>
+                    {move || Suspend::new(async move {
+                        match runs.await {
+                            Ok(runs) => view! { <RunsTable runs /> }.into_any(),
+                            Err(error) => {
+                                view! { <p class="error">{format!("Could not load runs: {error}")}</p> }
+                                    .into_any()
+                            }
+                        }
+                    })}
+                </Suspense>
+            </div>
+        </Page>
+    }
+}
+
+#[component]
+fn RunsTable(runs: Vec<RunSummary>) -> impl IntoView {
+    if runs.is_empty() {
+        return view! {
+            <p class="empty" id="runs-empty">
+                "No runs yet. Start a fine-tune from a model and a dataset."
+            </p>
+        }
+        .into_any();
+    }
+    view! {
+        <table id="runs">
+            <thead>
+                <tr>
+                    <th>"Run"</th>
+                    <th>"Status"</th>
+                    <th>"Model"</th>
+                    <th>"Dataset"</th>
+                    <th>"Progress"</th>
+                    <th class="num">"Val loss"</th>
+                    <th class="num">"Best"</th>
+                    <th class="num">"Tokens/s"</th>
+                    <th>"Created"</th>
+                </tr>
+            </thead>
+            <tbody>
+                {runs.into_iter().map(|run| view! { <RunRow run /> }).collect_view()}
+            </tbody>
+        </table>
+    }
+    .into_any()
+}
+
+fn format_optional(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "–".to_string(), |value| format!("{value:.decimals$}"))
+}
+
+#[component]
+fn RunRow(run: RunSummary) -> impl IntoView {
+    let width = format!("width: {:.1}%", run.progress() * 100.0);
+    let steps = format!("{}/{}", run.step, run.total_steps);
+    let status_class = format!("status {}", run.status);
+    let href = format!("/runs/{}", run.id);
+    let created_label = run.created_at.clone();
+    let RunSummary {
+        id,
+        name,
+        status,
+        model,
+        dataset,
+        latest_val_loss,
+        best_val_loss,
+        tokens_per_sec,
+        created_at,
+        ..
+    } = run;
+    view! {
+        <tr data-run-id=id>
+            <td>
+                <a href=href>{name}</a>
+            </td>
+            <td>
+                <span class=status_class>{status}</span>
+            </td>
+            <td>{model}</td>
+            <td>{dataset}</td>
+            <td>
+                <div class="progress" title=steps.clone()>
+                    <span style=width></span>
+                </div>
+                <span class="muted">{steps}</span>
+            </td>
+            <td class="num">{format_optional(latest_val_loss, 3)}</td>
+            <td class="num">{format_optional(best_val_loss, 3)}</td>
+            <td class="num">{format_optional(tokens_per_sec, 0)}</td>
+            <td>
+                <time datetime=created_at>{created_label}</time>
+            </td>
+        </tr>
+    }
+}

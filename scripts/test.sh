@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every check Loralab has: formatting, lints, then all tests. Run by
+# `make test` (after scripts/setup.sh) and by CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace

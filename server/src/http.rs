@@ -1,0 +1,62 @@
+//! The HTTP surface: pages (Leptos, server-rendered), the JSON API and the
+//! embedded assets.
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{Request, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+
+use app::{dto::HealthInfo, Backend, SharedBackend};
+
+use crate::state::SharedState;
+
+/// Every route of the server. Kept apart from start-up so tests drive it.
+pub fn router(state: SharedState) -> Router {
+    let backend: SharedBackend = state.clone();
+    let options = LeptosOptions::builder().output_name("loralab").build();
+    let provide_backend = {
+        let backend = backend.clone();
+        move || provide_context(backend.clone())
+    };
+    let pages = Router::new()
+        .leptos_routes_with_context(&options, generate_route_list(app::App), provide_backend, {
+            let options = options.clone();
+            move || app::shell(options.clone())
+        })
+        .fallback(
+            move |State(options): State<LeptosOptions>, request: Request<Body>| {
+                not_found(options, backend.clone(), request)
+            },
+        )
+        .with_state(options);
+    Router::new()
+        .route("/api/health", get(health))
+        .with_state(state)
+        .merge(frontend::router())
+        .merge(pages)
+}
+
+async fn health(State(state): State<SharedState>) -> Json<HealthInfo> {
+    Json(state.health())
+}
+
+/// Unknown paths get the app's own "not found" page with a 404 status.
+async fn not_found(
+    options: LeptosOptions,
+    backend: SharedBackend,
+    request: Request<Body>,
+) -> Response {
+    let render = leptos_axum::render_app_to_stream_with_context(
+        move || provide_context(backend.clone()),
+        move || app::shell(options.clone()),
+    );
+    let mut response = render(request).await.into_response();
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+}

@@ -1,0 +1,97 @@
+//! Models and datasets known to this Loralab.
+
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{Store, StoreResult};
+
+/// A model to register.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewModel {
+    pub name: String,
+    /// `gguf`, `folder` or `hub`.
+    pub source: String,
+    /// A file or folder path, or a Hub repo id.
+    pub location: String,
+    pub size_bytes: Option<u64>,
+    pub builtin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelRecord {
+    pub id: i64,
+    pub name: String,
+    pub source: String,
+    pub location: String,
+    pub architecture: Option<String>,
+    pub parameters: Option<u64>,
+    pub quantization: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub builtin: bool,
+    pub created_at: String,
+}
+
+const MODEL_COLUMNS: &str = "id, name, source, location, architecture, parameters, \
+                             quantization, size_bytes, builtin, created_at";
+
+fn model_from_row(row: &Row<'_>) -> rusqlite::Result<ModelRecord> {
+    Ok(ModelRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        source: row.get(2)?,
+        location: row.get(3)?,
+        architecture: row.get(4)?,
+        parameters: row.get(5)?,
+        quantization: row.get(6)?,
+        size_bytes: row.get(7)?,
+        builtin: row.get(8)?,
+        created_at: row.get(9)?,
+    })
+}
+
+impl Store {
+    /// Registers a model, or updates the one of the same name (so that a
+    /// built-in model follows its file when the install moves).
+    pub fn upsert_model(&self, model: &NewModel) -> StoreResult<i64> {
+        let connection = self.connection();
+        let id = connection.query_row(
+            "INSERT INTO models (name, source, location, size_bytes, builtin)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (name) DO UPDATE SET
+                 source = excluded.source, location = excluded.location,
+                 size_bytes = excluded.size_bytes, builtin = excluded.builtin
+             RETURNING id",
+            params![
+                model.name,
+                model.source,
+                model.location,
+                model.size_bytes,
+                model.builtin
+            ],
+            |row| row.get(0),
+        )?;
+        Ok(id)
+    }
+
+    pub fn list_models(&self) -> StoreResult<Vec<ModelRecord>> {
+        let connection = self.connection();
+        let mut statement =
+            connection.prepare(&format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name"))?;
+        let models = statement
+            .query_map([], model_from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(models)
+    }
+
+    pub fn model_by_name(&self, name: &str) -> StoreResult<Option<ModelRecord>> {
+        let connection = self.connection();
+        let model = connection
+            .query_row(
+                &format!("SELECT {MODEL_COLUMNS} FROM models WHERE name = ?1"),
+                [name],
+                model_from_row,
+            )
+            .optional()?;
+        Ok(model)
+    }
+}

@@ -1,0 +1,109 @@
+//! The SQLite store: one file in the data dir, WAL mode, migrations embedded
+//! in the binary and applied in order at open (tracked by `user_version`).
+
+mod catalog;
+mod runs;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+pub use catalog::{ModelRecord, NewModel};
+
+/// Migrations in order; the database's `user_version` is how many are applied.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("database migration {number}: {source}")]
+    Migration {
+        number: usize,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database {path} was written by a newer Loralab (schema {found}, this build knows {known})"
+    )]
+    TooNew {
+        path: String,
+        found: usize,
+        known: usize,
+    },
+    #[error(transparent)]
+    Sql(#[from] rusqlite::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A handle on the database. Queries are short, so one connection behind a
+/// mutex serves the whole server; SQLite work never waits on a network.
+pub struct Store {
+    connection: Mutex<Connection>,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut connection = Connection::open(path).map_err(open_error)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(open_error)?;
+        migrate(&mut connection, path)?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    fn connection(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (statements are atomic), so a poisoned lock is still usable.
+        self.connection
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The number of applied migrations.
+    pub fn schema_version(&self) -> StoreResult<usize> {
+        schema_version(&self.connection())
+    }
+}
+
+fn schema_version(connection: &Connection) -> StoreResult<usize> {
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    Ok(version as usize)
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> StoreResult<()> {
+    let applied = schema_version(connection)?;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: applied,
+            known: MIGRATIONS.len(),
+        });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let number = index + 1;
+        let migration_error = |source| StoreError::Migration { number, source };
+        let transaction = connection.transaction().map_err(migration_error)?;
+        transaction.execute_batch(sql).map_err(migration_error)?;
+        transaction
+            .pragma_update(None, "user_version", number as i64)
+            .map_err(migration_error)?;
+        transaction.commit().map_err(migration_error)?;
+    }
+    Ok(())
+}
