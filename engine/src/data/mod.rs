@@ -238,12 +238,25 @@ fn encode_splits(
         problems.push(problem);
         return empty();
     }
-    splits.records.each_ref().map(|records| {
+    let mut failures = Vec::new();
+    let encoded = splits.records.each_ref().map(|records| {
         records
             .iter()
-            .filter_map(|record| encoder.encode(record).map_err(|p| problems.push(p)).ok())
+            .filter_map(|record| encoder.encode(record).map_err(|p| failures.push(p)).ok())
             .collect()
-    })
+    });
+    // A held-out split scatters one file's lines over three splits; list
+    // them back in file order.
+    failures.sort_by_key(|p| (file_rank(&p.file), p.line));
+    problems.extend(failures);
+    encoded
+}
+
+fn file_rank(file: &str) -> usize {
+    Split::ALL
+        .iter()
+        .position(|split| split.file_name() == file)
+        .unwrap_or(Split::ALL.len())
 }
 
 /// Problems that concern the whole dataset rather than a line: reported
