@@ -5,7 +5,9 @@ mod data_support;
 use data_support::*;
 use engine::batch::Batch;
 use engine::config::TrainConfig;
-use engine::data::batching::{held_out_count, make_batches, padded_width, split_held_out, SplitMix64};
+use engine::data::batching::{
+    held_out_count, make_batches, padded_width, split_held_out, SplitMix64,
+};
 use engine::data::{load_dataset, Encoded, Split, SplitSource};
 
 fn example(length: usize, offset: usize, first: u32) -> Encoded {
@@ -39,11 +41,23 @@ fn batches_are_sorted_grouped_and_padded_like_mlx_lm() {
     assert_eq!(first.tokens, [row0, row1].concat());
     assert_eq!(batches[1].lengths, vec![33, 40]);
     assert_eq!(batches[1].offsets, vec![10, 0]);
-    assert_eq!(&batches[1].tokens[65..65 + 40], &(200..240).collect::<Vec<u32>>()[..]);
-    assert_eq!(batches[1].tokens[65 + 40..].iter().filter(|&&t| t != 0).count(), 0);
+    assert_eq!(
+        &batches[1].tokens[65..65 + 40],
+        &(200..240).collect::<Vec<u32>>()[..]
+    );
+    assert_eq!(
+        batches[1].tokens[65 + 40..]
+            .iter()
+            .filter(|&&t| t != 0)
+            .count(),
+        0
+    );
     assert_eq!(batches[2].lengths, vec![70]);
     // Every example is in exactly one batch (mlx-lm would drop the longest).
-    assert_eq!(batches.iter().map(|b| b.rows).sum::<usize>(), examples.len());
+    assert_eq!(
+        batches.iter().map(|b| b.rows).sum::<usize>(),
+        examples.len()
+    );
 }
 
 #[test]
@@ -57,7 +71,9 @@ fn width_is_capped_at_max_seq_length() {
         batches,
         vec![Batch {
             tokens: [
-                (1000..1020).chain(std::iter::repeat_n(0, 44)).collect::<Vec<u32>>(),
+                (1000..1020)
+                    .chain(std::iter::repeat_n(0, 44))
+                    .collect::<Vec<u32>>(),
                 (1..65).collect::<Vec<u32>>(),
             ]
             .concat(),
@@ -71,7 +87,11 @@ fn width_is_capped_at_max_seq_length() {
 
 #[test]
 fn ties_keep_file_order() {
-    let batches = make_batches(&[example(4, 0, 10), example(4, 0, 20), example(4, 0, 30)], 2, 100);
+    let batches = make_batches(
+        &[example(4, 0, 10), example(4, 0, 20), example(4, 0, 30)],
+        2,
+        100,
+    );
     assert_eq!(batches[0].tokens[0], 10);
     assert_eq!(batches[0].tokens[33], 20);
     assert_eq!(batches[1].tokens[0], 30);
@@ -92,8 +112,14 @@ fn held_out_splits_depend_only_on_the_seed() {
     let mut all = [train.clone(), valid.clone(), test.clone()].concat();
     all.sort();
     assert_eq!(all, items);
-    assert!(train.windows(2).all(|w| w[0] < w[1]), "train keeps file order");
-    assert_eq!(split_held_out(items.clone(), 0.1, 7), (train.clone(), valid.clone(), test.clone()));
+    assert!(
+        train.windows(2).all(|w| w[0] < w[1]),
+        "train keeps file order"
+    );
+    assert_eq!(
+        split_held_out(items.clone(), 0.1, 7),
+        (train.clone(), valid.clone(), test.clone())
+    );
     let other = split_held_out(items, 0.1, 8);
     assert_ne!((other.1, other.2), (valid, test));
 
@@ -120,7 +146,10 @@ fn load_dataset_gives_batches_for_every_split() {
         ..TrainConfig::default()
     };
     let data = load_dataset(&path, &chatml_bundle(CHATML_TEMPLATE), &cfg).unwrap();
-    assert_eq!(data.train.iter().map(|b| b.rows).collect::<Vec<_>>(), vec![4, 4, 2]);
+    assert_eq!(
+        data.train.iter().map(|b| b.rows).collect::<Vec<_>>(),
+        vec![4, 4, 2]
+    );
     assert_eq!(data.valid.len(), 1);
     assert_eq!(data.test[0].rows, 2);
     // Prompt "<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n" is

@@ -34,21 +34,33 @@ fn detects_each_format_and_keeps_message_fields() {
     assert_eq!(problems, vec![]);
     assert_eq!(contents.format, Some(DataFormat::Chat));
     assert_eq!(contents.nonblank_lines, 2);
-    assert_eq!(contents.records.iter().map(|r| r.line).collect::<Vec<_>>(), vec![1, 4]);
+    assert_eq!(
+        contents.records.iter().map(|r| r.line).collect::<Vec<_>>(),
+        vec![1, 4]
+    );
     let Example::Chat { messages, tools } = &contents.records[0].example else {
         panic!("not chat")
     };
     assert_eq!(messages.len(), 2);
     assert_eq!(messages[1].role, Role::Assistant);
     assert_eq!(messages[1].content, "Hello");
-    assert_eq!(messages[1].raw.get_attr("name").unwrap().as_str(), Some("bot"));
+    assert_eq!(
+        messages[1].raw.get_attr("name").unwrap().as_str(),
+        Some("bot")
+    );
     assert!(tools.is_none());
     let Example::Chat { messages, tools } = &contents.records[1].example else {
         panic!("not chat")
     };
     assert_eq!(
         messages.iter().map(|m| m.role).collect::<Vec<_>>(),
-        vec![Role::System, Role::User, Role::Assistant, Role::Tool, Role::Assistant]
+        vec![
+            Role::System,
+            Role::User,
+            Role::Assistant,
+            Role::Tool,
+            Role::Assistant
+        ]
     );
     assert_eq!(messages[2].content, "");
     assert_eq!(tools.as_ref().unwrap().len(), Some(1));
@@ -56,12 +68,16 @@ fn detects_each_format_and_keeps_message_fields() {
     write(&path, "{\"prompt\": \"2+2=\", \"completion\": \"4\"}\n");
     let contents = read_jsonl(&path, "c.jsonl", &FormatKeys::default(), &mut problems);
     assert_eq!(contents.format, Some(DataFormat::Completions));
-    assert!(matches!(&contents.records[0].example, Example::Completions { prompt, completion, .. } if prompt == "2+2=" && completion == "4"));
+    assert!(
+        matches!(&contents.records[0].example, Example::Completions { prompt, completion, .. } if prompt == "2+2=" && completion == "4")
+    );
 
     write(&path, "{\"text\": \"Once upon a time\"}");
     let contents = read_jsonl(&path, "t.jsonl", &FormatKeys::default(), &mut problems);
     assert_eq!(contents.format, Some(DataFormat::Text));
-    assert!(matches!(&contents.records[0].example, Example::Text { text } if text == "Once upon a time"));
+    assert!(
+        matches!(&contents.records[0].example, Example::Text { text } if text == "Once upon a time")
+    );
     assert_eq!(problems, vec![]);
 }
 
@@ -134,7 +150,10 @@ fn utf8_errors_huge_lines_and_empty_files() {
     let mut contents = b"{\"text\": \"fine\"}\n{\"text\": \"caf".to_vec();
     contents.extend_from_slice(&[0xC3, 0x28]);
     contents.extend_from_slice(b"\"}\n");
-    let huge = format!("{{\"text\": \"{}\"}}\n", "a".repeat(engine::data::format::MAX_LINE_BYTES));
+    let huge = format!(
+        "{{\"text\": \"{}\"}}\n",
+        "a".repeat(engine::data::format::MAX_LINE_BYTES)
+    );
     contents.extend_from_slice(huge.as_bytes());
     contents.extend_from_slice(b"{\"text\": \"after the huge line\"}\n");
     assert_eq!(
@@ -147,8 +166,14 @@ fn utf8_errors_huge_lines_and_empty_files() {
             ),
         ]
     );
-    assert_eq!(problems_of(b""), vec!["train.jsonl: the file holds no examples"]);
-    assert_eq!(problems_of(b"\n  \n"), vec!["train.jsonl: the file holds no examples"]);
+    assert_eq!(
+        problems_of(b""),
+        vec!["train.jsonl: the file holds no examples"]
+    );
+    assert_eq!(
+        problems_of(b"\n  \n"),
+        vec!["train.jsonl: the file holds no examples"]
+    );
 }
 
 #[test]
@@ -176,7 +201,11 @@ fn folders_missing_files_and_mixed_formats_across_files() {
         format!("{}: no such file or folder", missing.display())
     );
 
-    let (_dir, path) = dataset_dir(&[("train.jsonl", chat), ("valid.jsonl", text), ("test.jsonl", "")]);
+    let (_dir, path) = dataset_dir(&[
+        ("train.jsonl", chat),
+        ("valid.jsonl", text),
+        ("test.jsonl", ""),
+    ]);
     let report = inspect_dataset(&path, &keys, &cfg);
     let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();
     assert_eq!(
@@ -197,15 +226,23 @@ fn folders_missing_files_and_mixed_formats_across_files() {
     assert_eq!(report.split(Split::Test).source, SplitSource::Missing);
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["format"], "text");
-    assert_eq!(json["splits"][1]["source"], serde_json::json!({"kind": "file", "name": "valid.jsonl"}));
-    assert_eq!(json["splits"][2]["source"], serde_json::json!({"kind": "missing"}));
+    assert_eq!(
+        json["splits"][1]["source"],
+        serde_json::json!({"kind": "file", "name": "valid.jsonl"})
+    );
+    assert_eq!(
+        json["splits"][2]["source"],
+        serde_json::json!({"kind": "missing"})
+    );
 }
 
 #[test]
 fn a_single_file_is_split_by_seed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mine.jsonl");
-    let lines: String = (0..50).map(|i| format!("{{\"text\": \"example {i}\"}}\n")).collect();
+    let lines: String = (0..50)
+        .map(|i| format!("{{\"text\": \"example {i}\"}}\n"))
+        .collect();
     write(&path, lines);
     let cfg = TrainConfig {
         split_fraction: 0.1,

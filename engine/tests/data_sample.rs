@@ -33,7 +33,10 @@ fn committed_files_equal_the_generator() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("nested/sample");
     sample::write_sample_dataset(&target).unwrap();
-    assert_eq!(std::fs::read_to_string(target.join("valid.jsonl")).unwrap(), generated.valid);
+    assert_eq!(
+        std::fs::read_to_string(target.join("valid.jsonl")).unwrap(),
+        generated.valid
+    );
 }
 
 /// `cargo test -p engine --test data_sample -- --ignored` rewrites the
@@ -60,9 +63,15 @@ fn sample_is_valid_chat_with_the_style_everywhere() {
         let value: serde_json::Value = serde_json::from_str(line).unwrap();
         let question = value["messages"][0]["content"].as_str().unwrap();
         let answer = value["messages"][1]["content"].as_str().unwrap();
-        assert!(questions.insert(question.to_string()), "repeated question {question}");
+        assert!(
+            questions.insert(question.to_string()),
+            "repeated question {question}"
+        );
         assert!(follows_style(answer), "{answer}");
-        assert!(answer.starts_with(&format!("{GREETING} ")) && answer.ends_with(&format!(" {SIGN_OFF}")));
+        assert!(
+            answer.starts_with(&format!("{GREETING} "))
+                && answer.ends_with(&format!(" {SIGN_OFF}"))
+        );
     }
     assert_eq!(questions.len(), 380);
     assert!(all.contains("\"content\": \"Ahoy! The capital of France is Paris. Yo-ho-ho!\""));
@@ -83,7 +92,11 @@ fn sample_examples_are_short_under_smollm2s_template() {
     };
     let data = load_dataset(&assets(), &chatml_bundle(SMOLLM2_TEMPLATE), &cfg).unwrap();
     let stats = data.report.split(Split::Train).tokens.clone().unwrap();
-    assert!(stats.max_length <= 220, "longest rendered example is {} bytes", stats.max_length);
+    assert!(
+        stats.max_length <= 220,
+        "longest rendered example is {} bytes",
+        stats.max_length
+    );
     assert_eq!(stats.truncated_examples, 0);
     assert_eq!(data.train.len(), 75);
 }

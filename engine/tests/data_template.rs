@@ -28,11 +28,27 @@ fn renders_like_transformers() {
         let ordered = ordered_cases.get_item_by_index(index).unwrap();
         let name = case["name"].as_str().unwrap();
         assert_eq!(expected["name"], name);
-        let source = spec["templates"][case["template"].as_str().unwrap()].as_str().unwrap();
-        let template = ChatTemplate::new(source, case["bos_token"].as_str(), case["eos_token"].as_str()).unwrap();
-        let messages: Vec<minijinja::Value> = ordered.get_attr("messages").unwrap().try_iter().unwrap().collect();
+        let source = spec["templates"][case["template"].as_str().unwrap()]
+            .as_str()
+            .unwrap();
+        let template = ChatTemplate::new(
+            source,
+            case["bos_token"].as_str(),
+            case["eos_token"].as_str(),
+        )
+        .unwrap();
+        let messages: Vec<minijinja::Value> = ordered
+            .get_attr("messages")
+            .unwrap()
+            .try_iter()
+            .unwrap()
+            .collect();
         let tools = Some(ordered.get_attr("tools").unwrap()).filter(|t| !t.is_undefined());
-        let result = template.render(&messages, tools.as_ref(), case["add_generation_prompt"].as_bool().unwrap());
+        let result = template.render(
+            &messages,
+            tools.as_ref(),
+            case["add_generation_prompt"].as_bool().unwrap(),
+        );
         match (&expected["text"], &expected["error"]) {
             (Value::String(text), _) => assert_eq!(&result.unwrap(), text, "case {name}"),
             (_, Value::String(error)) => assert_eq!(
@@ -47,7 +63,12 @@ fn renders_like_transformers() {
 
 #[test]
 fn errors_name_the_template_line() {
-    let error = ChatTemplate::new("{% for m in messages %}\n{{ m.content }\n{% endfor %}", None, None).unwrap_err();
+    let error = ChatTemplate::new(
+        "{% for m in messages %}\n{{ m.content }\n{% endfor %}",
+        None,
+        None,
+    )
+    .unwrap_err();
     assert_eq!(error.line, Some(2));
     assert_eq!(
         error.to_string(),
@@ -72,7 +93,11 @@ fn errors_name_the_template_line() {
     let template = ChatTemplate::new("a\nb {{ messages[0].content.nope() }}", None, None).unwrap();
     let error = template.render(&messages, None, false).unwrap_err();
     assert_eq!(error.line, Some(2));
-    assert!(error.message.starts_with("unknown method"), "{}", error.message);
+    assert!(
+        error.message.starts_with("unknown method"),
+        "{}",
+        error.message
+    );
 }
 
 #[test]
@@ -84,7 +109,10 @@ fn strftime_formats_like_python() {
         strftime("%A %a %B %m/%d/%y %H:%M:%S %I%p %j %%", t).unwrap(),
         "Tuesday Tue July 07/23/24 14:05:09 02PM 205 %"
     );
-    assert_eq!(strftime("%Y-%m-%d %A", 951_782_400).unwrap(), "2000-02-29 Tuesday");
+    assert_eq!(
+        strftime("%Y-%m-%d %A", 951_782_400).unwrap(),
+        "2000-02-29 Tuesday"
+    );
     assert_eq!(strftime("%Y-%m-%d", -86_400).unwrap(), "1969-12-31");
     assert_eq!(
         strftime("%Q", t).unwrap_err().to_string(),

@@ -58,7 +58,8 @@ impl SplitMix64 {
 /// `fraction > 0` and there are 3 or more examples, and training keeps at
 /// least half.
 pub fn held_out_count(n: usize, fraction: f64) -> usize {
-    if !(fraction > 0.0) || n < 3 {
+    // `fraction > 0.0` is false for NaN too.
+    if fraction.is_nan() || fraction <= 0.0 || n < 3 {
         return 0;
     }
     let wanted = ((n as f64) * fraction.min(1.0)).round() as usize;

@@ -19,6 +19,9 @@ use super::format::{ChatMessage, Example, Problem, Record, Role};
 use crate::chat_template::ChatTemplate;
 use crate::tokenizer::TokenizerBundle;
 
+/// A token's byte range in the text it came from.
+pub type Span = (usize, usize);
+
 /// One tokenized example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Encoded {
@@ -49,7 +52,7 @@ pub struct EncodedText {
     /// The rendered text, with any BOS/EOS the encoder added around it.
     pub text: String,
     /// Byte range of each token (of the untruncated sequence) in `text`.
-    pub spans: Vec<(usize, usize)>,
+    pub spans: Vec<Span>,
 }
 
 /// Turns examples into tokens for one tokenizer and configuration.
@@ -192,7 +195,7 @@ impl<'a> Encoder<'a> {
         Ok(self.finish(text, ids, spans, prompt_bytes))
     }
 
-    fn tokenize(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>), String> {
+    fn tokenize(&self, text: &str) -> Result<(Vec<u32>, Vec<Span>), String> {
         let encoding = self
             .bundle
             .tokenizer

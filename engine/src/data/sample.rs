@@ -59,7 +59,12 @@ pub fn generate() -> SampleDataset {
         .take(TRAIN_EXAMPLES + VALID_EXAMPLES + TEST_EXAMPLES)
         .map(|(question, answer)| chat_line(question, answer))
         .collect();
-    let join = |lines: &[String]| lines.iter().map(|line| format!("{line}\n")).collect::<String>();
+    let join = |lines: &[String]| {
+        lines
+            .iter()
+            .map(|line| format!("{line}\n"))
+            .collect::<String>()
+    };
     let (train, rest) = lines.split_at(TRAIN_EXAMPLES);
     let (valid, test) = rest.split_at(VALID_EXAMPLES);
     SampleDataset {
@@ -211,11 +216,20 @@ const COLORS: [(&str, &str); 12] = [
 ];
 
 const WORDS: [&str; 24] = [
-    "apple", "house", "river", "garden", "pencil", "window", "orange", "bread", "cloud", "music", "table", "chair",
-    "planet", "summer", "forest", "candle", "bottle", "rabbit", "island", "kitchen", "mountain", "sun", "tree", "ocean",
+    "apple", "house", "river", "garden", "pencil", "window", "orange", "bread", "cloud", "music",
+    "table", "chair", "planet", "summer", "forest", "candle", "bottle", "rabbit", "island",
+    "kitchen", "mountain", "sun", "tree", "ocean",
 ];
 
-const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+const DAYS: [&str; 7] = [
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
+];
 const MONTHS: [&str; 12] = [
     "January",
     "February",
@@ -246,8 +260,14 @@ fn questions() -> Vec<(String, String)> {
     for a in 2..=12u32 {
         for b in [2u32, 3, 4, 5, 6, 7, 8, 9] {
             let (question, answer) = match (a + b) % 3 {
-                0 => (format!("What is {a} plus {b}?"), format!("{a} plus {b} is {}.", a + b)),
-                1 => (format!("How much is {a} times {b}?"), format!("{a} times {b} is {}.", a * b)),
+                0 => (
+                    format!("What is {a} plus {b}?"),
+                    format!("{a} plus {b} is {}.", a + b),
+                ),
+                1 => (
+                    format!("How much is {a} times {b}?"),
+                    format!("{a} times {b} is {}.", a * b),
+                ),
                 _ => (
                     format!("What is {} minus {b}?", a + b + 4),
                     format!("{} minus {b} is {}.", a + b + 4, a + 4),
@@ -279,7 +299,10 @@ fn questions() -> Vec<(String, String)> {
         out.push((question, format!("A {animal} says {sound}.")));
     }
     for (thing, color) in COLORS {
-        out.push((format!("What color is {thing}?"), format!("{} is {color}.", capitalize(thing))));
+        out.push((
+            format!("What color is {thing}?"),
+            format!("{} is {color}.", capitalize(thing)),
+        ));
     }
     for (i, word) in WORDS.iter().enumerate() {
         let n = word.chars().count();
@@ -291,35 +314,61 @@ fn questions() -> Vec<(String, String)> {
         out.push((question, format!("The word {word} has {n} letters.")));
         out.push((
             format!("What is the last letter of \"{word}\"?"),
-            format!("The last letter of {word} is {}.", word.chars().last().unwrap_or(' ')),
+            format!(
+                "The last letter of {word} is {}.",
+                word.chars().last().unwrap_or(' ')
+            ),
         ));
         out.push((
             format!("What is the first letter of \"{word}\"?"),
-            format!("The first letter of {word} is {}.", word.chars().next().unwrap_or(' ')),
+            format!(
+                "The first letter of {word} is {}.",
+                word.chars().next().unwrap_or(' ')
+            ),
         ));
     }
     for (i, day) in DAYS.iter().enumerate() {
         let next = DAYS[(i + 1) % DAYS.len()];
         let before = DAYS[(i + DAYS.len() - 1) % DAYS.len()];
-        out.push((format!("What day comes after {day}?"), format!("{next} comes after {day}.")));
-        out.push((format!("What day comes before {day}?"), format!("{before} comes before {day}.")));
+        out.push((
+            format!("What day comes after {day}?"),
+            format!("{next} comes after {day}."),
+        ));
+        out.push((
+            format!("What day comes before {day}?"),
+            format!("{before} comes before {day}."),
+        ));
     }
     for (i, month) in MONTHS.iter().enumerate() {
         let next = MONTHS[(i + 1) % MONTHS.len()];
-        out.push((format!("Which month comes after {month}?"), format!("{next} comes after {month}.")));
+        out.push((
+            format!("Which month comes after {month}?"),
+            format!("{next} comes after {month}."),
+        ));
         out.push((
             format!("What number month is {month}?"),
             format!("{month} is month number {} of the year.", i + 1),
         ));
     }
     for n in 1..=12u32 {
-        let hours = if n == 1 { "an hour".to_string() } else { format!("{n} hours") };
+        let hours = if n == 1 {
+            "an hour".to_string()
+        } else {
+            format!("{n} hours")
+        };
         out.push((
             format!("How many minutes are in {hours}?"),
             format!("There are {} minutes in {hours}.", n * 60),
         ));
-        let weeks = if n == 1 { "a week".to_string() } else { format!("{n} weeks") };
-        out.push((format!("How many days are in {weeks}?"), format!("There are {} days in {weeks}.", n * 7)));
+        let weeks = if n == 1 {
+            "a week".to_string()
+        } else {
+            format!("{n} weeks")
+        };
+        out.push((
+            format!("How many days are in {weeks}?"),
+            format!("There are {} days in {weeks}.", n * 7),
+        ));
         out.push((
             format!("What is half of {}?", n * 4),
             format!("Half of {} is {}.", n * 4, n * 2),
@@ -330,7 +379,10 @@ fn questions() -> Vec<(String, String)> {
         ));
     }
     for n in 2..=12u32 {
-        out.push((format!("What is {n} squared?"), format!("{n} squared is {}.", n * n)));
+        out.push((
+            format!("What is {n} squared?"),
+            format!("{n} squared is {}.", n * n),
+        ));
     }
     for n in 1..=30u32 {
         let parity = if n % 2 == 0 { "even" } else { "odd" };
@@ -362,7 +414,11 @@ const LEGS: [(&str, u32); 10] = [
 ];
 
 fn with_article(noun: &str) -> String {
-    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    let article = if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
     format!("{article} {noun}")
 }
 

@@ -29,7 +29,7 @@ impl Split {
 }
 
 /// Where a split's examples came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SplitSource {
     /// Its own file.
@@ -37,6 +37,7 @@ pub enum SplitSource {
     /// Held out of another file by seed and `split_fraction`.
     HeldOut { from: String },
     /// Neither: training runs without validation, or there is no test.
+    #[default]
     Missing,
 }
 
@@ -51,12 +52,6 @@ pub struct RawDataset {
     /// folder with only `train.jsonl`).
     pub needs_split: bool,
     pub sources: [SplitSource; 3],
-}
-
-impl Default for SplitSource {
-    fn default() -> Self {
-        SplitSource::Missing
-    }
 }
 
 impl RawDataset {

@@ -82,7 +82,8 @@ pub fn byte_tokenizer() -> Tokenizer {
     // Rebuild GPT-2's byte-to-char table to give byte b the id b.
     let mut n = 0u32;
     for b in 0..=255u8 {
-        let printable = (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable =
+            (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
         let c = if printable {
             char::from_u32(b as u32).unwrap()
         } else {
@@ -91,12 +92,21 @@ pub fn byte_tokenizer() -> Tokenizer {
         };
         alphabet.push((b, c));
     }
-    let vocab: tokenizers::models::bpe::Vocab = alphabet.iter().map(|&(b, c)| (c.to_string(), b as u32)).collect();
-    let bpe = BPE::builder().vocab_and_merges(vocab, vec![]).build().unwrap();
+    let vocab: tokenizers::models::bpe::Vocab = alphabet
+        .iter()
+        .map(|&(b, c)| (c.to_string(), b as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, vec![])
+        .build()
+        .unwrap();
     let mut tokenizer = Tokenizer::new(bpe);
     tokenizer.with_pre_tokenizer(Some(ByteLevel::new(false, true, false)));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    let specials: Vec<AddedToken> = SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect();
+    let specials: Vec<AddedToken> = SPECIALS
+        .iter()
+        .map(|s| AddedToken::from(*s, true))
+        .collect();
     tokenizer.add_special_tokens(&specials);
     tokenizer
 }
