@@ -312,3 +312,69 @@ fn dataset_level_errors_are_reported_once_or_per_line() {
         "tokenizer: chat template line 1: syntax error: unexpected end of input, expected end of block"
     );
 }
+
+#[test]
+fn inspection_reports_everything_and_previews_what_it_can() {
+    let strict = "{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system prompts') }}{% endif %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}";
+    let good = chat_line(&[("user", "Hi"), ("assistant", "Yo")]);
+    let bad = chat_line(&[("system", "S"), ("user", "Hi"), ("assistant", "Yo")]);
+    let (_dir, path) = dataset_dir(&[
+        ("train.jsonl", &format!("{bad}\n{good}\n{good}\n")),
+        ("valid.jsonl", &good),
+    ]);
+    let cfg = TrainConfig {
+        mask_prompt: true,
+        batch_size: 4,
+        ..TrainConfig::default()
+    };
+    let inspection = engine::data::inspect_with_tokenizer(
+        &path,
+        &FormatKeys::default(),
+        &chatml_bundle(strict),
+        &cfg,
+        Split::Train,
+        2,
+    );
+    let problems: Vec<String> = inspection
+        .report
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        problems,
+        vec![
+            "train.jsonl:1: chat template line 1: the template raised an error: no system prompts"
+        ]
+    );
+    // The first two lines were asked for; line 1 failed, line 2 is shown.
+    assert_eq!(inspection.previews.len(), 1);
+    assert_eq!(inspection.previews[0].line, 2);
+    let texts: Vec<(SegmentKind, &str)> = inspection.previews[0]
+        .segments
+        .iter()
+        .map(|s| (s.kind, s.text.as_str()))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            (SegmentKind::Masked, "<user>Hi<assistant>"),
+            (SegmentKind::Trained, "Yo")
+        ]
+    );
+    let train = inspection.report.split(Split::Train);
+    assert_eq!((train.examples, train.batches), (3, 1));
+    assert_eq!(train.tokens.as_ref().unwrap().examples, 2);
+    assert_eq!(train.tokens.as_ref().unwrap().trained_tokens, 4);
+    // "<user>Hi<assistant>Yo": 21 bytes, one token each.
+    assert_eq!(
+        inspection
+            .report
+            .split(Split::Valid)
+            .tokens
+            .as_ref()
+            .unwrap()
+            .tokens,
+        21
+    );
+}

@@ -189,21 +189,7 @@ pub fn load_dataset_with_keys(
     tokenizer: &TokenizerBundle,
     cfg: &TrainConfig,
 ) -> Result<PreparedData, DataError> {
-    let mut problems = Vec::new();
-    let splits = read_splits(dir_or_file, keys, cfg, &mut problems);
-    let encoded = encode_splits(&splits, tokenizer, cfg, &mut problems);
-    let mut report = report_of(&splits, problems);
-    for (i, encoded) in encoded.iter().enumerate() {
-        if report.splits[i].source != SplitSource::Missing {
-            report.splits[i].tokens = Some(TokenStats::new(encoded));
-        }
-    }
-    if report.split(Split::Train).examples == 0 && report.problems.is_empty() {
-        report.problems.push(Problem::file(
-            Split::Train.file_name(),
-            "no training examples",
-        ));
-    }
+    let (mut report, encoded, _) = tokenize(dir_or_file, keys, tokenizer, cfg, None);
     if !report.problems.is_empty() {
         return Err(DataError(Box::new(report)));
     }
@@ -220,13 +206,97 @@ pub fn load_dataset_with_keys(
     })
 }
 
+/// A dataset checked with a model's tokenizer: the full report (token
+/// figures, histograms, truncation, batch counts, every problem) and what
+/// the first examples of one split train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inspection {
+    pub report: DatasetReport,
+    pub previews: Vec<ExamplePreview>,
+}
+
+/// Checks a dataset against a model without building batches: what the
+/// server shows after an upload once a model is chosen. Never fails; any
+/// trouble is in `report.problems`.
+pub fn inspect_with_tokenizer(
+    dir_or_file: &Path,
+    keys: &FormatKeys,
+    tokenizer: &TokenizerBundle,
+    cfg: &TrainConfig,
+    preview_split: Split,
+    preview_limit: usize,
+) -> Inspection {
+    let (mut report, encoded, previews) = tokenize(
+        dir_or_file,
+        keys,
+        tokenizer,
+        cfg,
+        Some((preview_split, preview_limit)),
+    );
+    for (split, encoded) in report.splits.iter_mut().zip(&encoded) {
+        split.batches = encoded.len().div_ceil(cfg.batch_size.max(1));
+    }
+    Inspection { report, previews }
+}
+
+/// What the first `limit` examples of a split train, for the UI. Fails
+/// only when nothing can be shown.
+pub fn preview(
+    dir_or_file: &Path,
+    split: Split,
+    limit: usize,
+    tokenizer: &TokenizerBundle,
+    cfg: &TrainConfig,
+) -> Result<Vec<ExamplePreview>, DataError> {
+    let inspection = inspect_with_tokenizer(
+        dir_or_file,
+        &FormatKeys::default(),
+        tokenizer,
+        cfg,
+        split,
+        limit,
+    );
+    if inspection.previews.is_empty() && !inspection.report.problems.is_empty() {
+        return Err(DataError(Box::new(inspection.report)));
+    }
+    Ok(inspection.previews)
+}
+
+/// Reads and tokenizes every split; the report carries token figures and
+/// every problem.
+fn tokenize(
+    dir_or_file: &Path,
+    keys: &FormatKeys,
+    tokenizer: &TokenizerBundle,
+    cfg: &TrainConfig,
+    preview: Option<(Split, usize)>,
+) -> (DatasetReport, [Vec<Encoded>; 3], Vec<ExamplePreview>) {
+    let mut problems = Vec::new();
+    let splits = read_splits(dir_or_file, keys, cfg, &mut problems);
+    let (encoded, previews) = encode_splits(&splits, tokenizer, cfg, preview, &mut problems);
+    let mut report = report_of(&splits, problems);
+    for (split, encoded) in report.splits.iter_mut().zip(&encoded) {
+        if split.source != SplitSource::Missing {
+            split.tokens = Some(TokenStats::new(encoded));
+        }
+    }
+    if report.split(Split::Train).examples == 0 && report.problems.is_empty() {
+        report.problems.push(Problem::file(
+            Split::Train.file_name(),
+            "no training examples",
+        ));
+    }
+    (report, encoded, previews)
+}
+
 fn encode_splits(
     splits: &Splits,
     tokenizer: &TokenizerBundle,
     cfg: &TrainConfig,
+    preview: Option<(Split, usize)>,
     problems: &mut Vec<Problem>,
-) -> [Vec<Encoded>; 3] {
-    let empty = || [Vec::new(), Vec::new(), Vec::new()];
+) -> ([Vec<Encoded>; 3], Vec<ExamplePreview>) {
+    let empty = || ([Vec::new(), Vec::new(), Vec::new()], Vec::new());
     let encoder = match Encoder::new(tokenizer, cfg.mask_prompt, cfg.max_seq_length) {
         Ok(encoder) => encoder,
         Err(message) => {
@@ -239,17 +309,33 @@ fn encode_splits(
         return empty();
     }
     let mut failures = Vec::new();
-    let encoded = splits.records.each_ref().map(|records| {
-        records
-            .iter()
-            .filter_map(|record| encoder.encode(record).map_err(|p| failures.push(p)).ok())
-            .collect()
-    });
+    let mut previews = Vec::new();
+    let mut encoded: [Vec<Encoded>; 3] = Default::default();
+    for (split, records) in Split::ALL.iter().zip(&splits.records) {
+        let shown = match preview {
+            Some((wanted, limit)) if wanted == *split => limit,
+            _ => 0,
+        };
+        for (i, record) in records.iter().enumerate() {
+            let result = if i < shown {
+                encoder.encode_text(record).map(|detail| {
+                    previews.push(ExamplePreview::from_encoded(record, &detail));
+                    detail.encoded
+                })
+            } else {
+                encoder.encode(record)
+            };
+            match result {
+                Ok(example) => encoded[source::index(*split)].push(example),
+                Err(problem) => failures.push(problem),
+            }
+        }
+    }
     // A held-out split scatters one file's lines over three splits; list
     // them back in file order.
     failures.sort_by_key(|p| (file_rank(&p.file), p.line));
     problems.extend(failures);
-    encoded
+    (encoded, previews)
 }
 
 fn file_rank(file: &str) -> usize {
@@ -274,39 +360,4 @@ fn format_problem(splits: &Splits, encoder: &Encoder, cfg: &TrainConfig) -> Opti
         )),
         _ => None,
     }
-}
-
-/// What the first `limit` examples of a split train, for the UI.
-pub fn preview(
-    dir_or_file: &Path,
-    split: Split,
-    limit: usize,
-    tokenizer: &TokenizerBundle,
-    cfg: &TrainConfig,
-) -> Result<Vec<ExamplePreview>, DataError> {
-    let mut problems = Vec::new();
-    let splits = read_splits(dir_or_file, &FormatKeys::default(), cfg, &mut problems);
-    let encoder = Encoder::new(tokenizer, cfg.mask_prompt, cfg.max_seq_length)
-        .map_err(|message| Problem::file("tokenizer", message));
-    let previews = match encoder {
-        Ok(encoder) => splits.records[source::index(split)]
-            .iter()
-            .take(limit)
-            .filter_map(|record| match encoder.encode_text(record) {
-                Ok(detail) => Some(ExamplePreview::from_encoded(record, &detail)),
-                Err(problem) => {
-                    problems.push(problem);
-                    None
-                }
-            })
-            .collect(),
-        Err(problem) => {
-            problems.push(problem);
-            Vec::new()
-        }
-    };
-    if previews.is_empty() && !problems.is_empty() {
-        return Err(DataError(Box::new(report_of(&splits, problems))));
-    }
-    Ok(previews)
 }
