@@ -166,6 +166,10 @@ fn text_and_completions_without_a_template() {
         .unwrap();
     assert_eq!(encoded.tokens, vec![bos, 81, 58, 32, 65, eos]);
     assert_eq!(encoded.offset, 3);
+    let unmasked = encoder
+        .encode(&records("{\"prompt\": \"Q:\", \"completion\": \" A\"}")[0])
+        .unwrap();
+    assert_eq!((unmasked.tokens.len(), unmasked.offset), (6, 0));
 }
 
 #[test]

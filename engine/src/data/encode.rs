@@ -133,9 +133,11 @@ impl<'a> Encoder<'a> {
                     self.encode_chat(template, &raw, &messages, tools.as_ref())
                         .map_err(fail)
                 }
-                None => self
-                    .encode_plain(&format!("{prompt}{completion}"), prompt.len())
-                    .map_err(fail),
+                None => {
+                    let prompt_bytes = if self.mask_prompt { prompt.len() } else { 0 };
+                    self.encode_plain(&format!("{prompt}{completion}"), prompt_bytes)
+                        .map_err(fail)
+                }
             },
             Example::Text { text } => self.encode_plain(text, 0).map_err(fail),
         }
