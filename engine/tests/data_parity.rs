@@ -148,3 +148,70 @@ fn tokens_offsets_and_batches_match_mlx_lm() {
     }
     assert_eq!(compared, 5 + 5 + 5 + 1 + 3 + 3 + 3);
 }
+
+/// The sample dataset with SmolLM2's real BPE (merges, digits split one by
+/// one): our tokens and offsets equal mlx-lm's. Needs the folder that
+/// data_fixtures/mlx_lm_parity_smollm2.py writes, named by
+/// `LORALAB_PARITY_DIR` (the 3.5 MB tokenizer is not committed).
+#[test]
+#[ignore]
+fn sample_dataset_matches_mlx_lm_with_smollm2() {
+    let dir = std::path::PathBuf::from(
+        std::env::var("LORALAB_PARITY_DIR")
+            .expect("set LORALAB_PARITY_DIR to the folder mlx_lm_parity_smollm2.py wrote"),
+    );
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let bundle = TokenizerBundle {
+        tokenizer,
+        chat_template: expected["chat_template"].as_str().map(String::from),
+        bos_token: Some("<|im_start|>".into()),
+        eos_token: Some("<|im_end|>".into()),
+        eos_token_ids: vec![2],
+        add_bos_token: false,
+    };
+    let assets = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample-dataset");
+    let cfg = TrainConfig {
+        mask_prompt: true,
+        ..TrainConfig::default()
+    };
+    let encoder = Encoder::new(&bundle, true, cfg.max_seq_length).unwrap();
+    let mut compared = 0;
+    for split in ["train", "valid", "test"] {
+        let mut problems = Vec::new();
+        let records = engine::data::format::read_jsonl(
+            &assets.join(format!("{split}.jsonl")),
+            split,
+            &FormatKeys::default(),
+            &mut problems,
+        )
+        .records;
+        for (record, theirs) in records
+            .iter()
+            .zip(expected["splits"][split].as_array().unwrap())
+        {
+            let ours = encoder.encode(record).unwrap();
+            assert_eq!(
+                ours.tokens,
+                ids(&theirs["tokens"]),
+                "{split}:{}",
+                record.line
+            );
+            assert_eq!(
+                ours.offset as u64,
+                theirs["offset"].as_u64().unwrap(),
+                "{split}:{}",
+                record.line
+            );
+            assert!(
+                ours.tokens.len() <= 80,
+                "{split}:{} has {} tokens",
+                record.line,
+                ours.tokens.len()
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 380);
+}
