@@ -70,13 +70,15 @@ fn chatml_mask_covers_everything_before_the_last_answer() {
     assert_eq!(&encoded.tokens[encoded.offset..], &[89, 111, 257, 10]);
     assert_eq!(encoded.trained_tokens(), 4);
 
-    // Without mask_prompt every token trains.
+    // Without mask_prompt every token trains but the first, which is
+    // never predicted.
     let encoded = Encoder::new(&bundle, false, 2048)
         .unwrap()
         .encode(record)
         .unwrap();
     assert_eq!(encoded.offset, 0);
-    assert_eq!(encoded.trained_tokens(), 103);
+    assert_eq!(encoded.tokens.len(), 103);
+    assert_eq!(encoded.trained_tokens(), 102);
 }
 
 #[test]
@@ -265,13 +267,21 @@ fn tools_keep_their_key_order_from_the_file() {
     let line = r#"{"messages": [{"role": "user", "content": "W?"}, {"role": "assistant", "content": "ok"}], "tools": [{"zeta": 1, "alpha": "é"}]}"#;
     let (_dir, path) = dataset_dir(&[("train.jsonl", line)]);
     let previews = preview(&path, Split::Train, 1, &bundle, &TrainConfig::default()).unwrap();
-    assert_eq!(previews[0].segments.len(), 1);
+    // Without mask_prompt only the first token, never predicted, is masked.
+    assert_eq!(previews[0].segments.len(), 2);
+    assert_eq!(
+        (
+            previews[0].segments[0].kind,
+            previews[0].segments[0].text.as_str()
+        ),
+        (SegmentKind::Masked, "<|im_start|>")
+    );
     assert!(
-        previews[0].segments[0]
+        previews[0].segments[1]
             .text
             .contains("<tools>\n{\"zeta\": 1, \"alpha\": \"é\"}\n</tools>"),
         "{}",
-        previews[0].segments[0].text
+        previews[0].segments[1].text
     );
 }
 

@@ -35,8 +35,15 @@ pub struct Encoded {
 
 impl Encoded {
     /// Tokens after the prompt that remain after truncation.
+    /// Tokens the loss predicts: the kept tokens after the prompt, but never
+    /// the first token of a sequence, which nothing comes before.
     pub fn trained_tokens(&self) -> usize {
-        self.tokens.len() - self.offset
+        self.tokens.len().saturating_sub(self.first_trained())
+    }
+
+    /// Index of the first token that is a loss target.
+    pub fn first_trained(&self) -> usize {
+        self.offset.max(1)
     }
 
     pub fn truncated_tokens(&self) -> usize {
@@ -304,8 +311,12 @@ impl ExamplePreview {
             floor_char_boundary(&detail.text, byte)
         };
         let bounds = [
-            (SegmentKind::Masked, 0, encoded.offset),
-            (SegmentKind::Trained, encoded.offset, kept),
+            (SegmentKind::Masked, 0, encoded.first_trained().min(kept)),
+            (
+                SegmentKind::Trained,
+                encoded.first_trained().min(kept),
+                kept,
+            ),
             (SegmentKind::Truncated, kept, encoded.full_length),
         ];
         let segments = bounds
