@@ -3,7 +3,9 @@
 //! protocol, dataset validation) and never calls MLX on its own threads.
 
 pub mod batch;
+pub mod chat_template;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod model_config;
 pub mod protocol;
