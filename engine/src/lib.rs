@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod config;
 pub mod device;
+pub mod gguf;
 pub mod model_config;
 pub mod protocol;
 pub mod tokenizer;
