@@ -1,0 +1,193 @@
+//! Tokenizers from GGUF metadata and from HF folders.
+
+mod gguf_common;
+
+use engine::gguf::{GgufFile, MetadataValue as V, ValueType};
+use engine::tokenizer::TokenizerBundle;
+use gguf_common::{smollm2_path, string_array, GgufWriter};
+
+/// Expected ids: Python `tokenizers` 0.23.3 with SmolLM2's own tokenizer.json
+/// pipeline (Digits(individual_digits) + ByteLevel(add_prefix_space=false)),
+/// fed the GGUF's vocabulary, merges and control tokens; see
+/// scripts/reference/gguf_tokenizer_ids.py. For the texts without digits,
+/// transformers' GGUF tokenizer gives the same ids (it splits digit runs
+/// GPT-2's way, unlike SmolLM2 and llama.cpp, so it is no reference for those).
+const SMOLLM2_CASES: &[(&str, &[u32])] = &[
+    ("Hello, world!", &[19556, 28, 905, 17]),
+    ("The capital of France is Paris.", &[504, 3575, 282, 4649, 314, 7042, 30]),
+    (
+        "café naïve résumé Zürich",
+        &[83, 1939, 2756, 15486, 46494, 412, 2756, 5422, 2756, 1777, 7170, 5130],
+    ),
+    ("emoji 🦀🎉 ok", &[391, 33777, 15107, 116, 218, 10813, 232, 227, 10907]),
+    (
+        "digits 12345 and 3.14159",
+        &[37307, 216, 33, 34, 35, 36, 37, 284, 216, 35, 30, 33, 36, 33, 37, 41],
+    ),
+    (
+        "line one\nline two\n\n  indented\ttab",
+        &[1311, 582, 198, 1311, 827, 8866, 641, 6574, 197, 15999],
+    ),
+    (
+        "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+        &[1, 4093, 198, 26843, 665, 2, 198, 1, 520, 9531, 198],
+    ),
+    ("  leading spaces and trailing   ", &[216, 2899, 5600, 284, 35079, 333]),
+    ("don't I'll we've", &[12420, 982, 339, 3060, 392, 3543]),
+    (
+        "日本語のテキスト",
+        &[23274, 115, 40993, 179, 120, 248, 26453, 11100, 224, 10391, 251, 10391, 134, 11100, 226],
+    ),
+    ("", &[]),
+];
+
+#[test]
+fn smollm2_gguf_tokenizer_matches_reference_ids_and_round_trips() {
+    let bundle = TokenizerBundle::from_gguf_path(&smollm2_path()).unwrap();
+    let tok = &bundle.tokenizer;
+    assert_eq!(tok.get_vocab_size(true), 49152);
+    for (text, expected) in SMOLLM2_CASES {
+        let ids = tok.encode(*text, false).unwrap().get_ids().to_vec();
+        assert_eq!(&ids, expected, "{text:?}");
+        // add_bos_token is false in this file: specials add nothing.
+        assert_eq!(tok.encode(*text, true).unwrap().get_ids(), *expected);
+        assert_eq!(tok.decode(&ids, false).unwrap(), *text, "round trip of {text:?}");
+    }
+    // Control tokens are special: skipped when decoding for display.
+    assert_eq!(
+        tok.decode(&[1, 4093, 198, 26843, 665, 2], true).unwrap(),
+        "user\nHi there"
+    );
+}
+
+#[test]
+fn smollm2_gguf_special_tokens_and_template() {
+    let bundle = TokenizerBundle::from_gguf_path(&smollm2_path()).unwrap();
+    assert_eq!(bundle.bos_token.as_deref(), Some("<|im_start|>"));
+    assert_eq!(bundle.eos_token.as_deref(), Some("<|im_end|>"));
+    assert_eq!(bundle.bos_token_id(), Some(1));
+    assert_eq!(bundle.eos_token_id(), Some(2));
+    // EOS, then <|endoftext|> (a control token chat models also stop on).
+    assert_eq!(bundle.eos_token_ids, [2, 0]);
+    assert!(!bundle.add_bos_token);
+    let template = bundle.chat_template.as_deref().unwrap();
+    assert!(template.starts_with("{% for message in messages %}"), "{template}");
+    assert!(template.contains("You are a helpful AI assistant named SmolLM"));
+}
+
+/// A byte-level vocabulary small enough to reason about: digits merge up to
+/// "12345" so each split regex gives a different answer for "12345".
+fn tiny_vocab(pre: Option<&str>, add_bos: bool) -> GgufWriter {
+    let tokens = [
+        "<s>", "</s>", "1", "2", "3", "4", "5", "12", "123", "45", "12345", "a", "Ġ", "Ġa", "<think>",
+    ];
+    let mut types = vec![1i32; tokens.len()];
+    types[0] = 3;
+    types[1] = 3;
+    types[14] = 4; // user-defined: matched whole, not special
+    let mut w = GgufWriter::default();
+    w.kv("general.architecture", V::String("llama".into()))
+        .kv("tokenizer.ggml.model", V::String("gpt2".into()))
+        .kv("tokenizer.ggml.tokens", string_array(&tokens))
+        .kv(
+            "tokenizer.ggml.token_type",
+            V::Array(ValueType::I32, types.into_iter().map(V::I32).collect()),
+        )
+        .kv(
+            "tokenizer.ggml.merges",
+            string_array(&["1 2", "12 3", "4 5", "123 45", "Ġ a"]),
+        )
+        .kv("tokenizer.ggml.bos_token_id", V::U32(0))
+        .kv("tokenizer.ggml.eos_token_id", V::U32(1))
+        .kv("tokenizer.ggml.add_bos_token", V::Bool(add_bos));
+    if let Some(pre) = pre {
+        w.kv("tokenizer.ggml.pre", V::String(pre.into()));
+    }
+    w
+}
+
+fn ids(bundle: &TokenizerBundle, text: &str, specials: bool) -> Vec<u32> {
+    bundle
+        .tokenizer
+        .encode(text, specials)
+        .unwrap()
+        .get_ids()
+        .to_vec()
+}
+
+#[test]
+fn split_regex_follows_tokenizer_ggml_pre() {
+    let dir = tempfile::tempdir().unwrap();
+    for (pre, expected) in [
+        // GPT-2: " ?\p{N}+" keeps the run whole.
+        (None, vec![10]),
+        (Some("gpt2"), vec![10]),
+        // SmolLM / StarCoder: every digit alone.
+        (Some("smollm"), vec![2, 3, 4, 5, 6]),
+        // Llama 3: runs of at most three digits.
+        (Some("llama-bpe"), vec![8, 9]),
+        // Qwen 2: single digits.
+        (Some("qwen2"), vec![2, 3, 4, 5, 6]),
+    ] {
+        let path = tiny_vocab(pre, false).write(dir.path(), "tiny.gguf");
+        let bundle = TokenizerBundle::from_gguf_path(&path).unwrap();
+        assert_eq!(ids(&bundle, "12345", false), expected, "pre {pre:?}");
+        assert_eq!(ids(&bundle, "a a", false), [11, 13], "pre {pre:?}");
+        assert_eq!(ids(&bundle, "a<think>a", false), [11, 14, 11], "pre {pre:?}");
+        assert_eq!(bundle.tokenizer.decode(&[11, 13, 14], true).unwrap(), "a a<think>");
+    }
+}
+
+#[test]
+fn add_bos_token_prepends_bos() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_vocab(Some("llama-bpe"), true).write(dir.path(), "bos.gguf");
+    let bundle = TokenizerBundle::from_gguf_path(&path).unwrap();
+    assert!(bundle.add_bos_token);
+    assert_eq!(ids(&bundle, "12345", true), [0, 8, 9]);
+    assert_eq!(ids(&bundle, "12345", false), [8, 9]);
+    assert_eq!(bundle.eos_token_ids, [1]);
+}
+
+#[test]
+fn unsupported_tokenizers_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_vocab(Some("mystery"), false).write(dir.path(), "pre.gguf");
+    let err = TokenizerBundle::from_gguf_path(&path).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: metadata `tokenizer.ggml.pre`: pre-tokenizer `mystery` is not supported \
+             (supported: default, gpt-2, gpt2, smollm, starcoder, refact, llama-bpe, llama3, \
+             llama-v3, qwen2, deepseek-r1-qwen)",
+            path.display()
+        )
+    );
+
+    let mut w = tiny_vocab(None, false);
+    w.metadata[1].1 = V::String("llama".into());
+    let path = w.write(dir.path(), "spm.gguf");
+    let err = TokenizerBundle::from_gguf_path(&path).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: metadata `tokenizer.ggml.model`: tokenizer model `llama` is not supported \
+             (only byte-level BPE, `gpt2`)",
+            path.display()
+        )
+    );
+
+    let mut w = tiny_vocab(None, false);
+    w.kv("tokenizer.ggml.padding_token_id", V::U32(99));
+    let path = w.write(dir.path(), "pad.gguf");
+    let err = TokenizerBundle::from_gguf_path(&path).err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: metadata `tokenizer.ggml.padding_token_id`: 99 is not a token id (the vocabulary has 15 tokens)",
+            path.display()
+        )
+    );
+    let file = GgufFile::open(&path).unwrap();
+    assert_eq!(file.get("tokenizer.ggml.padding_token_id").unwrap().as_u64(), Some(99));
+}
