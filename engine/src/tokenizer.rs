@@ -16,7 +16,7 @@ pub struct TokenizerBundle {
     pub add_bos_token: bool,
 }
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, Context};
 use serde_json::Value;
@@ -179,7 +179,7 @@ fn read_json(path: &Path) -> anyhow::Result<Option<Value>> {
 
 /// `chat_template` is a string, or a list of named templates of which the
 /// one called `default` is the chat template.
-fn template_from_value(value: &Value, path: &PathBuf) -> anyhow::Result<String> {
+fn template_from_value(value: &Value, path: &Path) -> anyhow::Result<String> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Array(items) => items
@@ -211,10 +211,7 @@ fn read_chat_template_files(dir: &Path) -> anyhow::Result<Option<String>> {
     match read_json(&json_path)? {
         Some(value) => match value.get("chat_template") {
             Some(template) => template_from_value(template, &json_path).map(Some),
-            None => Err(anyhow!(
-                "{}: no `chat_template` key",
-                json_path.display()
-            )),
+            None => Err(anyhow!("{}: no `chat_template` key", json_path.display())),
         },
         None => Ok(None),
     }

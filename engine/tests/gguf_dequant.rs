@@ -33,8 +33,14 @@ fn every_type_matches_gguf_py_reference() {
         assert_eq!(got.len(), expected.len(), "{name}");
         // Same f32 operations in the same order: equal bit for bit.
         let differing = got.iter().zip(&expected).filter(|(g, e)| g != e).count();
-        assert_eq!(differing, 0, "{name}: {differing} values differ from gguf-py");
-        assert!(expected.iter().any(|&v| v != 0.0), "{name}: fixture is not all zeros");
+        assert_eq!(
+            differing, 0,
+            "{name}: {differing} values differ from gguf-py"
+        );
+        assert!(
+            expected.iter().any(|&v| v != 0.0),
+            "{name}: fixture is not all zeros"
+        );
     }
 }
 
@@ -48,9 +54,14 @@ fn plain_types_keep_values() {
         assert_eq!(*g, half::f16::from_f32(*v).to_f32());
     }
     // MLX keeps the stored dtype for plain floats.
-    for (name, dtype) in [("F32", Dtype::Float32), ("F16", Dtype::Float16), ("BF16", Dtype::Bfloat16)] {
+    for (name, dtype) in [
+        ("F32", Dtype::Float32),
+        ("F16", Dtype::Float16),
+        ("BF16", Dtype::Bfloat16),
+    ] {
         let info = file.tensor(name).unwrap();
-        let MlxTensor::Dense(array) = tensor_to_mlx(info, &file.tensor_data(info).unwrap()).unwrap()
+        let MlxTensor::Dense(array) =
+            tensor_to_mlx(info, &file.tensor_data(info).unwrap()).unwrap()
         else {
             panic!("{name} should stay dense");
         };
@@ -115,7 +126,8 @@ fn q6_k_block(d: f32, sc: &[i8; 16], q: &[u8; 256]) -> Vec<u8> {
             let e = |k: usize| q[128 * h + l + 32 * k];
             ql[64 * h + l] = (e(0) & 15) | ((e(2) & 15) << 4);
             ql[64 * h + l + 32] = (e(1) & 15) | ((e(3) & 15) << 4);
-            qh[32 * h + l] = (e(0) >> 4) | ((e(1) >> 4) << 2) | ((e(2) >> 4) << 4) | ((e(3) >> 4) << 6);
+            qh[32 * h + l] =
+                (e(0) >> 4) | ((e(1) >> 4) << 2) | ((e(2) >> 4) << 4) | ((e(3) >> 4) << 6);
         }
     }
     let mut b = ql.to_vec();
@@ -127,7 +139,9 @@ fn q6_k_block(d: f32, sc: &[i8; 16], q: &[u8; 256]) -> Vec<u8> {
 
 /// A deterministic spread of quant values in 0..modulus.
 fn pattern<const N: usize>(modulus: u32, seed: u32) -> [u8; N] {
-    std::array::from_fn(|i| ((i as u32 * 7 + seed * 13 + (i as u32 * i as u32) % 5) % modulus) as u8)
+    std::array::from_fn(|i| {
+        ((i as u32 * 7 + seed * 13 + (i as u32 * i as u32) % 5) % modulus) as u8
+    })
 }
 
 #[test]
@@ -141,15 +155,22 @@ fn hand_packed_blocks_give_known_values() {
     let q6k: [u8; 256] = pattern(64, 5);
     let sc_k: [u8; 8] = [1, 63, 17, 32, 5, 48, 60, 33];
     let m_k: [u8; 8] = [0, 2, 63, 31, 16, 47, 9, 62];
-    let sc6: [i8; 16] = [1, -1, 127, -128, 5, -7, 33, 64, -64, 2, 3, -3, 100, -100, 11, 0];
+    let sc6: [i8; 16] = [
+        1, -1, 127, -128, 5, -7, 33, 64, -64, 2, 3, -3, 100, -100, 11, 0,
+    ];
 
     let mut w = GgufWriter::default();
-    w.tensor("q4_0", &[64], 2, [q4_0_block(0.5, &q4a), q4_0_block(-0.25, &q4b)].concat())
-        .tensor("q4_1", &[32], 3, q4_1_block(0.125, -1.5, &q4a))
-        .tensor("q8_0", &[32], 8, q8_0_block(0.0625, &q8))
-        .tensor("q5_0", &[32], 6, q5_0_block(2.0, &q5))
-        .tensor("q4_k", &[256], 12, q4_k_block(0.5, 0.25, &sc_k, &m_k, &q4k))
-        .tensor("q6_k", &[256], 14, q6_k_block(0.03125, &sc6, &q6k));
+    w.tensor(
+        "q4_0",
+        &[64],
+        2,
+        [q4_0_block(0.5, &q4a), q4_0_block(-0.25, &q4b)].concat(),
+    )
+    .tensor("q4_1", &[32], 3, q4_1_block(0.125, -1.5, &q4a))
+    .tensor("q8_0", &[32], 8, q8_0_block(0.0625, &q8))
+    .tensor("q5_0", &[32], 6, q5_0_block(2.0, &q5))
+    .tensor("q4_k", &[256], 12, q4_k_block(0.5, 0.25, &sc_k, &m_k, &q4k))
+    .tensor("q6_k", &[256], 14, q6_k_block(0.03125, &sc6, &q6k));
     let path = w.write(dir.path(), "blocks.gguf");
     let file = GgufFile::open(&path).unwrap();
     let values = |name: &str| {
@@ -194,7 +215,10 @@ fn unsupported_types_are_named() {
          Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)"
     );
     let err = dequantize(GgmlType::Q4_0, &[0u8; 19]).unwrap_err();
-    assert_eq!(err, "19 bytes is not a whole number of Q4_0 blocks of 18 bytes");
+    assert_eq!(
+        err,
+        "19 bytes is not a whole number of Q4_0 blocks of 18 bytes"
+    );
 }
 
 // ---- MLX affine triples ----
@@ -242,7 +266,8 @@ fn mlx_packing_order_is_low_bits_first() {
         ggml_type: GgmlType::Q4_1,
         offset: 0,
     };
-    let MlxTensor::Quantized { weight, .. } = tensor_to_mlx(&info, &q4_1_block(1.0, 0.0, &q)).unwrap()
+    let MlxTensor::Quantized { weight, .. } =
+        tensor_to_mlx(&info, &q4_1_block(1.0, 0.0, &q)).unwrap()
     else {
         panic!("expected a triple");
     };

@@ -82,7 +82,10 @@ fn reads_tensor_infos_and_data_with_custom_alignment() {
     assert_eq!(b.shape(), [2, 2]);
     assert_eq!(b.n_bytes(), 16);
     let c = file.tensor("c").unwrap();
-    assert_eq!((c.ggml_type, c.offset, c.n_bytes()), (GgmlType::Q8_0, 128, 68));
+    assert_eq!(
+        (c.ggml_type, c.offset, c.n_bytes()),
+        (GgmlType::Q8_0, 128, 68)
+    );
     assert_eq!(c.shape(), [2, 32]);
     let data = file.tensor_data(b).unwrap();
     let values: Vec<f32> = data
@@ -106,11 +109,15 @@ fn bad_magic_and_versions_are_named() {
     let (path, err) = open_err(b"GGML\x03\0\0\0");
     assert_eq!(
         err.to_string(),
-        format!("{path}: not a GGUF file: magic at offset 0 is [71, 71, 77, 76], expected \"GGUF\"")
+        format!(
+            "{path}: not a GGUF file: magic at offset 0 is [71, 71, 77, 76], expected \"GGUF\""
+        )
     );
 
-    let mut w = GgufWriter::default();
-    w.version = 1;
+    let w = GgufWriter {
+        version: 1,
+        ..Default::default()
+    };
     let (path, err) = open_err(&w.bytes());
     assert_eq!(
         err.to_string(),
@@ -143,7 +150,9 @@ fn every_truncation_point_is_an_error_not_a_panic() {
     let (path, err) = open_err(&bytes[..10]);
     assert_eq!(
         err.to_string(),
-        format!("{path}: file is truncated: tensor count at offset 8 needs 8 bytes, the file has 10")
+        format!(
+            "{path}: file is truncated: tensor count at offset 8 needs 8 bytes, the file has 10"
+        )
     );
     let cut = bytes.len() - 4;
     let (path, err) = open_err(&bytes[..cut]);
@@ -186,13 +195,19 @@ fn inconsistent_tensor_infos_are_named() {
     let (path, err) = open_err(&w.bytes());
     assert_eq!(
         err.to_string(),
-        format!("{path}: tensor `q`: first dimension 30 is not a multiple of the Q4_0 block size 32")
+        format!(
+            "{path}: tensor `q`: first dimension 30 is not a multiple of the Q4_0 block size 32"
+        )
     );
 
     let mut w = GgufWriter::default();
-    w.f32_tensor("x", &[1], &[1.0]).f32_tensor("x", &[1], &[2.0]);
+    w.f32_tensor("x", &[1], &[1.0])
+        .f32_tensor("x", &[1], &[2.0]);
     let (path, err) = open_err(&w.bytes());
-    assert_eq!(err.to_string(), format!("{path}: tensor `x`: duplicate tensor name"));
+    assert_eq!(
+        err.to_string(),
+        format!("{path}: tensor `x`: duplicate tensor name")
+    );
 
     let mut w = GgufWriter::default();
     w.kv("general.alignment", V::U32(48));
@@ -236,5 +251,8 @@ fn reads_the_file_gguf_py_wrote() {
     );
     assert_eq!(file.tensors.len(), 26);
     let q6 = file.tensor("Q6_K").unwrap();
-    assert_eq!((q6.ggml_type, q6.dims.clone(), q6.n_bytes()), (GgmlType::Q6K, vec![256, 4], 840));
+    assert_eq!(
+        (q6.ggml_type, q6.dims.clone(), q6.n_bytes()),
+        (GgmlType::Q6K, vec![256, 4], 840)
+    );
 }

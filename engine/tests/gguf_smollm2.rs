@@ -2,6 +2,10 @@
 //! a model: config, HF-named weights (Q/K rows back in HF order), checked
 //! against gguf-py's numbers and MLX's own GGUF loader.
 
+// The expected floats are exact binary fractions (f16 scales times small
+// integers) printed in full by gguf-py; shortening them would hide that.
+#![allow(clippy::excessive_precision)]
+
 mod gguf_common;
 
 use std::collections::BTreeMap;
@@ -54,15 +58,30 @@ fn config_weights_and_summary() {
     assert_eq!(model.weights.len(), 211 * 3 + 61);
     assert!(!model.weights.contains_key("lm_head.weight"));
     let w = |name: &str| &model.weights[name];
-    assert_eq!(w("model.layers.0.self_attn.q_proj.weight").shape(), [576, 72]);
-    assert_eq!(w("model.layers.0.self_attn.q_proj.weight").dtype(), Dtype::Uint32);
-    assert_eq!(w("model.layers.0.self_attn.q_proj.scales").shape(), [576, 18]);
-    assert_eq!(w("model.layers.29.self_attn.k_proj.biases").shape(), [192, 18]);
+    assert_eq!(
+        w("model.layers.0.self_attn.q_proj.weight").shape(),
+        [576, 72]
+    );
+    assert_eq!(
+        w("model.layers.0.self_attn.q_proj.weight").dtype(),
+        Dtype::Uint32
+    );
+    assert_eq!(
+        w("model.layers.0.self_attn.q_proj.scales").shape(),
+        [576, 18]
+    );
+    assert_eq!(
+        w("model.layers.29.self_attn.k_proj.biases").shape(),
+        [192, 18]
+    );
     assert_eq!(w("model.layers.5.mlp.down_proj.weight").shape(), [576, 192]);
     assert_eq!(w("model.layers.5.mlp.gate_proj.weight").shape(), [1536, 72]);
     assert_eq!(w("model.embed_tokens.weight").shape(), [49152, 144]);
     assert_eq!(w("model.layers.0.input_layernorm.weight").shape(), [576]);
-    assert_eq!(w("model.layers.0.post_attention_layernorm.weight").dtype(), Dtype::Float32);
+    assert_eq!(
+        w("model.layers.0.post_attention_layernorm.weight").dtype(),
+        Dtype::Float32
+    );
     assert_eq!(w("model.norm.weight").shape(), [576]);
 
     let s = &model.summary;
@@ -70,8 +89,15 @@ fn config_weights_and_summary() {
     assert_eq!(s.architecture, "llama");
     assert_eq!(s.name.as_deref(), Some("Smollm2 135M 8k Lc100K Mix1 Ep2"));
     assert_eq!(s.parameter_count, 134_515_008);
-    let types: BTreeMap<&str, usize> = s.tensor_types.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-    assert_eq!(types, BTreeMap::from([("F32", 61), ("Q4_1", 210), ("Q8_0", 1)]));
+    let types: BTreeMap<&str, usize> = s
+        .tensor_types
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        types,
+        BTreeMap::from([("F32", 61), ("Q4_1", 210), ("Q8_0", 1)])
+    );
     assert_eq!(s.quantized.len(), 211);
     assert_eq!(s.quantized["model.embed_tokens"].bits, 8);
     assert_eq!(s.quantized["model.layers.3.mlp.up_proj"].bits, 4);
@@ -92,24 +118,53 @@ fn dequantized_weights_match_gguf_py_in_hf_row_order() {
 
     let q = &model.weights["model.layers.0.self_attn.q_proj.weight"];
     assert_eq!((q.shape(), q.dtype()), (&[576, 576][..], Dtype::Float32));
-    assert_eq!(row(q, 0, 4), [-0.0963134765625, 0.1573486328125, -0.0963134765625, -0.73046875]);
+    assert_eq!(
+        row(q, 0, 4),
+        [
+            -0.0963134765625,
+            0.1573486328125,
+            -0.0963134765625,
+            -0.73046875
+        ]
+    );
     assert_eq!(
         row(q, 32, 4),
-        [-0.1173095703125, -0.1173095703125, -0.19281005859375, 0.26019287109375]
+        [
+            -0.1173095703125,
+            -0.1173095703125,
+            -0.19281005859375,
+            0.26019287109375
+        ]
     );
     assert!((sum_f64(q) - 59.22322082519531).abs() < 1e-9);
 
     let k = &model.weights["model.layers.0.self_attn.k_proj.weight"];
     assert_eq!(k.shape(), [192, 576]);
-    assert_eq!(row(k, 0, 4), [-0.1552734375, 0.3402099609375, -0.485595703125, -0.3204345703125]);
-    assert_eq!(row(k, 32, 4), [0.056640625, 0.056640625, -0.126953125, 0.1484375]);
+    assert_eq!(
+        row(k, 0, 4),
+        [
+            -0.1552734375,
+            0.3402099609375,
+            -0.485595703125,
+            -0.3204345703125
+        ]
+    );
+    assert_eq!(
+        row(k, 32, 4),
+        [0.056640625, 0.056640625, -0.126953125, 0.1484375]
+    );
     assert!((sum_f64(k) - 26.937057495117188).abs() < 1e-9);
 
     let e = &model.weights["model.embed_tokens.weight"];
     assert_eq!(e.shape(), [49152, 576]);
     assert_eq!(
         row(e, 1, 4),
-        [-0.0238037109375, -0.015869140625, -0.0396728515625, 0.015869140625]
+        [
+            -0.0238037109375,
+            -0.015869140625,
+            -0.0396728515625,
+            0.015869140625
+        ]
     );
     assert!((sum_f64(e) - -15353.04449415207).abs() < 1e-6);
 }
@@ -152,8 +207,11 @@ fn triples_equal_mlx_own_gguf_loader() {
             };
             let ours = &model.weights[&format!("{hf}.{part}")];
             assert_eq!(ours.shape(), theirs.shape(), "{hf}.{part}");
-            let equal = ours.array_eq(&theirs, None).unwrap();
-            assert!(equal.item::<bool>(), "{hf}.{part} differs from MLX's loader");
+            assert_eq!(ours.dtype(), theirs.dtype(), "{hf}.{part}");
+            assert!(
+                ours.eq_values(&theirs).unwrap(),
+                "{hf}.{part} differs from MLX's loader"
+            );
         }
     }
 }

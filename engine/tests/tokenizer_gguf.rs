@@ -2,27 +2,37 @@
 
 mod gguf_common;
 
-use engine::gguf::{GgufFile, MetadataValue as V, ValueType};
+use engine::gguf::{GgufFile, MetadataValue as V};
 use engine::tokenizer::TokenizerBundle;
-use gguf_common::{smollm2_path, string_array, GgufWriter};
+use gguf_common::{smollm2_path, tiny_vocab};
 
-/// Expected ids: Python `tokenizers` 0.23.3 with SmolLM2's own tokenizer.json
-/// pipeline (Digits(individual_digits) + ByteLevel(add_prefix_space=false)),
-/// fed the GGUF's vocabulary, merges and control tokens; see
-/// scripts/reference/gguf_tokenizer_ids.py. For the texts without digits,
-/// transformers' GGUF tokenizer gives the same ids (it splits digit runs
-/// GPT-2's way, unlike SmolLM2 and llama.cpp, so it is no reference for those).
+/// Expected ids from two references that agree on every text: Python
+/// `tokenizers` 0.23.3 with SmolLM2's own tokenizer.json pipeline
+/// (Digits(individual_digits) + ByteLevel(add_prefix_space=false)) fed the
+/// GGUF's vocabulary, merges and control tokens, and transformers 5.24's GGUF
+/// tokenizer converter (`convert_gguf_tokenizer`) on the same metadata.
+/// scripts/reference/gguf_tokenizer_ids.py prints both.
 const SMOLLM2_CASES: &[(&str, &[u32])] = &[
     ("Hello, world!", &[19556, 28, 905, 17]),
-    ("The capital of France is Paris.", &[504, 3575, 282, 4649, 314, 7042, 30]),
+    (
+        "The capital of France is Paris.",
+        &[504, 3575, 282, 4649, 314, 7042, 30],
+    ),
     (
         "café naïve résumé Zürich",
-        &[83, 1939, 2756, 15486, 46494, 412, 2756, 5422, 2756, 1777, 7170, 5130],
+        &[
+            83, 1939, 2756, 15486, 46494, 412, 2756, 5422, 2756, 1777, 7170, 5130,
+        ],
     ),
-    ("emoji 🦀🎉 ok", &[391, 33777, 15107, 116, 218, 10813, 232, 227, 10907]),
+    (
+        "emoji 🦀🎉 ok",
+        &[391, 33777, 15107, 116, 218, 10813, 232, 227, 10907],
+    ),
     (
         "digits 12345 and 3.14159",
-        &[37307, 216, 33, 34, 35, 36, 37, 284, 216, 35, 30, 33, 36, 33, 37, 41],
+        &[
+            37307, 216, 33, 34, 35, 36, 37, 284, 216, 35, 30, 33, 36, 33, 37, 41,
+        ],
     ),
     (
         "line one\nline two\n\n  indented\ttab",
@@ -32,11 +42,16 @@ const SMOLLM2_CASES: &[(&str, &[u32])] = &[
         "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
         &[1, 4093, 198, 26843, 665, 2, 198, 1, 520, 9531, 198],
     ),
-    ("  leading spaces and trailing   ", &[216, 2899, 5600, 284, 35079, 333]),
+    (
+        "  leading spaces and trailing   ",
+        &[216, 2899, 5600, 284, 35079, 333],
+    ),
     ("don't I'll we've", &[12420, 982, 339, 3060, 392, 3543]),
     (
         "日本語のテキスト",
-        &[23274, 115, 40993, 179, 120, 248, 26453, 11100, 224, 10391, 251, 10391, 134, 11100, 226],
+        &[
+            23274, 115, 40993, 179, 120, 248, 26453, 11100, 224, 10391, 251, 10391, 134, 11100, 226,
+        ],
     ),
     ("", &[]),
 ];
@@ -51,7 +66,11 @@ fn smollm2_gguf_tokenizer_matches_reference_ids_and_round_trips() {
         assert_eq!(&ids, expected, "{text:?}");
         // add_bos_token is false in this file: specials add nothing.
         assert_eq!(tok.encode(*text, true).unwrap().get_ids(), *expected);
-        assert_eq!(tok.decode(&ids, false).unwrap(), *text, "round trip of {text:?}");
+        assert_eq!(
+            tok.decode(&ids, false).unwrap(),
+            *text,
+            "round trip of {text:?}"
+        );
     }
     // Control tokens are special: skipped when decoding for display.
     assert_eq!(
@@ -71,39 +90,11 @@ fn smollm2_gguf_special_tokens_and_template() {
     assert_eq!(bundle.eos_token_ids, [2, 0]);
     assert!(!bundle.add_bos_token);
     let template = bundle.chat_template.as_deref().unwrap();
-    assert!(template.starts_with("{% for message in messages %}"), "{template}");
+    assert!(
+        template.starts_with("{% for message in messages %}"),
+        "{template}"
+    );
     assert!(template.contains("You are a helpful AI assistant named SmolLM"));
-}
-
-/// A byte-level vocabulary small enough to reason about: digits merge up to
-/// "12345" so each split regex gives a different answer for "12345".
-fn tiny_vocab(pre: Option<&str>, add_bos: bool) -> GgufWriter {
-    let tokens = [
-        "<s>", "</s>", "1", "2", "3", "4", "5", "12", "123", "45", "12345", "a", "Ġ", "Ġa", "<think>",
-    ];
-    let mut types = vec![1i32; tokens.len()];
-    types[0] = 3;
-    types[1] = 3;
-    types[14] = 4; // user-defined: matched whole, not special
-    let mut w = GgufWriter::default();
-    w.kv("general.architecture", V::String("llama".into()))
-        .kv("tokenizer.ggml.model", V::String("gpt2".into()))
-        .kv("tokenizer.ggml.tokens", string_array(&tokens))
-        .kv(
-            "tokenizer.ggml.token_type",
-            V::Array(ValueType::I32, types.into_iter().map(V::I32).collect()),
-        )
-        .kv(
-            "tokenizer.ggml.merges",
-            string_array(&["1 2", "12 3", "4 5", "123 45", "Ġ a"]),
-        )
-        .kv("tokenizer.ggml.bos_token_id", V::U32(0))
-        .kv("tokenizer.ggml.eos_token_id", V::U32(1))
-        .kv("tokenizer.ggml.add_bos_token", V::Bool(add_bos));
-    if let Some(pre) = pre {
-        w.kv("tokenizer.ggml.pre", V::String(pre.into()));
-    }
-    w
 }
 
 fn ids(bundle: &TokenizerBundle, text: &str, specials: bool) -> Vec<u32> {
@@ -133,8 +124,15 @@ fn split_regex_follows_tokenizer_ggml_pre() {
         let bundle = TokenizerBundle::from_gguf_path(&path).unwrap();
         assert_eq!(ids(&bundle, "12345", false), expected, "pre {pre:?}");
         assert_eq!(ids(&bundle, "a a", false), [11, 13], "pre {pre:?}");
-        assert_eq!(ids(&bundle, "a<think>a", false), [11, 14, 11], "pre {pre:?}");
-        assert_eq!(bundle.tokenizer.decode(&[11, 13, 14], true).unwrap(), "a a<think>");
+        assert_eq!(
+            ids(&bundle, "a<think>a", false),
+            [11, 14, 11],
+            "pre {pre:?}"
+        );
+        assert_eq!(
+            bundle.tokenizer.decode(&[11, 13, 14], true).unwrap(),
+            "a a<think>"
+        );
     }
 }
 
@@ -189,5 +187,10 @@ fn unsupported_tokenizers_are_named() {
         )
     );
     let file = GgufFile::open(&path).unwrap();
-    assert_eq!(file.get("tokenizer.ggml.padding_token_id").unwrap().as_u64(), Some(99));
+    assert_eq!(
+        file.get("tokenizer.ggml.padding_token_id")
+            .unwrap()
+            .as_u64(),
+        Some(99)
+    );
 }

@@ -3,10 +3,9 @@
 Builds, with Python `tokenizers`, the pipeline of SmolLM2's own
 tokenizer.json (Digits(individual_digits=True), then ByteLevel without a
 prefix space; control tokens special) from the vocabulary and merges in the
-shipped GGUF, and prints the ids of each text. Where transformers' GGUF
-tokenizer can be loaded (needs torch), its ids are printed beside them:
-it splits digit runs GPT-2's way, unlike SmolLM2 and llama.cpp, so it only
-confirms the texts without digits.
+shipped GGUF, and prints the ids of each text, with a comparison against
+transformers' GGUF tokenizer converter run on the same metadata (called
+directly: its file reader needs torch, the converter does not).
 
     python -m venv /tmp/gguf-venv
     /tmp/gguf-venv/bin/pip install gguf tokenizers transformers
@@ -58,19 +57,21 @@ def main() -> None:
     tok.add_special_tokens([AddedToken(t, normalized=False, special=True)
                             for t, ty in zip(tokens, types) if ty == 3])  # CONTROL
 
-    try:
-        from transformers import AutoTokenizer
-        hf = AutoTokenizer.from_pretrained(str(FOLDER), gguf_file=FILE)
-    except Exception as error:  # transformers' GGUF reader needs torch
-        print(f"# no transformers reference: {type(error).__name__}: {error}")
-        hf = None
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer
+
+    hf, _ = convert_gguf_tokenizer("llama", {
+        "tokenizer_type": "gpt2",
+        "pre_tokenizer_type": "smollm",
+        "tokens": tokens,
+        "merges": merges,
+        "token_type": types,
+    })
 
     for text in TEXTS:
         ids = tok.encode(text).ids
         line = f"{json.dumps(text, ensure_ascii=False)} {ids}"
-        if hf is not None:
-            theirs = hf.encode(text, add_special_tokens=False)
-            line += "  transformers: " + ("same" if theirs == ids else str(theirs))
+        theirs = hf.encode(text, add_special_tokens=False).ids
+        line += "  transformers: " + ("same" if theirs == ids else str(theirs))
         print(line)
 
 

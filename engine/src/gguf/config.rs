@@ -91,7 +91,9 @@ pub fn model_config(file: &GgufFile) -> Result<ModelConfig> {
         rms_norm_eps: meta
             .opt_f64("attention.layer_norm_rms_epsilon")?
             .map_or(1e-6, |v| v as f32),
-        rope_theta: meta.opt_f64("rope.freq_base")?.map_or(10_000.0, |v| v as f32),
+        rope_theta: meta
+            .opt_f64("rope.freq_base")?
+            .map_or(10_000.0, |v| v as f32),
         rope_scaling,
         // Q and K rows are put back in HF order on load (see names.rs).
         rope_traditional: false,
@@ -124,20 +126,18 @@ impl Meta<'_> {
         let scalar = match value.as_array() {
             Some(items) if !items.is_empty() && items.iter().all(|v| v == &items[0]) => &items[0],
             Some(_) => {
-                return Err(self.file.metadata_error(
-                    &key,
-                    format!("per-layer values {value} are not supported"),
-                ))
+                return Err(self
+                    .file
+                    .metadata_error(&key, format!("per-layer values {value} are not supported")))
             }
             None => value,
         };
-        scalar
-            .as_u64()
-            .map(|v| Some(v as usize))
-            .ok_or_else(|| {
-                self.file
-                    .metadata_error(&key, format!("expected a non-negative integer, found {value}"))
-            })
+        scalar.as_u64().map(|v| Some(v as usize)).ok_or_else(|| {
+            self.file.metadata_error(
+                &key,
+                format!("expected a non-negative integer, found {value}"),
+            )
+        })
     }
 
     fn usize(&self, suffix: &str) -> Result<usize> {
@@ -164,8 +164,8 @@ impl Meta<'_> {
 fn rope_scaling(meta: &Meta, head_dim: usize) -> Result<Option<RopeScaling>> {
     if let Some(info) = meta.file.tensor("rope_freqs.weight") {
         let bytes = meta.file.tensor_data(info)?;
-        let factors =
-            dequantize(info.ggml_type, &bytes).map_err(|e| meta.file.tensor_error(&info.name, e))?;
+        let factors = dequantize(info.ggml_type, &bytes)
+            .map_err(|e| meta.file.tensor_error(&info.name, e))?;
         let theta = meta.opt_f64("rope.freq_base")?.unwrap_or(10_000.0);
         return llama3_scaling(&factors, theta, head_dim)
             .map(Some)

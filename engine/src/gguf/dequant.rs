@@ -33,7 +33,7 @@ pub const DEQUANTIZABLE: &[GgmlType] = &[
 /// caller has checked that `data` holds whole blocks (the reader does).
 pub fn dequantize(ggml_type: GgmlType, data: &[u8]) -> Result<Vec<f32>, String> {
     let block_bytes = ggml_type.type_size() as usize;
-    if data.len() % block_bytes != 0 {
+    if !data.len().is_multiple_of(block_bytes) {
         return Err(format!(
             "{} bytes is not a whole number of {ggml_type} blocks of {block_bytes} bytes",
             data.len()
@@ -43,9 +43,9 @@ pub fn dequantize(ggml_type: GgmlType, data: &[u8]) -> Result<Vec<f32>, String> 
         GgmlType::F32 => |b, y| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
         GgmlType::F16 => |b, y| y[0] = f16_at(b, 0),
         GgmlType::Bf16 => |b, y| y[0] = bf16::from_le_bytes([b[0], b[1]]).to_f32(),
-        GgmlType::F64 => |b, y| {
-            y[0] = f64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as f32
-        },
+        GgmlType::F64 => {
+            |b, y| y[0] = f64::from_le_bytes(b[..8].try_into().expect("8 bytes")) as f32
+        }
         GgmlType::Q4_0 => q4_0,
         GgmlType::Q4_1 => q4_1,
         GgmlType::Q5_0 => q5_0,

@@ -95,9 +95,7 @@ pub fn load_gguf_model(path: &Path) -> Result<GgufModel> {
             } => {
                 let module = name
                     .strip_suffix(".weight")
-                    .ok_or_else(|| {
-                        file.tensor_error(&info.name, "only weights may be quantized")
-                    })?
+                    .ok_or_else(|| file.tensor_error(&info.name, "only weights may be quantized"))?
                     .to_string();
                 weights.insert(format!("{module}.weight"), weight);
                 weights.insert(format!("{module}.scales"), scales);

@@ -74,13 +74,16 @@ pub fn permuted_heads(
 /// `j * head_dim / 2 + i` (rotate-half pairs). Rows are moved whole, so this
 /// works for every storage type: a quantized row's scales move with it.
 pub fn unpermute_rows(bytes: &[u8], rows: usize, n_head: usize) -> Result<Vec<u8>, String> {
-    if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
         return Err(format!(
             "{rows} rows cannot be split into {n_head} heads of an even size"
         ));
     }
-    if bytes.len() % rows != 0 {
-        return Err(format!("{} bytes do not split into {rows} rows", bytes.len()));
+    if !bytes.len().is_multiple_of(rows) {
+        return Err(format!(
+            "{} bytes do not split into {rows} rows",
+            bytes.len()
+        ));
     }
     let row_bytes = bytes.len() / rows;
     let head_dim = rows / n_head;

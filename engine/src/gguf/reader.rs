@@ -108,14 +108,13 @@ impl GgufFile {
             let key = header.string(&format!("key of metadata entry {index}"))?;
             let type_offset = header.pos;
             let code = header.u32(&format!("value type of `{key}`"))?;
-            let value_type = ValueType::from_code(code).ok_or_else(|| {
-                GgufError::UnknownValueType {
+            let value_type =
+                ValueType::from_code(code).ok_or_else(|| GgufError::UnknownValueType {
                     path: path.clone(),
                     what: format!("metadata `{key}`"),
                     offset: type_offset,
                     code,
-                }
-            })?;
+                })?;
             let value = header.value(value_type, &key)?;
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(GgufError::Metadata {
@@ -152,7 +151,7 @@ impl GgufFile {
 
         let data_offset = header.pos.next_multiple_of(alignment);
         for info in &tensors {
-            if info.offset % alignment != 0 {
+            if !info.offset.is_multiple_of(alignment) {
                 return Err(tensor_error(
                     &path,
                     &info.name,
@@ -260,7 +259,11 @@ struct HeaderReader<'a> {
 
 impl HeaderReader<'_> {
     fn need(&self, n: u64, what: &str) -> Result<()> {
-        if self.pos.checked_add(n).is_none_or(|end| end > self.file_len) {
+        if self
+            .pos
+            .checked_add(n)
+            .is_none_or(|end| end > self.file_len)
+        {
             return Err(GgufError::Truncated {
                 path: self.path.to_path_buf(),
                 what: what.into(),
@@ -386,14 +389,18 @@ impl HeaderReader<'_> {
             code,
         })?;
         let offset = self.u64(&format!("data offset of tensor `{name}`"))?;
-        if dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).is_none() {
+        if dims
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+            .is_none()
+        {
             return Err(tensor_error(
                 self.path,
                 &name,
                 format!("dimensions {dims:?} overflow"),
             ));
         }
-        if dims[0] % ggml_type.block_size() != 0 {
+        if !dims[0].is_multiple_of(ggml_type.block_size()) {
             return Err(tensor_error(
                 self.path,
                 &name,

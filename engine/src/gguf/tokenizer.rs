@@ -217,12 +217,8 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<(Value, GgufSpecialTokens)> {
         })
         .collect();
 
-    let byte_level = |use_regex: bool| {
-        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex})
-    };
-    let split = |regex: &str| {
-        json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false})
-    };
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
     let (pre_tokenizer, ignore_merges, normalizer) = match pre {
         PreTokenizer::Gpt2 => (byte_level(true), false, Value::Null),
         PreTokenizer::DigitsThenGpt2 => (
@@ -237,7 +233,11 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<(Value, GgufSpecialTokens)> {
         } => (
             json!({"type": "Sequence", "pretokenizers": [split(regex), byte_level(false)]}),
             *ignore_merges,
-            if *nfc { json!({"type": "NFC"}) } else { Value::Null },
+            if *nfc {
+                json!({"type": "NFC"})
+            } else {
+                Value::Null
+            },
         ),
     };
 

@@ -3,7 +3,7 @@
 //! not against itself.
 #![allow(dead_code)]
 
-use engine::gguf::{MetadataValue, ValueType};
+use engine::gguf::{MetadataValue, MetadataValue as V, ValueType};
 use std::path::{Path, PathBuf};
 
 pub struct TestTensor {
@@ -150,4 +150,36 @@ pub fn fixture_path(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/gguf_fixtures")
         .join(name)
+}
+
+/// A byte-level vocabulary small enough to reason about: digits merge up to
+/// "12345" so each split regex gives a different answer for "12345".
+pub fn tiny_vocab(pre: Option<&str>, add_bos: bool) -> GgufWriter {
+    let tokens = [
+        "<s>", "</s>", "1", "2", "3", "4", "5", "12", "123", "45", "12345", "a", "Ġ", "Ġa",
+        "<think>",
+    ];
+    let mut types = vec![1i32; tokens.len()];
+    types[0] = 3;
+    types[1] = 3;
+    types[14] = 4; // user-defined: matched whole, not special
+    let mut w = GgufWriter::default();
+    w.kv("general.architecture", V::String("llama".into()))
+        .kv("tokenizer.ggml.model", V::String("gpt2".into()))
+        .kv("tokenizer.ggml.tokens", string_array(&tokens))
+        .kv(
+            "tokenizer.ggml.token_type",
+            V::Array(ValueType::I32, types.into_iter().map(V::I32).collect()),
+        )
+        .kv(
+            "tokenizer.ggml.merges",
+            string_array(&["1 2", "12 3", "4 5", "123 45", "Ġ a"]),
+        )
+        .kv("tokenizer.ggml.bos_token_id", V::U32(0))
+        .kv("tokenizer.ggml.eos_token_id", V::U32(1))
+        .kv("tokenizer.ggml.add_bos_token", V::Bool(add_bos));
+    if let Some(pre) = pre {
+        w.kv("tokenizer.ggml.pre", V::String(pre.into()));
+    }
+    w
 }
