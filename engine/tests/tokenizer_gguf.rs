@@ -194,3 +194,69 @@ fn unsupported_tokenizers_are_named() {
         Some(99)
     );
 }
+
+/// The SmolLM2 vocabulary under other `tokenizer.ggml.pre` values. Expected
+/// ids: transformers 5.24's `convert_gguf_tokenizer` on the same metadata
+/// with `pre_tokenizer_type` set to each value (its split regexes for
+/// llama-bpe and qwen2 are those of the Llama 3 and Qwen 2 tokenizer.json
+/// files). The vocabulary has single digits only, so the regexes differ here
+/// on whitespace runs.
+#[test]
+fn other_split_regexes_match_transformers_on_a_real_vocabulary() {
+    let source = GgufFile::open(smollm2_path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let newline_run_split: &[u32] = &[1311, 582, 198, 1311, 827, 1116, 216, 641, 6574, 197, 15999];
+    let gpt2_newlines: &[u32] = &[1311, 582, 198, 1311, 827, 8866, 641, 6574, 197, 15999];
+    for (pre, newlines) in [
+        ("llama-bpe", newline_run_split),
+        ("qwen2", newline_run_split),
+        ("gpt2", gpt2_newlines),
+    ] {
+        let mut w = gguf_common::GgufWriter::default();
+        for (key, value) in &source.metadata {
+            if key.starts_with("tokenizer.ggml.") || key == "general.architecture" {
+                w.kv(key, value.clone());
+            }
+        }
+        w.metadata
+            .iter_mut()
+            .find(|(k, _)| k == "tokenizer.ggml.pre")
+            .unwrap()
+            .1 = V::String(pre.into());
+        let path = w.write(dir.path(), "pre.gguf");
+        let bundle = TokenizerBundle::from_gguf_path(&path).unwrap();
+        let ids = |text: &str| {
+            bundle
+                .tokenizer
+                .encode(text, false)
+                .unwrap()
+                .get_ids()
+                .to_vec()
+        };
+        assert_eq!(
+            ids("line one\nline two\n\n  indented\ttab"),
+            newlines,
+            "{pre}"
+        );
+        assert_eq!(
+            ids("digits 12345 and 3.14159"),
+            [37307, 216, 33, 34, 35, 36, 37, 284, 216, 35, 30, 33, 36, 33, 37, 41],
+            "{pre}"
+        );
+        assert_eq!(
+            ids("don't I'LL We'Ve"),
+            [12420, 982, 339, 23, 16421, 1046, 23, 25917],
+            "{pre}"
+        );
+        assert_eq!(
+            ids("Hello, world!!! ..."),
+            [19556, 28, 905, 29646, 4563],
+            "{pre}"
+        );
+        assert_eq!(
+            ids("café 日本語 🦀"),
+            [83, 1939, 2756, 17097, 241, 115, 40993, 179, 120, 248, 15107, 116, 218],
+            "{pre}"
+        );
+    }
+}

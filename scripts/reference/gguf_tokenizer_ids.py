@@ -34,6 +34,13 @@ TEXTS = [
     "日本語のテキスト",
     "",
 ]
+OTHER_SPLIT_TEXTS = [
+    "digits 12345 and 3.14159",
+    "line one\nline two\n\n  indented\ttab",
+    "don't I'LL We'Ve",
+    "Hello, world!!! ...",
+    "café 日本語 🦀",
+]
 
 
 def main() -> None:
@@ -73,6 +80,20 @@ def main() -> None:
         theirs = hf.encode(text, add_special_tokens=False).ids
         line += "  transformers: " + ("same" if theirs == ids else str(theirs))
         print(line)
+
+    # The same vocabulary under other `tokenizer.ggml.pre` values
+    # (tokenizer_gguf.rs: other_split_regexes_match_transformers_...).
+    for pre in ["llama-bpe", "qwen2", "gpt2"]:
+        other, _ = convert_gguf_tokenizer("llama", {
+            "tokenizer_type": "gpt2",
+            "pre_tokenizer_type": pre,
+            "tokens": tokens,
+            "merges": merges,
+            "token_type": types,
+        })
+        for text in OTHER_SPLIT_TEXTS:
+            ids = other.encode(text, add_special_tokens=False).ids
+            print(f"{pre} {json.dumps(text, ensure_ascii=False)} {ids}")
 
 
 if __name__ == "__main__":
