@@ -105,6 +105,15 @@ fn config_weights_and_summary() {
     assert_eq!(s.metadata["llama.block_count"], "30");
 }
 
+#[test]
+fn inspect_reads_the_header_only_and_agrees_with_load() {
+    let (config, summary) = engine::gguf::inspect_gguf(&smollm2_path()).unwrap();
+    let model = load_gguf_model(&smollm2_path()).unwrap();
+    assert_eq!(config, model.config);
+    assert_eq!(summary, model.summary);
+    assert_eq!(summary.file_size, 98_362_432);
+}
+
 /// Expected rows and sums are gguf-py's dequantization of the file
 /// (`gguf.quants.dequantize`), in GGUF row order; llama.cpp's row 1 of a
 /// head (the second element of the first RoPE pair) is HF row 32.

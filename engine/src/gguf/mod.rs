@@ -15,7 +15,7 @@ pub mod value;
 
 pub use error::GgufError;
 pub use ggml_type::GgmlType;
-pub use model::{load_gguf_model, GgufModel, GgufSummary};
+pub use model::{inspect_gguf, load_gguf_model, GgufModel, GgufSummary};
 pub use reader::{GgufFile, TensorInfo};
-pub use to_mlx::{tensor_to_mlx, MlxTensor};
+pub use to_mlx::{mlx_quantization, tensor_to_mlx, MlxTensor};
 pub use value::{MetadataValue, ValueType};

@@ -13,9 +13,24 @@ use mlx_rs::Array;
 use super::dequant::{dequantize, f16_at};
 use super::ggml_type::GgmlType;
 use super::reader::TensorInfo;
+use crate::model_config::Quantization;
 
 /// ggml's block size for the legacy quants, and MLX's group size for them.
 pub const GROUP_SIZE: usize = 32;
+
+/// The MLX quantization a tensor of this type converts to; None for types
+/// that arrive dense.
+pub fn mlx_quantization(ggml_type: GgmlType) -> Option<Quantization> {
+    let bits = match ggml_type {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => 4,
+        GgmlType::Q8_0 => 8,
+        _ => return None,
+    };
+    Some(Quantization {
+        group_size: GROUP_SIZE,
+        bits,
+    })
+}
 
 /// One GGUF tensor in MLX form.
 #[derive(Debug, Clone)]
