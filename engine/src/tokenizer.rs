@@ -1,6 +1,14 @@
 //! A model's tokenizer with what the chat template needs: its special tokens
 //! and the template text itself.
 
+use std::path::Path;
+
+use anyhow::{anyhow, Context};
+use serde_json::Value;
+
+use crate::gguf::error::GgufError;
+use crate::gguf::reader::GgufFile;
+
 /// The tokenizer of a model plus its chat template and special tokens, from
 /// an HF folder (tokenizer.json + tokenizer_config.json) or a GGUF file.
 #[derive(Clone)]
@@ -15,14 +23,6 @@ pub struct TokenizerBundle {
     /// Whether encoding a plain text prepends BOS (HF `add_bos_token`).
     pub add_bos_token: bool,
 }
-
-use std::path::Path;
-
-use anyhow::{anyhow, Context};
-use serde_json::Value;
-
-use crate::gguf::error::GgufError;
-use crate::gguf::reader::GgufFile;
 
 impl TokenizerBundle {
     /// The tokenizer of an HF model folder: `tokenizer.json`, plus

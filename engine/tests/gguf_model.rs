@@ -365,3 +365,36 @@ fn model_errors_name_key_or_tensor() {
         "{err}"
     );
 }
+
+#[test]
+fn qwen3_reads_head_dim_and_qk_norms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = tiny_model("qwen3");
+    w.kv("qwen3.attention.key_length", V::U32(HEAD_DIM as u32))
+        .kv("qwen3.attention.value_length", V::U32(HEAD_DIM as u32))
+        .f32_tensor(
+            "blk.0.attn_q_norm.weight",
+            &[HEAD_DIM],
+            &vec![2.0; HEAD_DIM as usize],
+        )
+        .f32_tensor(
+            "blk.0.attn_k_norm.weight",
+            &[HEAD_DIM],
+            &vec![3.0; HEAD_DIM as usize],
+        );
+    let path = w.write(dir.path(), "qwen3.gguf");
+    let model = load_gguf_model(&path).unwrap();
+    assert_eq!(model.config.model_type, "qwen3");
+    assert_eq!(model.config.head_dim, Some(32));
+    assert_eq!(
+        model.weights["model.layers.0.self_attn.q_norm.weight"].as_slice::<f32>()[0],
+        2.0
+    );
+    assert_eq!(
+        model.weights["model.layers.0.self_attn.k_norm.weight"].as_slice::<f32>()[0],
+        3.0
+    );
+    // Qwen rows are stored in HF order already.
+    let q = &model.weights["model.layers.0.self_attn.q_proj.weight"];
+    assert_eq!(first_column(q)[..4], [0.0, 1.0, 2.0, 3.0]);
+}
