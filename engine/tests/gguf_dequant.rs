@@ -206,6 +206,151 @@ fn hand_packed_blocks_give_known_values() {
     assert_eq!(values("q4_0")[32], -0.5);
 }
 
+fn q5_1_block(d: f32, m: f32, q: &[u8; 32]) -> Vec<u8> {
+    let mut b = f16_bytes(d).to_vec();
+    b.extend(f16_bytes(m));
+    let qh: u32 = (0..32).map(|j| ((q[j] >> 4) as u32) << j).sum();
+    b.extend(qh.to_le_bytes());
+    b.extend((0..16).map(|j| (q[j] & 15) | ((q[j + 16] & 15) << 4)));
+    b
+}
+
+fn q5_k_block(d: f32, dmin: f32, sc: &[u8; 8], m: &[u8; 8], q: &[u8; 256]) -> Vec<u8> {
+    let q4 = q4_k_block(d, dmin, sc, m, &q.map(|v| v & 15));
+    let mut qh = [0u8; 32];
+    for (i, &v) in q.iter().enumerate() {
+        // Element i sits in sub-block i / 32; bit (i / 32) of qh[i % 32].
+        qh[i % 32] |= (v >> 4) << (i / 32);
+    }
+    [&q4[..16], &qh[..], &q4[16..]].concat()
+}
+
+fn q8_k_block(d: f32, q: &[i8; 256]) -> Vec<u8> {
+    let mut b = d.to_le_bytes().to_vec();
+    b.extend(q.iter().map(|&v| v as u8));
+    // Block sums of 16: unused by dequantization but part of the layout.
+    for chunk in q.chunks(16) {
+        b.extend(chunk.iter().map(|&v| v as i16).sum::<i16>().to_le_bytes());
+    }
+    b
+}
+
+/// Q2_K: element e has scale/min byte e / 16 (scale low nibble, min high)
+/// and its 2 bits in qs[32 * (e / 128) + e % 32] at bit 2 * ((e / 32) % 4).
+fn q2_k_block(d: f32, dmin: f32, sm: &[u8; 16], q: &[u8; 256]) -> Vec<u8> {
+    let mut qs = [0u8; 64];
+    for (e, &v) in q.iter().enumerate() {
+        qs[32 * (e / 128) + e % 32] |= v << (2 * ((e / 32) % 4));
+    }
+    let mut b = sm.to_vec();
+    b.extend(qs);
+    b.extend(f16_bytes(d));
+    b.extend(f16_bytes(dmin));
+    b
+}
+
+/// Q3_K: 3-bit q in -4..4 as 2 low bits (like Q2_K) plus a mask bit that is
+/// set when the value is not shifted down by 4; sixteen 6-bit scales - 32.
+fn q3_k_block(d: f32, scales: &[u8; 16], q: &[i8; 256]) -> Vec<u8> {
+    let mut hmask = [0u8; 32];
+    let mut qs = [0u8; 64];
+    for (e, &v) in q.iter().enumerate() {
+        let u = (v + 4) as u8; // 0..8: high bit set means "no -4"
+        qs[32 * (e / 128) + e % 32] |= (u & 3) << (2 * ((e / 32) % 4));
+        hmask[e % 32] |= (u >> 2) << (e / 32);
+    }
+    let mut packed = [0u8; 12];
+    for (i, &s) in scales.iter().enumerate() {
+        if i < 8 {
+            packed[i] |= s & 15;
+        } else {
+            packed[i - 8] |= (s & 15) << 4;
+        }
+        packed[8 + i % 4] |= (s >> 4) << (2 * (i / 4));
+    }
+    let mut b = hmask.to_vec();
+    b.extend(qs);
+    b.extend(packed);
+    b.extend(f16_bytes(d));
+    b
+}
+
+#[test]
+fn hand_packed_blocks_of_the_other_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let q5: [u8; 32] = pattern(32, 6);
+    let q5k: [u8; 256] = pattern(32, 7);
+    let q2k: [u8; 256] = pattern(4, 8);
+    let q3k: [i8; 256] = pattern::<256>(8, 9).map(|v| v as i8 - 4);
+    let q8k: [i8; 256] = std::array::from_fn(|i| (i as i32 - 128) as i8);
+    let sc_k: [u8; 8] = [9, 0, 63, 21, 40, 7, 55, 18];
+    let m_k: [u8; 8] = [63, 1, 12, 44, 0, 30, 17, 50];
+    let sm2: [u8; 16] = std::array::from_fn(|i| (i as u8).wrapping_mul(37) ^ 0x5A);
+    let sc3: [u8; 16] = std::array::from_fn(|i| (i as u8 * 11 + 3) % 64);
+    let plain = [1.5f32, -2.25, 65504.0, 1e-3];
+
+    let mut w = GgufWriter::default();
+    w.tensor("q5_1", &[32], 7, q5_1_block(0.25, 3.0, &q5))
+        .tensor(
+            "q5_k",
+            &[256],
+            13,
+            q5_k_block(0.125, 0.5, &sc_k, &m_k, &q5k),
+        )
+        .tensor("q2_k", &[256], 10, q2_k_block(0.5, 0.25, &sm2, &q2k))
+        .tensor("q3_k", &[256], 11, q3_k_block(0.0625, &sc3, &q3k))
+        .tensor("q8_k", &[256], 15, q8_k_block(0.01, &q8k))
+        .tensor(
+            "f16",
+            &[4],
+            1,
+            plain.iter().flat_map(|&v| f16_bytes(v)).collect(),
+        )
+        .tensor(
+            "bf16",
+            &[4],
+            30,
+            plain
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+        );
+    let path = w.write(dir.path(), "more_blocks.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let values = |name: &str| {
+        let info = file.tensor(name).unwrap();
+        dequantize(info.ggml_type, &file.tensor_data(info).unwrap()).unwrap()
+    };
+
+    let expected: Vec<f32> = q5.iter().map(|&q| q as f32 * 0.25 + 3.0).collect();
+    assert_eq!(values("q5_1"), expected);
+    let expected: Vec<f32> = (0..256)
+        .map(|i| 0.125 * sc_k[i / 32] as f32 * q5k[i] as f32 - 0.5 * m_k[i / 32] as f32)
+        .collect();
+    assert_eq!(values("q5_k"), expected);
+    let expected: Vec<f32> = (0..256)
+        .map(|i| {
+            let (sc, m) = (sm2[i / 16] & 15, sm2[i / 16] >> 4);
+            0.5 * sc as f32 * q2k[i] as f32 - 0.25 * m as f32
+        })
+        .collect();
+    assert_eq!(values("q2_k"), expected);
+    let expected: Vec<f32> = (0..256)
+        .map(|i| 0.0625 * (sc3[i / 16] as i32 - 32) as f32 * q3k[i] as f32)
+        .collect();
+    assert_eq!(values("q3_k"), expected);
+    let expected: Vec<f32> = q8k.iter().map(|&q| q as f32 * 0.01).collect();
+    assert_eq!(values("q8_k"), expected);
+    assert_eq!(
+        values("f16"),
+        [1.5, -2.25, 65504.0, half::f16::from_f32(1e-3).to_f32()]
+    );
+    assert_eq!(
+        values("bf16"),
+        [1.5, -2.25, 65536.0, half::bf16::from_f32(1e-3).to_f32()]
+    );
+}
+
 #[test]
 fn unsupported_types_are_named() {
     let err = dequantize(GgmlType::Iq2Xxs, &[0u8; 66]).unwrap_err();
