@@ -2,9 +2,10 @@
 
 mod gguf_common;
 
+use engine::gguf::ValueType;
 use engine::gguf::{GgufFile, MetadataValue as V};
 use engine::tokenizer::TokenizerBundle;
-use gguf_common::{smollm2_path, tiny_vocab};
+use gguf_common::{smollm2_path, tiny_vocab, GgufWriter};
 
 /// Expected ids from two references that agree on every text: Python
 /// `tokenizers` 0.23.3 with SmolLM2's own tokenizer.json pipeline
@@ -163,14 +164,14 @@ fn unsupported_tokenizers_are_named() {
     );
 
     let mut w = tiny_vocab(None, false);
-    w.metadata[1].1 = V::String("llama".into());
-    let path = w.write(dir.path(), "spm.gguf");
+    w.metadata[1].1 = V::String("t5".into());
+    let path = w.write(dir.path(), "t5.gguf");
     let err = TokenizerBundle::from_gguf_path(&path).err().unwrap();
     assert_eq!(
         err.to_string(),
         format!(
-            "{}: metadata `tokenizer.ggml.model`: tokenizer model `llama` is not supported \
-             (only byte-level BPE, `gpt2`)",
+            "{}: metadata `tokenizer.ggml.model`: tokenizer model `t5` is not supported \
+             (supported: `gpt2`, byte-level BPE; `llama`, SentencePiece BPE)",
             path.display()
         )
     );
@@ -259,4 +260,113 @@ fn other_split_regexes_match_transformers_on_a_real_vocabulary() {
             "{pre}"
         );
     }
+}
+
+/// A SentencePiece-style vocabulary (`tokenizer.ggml.model` = `llama`):
+/// three specials, 256 byte tokens, a few scored pieces, no merges. The
+/// same list is in scripts/reference/gguf_spm_tokenizer_ids.py.
+fn spm_vocab() -> GgufWriter {
+    const PIECES: &[(&str, f32)] = &[
+        ("\u{2581}", -1.0),
+        ("h", -2.0),
+        ("e", -2.5),
+        ("l", -3.0),
+        ("o", -3.5),
+        ("w", -4.0),
+        ("r", -4.5),
+        ("d", -5.0),
+        ("\u{2581}h", -6.0),
+        ("he", -6.5),
+        ("ll", -7.0),
+        ("llo", -7.5),
+        ("\u{2581}he", -8.0),
+        ("\u{2581}hello", -8.5),
+        ("\u{2581}w", -9.0),
+        ("or", -9.5),
+        ("ld", -10.0),
+        ("\u{2581}world", -10.5),
+        ("\u{2581}\u{2581}", -11.0),
+    ];
+    let bytes: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
+    let mut tokens: Vec<&str> = vec!["<unk>", "<s>", "</s>"];
+    tokens.extend(bytes.iter().map(String::as_str));
+    tokens.extend(PIECES.iter().map(|(p, _)| *p));
+    let mut scores = vec![0.0f32; 259];
+    scores.extend(PIECES.iter().map(|(_, s)| *s));
+    let mut types = vec![2i32, 3, 3];
+    types.extend(std::iter::repeat_n(6, 256));
+    types.extend(std::iter::repeat_n(1, PIECES.len()));
+    let mut w = GgufWriter::default();
+    w.kv("general.architecture", V::String("llama".into()))
+        .kv("tokenizer.ggml.model", V::String("llama".into()))
+        .kv("tokenizer.ggml.tokens", gguf_common::string_array(&tokens))
+        .kv(
+            "tokenizer.ggml.scores",
+            V::Array(ValueType::F32, scores.into_iter().map(V::F32).collect()),
+        )
+        .kv(
+            "tokenizer.ggml.token_type",
+            V::Array(ValueType::I32, types.into_iter().map(V::I32).collect()),
+        )
+        .kv("tokenizer.ggml.unknown_token_id", V::U32(0))
+        .kv("tokenizer.ggml.bos_token_id", V::U32(1))
+        .kv("tokenizer.ggml.eos_token_id", V::U32(2));
+    w
+}
+
+/// Expected ids: transformers 5.24's `convert_gguf_tokenizer` on the same
+/// vocabulary, through its Phi-3 path, which puts the prefix space the way
+/// llama.cpp does (before the text and after each special token); see
+/// scripts/reference/gguf_spm_tokenizer_ids.py.
+#[test]
+fn sentencepiece_vocabulary_matches_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = spm_vocab().write(dir.path(), "spm.gguf");
+    let bundle = TokenizerBundle::from_gguf_path(&path).unwrap();
+    assert!(
+        bundle.add_bos_token,
+        "SentencePiece files add BOS by default"
+    );
+    assert_eq!(bundle.bos_token.as_deref(), Some("<s>"));
+    assert_eq!(bundle.eos_token_ids, [2]);
+    for (text, expected, decoded) in [
+        ("hello world", &[272, 273, 274, 275][..], "hello world"),
+        (" hello", &[259, 272], " hello"),
+        ("hello\nworld", &[272, 13, 264, 274, 275], "hello\nworld"),
+        ("h\u{e9}llo", &[267, 198, 172, 270], "h\u{e9}llo"),
+        ("  world", &[277, 273, 274, 275], "  world"),
+        ("<s>hello</s>", &[1, 272, 2], "hello"),
+        ("wold", &[273, 263, 275], "wold"),
+    ] {
+        let ids = bundle
+            .tokenizer
+            .encode(text, false)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        assert_eq!(ids, expected, "{text:?}");
+        assert_eq!(
+            bundle.tokenizer.decode(&ids, true).unwrap(),
+            decoded,
+            "{text:?}"
+        );
+        let with_bos = bundle
+            .tokenizer
+            .encode(text, true)
+            .unwrap()
+            .get_ids()
+            .to_vec();
+        assert_eq!(with_bos[0], 1, "{text:?}");
+        assert_eq!(with_bos[1..], *expected, "{text:?}");
+    }
+
+    // Without tokenizer.ggml.add_space_prefix nothing is prepended.
+    let mut w = spm_vocab();
+    w.kv("tokenizer.ggml.add_space_prefix", V::Bool(false));
+    let path = w.write(dir.path(), "spm_no_prefix.gguf");
+    let bundle = TokenizerBundle::from_gguf_path(&path).unwrap();
+    assert_eq!(
+        bundle.tokenizer.encode("hello", false).unwrap().get_ids(),
+        [268, 270]
+    );
 }

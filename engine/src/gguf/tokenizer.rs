@@ -1,7 +1,9 @@
 //! A Hugging Face `tokenizer.json` built from a GGUF file's tokenizer
-//! metadata (`tokenizer.ggml.*`). Only byte-level BPE vocabularies
-//! (`tokenizer.ggml.model` = `gpt2`) are supported; the text split before
-//! BPE depends on `tokenizer.ggml.pre`, which names the regex llama.cpp uses.
+//! metadata (`tokenizer.ggml.*`): byte-level BPE (`tokenizer.ggml.model` =
+//! `gpt2`), whose split before BPE depends on `tokenizer.ggml.pre` (the
+//! regex llama.cpp uses), and SentencePiece BPE (`llama`).
+
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 
@@ -118,13 +120,122 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<(Value, GgufSpecialTokens)> {
         .ok_or_else(|| file.metadata_error(model_key, "missing: the file has no tokenizer"))?
         .as_str()
         .ok_or_else(|| file.metadata_error(model_key, "is not a string"))?;
-    if model != "gpt2" {
+    let sentencepiece = match model {
+        "gpt2" => false,
+        "llama" => true,
+        other => {
+            return Err(file.metadata_error(
+                model_key,
+                format!(
+                    "tokenizer model `{other}` is not supported (supported: `gpt2`, byte-level \
+                     BPE; `llama`, SentencePiece BPE)"
+                ),
+            ))
+        }
+    };
+
+    let tokens = string_array(file, "tokenizer.ggml.tokens")?
+        .ok_or_else(|| file.metadata_error("tokenizer.ggml.tokens", "missing"))?;
+    let types_key = "tokenizer.ggml.token_type";
+    let token_types: Vec<i64> = match file.get(types_key) {
+        None => vec![1; tokens.len()],
+        Some(value) => value
+            .as_array()
+            .and_then(|items| items.iter().map(|v| v.as_i64()).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| file.metadata_error(types_key, "is not an array of integers"))?,
+    };
+    if token_types.len() != tokens.len() {
         return Err(file.metadata_error(
-            model_key,
-            format!("tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`)"),
+            types_key,
+            format!(
+                "has {} entries for {} tokens",
+                token_types.len(),
+                tokens.len()
+            ),
         ));
     }
 
+    // SentencePiece vocabularies want BOS unless the file says otherwise
+    // (llama.cpp and transformers agree); byte-level ones only when asked.
+    let mut special = special_tokens(file, tokens.len(), sentencepiece)?;
+    // Chat models end a turn with a control token the file does not always
+    // name as EOT; llama.cpp stops on these too when they are in the vocabulary.
+    for (id, (token, &t)) in tokens.iter().zip(&token_types).enumerate() {
+        if t == TOKEN_TYPE_CONTROL && END_OF_TURN_TOKENS.contains(token) {
+            let id = id as u32;
+            if !special.end_of_generation_ids.contains(&id) {
+                special.end_of_generation_ids.push(id);
+            }
+        }
+    }
+
+    let mut vocab = Map::new();
+    for (id, token) in tokens.iter().enumerate() {
+        // A repeated string maps to its last id, as in llama.cpp's
+        // token-to-id table and transformers' converter.
+        vocab.insert(token.to_string(), json!(id));
+    }
+
+    let added_tokens: Vec<Value> = tokens
+        .iter()
+        .zip(&token_types)
+        .enumerate()
+        .filter(|(_, (_, &t))| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
+        .map(|(id, (content, &t))| {
+            json!({
+                "id": id,
+                "content": content,
+                "single_word": false,
+                "lstrip": false,
+                "rstrip": false,
+                "normalized": false,
+                "special": t == TOKEN_TYPE_CONTROL,
+            })
+        })
+        .collect();
+
+    let pipeline = if sentencepiece {
+        sentencepiece_pipeline(file, &tokens, &special)?
+    } else {
+        byte_level_pipeline(file)?
+    };
+    let post_processor = post_processor(&tokens, &special);
+    let tokenizer = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added_tokens,
+        "normalizer": pipeline.normalizer,
+        "pre_tokenizer": pipeline.pre_tokenizer,
+        "post_processor": post_processor,
+        "decoder": pipeline.decoder,
+        "model": {
+            "type": "BPE",
+            "dropout": null,
+            "unk_token": pipeline.unk_token,
+            "continuing_subword_prefix": null,
+            "end_of_word_suffix": null,
+            "fuse_unk": sentencepiece,
+            "byte_fallback": sentencepiece,
+            "ignore_merges": pipeline.ignore_merges,
+            "vocab": vocab,
+            "merges": pipeline.merges,
+        },
+    });
+    Ok((tokenizer, special))
+}
+
+/// The parts of tokenizer.json that differ between vocabulary kinds.
+struct Pipeline {
+    normalizer: Value,
+    pre_tokenizer: Value,
+    decoder: Value,
+    unk_token: Value,
+    ignore_merges: bool,
+    merges: Vec<Value>,
+}
+
+fn byte_level_pipeline(file: &GgufFile) -> Result<Pipeline> {
     let pre_key = "tokenizer.ggml.pre";
     // Files written before llama.cpp recorded the split use its default.
     let pre_name = match file.get(pre_key) {
@@ -148,74 +259,9 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<(Value, GgufSpecialTokens)> {
         })?
         .1;
 
-    let tokens = string_array(file, "tokenizer.ggml.tokens")?
-        .ok_or_else(|| file.metadata_error("tokenizer.ggml.tokens", "missing"))?;
     let merges = string_array(file, "tokenizer.ggml.merges")?
         .ok_or_else(|| file.metadata_error("tokenizer.ggml.merges", "missing"))?;
-    let types_key = "tokenizer.ggml.token_type";
-    let token_types: Vec<i64> = match file.get(types_key) {
-        None => vec![1; tokens.len()],
-        Some(value) => value
-            .as_array()
-            .and_then(|items| items.iter().map(|v| v.as_i64()).collect::<Option<Vec<_>>>())
-            .ok_or_else(|| file.metadata_error(types_key, "is not an array of integers"))?,
-    };
-    if token_types.len() != tokens.len() {
-        return Err(file.metadata_error(
-            types_key,
-            format!(
-                "has {} entries for {} tokens",
-                token_types.len(),
-                tokens.len()
-            ),
-        ));
-    }
-
-    let mut special = special_tokens(file, tokens.len())?;
-    // Chat models end a turn with a control token the file does not always
-    // name as EOT; llama.cpp stops on these too when they are in the vocabulary.
-    for (id, (token, &t)) in tokens.iter().zip(&token_types).enumerate() {
-        if t == TOKEN_TYPE_CONTROL && END_OF_TURN_TOKENS.contains(token) {
-            let id = id as u32;
-            if !special.end_of_generation_ids.contains(&id) {
-                special.end_of_generation_ids.push(id);
-            }
-        }
-    }
-
-    let mut vocab = Map::new();
-    for (id, token) in tokens.iter().enumerate() {
-        // A repeated string keeps its first id, as HF's converters do.
-        vocab.entry(token.to_string()).or_insert(json!(id));
-    }
-    let mut merge_pairs = Vec::with_capacity(merges.len());
-    for (index, merge) in merges.iter().enumerate() {
-        let (left, right) = merge.split_once(' ').ok_or_else(|| {
-            file.metadata_error(
-                "tokenizer.ggml.merges",
-                format!("entry {index} `{merge}` is not two tokens separated by a space"),
-            )
-        })?;
-        merge_pairs.push(json!([left, right]));
-    }
-
-    let added_tokens: Vec<Value> = tokens
-        .iter()
-        .zip(&token_types)
-        .enumerate()
-        .filter(|(_, (_, &t))| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-        .map(|(id, (content, &t))| {
-            json!({
-                "id": id,
-                "content": content,
-                "single_word": false,
-                "lstrip": false,
-                "rstrip": false,
-                "normalized": false,
-                "special": t == TOKEN_TYPE_CONTROL,
-            })
-        })
-        .collect();
+    let merges = merge_pairs(file, &merges)?;
 
     let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false});
@@ -240,31 +286,132 @@ pub fn tokenizer_json(file: &GgufFile) -> Result<(Value, GgufSpecialTokens)> {
             },
         ),
     };
+    Ok(Pipeline {
+        normalizer,
+        pre_tokenizer,
+        decoder: json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true}),
+        unk_token: Value::Null,
+        ignore_merges,
+        merges,
+    })
+}
 
-    let post_processor = post_processor(&tokens, &special);
-    let tokenizer = json!({
-        "version": "1.0",
-        "truncation": null,
-        "padding": null,
-        "added_tokens": added_tokens,
-        "normalizer": normalizer,
-        "pre_tokenizer": pre_tokenizer,
-        "post_processor": post_processor,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {
-            "type": "BPE",
-            "dropout": null,
-            "unk_token": null,
-            "continuing_subword_prefix": null,
-            "end_of_word_suffix": null,
-            "fuse_unk": false,
-            "byte_fallback": false,
-            "ignore_merges": ignore_merges,
-            "vocab": vocab,
-            "merges": merge_pairs,
-        },
+/// SentencePiece BPE (Llama 2, Mistral, TinyLlama, Phi-3): "▁" for spaces,
+/// bytes as `<0xNN>` tokens for what the vocabulary lacks, and merges that
+/// the file usually leaves out, recovered from the token scores. Like
+/// llama.cpp, a space is put before every text run that starts the input or
+/// follows a special token (`tokenizer.ggml.add_space_prefix`, default on).
+fn sentencepiece_pipeline(
+    file: &GgufFile,
+    tokens: &[&str],
+    special: &GgufSpecialTokens,
+) -> Result<Pipeline> {
+    let merges = match string_array(file, "tokenizer.ggml.merges")? {
+        Some(merges) => merge_pairs(file, &merges)?,
+        None => {
+            let scores_key = "tokenizer.ggml.scores";
+            let scores: Vec<f64> = file
+                .get(scores_key)
+                .ok_or_else(|| {
+                    file.metadata_error(scores_key, "missing, and there are no merges either")
+                })?
+                .as_array()
+                .and_then(|items| items.iter().map(|v| v.as_f64()).collect::<Option<Vec<_>>>())
+                .ok_or_else(|| file.metadata_error(scores_key, "is not an array of numbers"))?;
+            if scores.len() != tokens.len() {
+                return Err(file.metadata_error(
+                    scores_key,
+                    format!("has {} entries for {} tokens", scores.len(), tokens.len()),
+                ));
+            }
+            merges_from_scores(tokens, &scores)
+        }
+    };
+    let add_space_prefix = match file.get("tokenizer.ggml.add_space_prefix") {
+        None => true,
+        Some(v) => v.as_bool().ok_or_else(|| {
+            file.metadata_error(
+                "tokenizer.ggml.add_space_prefix",
+                format!("{v} is not a bool"),
+            )
+        })?,
+    };
+    let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let normalizer = if add_space_prefix {
+        json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace]})
+    } else {
+        replace
+    };
+    let mut decoders = vec![
+        json!({"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "}),
+        json!({"type": "ByteFallback"}),
+        json!({"type": "Fuse"}),
+    ];
+    if add_space_prefix {
+        decoders.push(json!({"type": "Strip", "content": " ", "start": 1, "stop": 0}));
+    }
+    let unk_token = special
+        .unknown_token_id
+        .map_or(Value::Null, |id| json!(tokens[id as usize]));
+    Ok(Pipeline {
+        normalizer,
+        pre_tokenizer: Value::Null,
+        decoder: json!({"type": "Sequence", "decoders": decoders}),
+        unk_token,
+        ignore_merges: false,
+        merges,
+    })
+}
+
+fn merge_pairs(file: &GgufFile, merges: &[&str]) -> Result<Vec<Value>> {
+    merges
+        .iter()
+        .enumerate()
+        .map(|(index, merge)| {
+            let (left, right) = merge.split_once(' ').ok_or_else(|| {
+                file.metadata_error(
+                    "tokenizer.ggml.merges",
+                    format!("entry {index} `{merge}` is not two tokens separated by a space"),
+                )
+            })?;
+            Ok(json!([left, right]))
+        })
+        .collect()
+}
+
+/// BPE merges that reproduce SentencePiece's score-driven merging: every
+/// split of a token into two tokens, best-scoring result first (ties: longer
+/// left, then longer right piece, then token order), as transformers'
+/// `generate_merges` does for GGUF and sentencepiece models.
+fn merges_from_scores(tokens: &[&str], scores: &[f64]) -> Vec<Value> {
+    let ids: HashMap<&str, usize> = tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    // A token string listed twice counts once, at its first place with its
+    // last id and score (Python dict semantics, which the reference has).
+    let mut scored: Vec<(&str, f64)> = Vec::new();
+    let mut done = HashSet::new();
+    for token in tokens {
+        if done.insert(*token) {
+            scored.push((token, scores[ids[token]]));
+        }
+    }
+    for (token, score) in scored {
+        let mut local: Vec<(&str, &str)> = token
+            .char_indices()
+            .skip(1)
+            .map(|(at, _)| (&token[..at], &token[at..]))
+            .filter(|(l, r)| ids.contains_key(l) && ids.contains_key(r))
+            .collect();
+        local.sort_by_key(|(l, r)| (ids[l], ids[r]));
+        merges.extend(local.into_iter().map(|(l, r)| (l, r, score)));
+    }
+    // A stable sort keeps token order among full ties, like Python's sorted().
+    merges.sort_by(|a, b| {
+        b.2.total_cmp(&a.2)
+            .then_with(|| b.0.chars().count().cmp(&a.0.chars().count()))
+            .then_with(|| b.1.chars().count().cmp(&a.1.chars().count()))
     });
-    Ok((tokenizer, special))
+    merges.into_iter().map(|(l, r, _)| json!([l, r])).collect()
 }
 
 /// Prepends BOS / appends EOS when the file asks for it, so that
@@ -324,7 +471,11 @@ fn string_array<'a>(file: &'a GgufFile, key: &str) -> Result<Option<Vec<&'a str>
         .ok_or_else(|| file.metadata_error(key, "is not an array of strings"))
 }
 
-fn special_tokens(file: &GgufFile, n_tokens: usize) -> Result<GgufSpecialTokens> {
+fn special_tokens(
+    file: &GgufFile,
+    n_tokens: usize,
+    add_bos_by_default: bool,
+) -> Result<GgufSpecialTokens> {
     let id = |key: &str| -> Result<Option<u32>> {
         let Some(value) = file.get(key) else {
             return Ok(None);
@@ -367,9 +518,7 @@ fn special_tokens(file: &GgufFile, n_tokens: usize) -> Result<GgufSpecialTokens>
         padding_token_id: id("tokenizer.ggml.padding_token_id")?,
         unknown_token_id: id("tokenizer.ggml.unknown_token_id")?,
         end_of_generation_ids,
-        // Absent means no, as in HF's GGUF converter; files that want BOS
-        // (Llama 3) say so.
-        add_bos_token: flag("tokenizer.ggml.add_bos_token", false)?,
+        add_bos_token: flag("tokenizer.ggml.add_bos_token", add_bos_by_default)?,
         add_eos_token: flag("tokenizer.ggml.add_eos_token", false)?,
     })
 }
