@@ -370,3 +370,32 @@ fn sentencepiece_vocabulary_matches_transformers() {
         [268, 270]
     );
 }
+
+/// The GGUF's chat template renders with minijinja (the engine's Jinja) and
+/// its output tokenizes with the turn markers as single special tokens.
+#[test]
+fn smollm2_chat_template_renders_and_tokenizes() {
+    let bundle = TokenizerBundle::from_gguf_path(&smollm2_path()).unwrap();
+    let mut env = minijinja::Environment::new();
+    env.add_template("chat", bundle.chat_template.as_deref().unwrap())
+        .unwrap();
+    let text = env
+        .get_template("chat")
+        .unwrap()
+        .render(minijinja::context! {
+            messages => vec![minijinja::context! { role => "user", content => "Hi" }],
+            add_generation_prompt => true,
+        })
+        .unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging \
+         Face<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    );
+    let ids = bundle.tokenizer.encode(text.as_str(), false).unwrap();
+    let ids = ids.get_ids();
+    assert_eq!(ids.iter().filter(|&&id| id == 1).count(), 3);
+    assert_eq!(ids.iter().filter(|&&id| id == 2).count(), 2);
+    assert_eq!(ids[0], 1);
+    assert_eq!(ids[ids.len() - 4..], [1, 520, 9531, 198]);
+}
