@@ -9,6 +9,7 @@ pub mod ggml_type;
 pub mod model;
 pub mod names;
 pub mod reader;
+mod sentencepiece;
 pub mod to_mlx;
 pub mod tokenizer;
 pub mod value;
