@@ -91,6 +91,8 @@ def main():
           float(np.abs(hf_logits - llama_cpp_logits).max()))
     print("max |HF rows + rotate-half - stored rows + rotate-half| =",
           float(np.abs(hf_logits - unpermuted_logits).max()))
+    top = np.argsort(-hf_logits)[:5]
+    print("top-5 next-token logits:", [(int(i), round(float(hf_logits[i]), 4)) for i in top])
     ids = list(PROMPT)
     for _ in range(3):
         ids.append(int(forward(hf, rope, ids).argmax()))
