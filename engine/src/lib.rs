@@ -7,6 +7,7 @@ pub mod chat_template;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod gguf;
 pub mod model_config;
 pub mod protocol;
 pub mod tokenizer;
