@@ -8,3 +8,6 @@ pub mod device;
 pub mod model_config;
 pub mod protocol;
 pub mod tokenizer;
+pub mod lora;
+pub mod models;
+pub mod train;
