@@ -164,6 +164,15 @@ pub fn attach(model: &mut Model, settings: &AdapterSettings, seed: u64) -> Resul
     Ok(())
 }
 
+/// mlx-lm's names of the attached adapter parameters, in parameter order.
+pub fn adapter_names(model: &Model) -> Vec<String> {
+    model
+        .lora
+        .as_ref()
+        .map(|l| l.names.clone())
+        .unwrap_or_default()
+}
+
 /// Number of trainable values in the attached adapters.
 pub fn trainable_parameters(model: &Model) -> u64 {
     model
