@@ -112,3 +112,87 @@ fn adapter_trained_by_mlx_lm_loads_here_with_the_same_logits() {
     let diff = max_abs_diff(&ours, &theirs);
     assert!(diff < 1e-3, "our logits with mlx-lm's adapter differ by {diff}");
 }
+
+#[test]
+fn training_steps_match_mlx_lm_from_the_same_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    write_tiny(&model_dir, &Tiny::llama());
+    let b = batch(&pattern_rows(2, 24, 4), 25, &[0, 6]);
+    let cfg = TrainConfig {
+        iters: 4,
+        learning_rate: 1e-3,
+        num_layers: 3,
+        steps_per_report: 1,
+        seed: 11,
+        ..Default::default()
+    };
+    // The starting adapter: what `train` attaches for this seed, written out
+    // with a nonzero lora_b so every parameter gets a gradient from step 1.
+    let start_dir = dir.path().join("start");
+    std::fs::create_dir_all(&start_dir).unwrap();
+    let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
+    lora::attach(&mut model, &lora::AdapterSettings::from_train_config(&cfg), cfg.seed).unwrap();
+    let names = lora::adapter_names(&model);
+    let start: Vec<(String, Array)> = names
+        .iter()
+        .zip(model.lora_params())
+        .enumerate()
+        .map(|(i, (n, p))| {
+            let p = if n.ends_with("lora_b") {
+                let noise = mlx_rs::random::normal::<f32>(p.shape(), None, None, &mlx_rs::random::key(i as u64).unwrap()).unwrap();
+                noise.multiply(Array::from_f32(0.01)).unwrap()
+            } else {
+                p
+            };
+            (n.clone(), p)
+        })
+        .collect();
+    Array::save_safetensors(start.iter().map(|(k, v)| (k.as_str(), v)), None, start_dir.join("adapters.safetensors")).unwrap();
+    lora::write_adapter_config(&start_dir, &cfg).unwrap();
+
+    let batch_path = dir.path().join("batch.json");
+    std::fs::write(&batch_path, batch_json(&b).to_string()).unwrap();
+    let peer_out = dir.path().join("peer.safetensors");
+    let peer_losses: Vec<f64> = serde_json::from_str(
+        run_peer(
+            "peer_steps.py",
+            &[
+                model_dir.to_str().unwrap(),
+                start_dir.to_str().unwrap(),
+                batch_path.to_str().unwrap(),
+                "4",
+                "0.001",
+                peer_out.to_str().unwrap(),
+            ],
+        )
+        .trim(),
+    )
+    .unwrap();
+
+    let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
+    let cfg = TrainConfig {
+        resume_adapter_file: Some(start_dir.join("adapters.safetensors").display().to_string()),
+        ..cfg
+    };
+    let data = TrainData { train: vec![b], ..Default::default() };
+    let mut losses = Vec::new();
+    let run_dir = dir.path().join("run");
+    train(&cfg, &mut model, &data, &run_dir, false, &AtomicBool::new(false), &mut |e| {
+        if let Event::Report { train_loss, .. } = e {
+            losses.push(train_loss);
+        }
+    })
+    .unwrap();
+    assert_eq!(losses.len(), 4);
+    for (step, (ours, theirs)) in losses.iter().zip(&peer_losses).enumerate() {
+        assert!(((ours - theirs) / theirs).abs() < 1e-4, "step {}: loss {ours} vs mlx-lm {theirs}", step + 1);
+    }
+    let peer = Array::load_safetensors(&peer_out).unwrap();
+    let ours = Array::load_safetensors(run_dir.join("adapters.safetensors")).unwrap();
+    assert_eq!(peer.len(), ours.len());
+    for (name, theirs) in &peer {
+        let diff = max_abs_diff(&ours[name], theirs);
+        assert!(diff < 1e-5, "{name}: differs from mlx-lm's by {diff}");
+    }
+}
