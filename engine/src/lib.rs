@@ -5,9 +5,9 @@
 pub mod batch;
 pub mod config;
 pub mod device;
+pub mod lora;
 pub mod model_config;
+pub mod models;
 pub mod protocol;
 pub mod tokenizer;
-pub mod lora;
-pub mod models;
 pub mod train;

@@ -106,9 +106,7 @@ pub fn attach(model: &mut Model, settings: &AdapterSettings, seed: u64) -> Resul
     let n = match settings.num_layers {
         -1 => total,
         n if n < -1 => bail!("num_layers must be -1 (all) or positive, got {n}"),
-        n if n as usize > total => bail!(
-            "num_layers is {n} but the model only has {total} layers"
-        ),
+        n if n as usize > total => bail!("num_layers is {n} but the model only has {total} layers"),
         n => n as usize,
     };
     let mut key = random::key(seed)?;
@@ -131,7 +129,8 @@ pub fn attach(model: &mut Model, settings: &AdapterSettings, seed: u64) -> Resul
             key = next;
             let bound = 1.0 / (linear.in_dim as f32).sqrt();
             let rank = settings.rank as i32;
-            let a = random::uniform::<f32, f32>(-bound, bound, &[linear.in_dim as i32, rank], &sub)?;
+            let a =
+                random::uniform::<f32, f32>(-bound, bound, &[linear.in_dim as i32, rank], &sub)?;
             let b = Array::zeros::<f32>(&[rank, linear.out_dim as i32])?;
             linear.lora = Some(LoraSlot {
                 index: params.len(),
@@ -150,7 +149,11 @@ pub fn attach(model: &mut Model, settings: &AdapterSettings, seed: u64) -> Resul
         if !unknown.is_empty() && n > 0 {
             bail!(
                 "lora_parameters.keys: {} match no linear layer of a block (available: {})",
-                unknown.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+                unknown
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 available.into_iter().collect::<Vec<_>>().join(", ")
             );
         }
@@ -242,11 +245,19 @@ fn set_params(lora: &mut LoraState, mut loaded: HashMap<String, Array>, path: &P
 /// keys sorted, `lora_parameters` with mlx-lm's `scale`.
 pub fn adapter_config_json(cfg: &TrainConfig) -> Result<serde_json::Value> {
     let mut value = serde_json::to_value(cfg)?;
-    let map = value.as_object_mut().expect("a struct serializes to an object");
+    let map = value
+        .as_object_mut()
+        .expect("a struct serializes to an object");
     let mut lora = serde_json::Map::new();
     lora.insert("rank".into(), cfg.lora_parameters.rank.into());
-    lora.insert("scale".into(), f64::from(cfg.lora_parameters.effective_scale()).into());
-    lora.insert("dropout".into(), f64::from(cfg.lora_parameters.dropout).into());
+    lora.insert(
+        "scale".into(),
+        f64::from(cfg.lora_parameters.effective_scale()).into(),
+    );
+    lora.insert(
+        "dropout".into(),
+        f64::from(cfg.lora_parameters.dropout).into(),
+    );
     if let Some(keys) = &cfg.lora_parameters.keys {
         lora.insert("keys".into(), serde_json::to_value(keys)?);
     }

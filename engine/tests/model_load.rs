@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use common::*;
 use engine::config::ComputeDtype;
-use engine::models::{build_model, load_hf_folder};
 use engine::model_config::ModelConfig;
+use engine::models::{build_model, load_hf_folder};
 use mlx_rs::{Array, Dtype};
 
 fn tiny_parts() -> (ModelConfig, HashMap<String, Array>) {
@@ -49,7 +49,10 @@ fn misshaped_tensor_is_named_with_both_shapes() {
 #[test]
 fn unexpected_tensor_is_named() {
     let (config, mut weights) = tiny_parts();
-    weights.insert("model.layers.0.self_attn.q_proj.bias".into(), Array::zeros::<f32>(&[64]).unwrap());
+    weights.insert(
+        "model.layers.0.self_attn.q_proj.bias".into(),
+        Array::zeros::<f32>(&[64]).unwrap(),
+    );
     let err = build_err(&config, weights);
     assert_eq!(
         err,
@@ -89,7 +92,11 @@ fn unsupported_rope_scaling_is_named() {
 fn broken_config_json_names_the_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     write_tiny(dir.path(), &Tiny::llama());
-    std::fs::write(dir.path().join("config.json"), "{\n  \"model_type\": \"llama\",\n  \"hidden_size\": \"wide\"\n}").unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        "{\n  \"model_type\": \"llama\",\n  \"hidden_size\": \"wide\"\n}",
+    )
+    .unwrap();
     let err = match load_hf_folder(dir.path(), ComputeDtype::Auto) {
         Ok(_) => panic!("expected an error"),
         Err(e) => format!("{e:#}"),
@@ -109,8 +116,16 @@ fn sharded_checkpoint_gives_the_same_logits() {
     let weights = tiny_weights(&Tiny::llama());
     let (first, second) = weights.split_at(weights.len() / 2);
     let mut weight_map = serde_json::Map::new();
-    for (file, part) in [("model-00001-of-00002.safetensors", first), ("model-00002-of-00002.safetensors", second)] {
-        Array::save_safetensors(part.iter().map(|(k, v)| (k.as_str(), v)), None, sharded.join(file)).unwrap();
+    for (file, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        Array::save_safetensors(
+            part.iter().map(|(k, v)| (k.as_str(), v)),
+            None,
+            sharded.join(file),
+        )
+        .unwrap();
         for (k, _) in part {
             weight_map.insert(k.clone(), file.into());
         }
@@ -121,8 +136,14 @@ fn sharded_checkpoint_gives_the_same_logits() {
     )
     .unwrap();
     let tokens = Array::from_slice(&[1u32, 5, 9, 200, 3, 7], &[1, 6]);
-    let a = load_hf_folder(&single, ComputeDtype::Auto).unwrap().forward(&tokens).unwrap();
-    let b = load_hf_folder(&sharded, ComputeDtype::Auto).unwrap().forward(&tokens).unwrap();
+    let a = load_hf_folder(&single, ComputeDtype::Auto)
+        .unwrap()
+        .forward(&tokens)
+        .unwrap();
+    let b = load_hf_folder(&sharded, ComputeDtype::Auto)
+        .unwrap()
+        .forward(&tokens)
+        .unwrap();
     assert_eq!(a.shape(), &[1, 6, VOCAB as i32]);
     assert_eq!(max_abs_diff(&a, &b), 0.0);
 }
@@ -130,12 +151,20 @@ fn sharded_checkpoint_gives_the_same_logits() {
 #[test]
 fn quantized_checkpoint_is_dequantized_to_f32_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny(dir.path(), &Tiny { quantize: true, ..Tiny::llama() });
+    write_tiny(
+        dir.path(),
+        &Tiny {
+            quantize: true,
+            ..Tiny::llama()
+        },
+    );
     let model = load_hf_folder(dir.path(), ComputeDtype::Auto).unwrap();
     if engine::device::current().kind == "cpu" {
         assert_eq!(model.compute_dtype, Dtype::Float32);
     }
-    let logits = model.forward(&Array::from_slice(&[1u32, 2, 3], &[1, 3])).unwrap();
+    let logits = model
+        .forward(&Array::from_slice(&[1u32, 2, 3], &[1, 3]))
+        .unwrap();
     assert_eq!(logits.dtype(), model.compute_dtype);
     assert_eq!(model.total_parameters(), 180_800);
 }
@@ -143,16 +172,30 @@ fn quantized_checkpoint_is_dequantized_to_f32_on_the_cpu() {
 #[test]
 fn kv_cache_decoding_matches_the_full_forward_pass() {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny(dir.path(), &Tiny { llama3_scaling: true, ..Tiny::llama() });
+    write_tiny(
+        dir.path(),
+        &Tiny {
+            llama3_scaling: true,
+            ..Tiny::llama()
+        },
+    );
     let model = load_hf_folder(dir.path(), ComputeDtype::Auto).unwrap();
     let ids = [4u32, 8, 15, 16, 23, 42, 7, 99];
-    let full = model.forward(&Array::from_slice(&ids, &[1, ids.len() as i32])).unwrap();
+    let full = model
+        .forward(&Array::from_slice(&ids, &[1, ids.len() as i32]))
+        .unwrap();
     let mut cache = model.new_cache();
     // A prompt of 5 at once, then one token at a time.
-    let prompt = model.forward_cached(&Array::from_slice(&ids[..5], &[1, 5]), &mut cache).unwrap();
+    let prompt = model
+        .forward_cached(&Array::from_slice(&ids[..5], &[1, 5]), &mut cache)
+        .unwrap();
     let mut steps = vec![prompt];
     for &id in &ids[5..] {
-        steps.push(model.forward_cached(&Array::from_slice(&[id], &[1, 1]), &mut cache).unwrap());
+        steps.push(
+            model
+                .forward_cached(&Array::from_slice(&[id], &[1, 1]), &mut cache)
+                .unwrap(),
+        );
     }
     assert_eq!(cache.offset(), ids.len());
     let incremental = mlx_rs::ops::concatenate(&steps, 1).unwrap();

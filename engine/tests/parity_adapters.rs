@@ -14,7 +14,11 @@ use engine::protocol::Event;
 use engine::train::{loss::loss_inputs, train, TrainData};
 use mlx_rs::Array;
 
-fn peer_logits(model_dir: &std::path::Path, b: &engine::batch::Batch, adapter: Option<&std::path::Path>) -> Array {
+fn peer_logits(
+    model_dir: &std::path::Path,
+    b: &engine::batch::Batch,
+    adapter: Option<&std::path::Path>,
+) -> Array {
     let dir = tempfile::tempdir().unwrap();
     let batch_path = dir.path().join("batch.json");
     std::fs::write(&batch_path, batch_json(b).to_string()).unwrap();
@@ -29,7 +33,10 @@ fn peer_logits(model_dir: &std::path::Path, b: &engine::batch::Batch, adapter: O
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run_peer("peer_logits.py", &args);
-    Array::load_safetensors(&out).unwrap().remove("logits").unwrap()
+    Array::load_safetensors(&out)
+        .unwrap()
+        .remove("logits")
+        .unwrap()
 }
 
 #[test]
@@ -39,7 +46,9 @@ fn adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
     write_tiny(&model_dir, &Tiny::llama());
     let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
     let data = TrainData {
-        train: (0..3).map(|i| batch(&pattern_rows(2, 24, i), 33, &[0, 0])).collect(),
+        train: (0..3)
+            .map(|i| batch(&pattern_rows(2, 24, i), 33, &[0, 0]))
+            .collect(),
         ..Default::default()
     };
     let cfg = TrainConfig {
@@ -56,8 +65,20 @@ fn adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
     };
     let run_dir = dir.path().join("run");
     let mut events = Vec::new();
-    train(&cfg, &mut model, &data, &run_dir, false, &AtomicBool::new(false), &mut |e| events.push(e)).unwrap();
-    assert!(matches!(events.last(), Some(Event::Done { step: 6, .. })), "{events:?}");
+    train(
+        &cfg,
+        &mut model,
+        &data,
+        &run_dir,
+        false,
+        &AtomicBool::new(false),
+        &mut |e| events.push(e),
+    )
+    .unwrap();
+    assert!(
+        matches!(events.last(), Some(Event::Done { step: 6, .. })),
+        "{events:?}"
+    );
     // Only the top two blocks carry adapters, 7 linear layers each.
     let names = &model_names(&model);
     assert_eq!(names.len(), 2 * 7 * 2);
@@ -70,7 +91,10 @@ fn adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
     let base = peer_logits(&model_dir, &probe, None);
     let theirs = peer_logits(&model_dir, &probe, Some(&run_dir));
     let effect = max_abs_diff(&theirs, &base);
-    assert!(effect > 0.05, "training changed the logits by only {effect}");
+    assert!(
+        effect > 0.05,
+        "training changed the logits by only {effect}"
+    );
     let diff = max_abs_diff(&ours, &theirs);
     assert!(diff < 1e-3, "mlx-lm with our adapter differs by {diff}");
 }
@@ -102,7 +126,10 @@ fn adapter_trained_by_mlx_lm_loads_here_with_the_same_logits() {
     let theirs = peer_logits(&model_dir, &probe, Some(&adapter_dir));
     let base = peer_logits(&model_dir, &probe, None);
     let effect = max_abs_diff(&theirs, &base);
-    assert!(effect > 0.05, "mlx-lm's training changed the logits by only {effect}");
+    assert!(
+        effect > 0.05,
+        "mlx-lm's training changed the logits by only {effect}"
+    );
 
     let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
     lora::load_adapters(&mut model, &adapter_dir).unwrap();
@@ -110,7 +137,10 @@ fn adapter_trained_by_mlx_lm_loads_here_with_the_same_logits() {
     assert_eq!(lora::adapter_names(&model).len(), LAYERS * 7 * 2);
     let ours = model.forward(&loss_inputs(&probe).unwrap().inputs).unwrap();
     let diff = max_abs_diff(&ours, &theirs);
-    assert!(diff < 1e-3, "our logits with mlx-lm's adapter differ by {diff}");
+    assert!(
+        diff < 1e-3,
+        "our logits with mlx-lm's adapter differ by {diff}"
+    );
 }
 
 #[test]
@@ -132,7 +162,12 @@ fn training_steps_match_mlx_lm_from_the_same_adapter() {
     let start_dir = dir.path().join("start");
     std::fs::create_dir_all(&start_dir).unwrap();
     let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
-    lora::attach(&mut model, &lora::AdapterSettings::from_train_config(&cfg), cfg.seed).unwrap();
+    lora::attach(
+        &mut model,
+        &lora::AdapterSettings::from_train_config(&cfg),
+        cfg.seed,
+    )
+    .unwrap();
     let names = lora::adapter_names(&model);
     let start: Vec<(String, Array)> = names
         .iter()
@@ -140,7 +175,13 @@ fn training_steps_match_mlx_lm_from_the_same_adapter() {
         .enumerate()
         .map(|(i, (n, p))| {
             let p = if n.ends_with("lora_b") {
-                let noise = mlx_rs::random::normal::<f32>(p.shape(), None, None, &mlx_rs::random::key(i as u64).unwrap()).unwrap();
+                let noise = mlx_rs::random::normal::<f32>(
+                    p.shape(),
+                    None,
+                    None,
+                    &mlx_rs::random::key(i as u64).unwrap(),
+                )
+                .unwrap();
                 noise.multiply(Array::from_f32(0.01)).unwrap()
             } else {
                 p
@@ -148,7 +189,12 @@ fn training_steps_match_mlx_lm_from_the_same_adapter() {
             (n.clone(), p)
         })
         .collect();
-    Array::save_safetensors(start.iter().map(|(k, v)| (k.as_str(), v)), None, start_dir.join("adapters.safetensors")).unwrap();
+    Array::save_safetensors(
+        start.iter().map(|(k, v)| (k.as_str(), v)),
+        None,
+        start_dir.join("adapters.safetensors"),
+    )
+    .unwrap();
     lora::write_adapter_config(&start_dir, &cfg).unwrap();
 
     let batch_path = dir.path().join("batch.json");
@@ -175,18 +221,33 @@ fn training_steps_match_mlx_lm_from_the_same_adapter() {
         resume_adapter_file: Some(start_dir.join("adapters.safetensors").display().to_string()),
         ..cfg
     };
-    let data = TrainData { train: vec![b], ..Default::default() };
+    let data = TrainData {
+        train: vec![b],
+        ..Default::default()
+    };
     let mut losses = Vec::new();
     let run_dir = dir.path().join("run");
-    train(&cfg, &mut model, &data, &run_dir, false, &AtomicBool::new(false), &mut |e| {
-        if let Event::Report { train_loss, .. } = e {
-            losses.push(train_loss);
-        }
-    })
+    train(
+        &cfg,
+        &mut model,
+        &data,
+        &run_dir,
+        false,
+        &AtomicBool::new(false),
+        &mut |e| {
+            if let Event::Report { train_loss, .. } = e {
+                losses.push(train_loss);
+            }
+        },
+    )
     .unwrap();
     assert_eq!(losses.len(), 4);
     for (step, (ours, theirs)) in losses.iter().zip(&peer_losses).enumerate() {
-        assert!(((ours - theirs) / theirs).abs() < 1e-4, "step {}: loss {ours} vs mlx-lm {theirs}", step + 1);
+        assert!(
+            ((ours - theirs) / theirs).abs() < 1e-4,
+            "step {}: loss {ours} vs mlx-lm {theirs}",
+            step + 1
+        );
     }
     let peer = Array::load_safetensors(&peer_out).unwrap();
     let ours = Array::load_safetensors(run_dir.join("adapters.safetensors")).unwrap();

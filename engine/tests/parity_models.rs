@@ -27,7 +27,10 @@ fn check_against_peer(t: Tiny) {
         ],
     );
     let peer: serde_json::Value = serde_json::from_str(report.trim()).unwrap();
-    let peer_logits = Array::load_safetensors(&out).unwrap().remove("logits").unwrap();
+    let peer_logits = Array::load_safetensors(&out)
+        .unwrap()
+        .remove("logits")
+        .unwrap();
 
     let model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
     let inputs = loss_inputs(&b).unwrap();
@@ -43,13 +46,20 @@ fn check_against_peer(t: Tiny) {
         lora: &params,
         dropout_seed: None,
     };
-    let loss = batch_loss(&model, &pass, &inputs).unwrap().try_item_exact::<f32>().unwrap() as f64;
+    let loss = batch_loss(&model, &pass, &inputs)
+        .unwrap()
+        .try_item_exact::<f32>()
+        .unwrap() as f64;
     let peer_loss = peer["loss"].as_f64().unwrap();
     assert!(
         ((loss - peer_loss) / peer_loss).abs() < 1e-3,
         "{t:?}: loss {loss} vs mlx-lm {peer_loss}"
     );
-    assert_eq!(inputs.tokens as u64, peer["ntoks"].as_u64().unwrap(), "{t:?}: token count");
+    assert_eq!(
+        inputs.tokens as u64,
+        peer["ntoks"].as_u64().unwrap(),
+        "{t:?}: token count"
+    );
     // A random model over 256 tokens starts near ln(256) = 5.55.
     assert!(loss > 3.0 && loss < 9.0, "{t:?}: implausible loss {loss}");
 }

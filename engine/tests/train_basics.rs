@@ -20,9 +20,22 @@ fn tiny_model(dir: &std::path::Path) -> Model {
     load_hf_folder(dir, engine::config::ComputeDtype::Auto).unwrap()
 }
 
-fn run(cfg: &TrainConfig, model: &mut Model, data: &TrainData, run_dir: &std::path::Path) -> anyhow::Result<Vec<Event>> {
+fn run(
+    cfg: &TrainConfig,
+    model: &mut Model,
+    data: &TrainData,
+    run_dir: &std::path::Path,
+) -> anyhow::Result<Vec<Event>> {
     let mut events = Vec::new();
-    train(cfg, model, data, run_dir, false, &AtomicBool::new(false), &mut |e| events.push(e))?;
+    train(
+        cfg,
+        model,
+        data,
+        run_dir,
+        false,
+        &AtomicBool::new(false),
+        &mut |e| events.push(e),
+    )?;
     Ok(events)
 }
 
@@ -37,7 +50,9 @@ fn loss_mask_follows_mlx_lm() {
 }
 
 fn cycle(len: usize, start: usize) -> Vec<u32> {
-    (0..len).map(|i| [10, 20, 30, 40][(i + start) % 4]).collect()
+    (0..len)
+        .map(|i| [10, 20, 30, 40][(i + start) % 4])
+        .collect()
 }
 
 #[test]
@@ -83,9 +98,20 @@ fn schedules_match_mlx_lm_values() {
         warmup_init: 0.0,
     })
     .unwrap();
-    for (step, want) in [(0, 0.0), (5, 5e-4), (10, 1e-3), (11, 1e-3), (61, 5e-4), (111, 0.0), (500, 0.0)] {
+    for (step, want) in [
+        (0, 0.0),
+        (5, 5e-4),
+        (10, 1e-3),
+        (11, 1e-3),
+        (61, 5e-4),
+        (111, 0.0),
+        (500, 0.0),
+    ] {
         let got = cosine.at(step);
-        assert!(close(got, want) || (want == 0.0 && got.abs() < 1e-12), "cosine at {step}: {got} != {want}");
+        assert!(
+            close(got, want) || (want == 0.0 && got.abs() < 1e-12),
+            "cosine at {step}: {got} != {want}"
+        );
     }
     let linear = Schedule::from_lr_schedule(&LrSchedule {
         name: "linear_schedule".into(),
@@ -95,7 +121,11 @@ fn schedules_match_mlx_lm_values() {
     })
     .unwrap();
     for (step, want) in [(0, 1e-3), (5, 5.5e-4), (10, 1e-4), (20, 1e-4)] {
-        assert!(close(linear.at(step), want), "linear at {step}: {}", linear.at(step));
+        assert!(
+            close(linear.at(step), want),
+            "linear at {step}: {}",
+            linear.at(step)
+        );
     }
 }
 
@@ -115,7 +145,9 @@ fn run_writes_mlx_lm_files_checkpoints_and_events() {
     let dir = tempfile::tempdir().unwrap();
     let mut model = tiny_model(&dir.path().join("model"));
     let data = TrainData {
-        train: (0..3).map(|i| batch(&pattern_rows(2, 20, i), 21, &[0, 0])).collect(),
+        train: (0..3)
+            .map(|i| batch(&pattern_rows(2, 20, i), 21, &[0, 0]))
+            .collect(),
         valid: vec![batch(&pattern_rows(2, 16, 8), 17, &[0, 0])],
         test: vec![batch(&pattern_rows(2, 16, 9), 17, &[0, 0])],
     };
@@ -133,7 +165,13 @@ fn run_writes_mlx_lm_files_checkpoints_and_events() {
     let events = run(&cfg, &mut model, &data, &run_dir).unwrap();
 
     match &events[0] {
-        Event::Started { total_steps, start_step, trainable_parameters, total_parameters, .. } => {
+        Event::Started {
+            total_steps,
+            start_step,
+            trainable_parameters,
+            total_parameters,
+            ..
+        } => {
             assert_eq!((*total_steps, *start_step), (6, 0));
             // rank 8 x sum(in + out) of the 7 linears, 4 blocks.
             assert_eq!(*trainable_parameters, 8 * 1024 * 4);
@@ -141,20 +179,45 @@ fn run_writes_mlx_lm_files_checkpoints_and_events() {
         }
         other => panic!("first event {other:?}"),
     }
-    let evals: Vec<usize> = events.iter().filter_map(|e| match e { Event::Eval { step, .. } => Some(*step), _ => None }).collect();
+    let evals: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Eval { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect();
     assert_eq!(evals, vec![0, 1, 3, 5]);
     let reports: Vec<(usize, f64, u64)> = events
         .iter()
         .filter_map(|e| match e {
-            Event::Report { step, epoch, trained_tokens, .. } => Some((*step, *epoch, *trained_tokens)),
+            Event::Report {
+                step,
+                epoch,
+                trained_tokens,
+                ..
+            } => Some((*step, *epoch, *trained_tokens)),
             _ => None,
         })
         .collect();
     // Each batch: 2 rows of 20 and 19 tokens, width 21 -> 20 + 19 targets.
-    assert_eq!(reports, vec![(2, 2.0 / 3.0, 78), (4, 4.0 / 3.0, 156), (6, 2.0, 234)]);
-    let checkpoints: Vec<usize> = events.iter().filter_map(|e| match e { Event::Checkpoint { step, .. } => Some(*step), _ => None }).collect();
+    assert_eq!(
+        reports,
+        vec![(2, 2.0 / 3.0, 78), (4, 4.0 / 3.0, 156), (6, 2.0, 234)]
+    );
+    let checkpoints: Vec<usize> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Checkpoint { step, .. } => Some(*step),
+            _ => None,
+        })
+        .collect();
     assert_eq!(checkpoints, vec![3, 6]);
-    let Some(Event::Done { step, test_loss: Some(loss), test_perplexity: Some(ppl) }) = events.last() else {
+    let Some(Event::Done {
+        step,
+        test_loss: Some(loss),
+        test_perplexity: Some(ppl),
+    }) = events.last()
+    else {
         panic!("last event {:?}", events.last());
     };
     assert_eq!(*step, 6);
@@ -175,16 +238,26 @@ fn run_writes_mlx_lm_files_checkpoints_and_events() {
     let config: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(config["fine_tune_type"], "lora");
     assert_eq!(config["num_layers"], -1);
-    assert_eq!(config["lora_parameters"], serde_json::json!({"rank": 8, "scale": 20.0, "dropout": 0.0}));
+    assert_eq!(
+        config["lora_parameters"],
+        serde_json::json!({"rank": 8, "scale": 20.0, "dropout": 0.0})
+    );
     let keys: Vec<&String> = config.as_object().unwrap().keys().collect();
     let mut sorted = keys.clone();
     sorted.sort();
     assert_eq!(keys, sorted);
-    assert!(text.contains("\n    \"adapter_path\""), "mlx-lm indents by 4: {text}");
+    assert!(
+        text.contains("\n    \"adapter_path\""),
+        "mlx-lm indents by 4: {text}"
+    );
     let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(run_dir.join("trainer_state.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("trainer_state.json")).unwrap())
+            .unwrap();
     assert_eq!(state["step"], 6);
-    assert_eq!(state["data_position"], serde_json::json!({"epoch": 2, "index": 0}));
+    assert_eq!(
+        state["data_position"],
+        serde_json::json!({"epoch": 2, "index": 0})
+    );
 }
 
 #[test]
@@ -195,7 +268,11 @@ fn bad_configs_are_rejected_naming_the_field() {
         train: vec![batch(&pattern_rows(2, 10, 0), 11, &[0, 0])],
         ..Default::default()
     };
-    let base = TrainConfig { iters: 2, num_layers: -1, ..Default::default() };
+    let base = TrainConfig {
+        iters: 2,
+        num_layers: -1,
+        ..Default::default()
+    };
     let cases: Vec<(TrainConfig, TrainData, &str)> = vec![
         (TrainConfig { steps_per_report: 0, ..base.clone() }, data.clone(), "`steps_per_report` must be at least 1"),
         (TrainConfig { grad_accumulation_steps: 0, ..base.clone() }, data.clone(), "`grad_accumulation_steps` must be at least 1"),
@@ -230,7 +307,11 @@ fn bad_configs_are_rejected_naming_the_field() {
         (TrainConfig { test: true, ..base.clone() }, data.clone(), "`test` is set but there are no test batches"),
     ];
     for (cfg, data, want) in cases {
-        let mut model = load_hf_folder(&dir.path().join("model"), engine::config::ComputeDtype::Auto).unwrap();
+        let mut model = load_hf_folder(
+            &dir.path().join("model"),
+            engine::config::ComputeDtype::Auto,
+        )
+        .unwrap();
         let err = run(&cfg, &mut model, &data, &dir.path().join("run")).unwrap_err();
         assert_eq!(format!("{err:#}"), want);
     }

@@ -43,7 +43,9 @@ fn config(accumulation: usize) -> TrainConfig {
 
 fn data() -> TrainData {
     TrainData {
-        train: (0..3).map(|i| batch(&pattern_rows(2, 20, i), 25, &[0, 3])).collect(),
+        train: (0..3)
+            .map(|i| batch(&pattern_rows(2, 20, i), 25, &[0, 3]))
+            .collect(),
         valid: vec![batch(&pattern_rows(2, 16, 7), 17, &[0, 0])],
         test: vec![],
     }
@@ -54,7 +56,13 @@ struct Run {
     events: Vec<Event>,
 }
 
-fn run(model_dir: &Path, cfg: &TrainConfig, run_dir: &Path, resume: bool, stop_at: Option<usize>) -> Run {
+fn run(
+    model_dir: &Path,
+    cfg: &TrainConfig,
+    run_dir: &Path,
+    resume: bool,
+    stop_at: Option<usize>,
+) -> Run {
     let mut model = load_hf_folder(model_dir, ComputeDtype::Auto).unwrap();
     let stop = AtomicBool::new(false);
     let mut events = Vec::new();
@@ -70,7 +78,9 @@ fn run(model_dir: &Path, cfg: &TrainConfig, run_dir: &Path, resume: bool, stop_a
     let losses = events
         .iter()
         .filter_map(|e| match e {
-            Event::Report { step, train_loss, .. } => Some((*step, *train_loss)),
+            Event::Report {
+                step, train_loss, ..
+            } => Some((*step, *train_loss)),
             _ => None,
         })
         .collect();
@@ -78,10 +88,11 @@ fn run(model_dir: &Path, cfg: &TrainConfig, run_dir: &Path, resume: bool, stop_a
 }
 
 fn adapters(run_dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let mut loaded: Vec<(String, Array)> = Array::load_safetensors(run_dir.join("adapters.safetensors"))
-        .unwrap()
-        .into_iter()
-        .collect();
+    let mut loaded: Vec<(String, Array)> =
+        Array::load_safetensors(run_dir.join("adapters.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
     loaded.sort_by(|a, b| a.0.cmp(&b.0));
     loaded
         .into_iter()
@@ -102,10 +113,18 @@ fn check_resume(accumulation: usize, stop_at: usize) {
     let split_dir = dir.path().join("split");
     let first = run(&model_dir, &cfg, &split_dir, false, Some(stop_at));
     let tail: Vec<&Event> = first.events.iter().rev().take(2).collect();
-    assert!(matches!(tail[0], Event::Stopped { step } if *step == stop_at), "{tail:?}");
-    assert!(matches!(tail[1], Event::Checkpoint { step, .. } if *step == stop_at), "{tail:?}");
-    let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(split_dir.join("trainer_state.json")).unwrap()).unwrap();
+    assert!(
+        matches!(tail[0], Event::Stopped { step } if *step == stop_at),
+        "{tail:?}"
+    );
+    assert!(
+        matches!(tail[1], Event::Checkpoint { step, .. } if *step == stop_at),
+        "{tail:?}"
+    );
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(split_dir.join("trainer_state.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(state["step"], stop_at);
     assert_eq!(state["optimizer_step"], stop_at / accumulation);
     assert_eq!(state["data_position"]["epoch"], stop_at / 3);
@@ -113,7 +132,11 @@ fn check_resume(accumulation: usize, stop_at: usize) {
 
     let second = run(&model_dir, &cfg, &split_dir, true, None);
     match &second.events[0] {
-        Event::Started { start_step, total_steps, .. } => {
+        Event::Started {
+            start_step,
+            total_steps,
+            ..
+        } => {
             assert_eq!((*start_step, *total_steps), (stop_at, 20));
         }
         other => panic!("first event {other:?}"),
@@ -123,7 +146,10 @@ fn check_resume(accumulation: usize, stop_at: usize) {
     assert_eq!(resumed.len(), 20);
     for ((s1, l1), (s2, l2)) in straight.losses.iter().zip(&resumed) {
         assert_eq!(s1, s2);
-        assert!((l1 - l2).abs() <= 1e-6 * l1.abs(), "step {s1}: straight {l1} vs resumed {l2}");
+        assert!(
+            (l1 - l2).abs() <= 1e-6 * l1.abs(),
+            "step {s1}: straight {l1} vs resumed {l2}"
+        );
     }
     let a = adapters(&straight_dir);
     // lora_b starts at zero: nonzero values show the run trained.
@@ -136,8 +162,15 @@ fn check_resume(accumulation: usize, stop_at: usize) {
     let b = adapters(&split_dir);
     assert_eq!(a.len(), b.len());
     for ((name, x), (_, y)) in a.iter().zip(&b) {
-        let worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
-        assert!(worst <= 1e-6, "{name}: straight and resumed adapters differ by {worst}");
+        let worst = x
+            .iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-6,
+            "{name}: straight and resumed adapters differ by {worst}"
+        );
     }
 }
 

@@ -72,12 +72,32 @@ impl Attention {
             Qkv::Fused(w.linear(&format!("{p}.qkv_proj"), hidden, out, layout.qkv_bias)?)
         } else {
             Qkv::Separate {
-                q: w.linear(&format!("{p}.q_proj"), hidden, n_heads * head_dim, layout.qkv_bias)?,
-                k: w.linear(&format!("{p}.k_proj"), hidden, n_kv * head_dim, layout.qkv_bias)?,
-                v: w.linear(&format!("{p}.v_proj"), hidden, n_kv * head_dim, layout.qkv_bias)?,
+                q: w.linear(
+                    &format!("{p}.q_proj"),
+                    hidden,
+                    n_heads * head_dim,
+                    layout.qkv_bias,
+                )?,
+                k: w.linear(
+                    &format!("{p}.k_proj"),
+                    hidden,
+                    n_kv * head_dim,
+                    layout.qkv_bias,
+                )?,
+                v: w.linear(
+                    &format!("{p}.v_proj"),
+                    hidden,
+                    n_kv * head_dim,
+                    layout.qkv_bias,
+                )?,
             }
         };
-        let o_proj = w.linear(&format!("{p}.o_proj"), n_heads * head_dim, hidden, layout.o_bias)?;
+        let o_proj = w.linear(
+            &format!("{p}.o_proj"),
+            n_heads * head_dim,
+            hidden,
+            layout.o_bias,
+        )?;
         let (q_norm, k_norm) = if layout.qk_norm {
             (
                 Some(w.rms_norm(&format!("{p}.q_norm"), head_dim, c.rms_norm_eps)?),
@@ -108,9 +128,11 @@ impl Attention {
     ) -> Result<Array> {
         let (b, l) = (x.dim(0), x.dim(1));
         let (q, k, v) = match &self.qkv {
-            Qkv::Separate { q, k, v } => {
-                (q.forward(x, pass)?, k.forward(x, pass)?, v.forward(x, pass)?)
-            }
+            Qkv::Separate { q, k, v } => (
+                q.forward(x, pass)?,
+                k.forward(x, pass)?,
+                v.forward(x, pass)?,
+            ),
             Qkv::Fused(qkv) => {
                 let qkv = qkv.forward(x, pass)?;
                 let q_end = (self.n_heads * self.head_dim) as i32;
@@ -206,7 +228,11 @@ impl DecoderLayer {
         Ok(Self {
             self_attn: Attention::load(w, &format!("{p}.self_attn"), c, layout)?,
             mlp: Mlp::load(w, &format!("{p}.mlp"), c, layout)?,
-            input_layernorm: w.rms_norm(&format!("{p}.input_layernorm"), c.hidden_size, c.rms_norm_eps)?,
+            input_layernorm: w.rms_norm(
+                &format!("{p}.input_layernorm"),
+                c.hidden_size,
+                c.rms_norm_eps,
+            )?,
             post_attention_layernorm: w.rms_norm(
                 &format!("{p}.post_attention_layernorm"),
                 c.hidden_size,
@@ -221,8 +247,13 @@ impl DecoderLayer {
         pass: &Pass,
         cache: Option<(&mut Option<(Array, Array)>, usize)>,
     ) -> Result<Array> {
-        let h = x.add(self.self_attn.forward(&self.input_layernorm.forward(x)?, pass, cache)?)?;
-        let out = self.mlp.forward(&self.post_attention_layernorm.forward(&h)?, pass)?;
+        let h = x.add(
+            self.self_attn
+                .forward(&self.input_layernorm.forward(x)?, pass, cache)?,
+        )?;
+        let out = self
+            .mlp
+            .forward(&self.post_attention_layernorm.forward(&h)?, pass)?;
         Ok(h.add(out)?)
     }
 

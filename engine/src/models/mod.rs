@@ -83,16 +83,15 @@ pub fn load_hf_folder(dir: &Path, compute: ComputeDtype) -> Result<Model> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| anyhow!("cannot read {}: {e}", config_path.display()))?;
-    let config: ModelConfig = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
+    let config: ModelConfig =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", config_path.display()))?;
     let mut tensors = HashMap::new();
     for file in weight_files(dir)? {
         let loaded = Array::load_safetensors(&file)
             .map_err(|e| anyhow!("cannot load {}: {e}", file.display()))?;
         tensors.extend(loaded);
     }
-    build_model(&config, tensors, compute)
-        .map_err(|e| anyhow!("{}: {e:#}", dir.display()))
+    build_model(&config, tensors, compute).map_err(|e| anyhow!("{}: {e:#}", dir.display()))
 }
 
 fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -100,8 +99,8 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     if index_path.exists() {
         let text = std::fs::read_to_string(&index_path)
             .map_err(|e| anyhow!("cannot read {}: {e}", index_path.display()))?;
-        let index: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| anyhow!("{}: {e}", index_path.display()))?;
+        let index: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", index_path.display()))?;
         let map = index
             .get("weight_map")
             .and_then(|m| m.as_object())
@@ -109,9 +108,12 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = map
             .values()
             .map(|v| {
-                v.as_str()
-                    .map(|name| dir.join(name))
-                    .ok_or_else(|| anyhow!("{}: `weight_map` values must be file names", index_path.display()))
+                v.as_str().map(|name| dir.join(name)).ok_or_else(|| {
+                    anyhow!(
+                        "{}: `weight_map` values must be file names",
+                        index_path.display()
+                    )
+                })
             })
             .collect::<Result<_>>()?;
         files.sort();
@@ -213,14 +215,17 @@ fn validate(c: &ModelConfig) -> Result<()> {
             bail!("config field `{field}` must be positive");
         }
     }
-    if c.num_attention_heads % c.num_key_value_heads() != 0 {
+    if !c
+        .num_attention_heads
+        .is_multiple_of(c.num_key_value_heads())
+    {
         bail!(
             "config: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
             c.num_attention_heads,
             c.num_key_value_heads()
         );
     }
-    if c.head_dim.is_none() && c.hidden_size % c.num_attention_heads != 0 {
+    if c.head_dim.is_none() && !c.hidden_size.is_multiple_of(c.num_attention_heads) {
         bail!(
             "config: hidden_size ({}) is not divisible by num_attention_heads ({}) and no head_dim is given",
             c.hidden_size,
@@ -271,7 +276,10 @@ impl Model {
         mut cache: Option<&mut KvCache>,
     ) -> Result<Array> {
         if tokens.ndim() != 2 {
-            bail!("tokens must be [batch, length], got shape {:?}", tokens.shape());
+            bail!(
+                "tokens must be [batch, length], got shape {:?}",
+                tokens.shape()
+            );
         }
         let mut h = self.embed_tokens.lookup(tokens)?;
         for (i, layer) in self.layers.iter().enumerate() {
@@ -331,6 +339,7 @@ impl Model {
 /// architecture before loading weights).
 pub fn read_config(dir: &Path) -> Result<ModelConfig> {
     let path = dir.join("config.json");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }

@@ -123,7 +123,12 @@ impl WeightMap {
         })
     }
 
-    pub(crate) fn embedding(&mut self, prefix: &str, vocab: usize, dim: usize) -> Result<Embedding> {
+    pub(crate) fn embedding(
+        &mut self,
+        prefix: &str,
+        vocab: usize,
+        dim: usize,
+    ) -> Result<Embedding> {
         Ok(Embedding {
             weight: self.matrix(prefix, vocab, dim)?,
         })
@@ -140,7 +145,11 @@ impl WeightMap {
             "{} unexpected tensor(s) for this architecture: {}{}",
             names.len(),
             shown.join(", "),
-            if names.len() > shown.len() { ", ..." } else { "" }
+            if names.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
         )
     }
 }
@@ -176,7 +185,7 @@ fn infer_quantization(
     }
     let packed = ws[1] as usize;
     let groups = ss[1] as usize;
-    if groups == 0 || in_dim % groups != 0 || (packed * 32) % in_dim != 0 {
+    if groups == 0 || !in_dim.is_multiple_of(groups) || !(packed * 32).is_multiple_of(in_dim) {
         return Err(bad());
     }
     let bits = packed * 32 / in_dim;

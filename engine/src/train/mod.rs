@@ -60,7 +60,7 @@ fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
         bail!("`iters` must be at least 1");
     }
     if let Some(clip) = cfg.grad_clip {
-        if !(clip > 0.0) {
+        if clip.is_nan() || clip <= 0.0 {
             bail!("`grad_clip` must be positive, got {clip}");
         }
     }
@@ -188,22 +188,24 @@ pub fn train(
     let mut window = state.window;
 
     let save = |model: &Model,
-                    opt: &Optimizer,
-                    accumulated: &Option<Vec<Array>>,
-                    state: &TrainerState,
-                    emit: &mut dyn FnMut(Event)|
+                opt: &Optimizer,
+                accumulated: &Option<Vec<Array>>,
+                state: &TrainerState,
+                emit: &mut dyn FnMut(Event)|
      -> Result<()> {
-        let adapters: Vec<(String, Array)> = names
-            .iter()
-            .cloned()
-            .zip(model.lora_params())
-            .collect();
+        let adapters: Vec<(String, Array)> =
+            names.iter().cloned().zip(model.lora_params()).collect();
         checkpoint::save_arrays(&run_dir.join(ADAPTER_WEIGHTS_FILE), &adapters)?;
         let numbered = run_dir.join(format!("{:07}_adapters.safetensors", state.step));
         checkpoint::save_arrays(&numbered, &adapters)?;
         let mut opt_state = opt.export(&names);
         if let Some(grads) = accumulated {
-            opt_state.extend(names.iter().map(|n| format!("accum.{n}")).zip(grads.iter().cloned()));
+            opt_state.extend(
+                names
+                    .iter()
+                    .map(|n| format!("accum.{n}"))
+                    .zip(grads.iter().cloned()),
+            );
         }
         checkpoint::save_arrays(&run_dir.join(OPTIMIZER_FILE), &opt_state)?;
         checkpoint::write_state(run_dir, state)?;
@@ -250,7 +252,10 @@ pub fn train(
         if it % accum == 0 {
             if accum > 1 {
                 let inv = Array::from_f32(1.0 / accum as f32);
-                grads = grads.iter().map(|g| g.multiply(&inv)).collect::<Result<_, _>>()?;
+                grads = grads
+                    .iter()
+                    .map(|g| g.multiply(&inv))
+                    .collect::<Result<_, _>>()?;
             }
             if let Some(max_norm) = cfg.grad_clip {
                 clip_grad_norm(&mut grads, max_norm)?;
@@ -306,7 +311,7 @@ pub fn train(
     }
 
     state.window = window;
-    if state.step % cfg.save_every != 0 || state.step == 0 {
+    if !state.step.is_multiple_of(cfg.save_every) || state.step == 0 {
         save(model, &opt, &accumulated, &state, emit)?;
     }
     let (test_loss, test_perplexity) = if cfg.test {

@@ -29,16 +29,29 @@ fn scalar(x: f32) -> Array {
 
 impl Optimizer {
     pub fn new(cfg: &TrainConfig, params: &[Array]) -> Result<Self> {
-        if cfg.optimizer == OptimizerKind::Adamw && !(cfg.weight_decay >= 0.0) {
-            bail!("weight_decay must be non-negative, got {}", cfg.weight_decay);
+        if cfg.optimizer == OptimizerKind::Adamw
+            && (cfg.weight_decay.is_nan() || cfg.weight_decay < 0.0)
+        {
+            bail!(
+                "weight_decay must be non-negative, got {}",
+                cfg.weight_decay
+            );
         }
         let zeros = |p: &Array| Array::zeros::<f32>(p.shape());
         let stateful = cfg.optimizer != OptimizerKind::Sgd;
         Ok(Self {
             kind: cfg.optimizer,
             weight_decay: cfg.weight_decay as f32,
-            m: if stateful { params.iter().map(zeros).collect::<Result<_, _>>()? } else { Vec::new() },
-            v: if stateful { params.iter().map(zeros).collect::<Result<_, _>>()? } else { Vec::new() },
+            m: if stateful {
+                params.iter().map(zeros).collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
+            },
+            v: if stateful {
+                params.iter().map(zeros).collect::<Result<_, _>>()?
+            } else {
+                Vec::new()
+            },
             step: 0,
         })
     }

@@ -29,6 +29,7 @@ pub fn position(step: usize, batches: usize) -> (usize, usize) {
 
 /// The dropout seed of a step: a function of (seed, step) only.
 pub fn dropout_seed(seed: u64, step: usize) -> u64 {
-    let mut state = seed ^ 0xA076_1D64_78BD_642F ^ (step as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB);
+    let mut state =
+        seed ^ 0xA076_1D64_78BD_642F ^ (step as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB);
     splitmix64(&mut state)
 }

@@ -11,13 +11,28 @@ use crate::config::{LrSchedule, TrainConfig};
 pub enum Schedule {
     Constant(f64),
     /// `arguments: [init, decay_steps, end]`
-    CosineDecay { init: f64, decay_steps: f64, end: f64 },
+    CosineDecay {
+        init: f64,
+        decay_steps: f64,
+        end: f64,
+    },
     /// `arguments: [init, end, steps]`
-    Linear { init: f64, end: f64, steps: f64 },
+    Linear {
+        init: f64,
+        end: f64,
+        steps: f64,
+    },
     /// `arguments: [init, decay_rate]`
-    ExponentialDecay { init: f64, rate: f64 },
+    ExponentialDecay {
+        init: f64,
+        rate: f64,
+    },
     /// `arguments: [init, decay_rate, step_size]`
-    StepDecay { init: f64, rate: f64, step_size: f64 },
+    StepDecay {
+        init: f64,
+        rate: f64,
+        step_size: f64,
+    },
     Warmup {
         warmup: Box<Schedule>,
         steps: usize,
@@ -30,7 +45,10 @@ impl Schedule {
         match &cfg.lr_schedule {
             None => {
                 if !(cfg.learning_rate.is_finite() && cfg.learning_rate >= 0.0) {
-                    bail!("learning_rate must be a non-negative number, got {}", cfg.learning_rate);
+                    bail!(
+                        "learning_rate must be a non-negative number, got {}",
+                        cfg.learning_rate
+                    );
                 }
                 Ok(Schedule::Constant(cfg.learning_rate))
             }

@@ -104,7 +104,11 @@ fn tensor_specs(t: &Tiny) -> Vec<(String, Vec<i32>, char)> {
             specs.push((format!("{p}.{name}"), shape, kind));
         };
         if t.model_type == "phi3" {
-            m("self_attn.qkv_proj.weight", vec![(heads + 2 * kv) * hd, h], 'm');
+            m(
+                "self_attn.qkv_proj.weight",
+                vec![(heads + 2 * kv) * hd, h],
+                'm',
+            );
             m("mlp.gate_up_proj.weight", vec![2 * inter, h], 'm');
         } else {
             m("self_attn.q_proj.weight", vec![heads * hd, h], 'm');
@@ -145,7 +149,11 @@ pub fn tiny_weights(t: &Tiny) -> Vec<(String, Array)> {
         let value = match kind {
             'm' => noise.multiply(Array::from_f32(0.08)).unwrap(),
             'b' => noise.multiply(Array::from_f32(0.05)).unwrap(),
-            _ => noise.multiply(Array::from_f32(0.1)).unwrap().add(Array::from_f32(1.0)).unwrap(),
+            _ => noise
+                .multiply(Array::from_f32(0.1))
+                .unwrap()
+                .add(Array::from_f32(1.0))
+                .unwrap(),
         };
         if t.quantize && kind == 'm' {
             let (w, s, b) = mlx_rs::ops::quantize(&value, 64, 4).unwrap();
@@ -212,7 +220,10 @@ pub fn batch_json(b: &Batch) -> Value {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// The peer venv's Python; a clear failure when it was not set up.
@@ -228,7 +239,9 @@ pub fn peer_python() -> PathBuf {
 
 /// Runs `engine/tests/peer/<script>` with `args`; returns its stdout.
 pub fn run_peer(script: &str, args: &[&str]) -> String {
-    let script_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer").join(script);
+    let script_path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peer")
+        .join(script);
     let output = Command::new(peer_python())
         .arg(&script_path)
         .args(args)
@@ -256,5 +269,10 @@ pub fn max_abs_diff(a: &Array, b: &Array) -> f32 {
 }
 
 pub fn max_abs(a: &Array) -> f32 {
-    a.abs().unwrap().max(false).unwrap().try_item_exact::<f32>().unwrap()
+    a.abs()
+        .unwrap()
+        .max(false)
+        .unwrap()
+        .try_item_exact::<f32>()
+        .unwrap()
 }
