@@ -202,3 +202,47 @@ fn kv_cache_decoding_matches_the_full_forward_pass() {
     let diff = max_abs_diff(&full, &incremental);
     assert!(diff < 1e-4, "cached decoding differs by {diff}");
 }
+
+#[test]
+fn quantize_on_load_gives_the_quantized_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let dense_dir = dir.path().join("dense");
+    let quant_dir = dir.path().join("quant");
+    write_tiny(&dense_dir, &Tiny::llama());
+    write_tiny(
+        &quant_dir,
+        &Tiny {
+            quantize: true,
+            ..Tiny::llama()
+        },
+    );
+    let tokens = Array::from_slice(&[3u32, 1, 4, 1, 5, 9, 2, 6], &[2, 4]);
+    let mut dense = load_hf_folder(&dense_dir, ComputeDtype::Auto).unwrap();
+    let before = dense.forward(&tokens).unwrap();
+    dense
+        .quantize(engine::config::QuantizeOnLoad {
+            bits: 4,
+            group_size: 64,
+        })
+        .unwrap();
+    let after = dense.forward(&tokens).unwrap();
+    let quantized = load_hf_folder(&quant_dir, ComputeDtype::Auto)
+        .unwrap()
+        .forward(&tokens)
+        .unwrap();
+    assert_eq!(max_abs_diff(&after, &quantized), 0.0);
+    assert!(
+        max_abs_diff(&after, &before) > 1e-3,
+        "quantization changed nothing"
+    );
+    let err = dense
+        .quantize(engine::config::QuantizeOnLoad {
+            bits: 7,
+            group_size: 64,
+        })
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "quantize.bits must be one of 2, 3, 4, 5, 6, 8, got 7"
+    );
+}

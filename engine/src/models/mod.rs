@@ -20,7 +20,7 @@ use mlx_rs::{Array, Dtype};
 pub use decoder::{BlockLayout, KvCache};
 pub use layers::{Linear, Pass};
 
-use crate::config::ComputeDtype;
+use crate::config::{ComputeDtype, QuantizeOnLoad};
 use crate::lora::LoraState;
 use crate::model_config::ModelConfig;
 use decoder::DecoderLayer;
@@ -74,6 +74,10 @@ pub struct Model {
     pub(crate) lora: Option<LoraState>,
     /// Dtype of the activations (f32 on the CPU).
     pub compute_dtype: Dtype,
+    placement: Placement,
+    /// Whether the base weights are (or were, before dequantizing for the
+    /// CPU) affine-quantized.
+    pub quantized: bool,
 }
 
 /// Reads an HF model folder: `config.json` plus `model.safetensors`, or the
@@ -163,6 +167,7 @@ pub fn build_model(
     validate(config)?;
     let layout = family.layout(config)?;
     let placement = placement(compute);
+    let quantized = weights.keys().any(|k| k.ends_with(".scales"));
     let mut w = WeightMap::new(weights, placement);
 
     let embed_tokens = w.embedding("model.embed_tokens", config.vocab_size, config.hidden_size)?;
@@ -195,6 +200,8 @@ pub fn build_model(
         lm_head,
         lora: None,
         compute_dtype,
+        placement,
+        quantized,
     };
     model.eval_weights()?;
     Ok(model)
@@ -318,6 +325,67 @@ impl Model {
             .as_ref()
             .map(|l| l.params.clone())
             .unwrap_or_default()
+    }
+
+    /// QLoRA's quantize-on-load: every dense matrix whose input width is a
+    /// multiple of `group_size` (mlx-lm's rule) becomes MLX affine-quantized.
+    /// On a GPU the quantized form is kept; on the CPU (`Auto`) the matrices
+    /// are dequantized back to f32, so training sees the quantized values at
+    /// f32 speed. Must run before adapters are attached.
+    pub fn quantize(&mut self, q: QuantizeOnLoad) -> Result<()> {
+        if self.lora.is_some() {
+            bail!("quantize the base model before attaching adapters");
+        }
+        if self.quantized {
+            bail!("`quantize` is set but the model is already quantized");
+        }
+        if ![2, 3, 4, 5, 6, 8].contains(&q.bits) {
+            bail!(
+                "quantize.bits must be one of 2, 3, 4, 5, 6, 8, got {}",
+                q.bits
+            );
+        }
+        if ![32, 64, 128].contains(&q.group_size) {
+            bail!(
+                "quantize.group_size must be 32, 64 or 128, got {}",
+                q.group_size
+            );
+        }
+        let placement = self.placement;
+        let convert = |weight: &mut layers::LinearWeight, in_dim: usize| -> Result<()> {
+            let layers::LinearWeight::Dense(dense) = weight else {
+                return Ok(());
+            };
+            if !in_dim.is_multiple_of(q.group_size) {
+                return Ok(());
+            }
+            let (gs, bits) = (q.group_size as i32, i32::from(q.bits));
+            let (w, scales, biases) = mlx_rs::ops::quantize(&*dense, gs, bits)?;
+            *weight = match placement {
+                Placement::Keep => layers::LinearWeight::Quantized {
+                    weight: w,
+                    scales,
+                    biases,
+                    group_size: gs,
+                    bits,
+                },
+                Placement::Dense(dtype) => layers::LinearWeight::Dense(
+                    mlx_rs::ops::dequantize(&w, &scales, &biases, gs, bits)?.as_dtype(dtype)?,
+                ),
+            };
+            Ok(())
+        };
+        convert(&mut self.embed_tokens.weight, self.config.hidden_size)?;
+        if let Some(head) = &mut self.lm_head {
+            convert(&mut head.weight, head.in_dim)?;
+        }
+        for layer in &mut self.layers {
+            for (_, linear) in layer.linears_mut() {
+                convert(&mut linear.weight, linear.in_dim)?;
+            }
+        }
+        self.quantized = true;
+        self.eval_weights()
     }
 
     fn eval_weights(&self) -> Result<()> {

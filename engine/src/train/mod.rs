@@ -118,6 +118,9 @@ pub fn train(
     std::fs::create_dir_all(run_dir)
         .map_err(|e| anyhow!("cannot create {}: {e}", run_dir.display()))?;
     if model.lora.is_none() {
+        if let Some(q) = cfg.quantize {
+            model.quantize(q)?;
+        }
         lora::attach(model, &AdapterSettings::from_train_config(cfg), cfg.seed)?;
     }
     let names = model.lora.as_ref().expect("attached above").names.clone();
