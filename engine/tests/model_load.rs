@@ -235,7 +235,17 @@ fn quantize_on_load_gives_the_quantized_checkpoint() {
         max_abs_diff(&after, &before) > 1e-3,
         "quantization changed nothing"
     );
-    let err = dense
+    let q4 = engine::config::QuantizeOnLoad {
+        bits: 4,
+        group_size: 64,
+    };
+    let err = dense.quantize(q4).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`quantize` is set but the model is already quantized"
+    );
+    let mut fresh = load_hf_folder(&dense_dir, ComputeDtype::Auto).unwrap();
+    let err = fresh
         .quantize(engine::config::QuantizeOnLoad {
             bits: 7,
             group_size: 64,
