@@ -174,6 +174,11 @@ pub fn train(
         params = model.lora_params();
     }
     lora::write_adapter_config(run_dir, cfg)?;
+    if cfg.grad_checkpoint {
+        emit(Event::Log {
+            message: "grad_checkpoint is not implemented yet; training without it".into(),
+        });
+    }
 
     emit(Event::Started {
         total_steps: total,

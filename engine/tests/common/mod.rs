@@ -16,6 +16,44 @@ pub const KV_HEADS: usize = 2;
 pub const INTER: usize = 128;
 pub const LAYERS: usize = 4;
 
+/// The fixture's sizes; `Dims::default()` is the tiny test model.
+#[derive(Debug, Clone, Copy)]
+pub struct Dims {
+    pub vocab: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub inter: usize,
+    pub layers: usize,
+}
+
+impl Default for Dims {
+    fn default() -> Self {
+        Dims {
+            vocab: VOCAB,
+            hidden: HIDDEN,
+            heads: HEADS,
+            kv_heads: KV_HEADS,
+            inter: INTER,
+            layers: LAYERS,
+        }
+    }
+}
+
+impl Dims {
+    /// SmolLM2-135M's architecture (random weights), for benchmarks.
+    pub fn smollm2_135m() -> Self {
+        Dims {
+            vocab: 49_152,
+            hidden: 576,
+            heads: 9,
+            kv_heads: 3,
+            inter: 1536,
+            layers: 30,
+        }
+    }
+}
+
 /// What the fixture varies.
 #[derive(Debug, Clone)]
 pub struct Tiny {
@@ -26,6 +64,7 @@ pub struct Tiny {
     /// Store matrices as MLX 4-bit affine triples (group size 64).
     pub quantize: bool,
     pub seed: u64,
+    pub dims: Dims,
 }
 
 impl Tiny {
@@ -37,6 +76,7 @@ impl Tiny {
             llama3_scaling: false,
             quantize: false,
             seed: 7,
+            dims: Dims::default(),
         }
     }
 
@@ -53,15 +93,16 @@ pub fn head_dim() -> usize {
 }
 
 pub fn config_json(t: &Tiny) -> Value {
+    let d = t.dims;
     let mut c = json!({
         "model_type": t.model_type,
         "architectures": ["TinyForCausalLM"],
-        "hidden_size": HIDDEN,
-        "num_hidden_layers": LAYERS,
-        "intermediate_size": INTER,
-        "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS,
-        "vocab_size": VOCAB,
+        "hidden_size": d.hidden,
+        "num_hidden_layers": d.layers,
+        "intermediate_size": d.inter,
+        "num_attention_heads": d.heads,
+        "num_key_value_heads": d.kv_heads,
+        "vocab_size": d.vocab,
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
         "max_position_embeddings": 512,
@@ -69,7 +110,7 @@ pub fn config_json(t: &Tiny) -> Value {
         "rope_traditional": t.rope_traditional,
     });
     if t.model_type == "qwen3" {
-        c["head_dim"] = json!(head_dim());
+        c["head_dim"] = json!(d.hidden / d.heads);
     }
     if t.llama3_scaling {
         c["rope_scaling"] = json!({
@@ -89,16 +130,17 @@ pub fn config_json(t: &Tiny) -> Value {
 /// (name, shape, kind) of every tensor of the tiny model in HF naming.
 /// kind: 'm' matrix (quantizable), 'n' norm (ones + noise), 'b' bias.
 fn tensor_specs(t: &Tiny) -> Vec<(String, Vec<i32>, char)> {
+    let d = t.dims;
     let (h, hd, kv, heads, inter, vocab) = (
-        HIDDEN as i32,
-        head_dim() as i32,
-        KV_HEADS as i32,
-        HEADS as i32,
-        INTER as i32,
-        VOCAB as i32,
+        d.hidden as i32,
+        (d.hidden / d.heads) as i32,
+        d.kv_heads as i32,
+        d.heads as i32,
+        d.inter as i32,
+        d.vocab as i32,
     );
     let mut specs = vec![("model.embed_tokens.weight".to_string(), vec![vocab, h], 'm')];
-    for i in 0..LAYERS {
+    for i in 0..d.layers {
         let p = format!("model.layers.{i}");
         let mut m = |name: &str, shape: Vec<i32>, kind: char| {
             specs.push((format!("{p}.{name}"), shape, kind));
