@@ -257,3 +257,58 @@ fn training_steps_match_mlx_lm_from_the_same_adapter() {
         assert!(diff < 1e-5, "{name}: differs from mlx-lm's by {diff}");
     }
 }
+
+#[test]
+fn adapter_over_a_quantized_base_kept_quantized_matches_mlx_lm() {
+    // The GPU path: the base stays 4-bit (quantized matmuls, quantized tied
+    // embedding), adapters in f32 on top, as mlx-lm's QLoRA runs.
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    let t = Tiny {
+        quantize: true,
+        tied: true,
+        ..Tiny::llama()
+    };
+    write_tiny(&model_dir, &t);
+    let config = serde_json::from_value(config_json(&t)).unwrap();
+    let weights = tiny_weights(&t).into_iter().collect();
+    let mut model = engine::models::build_model_as_stored(&config, weights).unwrap();
+    assert!(model.quantized);
+    let data = TrainData {
+        train: (0..2)
+            .map(|i| batch(&pattern_rows(2, 24, i), 25, &[0, 0]))
+            .collect(),
+        ..Default::default()
+    };
+    let cfg = TrainConfig {
+        iters: 4,
+        learning_rate: 1e-2,
+        num_layers: -1,
+        steps_per_report: 4,
+        ..Default::default()
+    };
+    let run_dir = dir.path().join("run");
+    train(
+        &cfg,
+        &mut model,
+        &data,
+        &run_dir,
+        false,
+        &AtomicBool::new(false),
+        &mut |_| {},
+    )
+    .unwrap();
+    let probe = batch(&pattern_rows(2, 18, 9), 20, &[0, 0]);
+    let ours = model.forward(&loss_inputs(&probe).unwrap().inputs).unwrap();
+    let theirs = peer_logits(&model_dir, &probe, Some(&run_dir));
+    let base = peer_logits(&model_dir, &probe, None);
+    assert!(
+        max_abs_diff(&theirs, &base) > 0.05,
+        "training changed nothing"
+    );
+    let diff = max_abs_diff(&ours, &theirs);
+    assert!(
+        diff < 1e-3,
+        "quantized base + adapter differs from mlx-lm by {diff}"
+    );
+}

@@ -163,10 +163,27 @@ pub fn build_model(
     weights: HashMap<String, Array>,
     compute: ComputeDtype,
 ) -> Result<Model> {
+    build_with_placement(config, weights, placement(compute))
+}
+
+/// Like `build_model`, but keeps every tensor as stored (quantized stays
+/// quantized) whatever the device: what `Auto` does on a GPU. On the CPU it
+/// is slow; it exists so the quantized compute path can be checked anywhere.
+pub fn build_model_as_stored(
+    config: &ModelConfig,
+    weights: HashMap<String, Array>,
+) -> Result<Model> {
+    build_with_placement(config, weights, Placement::Keep)
+}
+
+fn build_with_placement(
+    config: &ModelConfig,
+    weights: HashMap<String, Array>,
+    placement: Placement,
+) -> Result<Model> {
     let family = Family::from_model_type(&config.model_type)?;
     validate(config)?;
     let layout = family.layout(config)?;
-    let placement = placement(compute);
     let quantized = weights.keys().any(|k| k.ends_with(".scales"));
     let mut w = WeightMap::new(weights, placement);
 
