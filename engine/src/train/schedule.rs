@@ -128,39 +128,42 @@ impl Schedule {
     }
 
     /// The learning rate of the update that follows `step` earlier updates.
+    /// Computed in f32 the way MLX evaluates its schedule arrays (Python
+    /// scalars folded in double precision first), so values agree to f32 rounding.
     pub fn at(&self, step: usize) -> f64 {
-        let s = step as f64;
-        let value = match self {
-            Schedule::Constant(lr) => *lr,
+        let s = step as f32;
+        let value: f32 = match self {
+            Schedule::Constant(lr) => *lr as f32,
             Schedule::CosineDecay {
                 init,
                 decay_steps,
                 end,
             } => {
-                let s = s.min(*decay_steps);
-                let decay = 0.5 * (1.0 + (std::f64::consts::PI / decay_steps * s).cos());
-                end + decay * (init - end)
+                let s = s.min(*decay_steps as f32);
+                let decay = 0.5 * (1.0 + ((std::f64::consts::PI / decay_steps) as f32 * s).cos());
+                *end as f32 + decay * (init - end) as f32
             }
-            Schedule::Linear { init, end, steps } => s.min(*steps) * ((end - init) / steps) + init,
-            Schedule::ExponentialDecay { init, rate } => init * rate.powf(s),
+            Schedule::Linear { init, end, steps } => {
+                s.min(*steps as f32) * ((end - init) / steps) as f32 + *init as f32
+            }
+            Schedule::ExponentialDecay { init, rate } => *init as f32 * (*rate as f32).powf(s),
             Schedule::StepDecay {
                 init,
                 rate,
                 step_size,
-            } => init * rate.powf((s / step_size).floor()),
+            } => *init as f32 * (*rate as f32).powf((step / *step_size as usize) as f32),
             Schedule::Warmup {
                 warmup,
                 steps,
                 main,
             } => {
-                if step < steps + 1 {
+                return if step < steps + 1 {
                     warmup.at(step)
                 } else {
                     main.at(step - steps - 1)
-                }
+                };
             }
         };
-        // MLX evaluates schedules in float32.
-        f64::from(value as f32)
+        f64::from(value)
     }
 }
