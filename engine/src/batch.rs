@@ -4,8 +4,9 @@
 /// One padded batch of token sequences.
 ///
 /// Loss follows mlx-lm: the model reads `tokens[:, :-1]` and predicts
-/// `tokens[:, 1:]`; for row `r`, target position `t` (1-based, in the shifted
-/// sequence) counts when `offsets[r] < t <= lengths[r]`.
+/// `tokens[:, 1:]`; for row `r`, the target `tokens[r, t]` counts when
+/// `offsets[r] <= t <= lengths[r]` (see `train::loss`: like mlx-lm, this also
+/// counts the first padding position of a row shorter than the batch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// Row-major `[rows, width]` token ids; padding is 0.
@@ -16,15 +17,4 @@ pub struct Batch {
     pub offsets: Vec<usize>,
     /// Per row: the number of real (unpadded) tokens.
     pub lengths: Vec<usize>,
-}
-
-impl Batch {
-    /// Number of target tokens that count in the loss.
-    pub fn loss_tokens(&self) -> usize {
-        self.offsets
-            .iter()
-            .zip(&self.lengths)
-            .map(|(&offset, &length)| length.saturating_sub(1).saturating_sub(offset))
-            .sum()
-    }
 }

@@ -19,7 +19,7 @@ pub struct LossInputs {
 
 /// mlx-lm's mask, computed on the host. Note: with `t` up to `length`, each
 /// row shorter than the batch width also counts its first padding target,
-/// exactly as mlx-lm does; `Batch::loss_tokens` counts one fewer per row.
+/// exactly as mlx-lm does, so that losses compare one to one.
 pub fn loss_mask(batch: &Batch) -> Vec<f32> {
     let steps = batch.width.saturating_sub(1);
     let mut mask = vec![0.0f32; batch.rows * steps];
