@@ -1,0 +1,332 @@
+//! LoRA training as mlx-lm's `tuner.trainer.train` does it, plus exact
+//! stop/resume: the trainer owns the epoch order, checkpoints the optimizer
+//! and its own position, and derives every random draw from the seed.
+
+pub mod checkpoint;
+pub mod loss;
+pub mod optimizer;
+pub mod order;
+pub mod schedule;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Result};
+use mlx_rs::{error::Exception, transforms::value_and_grad_with_argnums, Array};
+
+use crate::batch::Batch;
+use crate::config::TrainConfig;
+use crate::lora::{self, AdapterSettings, ADAPTER_WEIGHTS_FILE};
+use crate::models::{Model, Pass};
+use crate::protocol::Event;
+use checkpoint::{DataPosition, RngState, TrainerState, Window, OPTIMIZER_FILE};
+use loss::{batch_loss, evaluate, loss_inputs, LossInputs};
+use optimizer::{clip_grad_norm, Optimizer};
+use schedule::Schedule;
+
+/// Batches from the data pipeline (already padded and length-sorted).
+#[derive(Debug, Clone, Default)]
+pub struct TrainData {
+    pub train: Vec<Batch>,
+    pub valid: Vec<Batch>,
+    pub test: Vec<Batch>,
+}
+
+/// Steps the run will take: `epochs x batches` when `epochs` is set, else `iters`.
+pub fn total_steps(cfg: &TrainConfig, train_batches: usize) -> usize {
+    match cfg.epochs {
+        Some(epochs) => epochs * train_batches,
+        None => cfg.iters,
+    }
+}
+
+fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
+    lora::check_fine_tune_type(cfg)?;
+    for (field, value) in [
+        ("steps_per_report", cfg.steps_per_report),
+        ("steps_per_eval", cfg.steps_per_eval),
+        ("save_every", cfg.save_every),
+        ("grad_accumulation_steps", cfg.grad_accumulation_steps),
+    ] {
+        if value == 0 {
+            bail!("`{field}` must be at least 1");
+        }
+    }
+    if cfg.epochs == Some(0) {
+        bail!("`epochs` must be at least 1");
+    }
+    if cfg.epochs.is_none() && cfg.iters == 0 {
+        bail!("`iters` must be at least 1");
+    }
+    if let Some(clip) = cfg.grad_clip {
+        if clip.is_nan() || clip <= 0.0 {
+            bail!("`grad_clip` must be positive, got {clip}");
+        }
+    }
+    if data.train.is_empty() {
+        bail!("no training batches");
+    }
+    if cfg.test && data.test.is_empty() {
+        bail!("`test` is set but there are no test batches");
+    }
+    Ok(())
+}
+
+/// Mean loss of one batch and the gradients with respect to the adapters.
+fn loss_and_grads(
+    model: &Model,
+    params: &[Array],
+    batch: &LossInputs,
+    dropout_seed: Option<u64>,
+) -> Result<(Array, Vec<Array>)> {
+    let n = params.len();
+    let argnums: Vec<i32> = (0..n as i32).collect();
+    let f = |inputs: &[Array]| -> Result<Vec<Array>, Exception> {
+        let pass = Pass {
+            lora: inputs,
+            dropout_seed,
+        };
+        batch_loss(model, &pass, batch)
+            .map(|l| vec![l])
+            .map_err(|e| Exception::custom(format!("{e:#}")))
+    };
+    let mut vg = value_and_grad_with_argnums(f, &argnums[..]);
+    let (values, grads) = vg(params)?;
+    let loss = values
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow!("the loss function returned nothing"))?;
+    Ok((loss, grads))
+}
+
+/// Trains the model's adapters (attaching fresh ones first, unless adapters
+/// are already attached). Writes mlx-lm's adapter files into `run_dir`.
+/// With `resume`, continues from `run_dir`'s last checkpoint. Setting `stop`
+/// makes the trainer checkpoint at the next step boundary and return.
+pub fn train(
+    cfg: &TrainConfig,
+    model: &mut Model,
+    data: &TrainData,
+    run_dir: &Path,
+    resume: bool,
+    stop: &AtomicBool,
+    emit: &mut dyn FnMut(Event),
+) -> Result<()> {
+    check_config(cfg, data)?;
+    let schedule = Schedule::from_config(cfg)?;
+    std::fs::create_dir_all(run_dir)
+        .map_err(|e| anyhow!("cannot create {}: {e}", run_dir.display()))?;
+    if model.lora.is_none() {
+        if let Some(q) = cfg.quantize {
+            model.quantize(q)?;
+        }
+        lora::attach(model, &AdapterSettings::from_train_config(cfg), cfg.seed)?;
+    }
+    let names = model.lora.as_ref().expect("attached above").names.clone();
+    let mut params = model.lora_params();
+    let mut opt = Optimizer::new(cfg, &params)?;
+    let batches = data.train.len();
+    let total = total_steps(cfg, batches);
+
+    let mut state = TrainerState {
+        step: 0,
+        optimizer_step: 0,
+        data_position: DataPosition { epoch: 0, index: 0 },
+        train_batches: batches,
+        rng: RngState {
+            seed: cfg.seed,
+            next_step: 1,
+        },
+        trained_tokens: 0,
+        window: Window::default(),
+    };
+    let mut accumulated: Option<Vec<Array>> = None;
+    if resume {
+        state = checkpoint::read_state(run_dir)?;
+        if state.train_batches != batches {
+            bail!(
+                "cannot resume: the checkpoint was trained on {} batches, the data now has {batches}",
+                state.train_batches
+            );
+        }
+        if state.rng.seed != cfg.seed {
+            bail!(
+                "cannot resume: the checkpoint used seed {}, the config says {}",
+                state.rng.seed,
+                cfg.seed
+            );
+        }
+        lora::load_weights(model, &run_dir.join(ADAPTER_WEIGHTS_FILE))?;
+        params = model.lora_params();
+        let mut saved = checkpoint::load_arrays(&run_dir.join(OPTIMIZER_FILE))?;
+        opt.import(&names, &mut saved)?;
+        opt.step = state.optimizer_step;
+        let grads: Vec<Option<Array>> = names
+            .iter()
+            .map(|n| saved.remove(&format!("accum.{n}")))
+            .collect();
+        if grads.iter().all(Option::is_some) && !grads.is_empty() {
+            accumulated = Some(grads.into_iter().map(Option::unwrap).collect());
+        }
+    } else if let Some(file) = &cfg.resume_adapter_file {
+        lora::load_weights(model, Path::new(file))?;
+        params = model.lora_params();
+    }
+    lora::write_adapter_config(run_dir, cfg)?;
+
+    emit(Event::Started {
+        total_steps: total,
+        start_step: state.step,
+        trainable_parameters: lora::trainable_parameters(model),
+        total_parameters: model.total_parameters(),
+        device: crate::device::current().description,
+        compute_dtype: format!("{:?}", model.compute_dtype).to_lowercase(),
+    });
+
+    let accum = cfg.grad_accumulation_steps;
+    let mut order_epoch = usize::MAX;
+    let mut order = Vec::new();
+    let mut window_time = 0.0f64;
+    let mut window = state.window;
+
+    let save = |model: &Model,
+                opt: &Optimizer,
+                accumulated: &Option<Vec<Array>>,
+                state: &TrainerState,
+                emit: &mut dyn FnMut(Event)|
+     -> Result<()> {
+        let adapters: Vec<(String, Array)> =
+            names.iter().cloned().zip(model.lora_params()).collect();
+        checkpoint::save_arrays(&run_dir.join(ADAPTER_WEIGHTS_FILE), &adapters)?;
+        let numbered = run_dir.join(format!("{:07}_adapters.safetensors", state.step));
+        checkpoint::save_arrays(&numbered, &adapters)?;
+        let mut opt_state = opt.export(&names);
+        if let Some(grads) = accumulated {
+            opt_state.extend(
+                names
+                    .iter()
+                    .map(|n| format!("accum.{n}"))
+                    .zip(grads.iter().cloned()),
+            );
+        }
+        checkpoint::save_arrays(&run_dir.join(OPTIMIZER_FILE), &opt_state)?;
+        checkpoint::write_state(run_dir, state)?;
+        emit(Event::Checkpoint {
+            step: state.step,
+            path: numbered.display().to_string(),
+        });
+        Ok(())
+    };
+
+    for it in (state.step + 1)..=total {
+        if stop.load(Ordering::SeqCst) {
+            state.window = window;
+            save(model, &opt, &accumulated, &state, emit)?;
+            emit(Event::Stopped { step: state.step });
+            return Ok(());
+        }
+        if !data.valid.is_empty() && (it == 1 || it % cfg.steps_per_eval == 0 || it == total) {
+            let tic = Instant::now();
+            let val_loss = evaluate(model, &data.valid, cfg.val_batches)?;
+            emit(Event::Eval {
+                step: it - 1,
+                val_loss,
+                val_time_sec: tic.elapsed().as_secs_f64(),
+            });
+        }
+
+        let tic = Instant::now();
+        let (epoch, index) = order::position(it, batches);
+        if epoch != order_epoch {
+            order = order::epoch_order(cfg.seed, epoch, batches);
+            order_epoch = epoch;
+        }
+        let batch = loss_inputs(&data.train[order[index]])?;
+        let dropout_seed = Some(order::dropout_seed(cfg.seed, it));
+        let (loss, mut grads) = loss_and_grads(model, &params, &batch, dropout_seed)?;
+        if let Some(previous) = accumulated.take() {
+            grads = grads
+                .iter()
+                .zip(&previous)
+                .map(|(g, p)| g.add(p))
+                .collect::<Result<_, _>>()?;
+        }
+        if it % accum == 0 {
+            if accum > 1 {
+                let inv = Array::from_f32(1.0 / accum as f32);
+                grads = grads
+                    .iter()
+                    .map(|g| g.multiply(&inv))
+                    .collect::<Result<_, _>>()?;
+            }
+            if let Some(max_norm) = cfg.grad_clip {
+                clip_grad_norm(&mut grads, max_norm)?;
+            }
+            let lr = schedule.at(opt.step);
+            params = opt.update(&params, &grads, lr)?;
+            model.lora.as_mut().expect("attached").params = params.clone();
+        } else {
+            accumulated = Some(grads);
+        }
+        let mut to_eval: Vec<&Array> = vec![&loss];
+        to_eval.extend(params.iter());
+        to_eval.extend(opt.state_arrays());
+        if let Some(grads) = &accumulated {
+            to_eval.extend(grads.iter());
+        }
+        mlx_rs::transforms::eval(to_eval)?;
+        let loss_value = f64::from(loss.try_item_exact::<f32>()?);
+        window_time += tic.elapsed().as_secs_f64();
+        window.loss_sum += loss_value;
+        window.tokens += batch.tokens as u64;
+        window.steps += 1;
+
+        state.step = it;
+        state.optimizer_step = opt.step;
+        let (next_epoch, next_index) = (it / batches, it % batches);
+        state.data_position = DataPosition {
+            epoch: next_epoch,
+            index: next_index,
+        };
+        state.rng.next_step = it + 1;
+
+        if it % cfg.steps_per_report == 0 || it == total {
+            state.trained_tokens += window.tokens;
+            let secs = window_time.max(1e-9);
+            emit(Event::Report {
+                step: it,
+                epoch: it as f64 / batches as f64,
+                train_loss: window.loss_sum / window.steps as f64,
+                learning_rate: schedule.at(opt.step.saturating_sub(1)),
+                it_per_sec: window.steps as f64 / secs,
+                tokens_per_sec: window.tokens as f64 / secs,
+                trained_tokens: state.trained_tokens,
+                peak_memory_gb: mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e9,
+            });
+            window = Window::default();
+            window_time = 0.0;
+        }
+        if it % cfg.save_every == 0 {
+            state.window = window;
+            save(model, &opt, &accumulated, &state, emit)?;
+        }
+    }
+
+    state.window = window;
+    if !state.step.is_multiple_of(cfg.save_every) || state.step == 0 {
+        save(model, &opt, &accumulated, &state, emit)?;
+    }
+    let (test_loss, test_perplexity) = if cfg.test {
+        let loss = evaluate(model, &data.test, cfg.test_batches)?;
+        (Some(loss), Some(loss.exp()))
+    } else {
+        (None, None)
+    };
+    emit(Event::Done {
+        step: state.step,
+        test_loss,
+        test_perplexity,
+    });
+    Ok(())
+}

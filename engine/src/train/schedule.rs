@@ -1,0 +1,166 @@
+//! Learning-rate schedules as mlx-lm builds them from `lr_schedule`: the
+//! named MLX schedule, optionally preceded by a linear warmup joined at
+//! `warmup + 1` (so the peak value holds for two steps, as in mlx-lm).
+//! `step` is the optimizer's update count before the update.
+
+use anyhow::{bail, Result};
+
+use crate::config::{LrSchedule, TrainConfig};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Schedule {
+    Constant(f64),
+    /// `arguments: [init, decay_steps, end]`
+    CosineDecay {
+        init: f64,
+        decay_steps: f64,
+        end: f64,
+    },
+    /// `arguments: [init, end, steps]`
+    Linear {
+        init: f64,
+        end: f64,
+        steps: f64,
+    },
+    /// `arguments: [init, decay_rate]`
+    ExponentialDecay {
+        init: f64,
+        rate: f64,
+    },
+    /// `arguments: [init, decay_rate, step_size]`
+    StepDecay {
+        init: f64,
+        rate: f64,
+        step_size: f64,
+    },
+    Warmup {
+        warmup: Box<Schedule>,
+        steps: usize,
+        main: Box<Schedule>,
+    },
+}
+
+impl Schedule {
+    pub fn from_config(cfg: &TrainConfig) -> Result<Self> {
+        match &cfg.lr_schedule {
+            None => {
+                if !(cfg.learning_rate.is_finite() && cfg.learning_rate >= 0.0) {
+                    bail!(
+                        "learning_rate must be a non-negative number, got {}",
+                        cfg.learning_rate
+                    );
+                }
+                Ok(Schedule::Constant(cfg.learning_rate))
+            }
+            Some(s) => Self::from_lr_schedule(s),
+        }
+    }
+
+    pub fn from_lr_schedule(s: &LrSchedule) -> Result<Self> {
+        let args = &s.arguments;
+        let need = |n: usize, names: &str| -> Result<()> {
+            if args.len() < n {
+                bail!(
+                    "lr_schedule `{}` needs arguments [{names}], got {} value(s)",
+                    s.name,
+                    args.len()
+                );
+            }
+            Ok(())
+        };
+        let main = match s.name.as_str() {
+            "cosine_decay" => {
+                need(2, "init, decay_steps, end")?;
+                if args[1] < 1.0 {
+                    bail!("lr_schedule `cosine_decay`: decay_steps must be at least 1, got {}", args[1]);
+                }
+                Schedule::CosineDecay {
+                    init: args[0],
+                    decay_steps: args[1],
+                    end: args.get(2).copied().unwrap_or(0.0),
+                }
+            }
+            "linear_schedule" => {
+                need(3, "init, end, steps")?;
+                if args[2] < 1.0 {
+                    bail!("lr_schedule `linear_schedule`: steps must be at least 1, got {}", args[2]);
+                }
+                Schedule::Linear {
+                    init: args[0],
+                    end: args[1],
+                    steps: args[2],
+                }
+            }
+            "exponential_decay" => {
+                need(2, "init, decay_rate")?;
+                Schedule::ExponentialDecay {
+                    init: args[0],
+                    rate: args[1],
+                }
+            }
+            "step_decay" => {
+                need(3, "init, decay_rate, step_size")?;
+                if args[2] < 1.0 {
+                    bail!("lr_schedule `step_decay`: step_size must be at least 1, got {}", args[2]);
+                }
+                Schedule::StepDecay {
+                    init: args[0],
+                    rate: args[1],
+                    step_size: args[2],
+                }
+            }
+            other => bail!(
+                "lr_schedule name `{other}` is not supported (cosine_decay, linear_schedule, exponential_decay, step_decay)"
+            ),
+        };
+        if s.warmup == 0 {
+            return Ok(main);
+        }
+        Ok(Schedule::Warmup {
+            warmup: Box::new(Schedule::Linear {
+                init: s.warmup_init,
+                end: args[0],
+                steps: s.warmup as f64,
+            }),
+            steps: s.warmup,
+            main: Box::new(main),
+        })
+    }
+
+    /// The learning rate of the update that follows `step` earlier updates.
+    pub fn at(&self, step: usize) -> f64 {
+        let s = step as f64;
+        let value = match self {
+            Schedule::Constant(lr) => *lr,
+            Schedule::CosineDecay {
+                init,
+                decay_steps,
+                end,
+            } => {
+                let s = s.min(*decay_steps);
+                let decay = 0.5 * (1.0 + (std::f64::consts::PI / decay_steps * s).cos());
+                end + decay * (init - end)
+            }
+            Schedule::Linear { init, end, steps } => s.min(*steps) * ((end - init) / steps) + init,
+            Schedule::ExponentialDecay { init, rate } => init * rate.powf(s),
+            Schedule::StepDecay {
+                init,
+                rate,
+                step_size,
+            } => init * rate.powf((s / step_size).floor()),
+            Schedule::Warmup {
+                warmup,
+                steps,
+                main,
+            } => {
+                if step < steps + 1 {
+                    warmup.at(step)
+                } else {
+                    main.at(step - steps - 1)
+                }
+            }
+        };
+        // MLX evaluates schedules in float32.
+        f64::from(value as f32)
+    }
+}
