@@ -103,8 +103,14 @@ fn repetition_penalty_divides_positive_and_multiplies_negative_logits() {
     let mut sampler = Sampler::new(params).unwrap();
     assert!(sampler.needs_logits());
     let history = [3, 0, 0, 2];
-    assert_eq!(sampler.sample(&mut [1.0, 0.0, 4.0, 3.0], &history).unwrap(), 3);
-    assert_eq!(sampler.sample(&mut [1.0, 0.0, 4.0, 5.0], &[2, 3]).unwrap(), 0);
+    assert_eq!(
+        sampler.sample(&mut [1.0, 0.0, 4.0, 3.0], &history).unwrap(),
+        3
+    );
+    assert_eq!(
+        sampler.sample(&mut [1.0, 0.0, 4.0, 5.0], &[2, 3]).unwrap(),
+        0
+    );
 }
 
 #[test]

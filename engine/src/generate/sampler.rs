@@ -99,14 +99,8 @@ impl Sampler {
             bail!("cannot sample from an empty row of logits");
         }
         if self.params.repetition_penalty != 1.0 {
-            let start = history
-                .len()
-                .saturating_sub(self.params.repetition_context);
-            apply_repetition_penalty(
-                logits,
-                &history[start..],
-                self.params.repetition_penalty,
-            );
+            let start = history.len().saturating_sub(self.params.repetition_context);
+            apply_repetition_penalty(logits, &history[start..], self.params.repetition_penalty);
         }
         if self.params.is_greedy() {
             return Ok(argmax(logits));
