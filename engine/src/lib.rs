@@ -7,6 +7,7 @@ pub mod chat_template;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod generate;
 pub mod gguf;
 pub mod lora;
 pub mod model_config;

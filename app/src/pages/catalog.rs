@@ -1,0 +1,171 @@
+//! The models and datasets this Loralab knows.
+
+use leptos::prelude::*;
+
+use crate::dto::{DatasetSummary, ModelSummary};
+use crate::layout::Page;
+
+#[server(prefix = "/fn", endpoint = "models/list")]
+pub async fn list_models() -> Result<Vec<ModelSummary>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.list_models().map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/fn", endpoint = "datasets/list")]
+pub async fn list_datasets() -> Result<Vec<DatasetSummary>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.list_datasets().map_err(ServerFnError::new)
+}
+
+/// Bytes as a short human figure (binary units, as file managers show).
+pub(crate) fn format_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Parameter counts the way model cards write them: 135M, 1.5B.
+pub(crate) fn format_parameters(count: u64) -> String {
+    match count {
+        0..=999_999 => format!("{:.0}K", count as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.0}M", count as f64 / 1e6),
+        _ => format!("{:.1}B", count as f64 / 1e9),
+    }
+}
+
+#[component]
+pub fn ModelsPage() -> impl IntoView {
+    let models = Resource::new_blocking(|| (), |_| list_models());
+    view! {
+        <Page current="/models">
+            <h1>"Models"</h1>
+            <div class="panel">
+                <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
+                    {move || Suspend::new(async move {
+                        match models.await {
+                            Ok(models) if models.is_empty() => view! {
+                                <p class="empty">"No models yet."</p>
+                            }
+                            .into_any(),
+                            Ok(models) => view! { <ModelsTable models /> }.into_any(),
+                            Err(error) => view! {
+                                <p class="error-box">{format!("Could not load models: {error}")}</p>
+                            }
+                            .into_any(),
+                        }
+                    })}
+                </Suspense>
+            </div>
+        </Page>
+    }
+}
+
+#[component]
+fn ModelsTable(models: Vec<ModelSummary>) -> impl IntoView {
+    let rows = models
+        .into_iter()
+        .map(|model| {
+            view! {
+                <tr>
+                    <td>{model.name}</td>
+                    <td>{model.source}</td>
+                    <td>{model.architecture.unwrap_or_else(|| "–".into())}</td>
+                    <td class="num">{model.parameters.map_or("–".into(), format_parameters)}</td>
+                    <td>{model.quantization.unwrap_or_else(|| "–".into())}</td>
+                    <td class="num">{model.size_bytes.map_or("–".into(), format_bytes)}</td>
+                    <td class="muted"><code>{model.location}</code></td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table id="models">
+            <thead>
+                <tr>
+                    <th>"Name"</th><th>"Source"</th><th>"Architecture"</th>
+                    <th class="num">"Parameters"</th><th>"Quantization"</th>
+                    <th class="num">"Size"</th><th>"Location"</th>
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+#[component]
+pub fn DatasetsPage() -> impl IntoView {
+    let datasets = Resource::new_blocking(|| (), |_| list_datasets());
+    view! {
+        <Page current="/datasets">
+            <h1>"Datasets"</h1>
+            <div class="panel">
+                <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
+                    {move || Suspend::new(async move {
+                        match datasets.await {
+                            Ok(datasets) if datasets.is_empty() => view! {
+                                <p class="empty">"No datasets yet."</p>
+                            }
+                            .into_any(),
+                            Ok(datasets) => view! { <DatasetsTable datasets /> }.into_any(),
+                            Err(error) => view! {
+                                <p class="error-box">{format!("Could not load datasets: {error}")}</p>
+                            }
+                            .into_any(),
+                        }
+                    })}
+                </Suspense>
+            </div>
+        </Page>
+    }
+}
+
+#[component]
+fn DatasetsTable(datasets: Vec<DatasetSummary>) -> impl IntoView {
+    let rows = datasets
+        .into_iter()
+        .map(|dataset| {
+            view! {
+                <tr>
+                    <td>{dataset.name}</td>
+                    <td>{dataset.format.unwrap_or_else(|| "–".into())}</td>
+                    <td class="num">{dataset.train_count}</td>
+                    <td class="num">{dataset.valid_count}</td>
+                    <td class="num">{dataset.test_count}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table id="datasets">
+            <thead>
+                <tr>
+                    <th>"Name"</th><th>"Format"</th><th class="num">"Train"</th>
+                    <th class="num">"Valid"</th><th class="num">"Test"</th>
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_counts_read_like_model_cards() {
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(97_000_000), "92.5 MiB");
+        assert_eq!(format_parameters(134_515_008), "135M");
+        assert_eq!(format_parameters(1_540_000_000), "1.5B");
+    }
+}

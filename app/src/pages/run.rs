@@ -1,0 +1,213 @@
+//! One run: live loss chart, figures, checkpoints, log tail, config, actions.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::chart::{LineChart, Series};
+use crate::dto::RunDetail;
+use crate::layout::Page;
+use crate::pages::{format_optional, posted_error, ErrorBox};
+
+#[server(prefix = "/fn", endpoint = "runs/detail")]
+pub async fn load_run(id: i64) -> Result<Option<RunDetail>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.run_detail(id).map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/fn", endpoint = "runs/stop")]
+pub async fn stop_run(id: i64) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.stop_run(id).map_err(ServerFnError::new)?;
+    backend.redirect(&format!("/runs/{id}"));
+    Ok(())
+}
+
+#[server(prefix = "/fn", endpoint = "runs/resume")]
+pub async fn resume_run(id: i64) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.resume_run(id).map_err(ServerFnError::new)?;
+    backend.redirect(&format!("/runs/{id}"));
+    Ok(())
+}
+
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = params.with_untracked(|params| params.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let detail = Resource::new_blocking(
+        move || id,
+        |id| async move {
+            match id {
+                Some(id) => load_run(id).await,
+                None => Ok(None),
+            }
+        },
+    );
+    let error = posted_error();
+    view! {
+        <Page current="/">
+            <ErrorBox message=error />
+            <Suspense fallback=|| view! { <p class="muted">"Loading run..."</p> }>
+                {move || Suspend::new(async move {
+                    match detail.await {
+                        Ok(Some(detail)) => view! { <RunView detail /> }.into_any(),
+                        Ok(None) => view! {
+                            <h1>"No such run"</h1>
+                            <p class="muted">"It may have been deleted."</p>
+                        }
+                        .into_any(),
+                        Err(error) => view! {
+                            <p class="error-box">{format!("Could not load the run: {error}")}</p>
+                        }
+                        .into_any(),
+                    }
+                })}
+            </Suspense>
+        </Page>
+    }
+}
+
+fn eta_text(detail: &RunDetail) -> String {
+    let Some(last) = detail.train.last() else {
+        return "–".into();
+    };
+    let summary = &detail.summary;
+    if !summary.is_active() || last.tokens_per_sec <= 0.0 || last.step == 0 {
+        return "–".into();
+    }
+    let tokens_per_step = last.trained_tokens as f64 / last.step as f64;
+    let remaining = summary.total_steps.saturating_sub(summary.step) as f64 * tokens_per_step
+        / last.tokens_per_sec;
+    format_duration(remaining)
+}
+
+fn format_duration(seconds: f64) -> String {
+    let seconds = seconds.max(0.0).round() as u64;
+    match seconds {
+        0..=59 => format!("{seconds} s"),
+        60..=3599 => format!("{} min {} s", seconds / 60, seconds % 60),
+        _ => format!("{} h {} min", seconds / 3600, (seconds % 3600) / 60),
+    }
+}
+
+#[component]
+fn Stat(label: &'static str, key: &'static str, value: String) -> impl IntoView {
+    view! {
+        <div class="stat">
+            <div class="label">{label}</div>
+            <div class="value" data-stat=key>{value}</div>
+        </div>
+    }
+}
+
+#[component]
+fn RunView(detail: RunDetail) -> impl IntoView {
+    let summary = detail.summary.clone();
+    let id = summary.id;
+    let last = detail.train.last().cloned();
+    let series = vec![
+        Series {
+            key: "train",
+            label: "train loss",
+            points: detail
+                .train
+                .iter()
+                .map(|point| (point.step as f64, point.train_loss))
+                .collect(),
+        },
+        Series {
+            key: "valid",
+            label: "validation loss",
+            points: detail
+                .valid
+                .iter()
+                .map(|point| (point.step as f64, point.val_loss))
+                .collect(),
+        },
+    ];
+    let eta = eta_text(&detail);
+    let actions = view! {
+        <div class="actions">
+            {summary.is_active().then(|| view! {
+                <form method="post" action="/fn/runs/stop">
+                    <input type="hidden" name="id" value=id />
+                    <button type="submit" id="stop">"Stop"</button>
+                </form>
+            })}
+            {summary.is_resumable().then(|| view! {
+                <form method="post" action="/fn/runs/resume">
+                    <input type="hidden" name="id" value=id />
+                    <button type="submit" class="primary" id="resume">"Resume"</button>
+                </form>
+            })}
+            <a class="button" href=format!("/runs/new?clone={id}")>"Clone"</a>
+        </div>
+    };
+    let checkpoints = detail
+        .checkpoints
+        .iter()
+        .map(|checkpoint| {
+            view! {
+                <tr class:best=checkpoint.best>
+                    <td class="num">{checkpoint.step}</td>
+                    <td class="num">{format_optional(checkpoint.val_loss, 3)}</td>
+                    <td>{checkpoint.best.then_some("best")}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let log = detail.log_tail.join("\n");
+    view! {
+        <div class="toolbar" data-live-run=format!("/api/runs/{id}/events")>
+            <h1>{summary.name.clone()}</h1>
+            <span class=format!("status {}", summary.status) id="run-status">{summary.status.clone()}</span>
+            <span class="spacer"></span>
+            {actions}
+        </div>
+        {detail.failure.clone().map(|failure| view! {
+            <div class="error-box" id="failure"><strong>"Failed: "</strong>{failure}</div>
+        })}
+        <p class="muted">{format!("{} on {}", summary.model, summary.dataset)}</p>
+        <div class="stats">
+            <Stat label="Step" key="step" value=format!("{}/{}", summary.step, summary.total_steps) />
+            <Stat label="Train loss" key="train_loss" value=format_optional(last.as_ref().map(|p| p.train_loss), 3) />
+            <Stat label="Best val loss" key="best_val_loss" value=format_optional(summary.best_val_loss, 3) />
+            <Stat label="Tokens/s" key="tokens_per_sec" value=format_optional(last.as_ref().map(|p| p.tokens_per_sec), 0) />
+            <Stat label="Learning rate" key="learning_rate" value=last.as_ref().map_or("–".into(), |p| format!("{:.2e}", p.learning_rate)) />
+            <Stat label="Peak memory" key="peak_memory_gb" value=last.as_ref().map_or("–".into(), |p| format!("{:.2} GB", p.peak_memory_gb)) />
+            <Stat label="ETA" key="eta" value=eta />
+            <Stat label="Test loss" key="test_loss" value=format_optional(detail.test_loss, 3) />
+        </div>
+        <div class="grid-2">
+            <div class="panel">
+                <LineChart id="loss-chart" series x_extent=summary.total_steps as f64 />
+            </div>
+            <div class="panel">
+                <h2>"Checkpoints"</h2>
+                <table id="checkpoints">
+                    <thead>
+                        <tr><th class="num">"Step"</th><th class="num">"Val loss"</th><th></th></tr>
+                    </thead>
+                    <tbody>{checkpoints}</tbody>
+                </table>
+            </div>
+        </div>
+        <h2>"Log"</h2>
+        <pre class="log" id="log">{log}</pre>
+        <h2>"Configuration"</h2>
+        <p class="muted">"Run it headless with " <code>"loralab train --config run.yaml"</code></p>
+        <pre class="log" id="config">{detail.config_yaml.clone()}</pre>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_duration;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(format_duration(42.4), "42 s");
+        assert_eq!(format_duration(125.0), "2 min 5 s");
+        assert_eq!(format_duration(7260.0), "2 h 1 min");
+    }
+}

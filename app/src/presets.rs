@@ -1,0 +1,66 @@
+//! The new-run presets: starting points for the training settings, chosen
+//! for a small model on a laptop. The form's filled-in fields override them.
+
+/// A preset's training settings, as `loralab train` config keys.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preset {
+    pub key: &'static str,
+    pub iters: u64,
+    pub batch_size: u64,
+    pub learning_rate: f64,
+    pub rank: u64,
+    pub num_layers: i64,
+    pub max_seq_length: u64,
+    pub steps_per_report: u64,
+    pub steps_per_eval: u64,
+    pub save_every: u64,
+    pub val_batches: i64,
+}
+
+pub const PRESETS: [Preset; 3] = [
+    Preset {
+        key: "quick",
+        iters: 30,
+        batch_size: 2,
+        learning_rate: 1e-4,
+        rank: 8,
+        num_layers: 8,
+        max_seq_length: 512,
+        steps_per_report: 5,
+        steps_per_eval: 10,
+        save_every: 10,
+        val_batches: 5,
+    },
+    Preset {
+        key: "balanced",
+        iters: 300,
+        batch_size: 4,
+        learning_rate: 1e-4,
+        rank: 8,
+        num_layers: 16,
+        max_seq_length: 1024,
+        steps_per_report: 10,
+        steps_per_eval: 50,
+        save_every: 50,
+        val_batches: 10,
+    },
+    Preset {
+        key: "thorough",
+        iters: 1000,
+        batch_size: 4,
+        learning_rate: 5e-5,
+        rank: 16,
+        num_layers: -1,
+        max_seq_length: 2048,
+        steps_per_report: 10,
+        steps_per_eval: 100,
+        save_every: 100,
+        val_batches: 25,
+    },
+];
+
+/// The preset of that key, or `balanced` when none is given.
+pub fn preset(key: Option<&str>) -> Option<&'static Preset> {
+    let key = key.filter(|key| !key.is_empty()).unwrap_or("balanced");
+    PRESETS.iter().find(|preset| preset.key == key)
+}

@@ -1,0 +1,282 @@
+//! Text generation: a prompt is prefilled into the model's KV cache, then
+//! tokens come one per step from a [`Generator`] (an `Iterator`), chosen by
+//! a [`Sampler`] and turned into text by a [`StreamDecoder`].
+
+pub mod chat;
+pub mod sampler;
+pub mod stream;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use mlx_rs::ops::indexing::IndexOp;
+use mlx_rs::Array;
+
+use crate::models::{KvCache, Model};
+pub use chat::{chat_prompt, render_chat, text_prompt, Message};
+pub use sampler::{Sampler, SamplingParams};
+pub use stream::StreamDecoder;
+
+/// Prompts are prefilled in chunks of this many tokens, so the logits of a
+/// long prompt (positions x vocabulary) never sit in memory all at once.
+const PREFILL_CHUNK: usize = 512;
+
+/// What a generation may do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerateParams {
+    /// Most tokens to generate (a stop token is not counted).
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+        }
+    }
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced a stop token.
+    Stop,
+    /// `max_tokens` were generated.
+    Length,
+}
+
+/// Counts and speeds of a generation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Prefill plus choosing the first token.
+    pub prompt_seconds: f64,
+    /// Every step after the first token.
+    pub generation_seconds: f64,
+}
+
+impl GenerationStats {
+    pub fn prompt_tokens_per_second(&self) -> f64 {
+        rate(self.prompt_tokens, self.prompt_seconds)
+    }
+
+    /// Tokens after the first, over the time they took (the first token's
+    /// time belongs to the prompt, as mlx-lm counts it).
+    pub fn generation_tokens_per_second(&self) -> f64 {
+        rate(
+            self.generated_tokens.saturating_sub(1),
+            self.generation_seconds,
+        )
+    }
+}
+
+fn rate(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
+/// Generates tokens from `model` after `prompt`: each `next()` runs one
+/// decoding step (the first one prefills the prompt). Yields generated
+/// token ids; stops after a stop token (not yielded) or `max_tokens`.
+/// An error ends the iteration.
+pub struct Generator<'m> {
+    model: &'m Model,
+    cache: KvCache,
+    sampler: Sampler,
+    stop_ids: Vec<u32>,
+    max_tokens: usize,
+    /// Prompt and generated tokens, for the repetition penalty.
+    history: Vec<u32>,
+    prompt_len: usize,
+    /// The token whose logits the next step needs (None before prefill).
+    last: Option<u32>,
+    generated: usize,
+    finish: Option<FinishReason>,
+    failed: bool,
+    started: Option<Instant>,
+    first_token_at: Option<Instant>,
+    generation_time: Duration,
+}
+
+impl<'m> Generator<'m> {
+    /// `stop_ids` are usually the tokenizer bundle's `eos_token_ids`.
+    pub fn new(
+        model: &'m Model,
+        prompt: &[u32],
+        stop_ids: &[u32],
+        params: &GenerateParams,
+    ) -> Result<Self> {
+        if prompt.is_empty() {
+            bail!("the prompt has no tokens");
+        }
+        let vocab = model.config.vocab_size;
+        if let Some((i, id)) = prompt
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= vocab)
+        {
+            bail!("prompt token {i} is {id}, outside the model's vocabulary of {vocab}");
+        }
+        Ok(Self {
+            model,
+            cache: model.new_cache(),
+            sampler: Sampler::new(params.sampling.clone())?,
+            stop_ids: stop_ids.to_vec(),
+            max_tokens: params.max_tokens,
+            history: prompt.to_vec(),
+            prompt_len: prompt.len(),
+            last: None,
+            generated: 0,
+            finish: None,
+            failed: false,
+            started: None,
+            first_token_at: None,
+            generation_time: Duration::ZERO,
+        })
+    }
+
+    /// Why the generation ended, once it has.
+    pub fn finish_reason(&self) -> Option<FinishReason> {
+        self.finish
+    }
+
+    pub fn stats(&self) -> GenerationStats {
+        let prompt_seconds = match (self.started, self.first_token_at) {
+            (Some(s), Some(f)) => (f - s).as_secs_f64(),
+            (Some(s), None) => s.elapsed().as_secs_f64(),
+            _ => 0.0,
+        };
+        GenerationStats {
+            prompt_tokens: self.prompt_len,
+            generated_tokens: self.generated,
+            prompt_seconds,
+            generation_seconds: self.generation_time.as_secs_f64(),
+        }
+    }
+
+    /// Logits `[vocab]` of the position after the prompt.
+    fn prefill(&mut self) -> Result<Array> {
+        let prompt = &self.history[..self.prompt_len];
+        let mut logits = None;
+        for chunk in prompt.chunks(PREFILL_CHUNK) {
+            let tokens = Array::from_slice(chunk, &[1, chunk.len() as i32]);
+            let out = self.model.forward_cached(&tokens, &mut self.cache)?;
+            let last = out.index((0, -1));
+            // Evaluating the last row runs the chunk, so the cache holds
+            // arrays rather than an ever longer graph.
+            last.eval()?;
+            logits = Some(last);
+        }
+        logits.ok_or_else(|| anyhow!("the prompt has no tokens"))
+    }
+
+    fn step(&mut self) -> Result<Option<u32>> {
+        if self.generated >= self.max_tokens {
+            self.finish = Some(FinishReason::Length);
+            return Ok(None);
+        }
+        let step_start = Instant::now();
+        let logits = match self.last {
+            None => {
+                self.started = Some(step_start);
+                self.prefill()?
+            }
+            Some(token) => {
+                let input = Array::from_slice(&[token], &[1, 1]);
+                let out = self.model.forward_cached(&input, &mut self.cache)?;
+                out.index((0, -1))
+            }
+        };
+        let token = self.choose(&logits)?;
+        let now = Instant::now();
+        match self.first_token_at {
+            None => self.first_token_at = Some(now),
+            Some(_) => self.generation_time += now - step_start,
+        }
+        if self.stop_ids.contains(&token) {
+            self.finish = Some(FinishReason::Stop);
+            return Ok(None);
+        }
+        self.history.push(token);
+        self.last = Some(token);
+        self.generated += 1;
+        Ok(Some(token))
+    }
+
+    fn choose(&mut self, logits: &Array) -> Result<u32> {
+        if !self.sampler.needs_logits() {
+            let index = mlx_rs::ops::indexing::argmax(logits, None)?;
+            return Ok(index.try_item_exact::<u32>()?);
+        }
+        let logits = logits.as_dtype(mlx_rs::Dtype::Float32)?;
+        let mut row = logits.as_slice::<f32>().to_vec();
+        self.sampler.sample(&mut row, &self.history)
+    }
+}
+
+impl Iterator for Generator<'_> {
+    type Item = Result<u32>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finish.is_some() || self.failed {
+            return None;
+        }
+        match self.step() {
+            Ok(token) => token.map(Ok),
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The result of [`generate_text`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub finish_reason: FinishReason,
+    pub stats: GenerationStats,
+}
+
+/// Runs a generation to its end, calling `on_text` with each new piece of
+/// text as it becomes final (for streaming), and returns the whole result.
+pub fn generate_text(
+    model: &Model,
+    tokenizer: &tokenizers::Tokenizer,
+    prompt: &[u32],
+    stop_ids: &[u32],
+    params: &GenerateParams,
+    mut on_text: impl FnMut(&str),
+) -> Result<Generation> {
+    let mut generator = Generator::new(model, prompt, stop_ids, params)?;
+    let mut decoder = StreamDecoder::new(tokenizer, true);
+    let mut text = String::new();
+    for token in generator.by_ref() {
+        let piece = decoder.push(token?)?;
+        if !piece.is_empty() {
+            on_text(&piece);
+            text.push_str(&piece);
+        }
+    }
+    let rest = decoder.finish()?;
+    if !rest.is_empty() {
+        on_text(&rest);
+        text.push_str(&rest);
+    }
+    Ok(Generation {
+        text,
+        tokens: decoder.tokens().to_vec(),
+        finish_reason: generator
+            .finish_reason()
+            .ok_or_else(|| anyhow!("generation ended without a reason"))?,
+        stats: generator.stats(),
+    })
+}
