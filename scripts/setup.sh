@@ -113,6 +113,16 @@ TOML
   printf '%s\n' "$patch_sum" > "$patch_stamp"
 fi
 
+# --- end-to-end test dependencies (playwright-core; chromium is Debian's) ----
+lock="$root/end2end/package-lock.json"
+npm_stamp="$root/end2end/node_modules/.loralab-lock.sha256"
+lock_sum=$(sha256sum "$lock" | cut -d' ' -f1)
+if [[ "$(cat "$npm_stamp" 2>/dev/null || true)" != "$lock_sum" ]]; then
+  log "installing end2end npm packages"
+  (cd "$root/end2end" && npm ci --no-audit --no-fund --silent)
+  printf '%s\n' "$lock_sum" > "$npm_stamp"
+fi
+
 # --- Cargo config: the patched crate, MLX's prefix, an rpath -----------------
 # The rpath lets every binary cargo builds (the server, tests, benches) find
 # libmlx.so from any working directory; `make dist` rewrites it to $ORIGIN.

@@ -10,3 +10,6 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo test"
 cargo test --workspace
+echo "== end-to-end (chromium)"
+cargo build -p server
+(cd end2end && npm test)
