@@ -96,6 +96,8 @@ pub struct Generator<'m> {
     prompt_len: usize,
     /// The token whose logits the next step needs (None before prefill).
     last: Option<u32>,
+    /// Greedy decoding: the next token, already being computed.
+    pending: Option<Array>,
     generated: usize,
     finish: Option<FinishReason>,
     failed: bool,
@@ -132,6 +134,7 @@ impl<'m> Generator<'m> {
             history: prompt.to_vec(),
             prompt_len: prompt.len(),
             last: None,
+            pending: None,
             generated: 0,
             finish: None,
             failed: false,
@@ -182,18 +185,14 @@ impl<'m> Generator<'m> {
             return Ok(None);
         }
         let step_start = Instant::now();
-        let logits = match self.last {
-            None => {
-                self.started = Some(step_start);
-                self.prefill()?
-            }
-            Some(token) => {
-                let input = Array::from_slice(&[token], &[1, 1]);
-                let out = self.model.forward_cached(&input, &mut self.cache)?;
-                out.index((0, -1))
-            }
+        let token = if self.sampler.needs_logits() {
+            let logits = self.next_logits(step_start)?;
+            let logits = logits.as_dtype(mlx_rs::Dtype::Float32)?;
+            let mut row = logits.as_slice::<f32>().to_vec();
+            self.sampler.sample(&mut row, &self.history)?
+        } else {
+            self.next_greedy(step_start)?
         };
-        let token = self.choose(&logits)?;
         let now = Instant::now();
         match self.first_token_at {
             None => self.first_token_at = Some(now),
@@ -209,14 +208,42 @@ impl<'m> Generator<'m> {
         Ok(Some(token))
     }
 
-    fn choose(&mut self, logits: &Array) -> Result<u32> {
-        if !self.sampler.needs_logits() {
-            let index = mlx_rs::ops::indexing::argmax(logits, None)?;
-            return Ok(index.try_item_exact::<u32>()?);
+    /// Logits of the next position: the prompt's on the first step, else
+    /// those after the last token.
+    fn next_logits(&mut self, step_start: Instant) -> Result<Array> {
+        Ok(match self.last {
+            None => {
+                self.started = Some(step_start);
+                self.prefill()?
+            }
+            Some(token) => {
+                let input = Array::from_slice(&[token], &[1, 1]);
+                let out = self.model.forward_cached(&input, &mut self.cache)?;
+                out.index((0, -1))
+            }
+        })
+    }
+
+    /// Greedy decoding, pipelined as mlx-lm does it: the device array of the
+    /// current token feeds the next step's graph, which starts evaluating
+    /// before the host reads the current token, so the device never waits
+    /// for the host. (A step past a stop token is computed and dropped.)
+    fn next_greedy(&mut self, step_start: Instant) -> Result<u32> {
+        let current = match self.pending.take() {
+            Some(pending) => pending,
+            None => {
+                let logits = self.next_logits(step_start)?;
+                mlx_rs::ops::indexing::argmax(&logits, None)?
+            }
+        };
+        if self.generated + 1 < self.max_tokens {
+            let input = current.reshape(&[1, 1])?;
+            let out = self.model.forward_cached(&input, &mut self.cache)?;
+            let next = mlx_rs::ops::indexing::argmax(out.index((0, -1)), None)?;
+            mlx_rs::transforms::async_eval([&next])?;
+            self.pending = Some(next);
         }
-        let logits = logits.as_dtype(mlx_rs::Dtype::Float32)?;
-        let mut row = logits.as_slice::<f32>().to_vec();
-        self.sampler.sample(&mut row, &self.history)
+        Ok(current.try_item_exact::<u32>()?)
     }
 }
 
