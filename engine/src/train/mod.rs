@@ -74,7 +74,7 @@ fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
 }
 
 /// Mean loss of one batch and the gradients with respect to the adapters.
-fn loss_and_grads(
+pub fn loss_and_grads(
     model: &Model,
     params: &[Array],
     batch: &LossInputs,
