@@ -26,6 +26,9 @@ cargo bench -p engine --bench lora_throughput --no-run >"$work/build.log" 2>&1 |
   cat "$work/build.log" >&2
   exit 1
 }
+# A copy of the built bench, so a rebuild during the runs changes nothing.
+exe=$(sed -n 's/.*Executable .*(\(.*\)).*/\1/p' "$work/build.log" | tail -1)
+cp "$exe" "$work/bench"
 
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 cores=$(nproc)
@@ -34,7 +37,10 @@ run_side() {
   local side=$1 round=$2 before out
   before=$(load)
   out=$(LORALAB_BENCH_MODEL="$work/model" LORALAB_BENCH_SIDE=$side \
-    LORALAB_BENCH_ITERS=$iters cargo bench -q -p engine --bench lora_throughput 2>/dev/null)
+    LORALAB_BENCH_ITERS=$iters "$work/bench" 2>"$work/stderr") || {
+    cat "$work/stderr" >&2
+    exit 1
+  }
   printf '%s\n' "$out" | grep '^PROFILE' || true
   local line
   line=$(printf '%s\n' "$out" | grep "^RESULT side=$side")

@@ -201,6 +201,21 @@ fn profile_step(model: &engine::models::Model, batch: &Batch, gemms: &[(usize, u
         all.extend(grads.iter());
         eval(all).unwrap();
     });
+    let mut compiled = engine::train::compiled_loss_and_grads(model);
+    let mut args = params.clone();
+    args.extend([
+        inputs.inputs.clone(),
+        inputs.targets.clone(),
+        inputs.mask.clone(),
+    ]);
+    let tic = Instant::now();
+    eval(compiled(&args).unwrap().iter()).unwrap();
+    let first_compiled = tic.elapsed().as_secs_f64();
+    let compiled_both = seconds(reps, || {
+        let out = compiled(&args).unwrap();
+        eval(out.iter()).unwrap();
+    });
+    println!("PROFILE   compiled fwd+bwd {compiled_both:.3} s (first call, with tracing: {first_compiled:.3} s)");
     // Adam on the adapters alone.
     let cfg = TrainConfig::default();
     let mut opt = engine::train::optimizer::Optimizer::new(&cfg, &params).unwrap();
