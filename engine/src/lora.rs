@@ -54,6 +54,7 @@ fn dropout(x: &Array, p: f32, seed: u64, slot: usize) -> Result<Array> {
 }
 
 /// The adapter parameters attached to a model and what built them.
+#[derive(Clone)]
 pub struct LoraState {
     /// mlx-lm's flattened parameter names, one per entry of `params`.
     pub names: Vec<String>,

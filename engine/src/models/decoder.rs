@@ -28,11 +28,13 @@ pub struct BlockLayout {
     pub fused_gate_up: bool,
 }
 
+#[derive(Clone)]
 enum Qkv {
     Separate { q: Linear, k: Linear, v: Linear },
     Fused(Linear),
 }
 
+#[derive(Clone)]
 struct Attention {
     qkv: Qkv,
     o_proj: Linear,
@@ -173,11 +175,13 @@ impl Attention {
     }
 }
 
+#[derive(Clone)]
 enum GateUp {
     Separate { gate: Linear, up: Linear },
     Fused(Linear),
 }
 
+#[derive(Clone)]
 struct Mlp {
     gate_up: GateUp,
     down_proj: Linear,
@@ -210,6 +214,7 @@ impl Mlp {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct DecoderLayer {
     self_attn: Attention,
     mlp: Mlp,

@@ -20,6 +20,7 @@ pub struct Pass<'a> {
     pub dropout_seed: Option<u64>,
 }
 
+#[derive(Clone)]
 pub(crate) enum LinearWeight {
     Dense(Array),
     Quantized {
@@ -63,6 +64,7 @@ impl LinearWeight {
     }
 }
 
+#[derive(Clone)]
 pub struct Linear {
     pub(crate) weight: LinearWeight,
     pub(crate) bias: Option<Array>,
@@ -92,6 +94,7 @@ impl Linear {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Embedding {
     pub(crate) weight: LinearWeight,
 }
@@ -122,6 +125,7 @@ impl Embedding {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct RmsNorm {
     pub(crate) weight: Array,
     pub(crate) eps: f32,
@@ -135,6 +139,7 @@ impl RmsNorm {
 
 /// Rotary position embedding: plain (`base`, `scale`) or with explicit
 /// per-dimension frequencies (Llama 3's `rope_scaling`).
+#[derive(Clone)]
 pub(crate) struct Rope {
     dims: i32,
     traditional: bool,

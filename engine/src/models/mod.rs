@@ -62,6 +62,7 @@ impl Family {
     }
 }
 
+#[derive(Clone)]
 pub struct Model {
     pub config: ModelConfig,
     pub family: Family,

@@ -74,7 +74,7 @@ fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
 }
 
 /// Mean loss of one batch and the gradients with respect to the adapters.
-fn loss_and_grads(
+pub fn loss_and_grads(
     model: &Model,
     params: &[Array],
     batch: &LossInputs,
@@ -98,6 +98,51 @@ fn loss_and_grads(
         .next()
         .ok_or_else(|| anyhow!("the loss function returned nothing"))?;
     Ok((loss, grads))
+}
+
+/// `loss_and_grads` traced once per batch shape and replayed as one MLX
+/// graph, as mlx-lm compiles its step: MLX merges repeated work and fuses
+/// chains of elementwise ops (the loss's softmax gradient, RMSNorm, RoPE,
+/// SwiGLU) into single kernels. The arguments are the adapter parameters
+/// followed by the batch's inputs, targets and mask; the results are the loss
+/// followed by the gradients. Dropout draws fresh masks each step from a
+/// seed, which a traced graph would freeze, so it is for dropout-free runs.
+///
+/// The function holds a shallow copy of `model` (MLX arrays share their
+/// buffers), whose base weights enter the graph as constants.
+pub fn compiled_loss_and_grads(
+    model: &Model,
+) -> impl FnMut(&[Array]) -> Result<Vec<Array>, Exception> {
+    let model = model.clone();
+    let n = model.lora_params().len();
+    let step = move |args: &[Array]| -> Result<Vec<Array>, Exception> {
+        let (params, batch) = args.split_at(n);
+        let [inputs, targets, mask] = batch else {
+            return Err(Exception::custom(format!(
+                "the compiled step takes {n} parameters and 3 batch arrays, got {} arrays",
+                args.len()
+            )));
+        };
+        let batch = LossInputs {
+            inputs: inputs.clone(),
+            targets: targets.clone(),
+            mask: mask.clone(),
+            tokens: 0,
+        };
+        let (loss, grads) = loss_and_grads(&model, params, &batch, None)
+            .map_err(|e| Exception::custom(format!("{e:#}")))?;
+        let mut out = Vec::with_capacity(n + 1);
+        out.push(loss);
+        out.extend(grads);
+        Ok(out)
+    };
+    mlx_rs::transforms::compile::compile(step, None)
+}
+
+/// `LORALAB_NO_COMPILE=1` trains without the compiled step (for comparing
+/// and for ruling it out when a result looks wrong).
+fn compile_disabled() -> bool {
+    std::env::var("LORALAB_NO_COMPILE").is_ok_and(|v| v == "1")
 }
 
 /// Trains the model's adapters (attaching fresh ones first, unless adapters
@@ -190,6 +235,10 @@ pub fn train(
     });
 
     let accum = cfg.grad_accumulation_steps;
+    // Built after the adapters are attached and loaded: the copy it holds
+    // must carry the slots. Dropout needs per-step masks (see the function).
+    let mut compiled = (cfg.lora_parameters.dropout == 0.0 && !compile_disabled())
+        .then(|| compiled_loss_and_grads(model));
     let mut order_epoch = usize::MAX;
     let mut order = Vec::new();
     let mut window_time = 0.0f64;
@@ -248,8 +297,25 @@ pub fn train(
             order_epoch = epoch;
         }
         let batch = loss_inputs(&data.train[order[index]])?;
-        let dropout_seed = Some(order::dropout_seed(cfg.seed, it));
-        let (loss, mut grads) = loss_and_grads(model, &params, &batch, dropout_seed)?;
+        let (loss, mut grads) = match &mut compiled {
+            Some(step) => {
+                let mut args = params.clone();
+                args.extend([
+                    batch.inputs.clone(),
+                    batch.targets.clone(),
+                    batch.mask.clone(),
+                ]);
+                let mut out = step(&args)?.into_iter();
+                let loss = out
+                    .next()
+                    .ok_or_else(|| anyhow!("the compiled step returned nothing"))?;
+                (loss, out.collect())
+            }
+            None => {
+                let dropout_seed = Some(order::dropout_seed(cfg.seed, it));
+                loss_and_grads(model, &params, &batch, dropout_seed)?
+            }
+        };
         if let Some(previous) = accumulated.take() {
             grads = grads
                 .iter()
