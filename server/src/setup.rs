@@ -56,12 +56,28 @@ fn register_default_model(store: &Store, path: &Path) -> Result<()> {
         .unwrap_or_else(|_| path.to_path_buf())
         .display()
         .to_string();
+    // Reads the header only (~50 ms), which also proves the file is usable.
+    let (config, summary) = engine::gguf::inspect_gguf(path)
+        .with_context(|| format!("default model {} is not a usable GGUF", path.display()))?;
     store.upsert_model(&NewModel {
         name: DEFAULT_MODEL_NAME.to_string(),
         source: "gguf".to_string(),
         location,
+        architecture: Some(config.model_type),
+        parameters: Some(summary.parameter_count),
+        quantization: dominant_tensor_type(&summary.tensor_types),
         size_bytes: Some(metadata.len()),
         builtin: true,
     })?;
     Ok(())
+}
+
+/// The tensor type most tensors of a GGUF use ("Q4_1"), as its quantization.
+fn dominant_tensor_type(
+    tensor_types: &std::collections::BTreeMap<String, usize>,
+) -> Option<String> {
+    tensor_types
+        .iter()
+        .max_by_key(|(_, count)| **count)
+        .map(|(name, _)| name.clone())
 }

@@ -59,13 +59,17 @@ async fn serves_dashboard_health_and_assets() {
     assert!(header.starts_with(b"SQLite format 3\0"));
 }
 
+/// The shipped SmolLM2 GGUF (installed by scripts/setup.sh; cargo's config
+/// passes its path). Only its header is read here.
+fn shipped_model() -> &'static str {
+    env!("LORALAB_DEFAULT_MODEL")
+}
+
 #[tokio::test]
 async fn registers_the_default_model_once() {
     let temp = tempfile::tempdir().unwrap();
-    let model = temp.path().join("tiny.gguf");
-    std::fs::write(&model, b"GGUF placeholder bytes").unwrap();
     let data_dir = temp.path().join("data");
-    let model_arg = model.to_str().unwrap();
+    let model_arg = shipped_model();
     for _ in 0..2 {
         let server = Server::start_in(data_dir.clone(), &["--default-model", model_arg]);
         drop(server);
@@ -82,7 +86,27 @@ async fn registers_the_default_model_once() {
         listing.starts_with("SmolLM2-135M-Instruct\tgguf\t"),
         "{listing}"
     );
-    assert!(listing.contains("tiny.gguf"));
+    assert!(listing.contains("SmolLM2-135M-Instruct.Q4_1.gguf"));
+}
+
+#[test]
+fn a_corrupt_default_model_is_a_clear_error() {
+    let temp = tempfile::tempdir().unwrap();
+    let model = temp.path().join("broken.gguf");
+    std::fs::write(&model, b"not a gguf file at all").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loralab"))
+        .args(["serve", "--port", "0", "--data-dir"])
+        .arg(temp.path().join("data"))
+        .arg("--default-model")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("broken.gguf is not a usable GGUF"),
+        "{stderr}"
+    );
 }
 
 #[test]

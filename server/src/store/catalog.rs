@@ -13,6 +13,9 @@ pub struct NewModel {
     pub source: String,
     /// A file or folder path, or a Hub repo id.
     pub location: String,
+    pub architecture: Option<String>,
+    pub parameters: Option<u64>,
+    pub quantization: Option<String>,
     pub size_bytes: Option<u64>,
     pub builtin: bool,
 }
@@ -55,16 +58,22 @@ impl Store {
     pub fn upsert_model(&self, model: &NewModel) -> StoreResult<i64> {
         let connection = self.connection();
         let id = connection.query_row(
-            "INSERT INTO models (name, source, location, size_bytes, builtin)
-             VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO models (name, source, location, architecture, parameters,
+                                 quantization, size_bytes, builtin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
              ON CONFLICT (name) DO UPDATE SET
                  source = excluded.source, location = excluded.location,
-                 size_bytes = excluded.size_bytes, builtin = excluded.builtin
+                 architecture = excluded.architecture, parameters = excluded.parameters,
+                 quantization = excluded.quantization, size_bytes = excluded.size_bytes,
+                 builtin = excluded.builtin
              RETURNING id",
             params![
                 model.name,
                 model.source,
                 model.location,
+                model.architecture,
+                model.parameters,
+                model.quantization,
                 model.size_bytes,
                 model.builtin
             ],
