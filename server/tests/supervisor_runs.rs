@@ -36,6 +36,8 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
         Server::start_with_env(setup.data_dir.clone(), &[], &[("LORALAB_STOP_GRACE_SECS", "20")]);
     let client = reqwest::Client::new();
     let updates = client.get(server.url("/api/runs/events")).send().await.unwrap();
+    // Read the runs-list stream as it comes: reports also send updates.
+    let updates = tokio::spawn(read_sse(updates, |(_, _, data)| data.contains("\"stopped\"")));
 
     let id = create(&client, &server, tiny_run(json!({"iters": 1500, "save_every": 1000}))).await;
     wait_for(&client, &server, id, 60, "step 3", |r| r["step"].as_i64() >= Some(3)).await;
@@ -52,7 +54,7 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
     assert_eq!(checkpoints.last().unwrap()["step"], at, "{stopped}");
 
     // The runs list stream saw the run queued or running, then stopped.
-    let seen = read_sse(updates, |(_, _, data)| data.contains("\"stopped\"")).await;
+    let seen = updates.await.unwrap();
     let statuses: Vec<String> = seen
         .iter()
         .map(|(_, _, data)| serde_json::from_str::<Value>(data).unwrap()["status"].as_str().unwrap().to_string())

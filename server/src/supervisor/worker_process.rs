@@ -58,7 +58,7 @@ pub(super) async fn drive(
         Ok(child) => child,
         Err(error) => return fail(format!("cannot start a worker process: {error}")),
     };
-    tracing::info!(run = id, resume, pid = child.id(), "worker started");
+    tracing::info!(run = id, resume, pid = ?child.id(), "worker started");
     let (Some(mut stdin), Some(stdout), Some(stderr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
@@ -111,7 +111,7 @@ pub(super) async fn drive(
                         );
                         inner.record(id, &event);
                     }
-                    Err(error) => tracing::warn!(%error, run = id, line, "worker wrote a non-event line"),
+                    Err(error) => tracing::warn!(%error, run = id, line = %line, "worker wrote a non-event line"),
                 },
                 Ok(None) | Err(_) => break,
             },
