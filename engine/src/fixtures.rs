@@ -100,7 +100,9 @@ fn tiny_weights(seed: u64) -> Result<Vec<(String, Array)>> {
         // Norm scales near one and small matrices keep the logits tame, so
         // the first losses sit near ln(VOCAB) and training visibly lowers them.
         let value = if norm {
-            noise.multiply(Array::from_f32(0.1))?.add(Array::from_f32(1.0))?
+            noise
+                .multiply(Array::from_f32(0.1))?
+                .add(Array::from_f32(1.0))?
         } else {
             noise.multiply(Array::from_f32(0.08))?
         };

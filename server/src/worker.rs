@@ -133,7 +133,9 @@ pub fn run() -> ExitCode {
     let stdin = std::io::stdin();
     let mut first = String::new();
     let command = match stdin.lock().read_line(&mut first) {
-        Ok(0) => Err(anyhow!("the server closed the worker's input before sending a command")),
+        Ok(0) => Err(anyhow!(
+            "the server closed the worker's input before sending a command"
+        )),
         Ok(_) => serde_json::from_str::<Command>(&first)
             .map_err(|e| anyhow!("the worker got a malformed command: {e}")),
         Err(e) => Err(anyhow!("cannot read the worker's input: {e}")),
@@ -205,9 +207,15 @@ fn train(
         engine::train::total_steps(cfg, data.train.len()),
         data.train.len()
     );
-    engine::train::train(cfg, &mut model, &data, run_dir, resume, stop, &mut |event| {
-        emitter.emit(&event)
-    })
+    engine::train::train(
+        cfg,
+        &mut model,
+        &data,
+        run_dir,
+        resume,
+        stop,
+        &mut |event| emitter.emit(&event),
+    )
 }
 
 /// Sets `stop` on a `Stop` command or when stdin closes: a closed stdin

@@ -46,14 +46,21 @@ async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let events = read_sse(stream, |(_, kind, _)| kind == "done").await;
     let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
-    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "{events:?}");
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "{events:?}"
+    );
     assert_eq!(events[0].1, "started");
     let reports: Vec<Value> = events
         .iter()
         .filter(|e| e.1 == "report")
         .map(|e| serde_json::from_str(&e.2).unwrap())
         .collect();
-    let steps: Vec<u64> = reports.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    let steps: Vec<u64> = reports
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
     assert_eq!(steps, (1..=10).collect::<Vec<_>>());
     let first_loss = reports[0]["train_loss"].as_f64().unwrap();
     assert!(
@@ -73,7 +80,10 @@ async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
         .collect();
     assert_eq!(checkpoints, vec![5, 10]);
     assert!(run["checkpoints"][0]["val_loss"].as_f64().unwrap() > 0.0);
-    assert!(run["log_tail"].as_str().unwrap().contains("Loading model"), "{run}");
+    assert!(
+        run["log_tail"].as_str().unwrap().contains("Loading model"),
+        "{run}"
+    );
 
     let run_dir = setup.data_dir.join(format!("runs/{id}"));
     for file in [
@@ -85,7 +95,11 @@ async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
         assert!(run_dir.join(file).is_file(), "missing {file}");
     }
 
-    let metrics = get_json(&client, &server.url(&format!("/api/runs/{id}/metrics.json"))).await;
+    let metrics = get_json(
+        &client,
+        &server.url(&format!("/api/runs/{id}/metrics.json")),
+    )
+    .await;
     assert_eq!(metrics["reports"].as_array().unwrap().len(), 10);
     let eval_steps: Vec<u64> = metrics["evals"]
         .as_array()
@@ -143,7 +157,11 @@ async fn bad_requests_name_the_field() {
     let setup = tiny_setup();
     let server = Server::start_in(setup.data_dir.clone(), &[]);
     let cases = [
-        (json!({"dataset": "sample-ahoy"}), "model", "model: required"),
+        (
+            json!({"dataset": "sample-ahoy"}),
+            "model",
+            "model: required",
+        ),
         (
             json!({"model": "nope", "dataset": "sample-ahoy"}),
             "model",
@@ -164,7 +182,11 @@ async fn bad_requests_name_the_field() {
             "iters",
             "iters: invalid type: string \"ten\"",
         ),
-        (tiny_run(json!({"batch_size": 0})), "batch_size", "batch_size: must be at least 1"),
+        (
+            tiny_run(json!({"batch_size": 0})),
+            "batch_size",
+            "batch_size: must be at least 1",
+        ),
         (
             tiny_run(json!({"learning_rate": -1.0})),
             "learning_rate",
@@ -175,21 +197,32 @@ async fn bad_requests_name_the_field() {
             "lora_parameters",
             "lora_parameters: unknown field `rnak`",
         ),
-        (tiny_run(json!({"data": "/tmp"})), "data", "data: is set by Loralab"),
+        (
+            tiny_run(json!({"data": "/tmp"})),
+            "data",
+            "data: is set by Loralab",
+        ),
     ];
     for (body, field, message) in cases {
         let (status, answer) = post_run(&server, body.clone()).await;
         assert_eq!(status, 422, "{body} -> {answer}");
         assert_eq!(answer["field"], field, "{answer}");
         let error = answer["error"].as_str().unwrap();
-        assert!(error.starts_with(message), "{error:?} should start with {message:?}");
+        assert!(
+            error.starts_with(message),
+            "{error:?} should start with {message:?}"
+        );
     }
     let client = reqwest::Client::new();
     let missing = client.get(server.url("/api/runs/99")).send().await.unwrap();
     assert_eq!(missing.status(), 404);
     let body: Value = missing.json().await.unwrap();
     assert_eq!(body["error"], "run 99 does not exist");
-    let stop = client.post(server.url("/api/runs/99/stop")).send().await.unwrap();
+    let stop = client
+        .post(server.url("/api/runs/99/stop"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(stop.status(), 404);
     let list = get_json(&client, &server.url("/api/runs")).await;
     assert_eq!(list, json!([]), "no invalid request may queue a run");

@@ -26,28 +26,50 @@ async fn create(client: &reqwest::Client, server: &Server, body: Value) -> i64 {
         .await
         .unwrap();
     assert_eq!(response.status(), 201);
-    response.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
 }
 
 #[tokio::test]
 async fn stop_checkpoints_and_resume_continues_to_done() {
     let setup = tiny_setup();
-    let server =
-        Server::start_with_env(setup.data_dir.clone(), &[], &[("LORALAB_STOP_GRACE_SECS", "20")]);
+    let server = Server::start_with_env(
+        setup.data_dir.clone(),
+        &[],
+        &[("LORALAB_STOP_GRACE_SECS", "20")],
+    );
     let client = reqwest::Client::new();
-    let updates = client.get(server.url("/api/runs/events")).send().await.unwrap();
+    let updates = client
+        .get(server.url("/api/runs/events"))
+        .send()
+        .await
+        .unwrap();
     // Read the runs-list stream as it comes: reports also send updates.
-    let updates = tokio::spawn(read_sse(updates, |(_, _, data)| data.contains("\"stopped\"")));
+    let updates = tokio::spawn(read_sse(updates, |(_, _, data)| {
+        data.contains("\"stopped\"")
+    }));
 
-    let id = create(&client, &server, tiny_run(json!({"iters": 1500, "save_every": 1000}))).await;
-    wait_for(&client, &server, id, 60, "step 3", |r| r["step"].as_i64() >= Some(3)).await;
+    let id = create(
+        &client,
+        &server,
+        tiny_run(json!({"iters": 1500, "save_every": 1000})),
+    )
+    .await;
+    wait_for(&client, &server, id, 60, "step 3", |r| {
+        r["step"].as_i64() >= Some(3)
+    })
+    .await;
     let stop = client
         .post(server.url(&format!("/api/runs/{id}/stop")))
         .send()
         .await
         .unwrap();
     assert_eq!(stop.status(), 200);
-    let stopped = wait_for(&client, &server, id, 30, "stopped", |r| r["status"] == "stopped").await;
+    let stopped = wait_for(&client, &server, id, 30, "stopped", |r| {
+        r["status"] == "stopped"
+    })
+    .await;
     let at = stopped["step"].as_i64().unwrap();
     assert!(at >= 3 && at < 1500, "stopped at {at}");
     let checkpoints = stopped["checkpoints"].as_array().unwrap();
@@ -57,7 +79,12 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
     let seen = updates.await.unwrap();
     let statuses: Vec<String> = seen
         .iter()
-        .map(|(_, _, data)| serde_json::from_str::<Value>(data).unwrap()["status"].as_str().unwrap().to_string())
+        .map(|(_, _, data)| {
+            serde_json::from_str::<Value>(data).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert!(statuses.contains(&"running".to_string()), "{statuses:?}");
     assert!(statuses.contains(&"stopping".to_string()), "{statuses:?}");
@@ -77,7 +104,11 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
     assert_eq!(resume.status(), 200);
     let done = wait_for(&client, &server, id, 120, "done", |r| r["status"] == "done").await;
     assert_eq!(done["step"], 1500);
-    let metrics = get_json(&client, &server.url(&format!("/api/runs/{id}/metrics.json"))).await;
+    let metrics = get_json(
+        &client,
+        &server.url(&format!("/api/runs/{id}/metrics.json")),
+    )
+    .await;
     assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
     // No step was trained twice: the raw events hold each report once.
     let events = client
@@ -118,15 +149,26 @@ async fn a_bad_dataset_fails_the_run_with_the_reason() {
     drop(store);
     let server = Server::start_in(setup.data_dir.clone(), &[]);
     let client = reqwest::Client::new();
-    let id = create(&client, &server, tiny_run(json!({"dataset": "bad", "iters": 5}))).await;
-    let failed = wait_for(&client, &server, id, 60, "failed", |r| r["status"] == "failed").await;
+    let id = create(
+        &client,
+        &server,
+        tiny_run(json!({"dataset": "bad", "iters": 5})),
+    )
+    .await;
+    let failed = wait_for(&client, &server, id, 60, "failed", |r| {
+        r["status"] == "failed"
+    })
+    .await;
     let failure = failed["failure"].as_str().unwrap();
     assert!(failure.contains("train.jsonl"), "{failure}");
     assert!(failure.contains("train.jsonl:2"), "{failure}");
 
     // The next queued run still starts: the queue is not stuck.
     let next = create(&client, &server, tiny_run(json!({"iters": 2}))).await;
-    wait_for(&client, &server, next, 60, "done", |r| r["status"] == "done").await;
+    wait_for(&client, &server, next, 60, "done", |r| {
+        r["status"] == "done"
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -134,8 +176,16 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
     let setup = tiny_setup();
     let server = Server::start_in(setup.data_dir.clone(), &[]);
     let client = reqwest::Client::new();
-    let id = create(&client, &server, tiny_run(json!({"iters": 1500, "save_every": 4}))).await;
-    wait_for(&client, &server, id, 60, "step 10", |r| r["step"].as_i64() >= Some(10)).await;
+    let id = create(
+        &client,
+        &server,
+        tiny_run(json!({"iters": 1500, "save_every": 4})),
+    )
+    .await;
+    wait_for(&client, &server, id, 60, "step 10", |r| {
+        r["step"].as_i64() >= Some(10)
+    })
+    .await;
     server.kill();
 
     // Everything committed before the kill is there, without gaps.
@@ -169,6 +219,10 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
     assert_eq!(resume.status(), 200);
     let done = wait_for(&client, &server, id, 120, "done", |r| r["status"] == "done").await;
     assert_eq!(done["step"], 1500);
-    let metrics = get_json(&client, &server.url(&format!("/api/runs/{id}/metrics.json"))).await;
+    let metrics = get_json(
+        &client,
+        &server.url(&format!("/api/runs/{id}/metrics.json")),
+    )
+    .await;
     assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
 }

@@ -36,17 +36,32 @@ fn train_runs_yaml_and_toml_configs_and_names_a_bad_key() {
     .unwrap();
     let output = loralab(&["train", "--config", "lora.yaml"], dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let iter2 = stdout
         .lines()
         .find(|l| l.starts_with("Iter 2: Train loss "))
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert!(iter2.contains(", Learning Rate 1.000e-03, It/sec "), "{iter2}");
-    assert!(iter2.contains(", Trained Tokens ") && iter2.ends_with(" GB"), "{iter2}");
+    assert!(
+        iter2.contains(", Learning Rate 1.000e-03, It/sec "),
+        "{iter2}"
+    );
+    assert!(
+        iter2.contains(", Trained Tokens ") && iter2.ends_with(" GB"),
+        "{iter2}"
+    );
     assert!(stdout.contains("Iter 0: Val loss "), "{stdout}");
-    assert!(stdout.contains("Iter 3: Saved adapter weights to "), "{stdout}");
+    assert!(
+        stdout.contains("Iter 3: Saved adapter weights to "),
+        "{stdout}"
+    );
     assert!(dir.join("yaml-adapters/adapters.safetensors").is_file());
-    assert!(dir.join("yaml-adapters/0000006_adapters.safetensors").is_file());
+    assert!(dir
+        .join("yaml-adapters/0000006_adapters.safetensors")
+        .is_file());
 
     std::fs::write(
         dir.join("lora.toml"),
@@ -59,7 +74,11 @@ fn train_runs_yaml_and_toml_configs_and_names_a_bad_key() {
     .unwrap();
     let output = loralab(&["train", "--config", "lora.toml"], dir);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("Iter 4: Train loss "), "{stdout}");
     let config: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.join("toml-adapters/adapter_config.json")).unwrap(),
@@ -92,7 +111,10 @@ fn train_runs_yaml_and_toml_configs_and_names_a_bad_key() {
     std::fs::write(dir.join("bad.toml"), "iters = \"many\"\n").unwrap();
     let output = loralab(&["train", "--config", "bad.toml"], dir);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("bad.toml: key `iters`: invalid type"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml: key `iters`: invalid type"),
+        "{stderr}"
+    );
 }
 
 #[test]

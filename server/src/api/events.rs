@@ -110,14 +110,17 @@ pub async fn runs_stream(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let updates = state.supervisor.subscribe_updates();
     let shutdown = state.supervisor.shutdown_signal();
-    let stream = stream::unfold((updates, shutdown), |(mut updates, mut shutdown)| async move {
-        let update = next_update(&mut updates, &mut shutdown).await?;
-        let data = serde_json::to_string(&update).unwrap_or_default();
-        Some((
-            Ok(SseEvent::default().event("run").data(data)),
-            (updates, shutdown),
-        ))
-    });
+    let stream = stream::unfold(
+        (updates, shutdown),
+        |(mut updates, mut shutdown)| async move {
+            let update = next_update(&mut updates, &mut shutdown).await?;
+            let data = serde_json::to_string(&update).unwrap_or_default();
+            Some((
+                Ok(SseEvent::default().event("run").data(data)),
+                (updates, shutdown),
+            ))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 

@@ -72,8 +72,7 @@ pub async fn csv(
     // One row per step that has a report or an eval.
     let mut rows: BTreeMap<u64, serde_json::Map<String, Value>> = BTreeMap::new();
     for body in metrics.reports.iter().chain(&metrics.evals) {
-        if let (Some(step), Value::Object(map)) = (body.get("step").and_then(Value::as_u64), body)
-        {
+        if let (Some(step), Value::Object(map)) = (body.get("step").and_then(Value::as_u64), body) {
             rows.entry(step).or_default().extend(map.clone());
         }
     }

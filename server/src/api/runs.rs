@@ -123,7 +123,8 @@ fn train_config(fields: Map<String, Value>) -> Result<TrainConfig, ApiError> {
             return Err(ApiError::invalid(key, error.to_string()));
         }
     }
-    serde_json::from_value(Value::Object(fields)).map_err(|e| ApiError::invalid("body", e.to_string()))
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| ApiError::invalid("body", e.to_string()))
 }
 
 /// Values the trainer would reject later; refused before queueing.
@@ -154,7 +155,10 @@ fn check_values(cfg: &TrainConfig) -> Result<(), ApiError> {
         ));
     }
     if cfg.lora_parameters.rank == 0 {
-        return Err(ApiError::invalid("lora_parameters.rank", "must be at least 1"));
+        return Err(ApiError::invalid(
+            "lora_parameters.rank",
+            "must be at least 1",
+        ));
     }
     if !(0.0..1.0).contains(&cfg.lora_parameters.dropout) {
         return Err(ApiError::invalid(

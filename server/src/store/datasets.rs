@@ -82,7 +82,9 @@ impl Store {
         let connection = self.connection();
         let mut statement =
             connection.prepare(&format!("SELECT {COLUMNS} FROM datasets ORDER BY name"))?;
-        let rows = statement.query_map([], from_row)?.collect::<Result<_, _>>()?;
+        let rows = statement
+            .query_map([], from_row)?
+            .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 

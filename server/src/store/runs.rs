@@ -230,9 +230,8 @@ impl Store {
     /// Stores a worker event and applies it to the run in one transaction,
     /// so what a client saw is exactly what survives a crash.
     pub fn record_event(&self, run_id: i64, event: &Event) -> StoreResult<StoredEvent> {
-        let body = serde_json::to_value(event).map_err(|e| {
-            rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-        })?;
+        let body = serde_json::to_value(event)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let kind = event_kind(&body);
         let step = event_step(event);
         let body = body.to_string();
@@ -335,8 +334,9 @@ impl Store {
 
     pub fn checkpoints(&self, run_id: i64) -> StoreResult<Vec<CheckpointRecord>> {
         let connection = self.connection();
-        let mut statement = connection
-            .prepare("SELECT step, path, val_loss FROM checkpoints WHERE run_id = ?1 ORDER BY step")?;
+        let mut statement = connection.prepare(
+            "SELECT step, path, val_loss FROM checkpoints WHERE run_id = ?1 ORDER BY step",
+        )?;
         let rows = statement
             .query_map([run_id], |row| {
                 Ok(CheckpointRecord {

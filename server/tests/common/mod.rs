@@ -133,7 +133,11 @@ pub fn tiny_run(extra: serde_json::Value) -> serde_json::Value {
 
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     let response = client.get(url).send().await.expect("GET");
-    assert!(response.status().is_success(), "GET {url}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
     response.json().await.expect("JSON")
 }
 
