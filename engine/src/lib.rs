@@ -7,6 +7,8 @@ pub mod chat_template;
 pub mod config;
 pub mod data;
 pub mod device;
+#[cfg(feature = "fixtures")]
+pub mod fixtures;
 pub mod generate;
 pub mod gguf;
 pub mod lora;

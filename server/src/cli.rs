@@ -11,6 +11,8 @@ use engine::device::DeviceInfo;
 
 use crate::settings::{DataDirArgs, ServeArgs};
 use crate::state::AppState;
+use crate::store::register_sample_dataset;
+use crate::supervisor::{Supervisor, SupervisorSettings};
 use crate::{http, setup};
 
 #[derive(Debug, Parser)]
@@ -35,6 +37,11 @@ enum Command {
     Models,
     /// Print the device MLX computes on, as JSON.
     Device,
+    /// Fine-tune from an mlx-lm style YAML or TOML config, without the web UI.
+    Train(crate::train_cli::TrainArgs),
+    /// Internal: one training, driven over stdin/stdout by the server.
+    #[command(hide = true)]
+    Worker,
 }
 
 pub fn main() -> ExitCode {
@@ -50,6 +57,8 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve(&data_dir, args),
         Command::Models => list_models(&data_dir),
         Command::Device => print_device(),
+        Command::Train(args) => crate::train_cli::run(&args, &data_dir),
+        Command::Worker => return crate::worker::run(),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,11 +73,19 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let (data_dir, store) = setup::prepare(data_dir, args.default_model.as_deref())?;
+        register_sample_dataset(&store, &data_dir)?;
         let device = probe_device().await?;
+        let store = Arc::new(store);
+        let supervisor = Supervisor::start(
+            store.clone(),
+            data_dir.runs(),
+            SupervisorSettings::from_env()?,
+        )?;
         let state = Arc::new(AppState {
             store,
             data_dir,
             device,
+            supervisor: supervisor.clone(),
         });
         let listener = tokio::net::TcpListener::bind(args.address())
             .await
@@ -77,7 +94,11 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
         println!("Loralab is serving on http://{address}");
         println!("Data dir: {}", state.data_dir.root.display());
         axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                // Ends the SSE streams, which graceful shutdown waits for.
+                supervisor.shutdown();
+            })
             .await
             .context("the HTTP server stopped")
     })

@@ -37,6 +37,7 @@ pub fn router(state: SharedState) -> Router {
         .with_state(options);
     Router::new()
         .route("/api/health", get(health))
+        .merge(crate::api::routes())
         .with_state(state)
         .merge(frontend::router())
         .merge(pages)

@@ -2,9 +2,13 @@
 //! the SQLite store and the supervisor of worker processes. Nothing here calls
 //! MLX: training and inference run in `loralab worker` child processes.
 
+pub mod api;
 pub mod cli;
 pub mod http;
 pub mod settings;
 pub mod setup;
 pub mod state;
 pub mod store;
+pub mod supervisor;
+pub mod train_cli;
+pub mod worker;

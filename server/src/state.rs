@@ -7,12 +7,15 @@ use engine::device::DeviceInfo;
 
 use crate::setup::DataDir;
 use crate::store::Store;
+use crate::supervisor::Supervisor;
 
 pub struct AppState {
-    pub store: Store,
+    pub store: Arc<Store>,
     pub data_dir: DataDir,
     /// What a worker reported about MLX's device when the server started.
     pub device: DeviceInfo,
+    /// The queue and the worker processes of runs.
+    pub supervisor: Supervisor,
 }
 
 pub type SharedState = Arc<AppState>;

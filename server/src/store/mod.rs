@@ -2,6 +2,7 @@
 //! in the binary and applied in order at open (tracked by `user_version`).
 
 mod catalog;
+mod datasets;
 mod runs;
 
 use std::path::Path;
@@ -10,9 +11,14 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use catalog::{ModelRecord, NewModel};
+pub use datasets::{register_sample_dataset, DatasetRecord, NewDataset, SAMPLE_DATASET_NAME};
+pub use runs::{CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
 
 /// Migrations in order; the database's `user_version` is how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_initial.sql"),
+    include_str!("../../migrations/0002_run_log_tail.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,7 +73,7 @@ impl Store {
         })
     }
 
-    fn connection(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn connection(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         self.connection

@@ -1,6 +1,9 @@
 //! Runs and what their workers reported.
 
 use app::dto::RunSummary;
+use engine::protocol::Event;
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
 
 use super::{Store, StoreResult};
 
@@ -42,5 +45,321 @@ impl Store {
             })?
             .collect::<Result<_, _>>()?;
         Ok(runs)
+    }
+}
+
+/// A run to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    pub name: String,
+    pub model_id: Option<i64>,
+    pub dataset_id: Option<i64>,
+    /// The resolved `TrainConfig` as JSON.
+    pub config_json: String,
+}
+
+/// Everything about one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub model: Option<String>,
+    pub dataset: Option<String>,
+    pub config: serde_json::Value,
+    pub step: i64,
+    pub total_steps: i64,
+    pub failure: Option<String>,
+    pub log_tail: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckpointRecord {
+    pub step: i64,
+    pub path: String,
+    pub val_loss: Option<f64>,
+}
+
+/// One stored worker event. `seq` is the SSE event id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredEvent {
+    pub run_id: i64,
+    pub seq: i64,
+    pub kind: String,
+    pub step: Option<i64>,
+    /// The event's JSON, as the worker sent it.
+    pub body: String,
+}
+
+/// A run's status and progress, as the runs list shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunUpdate {
+    pub id: i64,
+    pub status: String,
+    pub step: i64,
+    pub total_steps: i64,
+    pub failure: Option<String>,
+}
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
+
+fn event_step(event: &Event) -> Option<i64> {
+    match event {
+        Event::Started { start_step, .. } => Some(*start_step as i64),
+        Event::Report { step, .. }
+        | Event::Eval { step, .. }
+        | Event::Checkpoint { step, .. }
+        | Event::Stopped { step }
+        | Event::Done { step, .. } => Some(*step as i64),
+        Event::Log { .. } | Event::Failed { .. } => None,
+    }
+}
+
+fn event_kind(body: &serde_json::Value) -> String {
+    body.get("event")
+        .and_then(|k| k.as_str())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+impl Store {
+    pub fn insert_run(&self, run: &NewRun) -> StoreResult<i64> {
+        let id = self.connection().query_row(
+            "INSERT INTO runs (name, model_id, dataset_id, status, config_json)
+             VALUES (?1, ?2, ?3, 'queued', ?4) RETURNING id",
+            params![run.name, run.model_id, run.dataset_id, run.config_json],
+            |row| row.get(0),
+        )?;
+        Ok(id)
+    }
+
+    pub fn run(&self, id: i64) -> StoreResult<Option<RunRecord>> {
+        let run = self
+            .connection()
+            .query_row(
+                "SELECT r.id, r.name, r.status, m.name, d.name, r.config_json, r.step,
+                        r.total_steps, r.failure, r.log_tail, r.created_at, r.started_at,
+                        r.finished_at
+                   FROM runs r
+                   LEFT JOIN models m ON m.id = r.model_id
+                   LEFT JOIN datasets d ON d.id = r.dataset_id
+                  WHERE r.id = ?1",
+                [id],
+                |row| {
+                    let config: String = row.get(5)?;
+                    Ok(RunRecord {
+                        id: row.get(0)?,
+                        name: row.get(1)?,
+                        status: row.get(2)?,
+                        model: row.get(3)?,
+                        dataset: row.get(4)?,
+                        config: serde_json::from_str(&config)
+                            .unwrap_or(serde_json::Value::String(config)),
+                        step: row.get(6)?,
+                        total_steps: row.get(7)?,
+                        failure: row.get(8)?,
+                        log_tail: row.get(9)?,
+                        created_at: row.get(10)?,
+                        started_at: row.get(11)?,
+                        finished_at: row.get(12)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(run)
+    }
+
+    pub fn run_update(&self, id: i64) -> StoreResult<Option<RunUpdate>> {
+        let update = self
+            .connection()
+            .query_row(
+                "SELECT id, status, step, total_steps, failure FROM runs WHERE id = ?1",
+                [id],
+                |row| {
+                    Ok(RunUpdate {
+                        id: row.get(0)?,
+                        status: row.get(1)?,
+                        step: row.get(2)?,
+                        total_steps: row.get(3)?,
+                        failure: row.get(4)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(update)
+    }
+
+    /// Ids of queued runs, oldest first.
+    pub fn queued_runs(&self) -> StoreResult<Vec<i64>> {
+        let connection = self.connection();
+        let mut statement =
+            connection.prepare("SELECT id FROM runs WHERE status = 'queued' ORDER BY id")?;
+        let ids = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    /// Sets a run's status. `running` stamps `started_at`; an ending status
+    /// stamps `finished_at`; `queued` clears the last outcome.
+    pub fn set_status(&self, id: i64, status: &str, failure: Option<&str>) -> StoreResult<()> {
+        let stamps = match status {
+            "running" => format!(", started_at = coalesce(started_at, {NOW}), finished_at = NULL"),
+            "queued" => ", finished_at = NULL".to_string(),
+            "stopping" => String::new(),
+            _ => format!(", finished_at = {NOW}"),
+        };
+        self.connection().execute(
+            &format!("UPDATE runs SET status = ?2, failure = ?3 {stamps} WHERE id = ?1"),
+            params![id, status, failure],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_log_tail(&self, id: i64, tail: &str) -> StoreResult<()> {
+        self.connection().execute(
+            "UPDATE runs SET log_tail = ?2 WHERE id = ?1",
+            params![id, tail],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a worker event and applies it to the run in one transaction,
+    /// so what a client saw is exactly what survives a crash.
+    pub fn record_event(&self, run_id: i64, event: &Event) -> StoreResult<StoredEvent> {
+        let body = serde_json::to_value(event)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        let kind = event_kind(&body);
+        let step = event_step(event);
+        let body = body.to_string();
+        let mut connection = self.connection();
+        let transaction = connection.transaction()?;
+        let seq: i64 = transaction.query_row(
+            "SELECT coalesce(max(seq), 0) + 1 FROM run_events WHERE run_id = ?1",
+            [run_id],
+            |row| row.get(0),
+        )?;
+        transaction.execute(
+            "INSERT INTO run_events (run_id, seq, kind, step, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![run_id, seq, kind, step, body],
+        )?;
+        match event {
+            Event::Started {
+                total_steps,
+                start_step,
+                ..
+            } => {
+                transaction.execute(
+                    "UPDATE runs SET total_steps = ?2, step = ?3 WHERE id = ?1",
+                    params![run_id, *total_steps as i64, *start_step as i64],
+                )?;
+            }
+            Event::Report { step, .. } => {
+                transaction.execute(
+                    "UPDATE runs SET step = ?2 WHERE id = ?1",
+                    params![run_id, *step as i64],
+                )?;
+            }
+            Event::Checkpoint { step, path } => {
+                transaction.execute(
+                    "INSERT INTO checkpoints (run_id, step, path, val_loss)
+                     VALUES (?1, ?2, ?3,
+                        (SELECT json_extract(body, '$.val_loss') FROM run_events
+                          WHERE run_id = ?1 AND kind = 'eval' AND step <= ?2
+                          ORDER BY seq DESC LIMIT 1))
+                     ON CONFLICT (run_id, step) DO UPDATE SET
+                        path = excluded.path, val_loss = excluded.val_loss",
+                    params![run_id, *step as i64, path],
+                )?;
+            }
+            Event::Stopped { step } => {
+                transaction.execute(
+                    &format!(
+                        "UPDATE runs SET status = 'stopped', step = ?2, finished_at = {NOW} WHERE id = ?1"
+                    ),
+                    params![run_id, *step as i64],
+                )?;
+            }
+            Event::Done { step, .. } => {
+                transaction.execute(
+                    &format!(
+                        "UPDATE runs SET status = 'done', step = ?2, failure = NULL, finished_at = {NOW} WHERE id = ?1"
+                    ),
+                    params![run_id, *step as i64],
+                )?;
+            }
+            Event::Failed { reason } => {
+                transaction.execute(
+                    &format!(
+                        "UPDATE runs SET status = 'failed', failure = ?2, finished_at = {NOW} WHERE id = ?1"
+                    ),
+                    params![run_id, reason],
+                )?;
+            }
+            Event::Eval { .. } | Event::Log { .. } => {}
+        }
+        transaction.commit()?;
+        Ok(StoredEvent {
+            run_id,
+            seq,
+            kind,
+            step,
+            body,
+        })
+    }
+
+    /// A run's events after `after_seq`, in order.
+    pub fn events_since(&self, run_id: i64, after_seq: i64) -> StoreResult<Vec<StoredEvent>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "SELECT run_id, seq, kind, step, body FROM run_events
+              WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
+        )?;
+        let events = statement
+            .query_map(params![run_id, after_seq], |row| {
+                Ok(StoredEvent {
+                    run_id: row.get(0)?,
+                    seq: row.get(1)?,
+                    kind: row.get(2)?,
+                    step: row.get(3)?,
+                    body: row.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(events)
+    }
+
+    pub fn checkpoints(&self, run_id: i64) -> StoreResult<Vec<CheckpointRecord>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "SELECT step, path, val_loss FROM checkpoints WHERE run_id = ?1 ORDER BY step",
+        )?;
+        let rows = statement
+            .query_map([run_id], |row| {
+                Ok(CheckpointRecord {
+                    step: row.get(0)?,
+                    path: row.get(1)?,
+                    val_loss: row.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// After a restart: runs whose worker belonged to the previous server
+    /// become `interrupted`. Returns their ids.
+    pub fn interrupt_orphans(&self) -> StoreResult<Vec<i64>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare(
+            "UPDATE runs SET status = 'interrupted'
+              WHERE status IN ('running', 'stopping') RETURNING id",
+        )?;
+        let ids = statement
+            .query_map([], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
     }
 }

@@ -1,3 +1,4 @@
+#![allow(dead_code)]
 //! Helpers shared by the integration tests: the real `loralab` binary on
 //! port 0 with a fresh data dir.
 
@@ -25,7 +26,13 @@ impl Server {
 
     /// Starts the server on a free port with the given data dir.
     pub fn start_in(data_dir: PathBuf, extra_args: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra_args, &[])
+    }
+
+    /// Starts the server with extra environment variables (supervisor settings).
+    pub fn start_with_env(data_dir: PathBuf, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_loralab"))
+            .envs(env.iter().copied())
             .arg("serve")
             .args(["--port", "0", "--data-dir"])
             .arg(&data_dir)
@@ -58,11 +65,143 @@ impl Server {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
+
+    /// SIGKILLs the server (its workers live on until they notice).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A data dir with a tiny random Llama registered as the model `tiny`.
+pub struct TinySetup {
+    pub temp: tempfile::TempDir,
+    pub data_dir: PathBuf,
+    pub model_dir: PathBuf,
+}
+
+pub fn tiny_setup() -> TinySetup {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let data_dir = temp.path().join("data");
+    let model_dir = temp.path().join("tiny-llama");
+    engine::fixtures::write_tiny_llama(&model_dir, 11).expect("tiny model");
+    let (_, store) = server::setup::prepare(&data_dir, None).expect("data dir");
+    store
+        .upsert_model(&server::store::NewModel {
+            name: "tiny".into(),
+            source: "folder".into(),
+            location: model_dir.display().to_string(),
+            size_bytes: None,
+            builtin: false,
+        })
+        .expect("register tiny");
+    TinySetup {
+        temp,
+        data_dir,
+        model_dir,
+    }
+}
+
+/// A run request on the tiny model and the sample dataset; `extra` keys
+/// override the defaults.
+pub fn tiny_run(extra: serde_json::Value) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "model": "tiny",
+        "dataset": "sample-ahoy",
+        "batch_size": 4,
+        "max_seq_length": 128,
+        "learning_rate": 1e-3,
+        "num_layers": -1,
+        "steps_per_report": 1,
+        "steps_per_eval": 5,
+        "val_batches": 1,
+        "save_every": 5,
+        "lora_parameters": {"rank": 4, "scale": 10.0},
+    });
+    for (key, value) in extra.as_object().expect("object") {
+        body[key] = value.clone();
+    }
+    body
+}
+
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    let response = client.get(url).send().await.expect("GET");
+    assert!(
+        response.status().is_success(),
+        "GET {url}: {}",
+        response.status()
+    );
+    response.json().await.expect("JSON")
+}
+
+/// Polls `GET /api/runs/{id}` until `done(run)` holds; panics after `secs`.
+pub async fn wait_for(
+    client: &reqwest::Client,
+    server: &Server,
+    id: i64,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let run = get_json(client, &server.url(&format!("/api/runs/{id}"))).await;
+        if done(&run) {
+            return run;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id} never reached {what}: {run:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads SSE frames from a response until `stop` says so: (id, event, data).
+pub async fn read_sse(
+    response: reqwest::Response,
+    stop: impl Fn(&(i64, String, String)) -> bool,
+) -> Vec<(i64, String, String)> {
+    use futures_util::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("SSE timed out")
+            .expect("SSE ended early")
+            .expect("SSE chunk");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let (mut id, mut event, mut data) = (0, String::new(), String::new());
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().unwrap();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if event.is_empty() {
+                continue; // keep-alive comment
+            }
+            let item = (id, event, data);
+            let last = stop(&item);
+            events.push(item);
+            if last {
+                return events;
+            }
+        }
     }
 }

@@ -1,0 +1,149 @@
+//! SSE streams: one run's events (history from the store, then live), and
+//! the runs list's status/progress changes. Both end when the server shuts
+//! down.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::stream::{self, Stream};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{broadcast, watch};
+
+use super::ApiError;
+use crate::state::SharedState;
+use crate::store::{RunUpdate, StoredEvent};
+
+/// `GET /api/runs/{id}/events`. Event ids are the store's `seq`; a client
+/// that reconnects with `Last-Event-ID` gets exactly the events after it.
+pub async fn run_stream(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    state.store.run(id)?.ok_or(ApiError::run_not_found(id))?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    // Subscribe before reading history: an event committed in between is
+    // then in both, and the seq check drops the second copy.
+    let live = state.supervisor.subscribe_events();
+    let shutdown = state.supervisor.shutdown_signal();
+    let history = state.store.events_since(id, after)?;
+    let cursor = RunCursor {
+        state: state.clone(),
+        id,
+        last: after,
+        pending: history.into(),
+        live,
+        shutdown,
+    };
+    let stream = stream::unfold(cursor, |mut cursor| async move {
+        let event = cursor.next().await?;
+        let sse = SseEvent::default()
+            .id(event.seq.to_string())
+            .event(event.kind.clone())
+            .data(event.body.clone());
+        Some((Ok(sse), cursor))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+struct RunCursor {
+    state: SharedState,
+    id: i64,
+    last: i64,
+    pending: VecDeque<StoredEvent>,
+    live: broadcast::Receiver<Arc<StoredEvent>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl RunCursor {
+    async fn next(&mut self) -> Option<StoredEvent> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                if event.seq > self.last {
+                    self.last = event.seq;
+                    return Some(event);
+                }
+                continue;
+            }
+            if *self.shutdown.borrow() {
+                return None;
+            }
+            tokio::select! {
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        return None;
+                    }
+                }
+                received = self.live.recv() => match received {
+                    Ok(event) => {
+                        if event.run_id == self.id && event.seq > self.last {
+                            self.pending.push_back((*event).clone());
+                        }
+                    }
+                    // Fell behind the channel: the store has everything.
+                    Err(RecvError::Lagged(_)) => match self.state.store.events_since(self.id, self.last) {
+                        Ok(events) => self.pending.extend(events),
+                        Err(error) => {
+                            tracing::error!(%error, run = self.id, "reading run events");
+                            return None;
+                        }
+                    },
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        }
+    }
+}
+
+/// `GET /api/runs/events`: a `run` event with the run's id, status, step,
+/// total_steps and failure whenever one of them changes.
+pub async fn runs_stream(
+    State(state): State<SharedState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let updates = state.supervisor.subscribe_updates();
+    let shutdown = state.supervisor.shutdown_signal();
+    let stream = stream::unfold(
+        (updates, shutdown),
+        |(mut updates, mut shutdown)| async move {
+            let update = next_update(&mut updates, &mut shutdown).await?;
+            let data = serde_json::to_string(&update).unwrap_or_default();
+            Some((
+                Ok(SseEvent::default().event("run").data(data)),
+                (updates, shutdown),
+            ))
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn next_update(
+    updates: &mut broadcast::Receiver<RunUpdate>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<RunUpdate> {
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        tokio::select! {
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return None;
+                }
+            }
+            received = updates.recv() => match received {
+                Ok(update) => return Some(update),
+                // A missed update is superseded by the next one.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+}

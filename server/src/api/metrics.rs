@@ -1,0 +1,102 @@
+//! A run's metrics as JSON and CSV: one entry per step. A step reported
+//! twice (a run resumed from a checkpoint older than its last report)
+//! keeps the newest value.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::ApiError;
+use crate::state::SharedState;
+
+#[derive(Debug, Serialize)]
+pub struct Metrics {
+    pub run_id: i64,
+    /// `report` events' bodies, by step.
+    pub reports: Vec<Value>,
+    /// `eval` events' bodies, by step.
+    pub evals: Vec<Value>,
+}
+
+fn metrics(state: &SharedState, id: i64) -> Result<Metrics, ApiError> {
+    state.store.run(id)?.ok_or(ApiError::run_not_found(id))?;
+    let mut reports = BTreeMap::new();
+    let mut evals = BTreeMap::new();
+    for event in state.store.events_since(id, 0)? {
+        let target = match event.kind.as_str() {
+            "report" => &mut reports,
+            "eval" => &mut evals,
+            _ => continue,
+        };
+        let mut body: Value = serde_json::from_str(&event.body).map_err(anyhow::Error::from)?;
+        if let Value::Object(map) = &mut body {
+            map.remove("event");
+        }
+        target.insert(event.step.unwrap_or(0), body);
+    }
+    Ok(Metrics {
+        run_id: id,
+        reports: reports.into_values().collect(),
+        evals: evals.into_values().collect(),
+    })
+}
+
+pub async fn json(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Metrics>, ApiError> {
+    Ok(Json(metrics(&state, id)?))
+}
+
+const CSV_COLUMNS: [&str; 8] = [
+    "epoch",
+    "train_loss",
+    "learning_rate",
+    "it_per_sec",
+    "tokens_per_sec",
+    "trained_tokens",
+    "peak_memory_gb",
+    "val_loss",
+];
+
+pub async fn csv(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<impl IntoResponse, ApiError> {
+    let metrics = metrics(&state, id)?;
+    // One row per step that has a report or an eval.
+    let mut rows: BTreeMap<u64, serde_json::Map<String, Value>> = BTreeMap::new();
+    for body in metrics.reports.iter().chain(&metrics.evals) {
+        if let (Some(step), Value::Object(map)) = (body.get("step").and_then(Value::as_u64), body) {
+            rows.entry(step).or_default().extend(map.clone());
+        }
+    }
+    let mut text = format!("step,{}\n", CSV_COLUMNS.join(","));
+    for (step, row) in rows {
+        text.push_str(&step.to_string());
+        for column in CSV_COLUMNS {
+            text.push(',');
+            match row.get(column) {
+                Some(Value::Number(n)) => text.push_str(&n.to_string()),
+                Some(other) if !other.is_null() => text.push_str(&other.to_string()),
+                _ => {}
+            }
+        }
+        text.push('\n');
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"run-{id}-metrics.csv\""),
+            ),
+        ],
+        text,
+    ))
+}

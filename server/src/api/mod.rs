@@ -1,0 +1,29 @@
+//! The JSON API and its SSE streams (see README.md's JSON API table).
+
+mod catalog;
+mod error;
+mod events;
+mod metrics;
+mod runs;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::state::SharedState;
+
+/// The `/api/...` routes besides `/api/health`.
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/api/models", get(catalog::list_models))
+        .route("/api/datasets", get(catalog::list_datasets))
+        .route("/api/runs", get(runs::list).post(runs::create))
+        .route("/api/runs/events", get(events::runs_stream))
+        .route("/api/runs/{id}", get(runs::show))
+        .route("/api/runs/{id}/stop", post(runs::stop))
+        .route("/api/runs/{id}/resume", post(runs::resume))
+        .route("/api/runs/{id}/metrics.json", get(metrics::json))
+        .route("/api/runs/{id}/metrics.csv", get(metrics::csv))
+        .route("/api/runs/{id}/events", get(events::run_stream))
+}

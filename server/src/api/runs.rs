@@ -1,0 +1,186 @@
+//! Runs: list, show, create (validated), stop, resume.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use engine::config::TrainConfig;
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::ApiError;
+use crate::state::SharedState;
+use crate::store::{CheckpointRecord, NewRun, RunRecord};
+use crate::train_cli::known_keys;
+
+pub async fn list(
+    State(state): State<SharedState>,
+) -> Result<Json<Vec<app::dto::RunSummary>>, ApiError> {
+    Ok(Json(state.store.list_runs()?))
+}
+
+/// `GET /api/runs/{id}`.
+#[derive(Debug, Serialize)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub run: RunRecord,
+    pub checkpoints: Vec<CheckpointRecord>,
+}
+
+pub async fn show(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RunDetail>, ApiError> {
+    Ok(Json(detail(&state, id)?))
+}
+
+fn detail(state: &SharedState, id: i64) -> Result<RunDetail, ApiError> {
+    let run = state.store.run(id)?.ok_or(ApiError::run_not_found(id))?;
+    let checkpoints = state.store.checkpoints(id)?;
+    Ok(RunDetail { run, checkpoints })
+}
+
+/// Keys Loralab sets itself from the registered model and dataset.
+const MANAGED_KEYS: &[&str] = &["data", "adapter_path", "resume_adapter_file"];
+
+pub async fn create(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<RunDetail>), ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("not valid JSON: {e}")))?;
+    let Value::Object(mut fields) = value else {
+        return Err(ApiError::invalid("body", "must be a JSON object"));
+    };
+    let model_name = take_string(&mut fields, "model")?
+        .ok_or_else(|| ApiError::invalid("model", "required: the name of a registered model"))?;
+    let dataset_name = take_string(&mut fields, "dataset")?.ok_or_else(|| {
+        ApiError::invalid("dataset", "required: the name of a registered dataset")
+    })?;
+    let name = take_string(&mut fields, "name")?;
+    let model = state.store.model_by_name(&model_name)?.ok_or_else(|| {
+        ApiError::invalid(
+            "model",
+            format!("no model named {model_name:?} (GET /api/models lists them)"),
+        )
+    })?;
+    let dataset = state.store.dataset_by_name(&dataset_name)?.ok_or_else(|| {
+        ApiError::invalid(
+            "dataset",
+            format!("no dataset named {dataset_name:?} (GET /api/datasets lists them)"),
+        )
+    })?;
+    let config = train_config(fields)?;
+    let config = TrainConfig {
+        model: model.location.clone(),
+        data: dataset.directory.clone(),
+        ..config
+    };
+    check_values(&config)?;
+    let name = name.unwrap_or_else(|| format!("{} on {}", model.name, dataset.name));
+    if name.trim().is_empty() {
+        return Err(ApiError::invalid("name", "must not be empty"));
+    }
+    let config_json = serde_json::to_string(&config).map_err(anyhow::Error::from)?;
+    let id = state.store.insert_run(&NewRun {
+        name,
+        model_id: Some(model.id),
+        dataset_id: Some(dataset.id),
+        config_json,
+    })?;
+    state.supervisor.enqueue(id);
+    Ok((StatusCode::CREATED, Json(detail(&state, id)?)))
+}
+
+fn take_string(fields: &mut Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match fields.remove(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(other) => Err(ApiError::invalid(
+            key,
+            format!("must be a string, got {other}"),
+        )),
+    }
+}
+
+/// The TrainConfig keys of a request; each key is checked alone first so
+/// the error names it.
+fn train_config(fields: Map<String, Value>) -> Result<TrainConfig, ApiError> {
+    let known = known_keys();
+    for (key, value) in &fields {
+        if MANAGED_KEYS.contains(&key.as_str()) {
+            return Err(ApiError::invalid(
+                key,
+                "is set by Loralab from the chosen dataset and run",
+            ));
+        }
+        if !known.contains(key) {
+            return Err(ApiError::invalid(key, "unknown field"));
+        }
+        let mut single = Map::new();
+        single.insert(key.clone(), value.clone());
+        if let Err(error) = serde_json::from_value::<TrainConfig>(Value::Object(single)) {
+            return Err(ApiError::invalid(key, error.to_string()));
+        }
+    }
+    serde_json::from_value(Value::Object(fields))
+        .map_err(|e| ApiError::invalid("body", e.to_string()))
+}
+
+/// Values the trainer would reject later; refused before queueing.
+fn check_values(cfg: &TrainConfig) -> Result<(), ApiError> {
+    let at_least_one = [
+        ("batch_size", cfg.batch_size),
+        ("steps_per_report", cfg.steps_per_report),
+        ("steps_per_eval", cfg.steps_per_eval),
+        ("save_every", cfg.save_every),
+        ("grad_accumulation_steps", cfg.grad_accumulation_steps),
+        ("max_seq_length", cfg.max_seq_length),
+    ];
+    for (field, value) in at_least_one {
+        if value == 0 {
+            return Err(ApiError::invalid(field, "must be at least 1"));
+        }
+    }
+    if cfg.epochs == Some(0) {
+        return Err(ApiError::invalid("epochs", "must be at least 1"));
+    }
+    if cfg.epochs.is_none() && cfg.iters == 0 {
+        return Err(ApiError::invalid("iters", "must be at least 1"));
+    }
+    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
+        return Err(ApiError::invalid(
+            "learning_rate",
+            format!("must be a positive number, got {}", cfg.learning_rate),
+        ));
+    }
+    if cfg.lora_parameters.rank == 0 {
+        return Err(ApiError::invalid(
+            "lora_parameters.rank",
+            "must be at least 1",
+        ));
+    }
+    if !(0.0..1.0).contains(&cfg.lora_parameters.dropout) {
+        return Err(ApiError::invalid(
+            "lora_parameters.dropout",
+            "must be at least 0 and below 1",
+        ));
+    }
+    Ok(())
+}
+
+pub async fn stop(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RunDetail>, ApiError> {
+    state.supervisor.stop(id)?;
+    Ok(Json(detail(&state, id)?))
+}
+
+pub async fn resume(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<RunDetail>, ApiError> {
+    state.supervisor.resume(id)?;
+    Ok(Json(detail(&state, id)?))
+}

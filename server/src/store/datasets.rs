@@ -1,0 +1,141 @@
+//! Datasets registered in the data dir.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rusqlite::{params, OptionalExtension, Row};
+use serde::Serialize;
+
+use super::{Store, StoreResult};
+use crate::setup::DataDir;
+
+/// Name of the sample dataset every data dir gets.
+pub const SAMPLE_DATASET_NAME: &str = "sample-ahoy";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDataset {
+    pub name: String,
+    pub directory: String,
+    pub format: Option<String>,
+    pub train_count: usize,
+    pub valid_count: usize,
+    pub test_count: usize,
+    pub builtin: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DatasetRecord {
+    pub id: i64,
+    pub name: String,
+    pub directory: String,
+    pub format: Option<String>,
+    pub train_count: i64,
+    pub valid_count: i64,
+    pub test_count: i64,
+    pub builtin: bool,
+    pub created_at: String,
+}
+
+const COLUMNS: &str =
+    "id, name, directory, format, train_count, valid_count, test_count, builtin, created_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<DatasetRecord> {
+    Ok(DatasetRecord {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        directory: row.get(2)?,
+        format: row.get(3)?,
+        train_count: row.get(4)?,
+        valid_count: row.get(5)?,
+        test_count: row.get(6)?,
+        builtin: row.get(7)?,
+        created_at: row.get(8)?,
+    })
+}
+
+impl Store {
+    /// Registers a dataset, or updates the one of the same name.
+    pub fn upsert_dataset(&self, dataset: &NewDataset) -> StoreResult<i64> {
+        let id = self.connection().query_row(
+            "INSERT INTO datasets (name, directory, format, train_count, valid_count, test_count, builtin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (name) DO UPDATE SET
+                 directory = excluded.directory, format = excluded.format,
+                 train_count = excluded.train_count, valid_count = excluded.valid_count,
+                 test_count = excluded.test_count, builtin = excluded.builtin
+             RETURNING id",
+            params![
+                dataset.name,
+                dataset.directory,
+                dataset.format,
+                dataset.train_count as i64,
+                dataset.valid_count as i64,
+                dataset.test_count as i64,
+                dataset.builtin
+            ],
+            |row| row.get(0),
+        )?;
+        Ok(id)
+    }
+
+    pub fn list_datasets(&self) -> StoreResult<Vec<DatasetRecord>> {
+        let connection = self.connection();
+        let mut statement =
+            connection.prepare(&format!("SELECT {COLUMNS} FROM datasets ORDER BY name"))?;
+        let rows = statement
+            .query_map([], from_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn dataset_by_name(&self, name: &str) -> StoreResult<Option<DatasetRecord>> {
+        let row = self
+            .connection()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM datasets WHERE name = ?1"),
+                [name],
+                from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+}
+
+/// Writes the shipped sample dataset into `<data dir>/datasets/<id>/` and
+/// registers it as `sample-ahoy`. Idempotent: the files are rewritten only
+/// when missing.
+pub fn register_sample_dataset(store: &Store, data_dir: &DataDir) -> Result<()> {
+    let id = match store.dataset_by_name(SAMPLE_DATASET_NAME)? {
+        Some(existing) => existing.id,
+        None => store.upsert_dataset(&NewDataset {
+            name: SAMPLE_DATASET_NAME.into(),
+            directory: String::new(),
+            format: None,
+            train_count: 0,
+            valid_count: 0,
+            test_count: 0,
+            builtin: true,
+        })?,
+    };
+    let dir = data_dir.datasets().join(id.to_string());
+    if !dir.join("train.jsonl").is_file() {
+        engine::data::sample::write_sample_dataset(&dir)
+            .with_context(|| format!("cannot write the sample dataset to {}", dir.display()))?;
+    }
+    let count = |name: &str| -> Result<usize> {
+        let path: &Path = &dir.join(name);
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(text.lines().filter(|l| !l.trim().is_empty()).count())
+    };
+    store.upsert_dataset(&NewDataset {
+        name: SAMPLE_DATASET_NAME.into(),
+        directory: dir.display().to_string(),
+        format: Some("chat".into()),
+        train_count: count("train.jsonl")?,
+        valid_count: count("valid.jsonl")?,
+        test_count: count("test.jsonl")?,
+        builtin: true,
+    })?;
+    Ok(())
+}

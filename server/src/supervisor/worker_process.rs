@@ -1,0 +1,176 @@
+//! One run's worker process: start it, feed it commands, persist what it
+//! reports, keep its log tail, and decide how the run ended.
+
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use engine::config::TrainConfig;
+use engine::protocol::{Command, Event};
+use engine::train::checkpoint::TRAINER_STATE_FILE;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Control, Supervisor};
+
+/// Lines of worker stderr kept as the run's log tail.
+const LOG_TAIL_LINES: usize = 50;
+/// Lines of the tail quoted when a worker dies without saying why.
+const CRASH_LINES: usize = 8;
+
+/// Runs the worker of run `id` to its end.
+pub(super) async fn drive(
+    supervisor: &Supervisor,
+    id: i64,
+    mut control: mpsc::UnboundedReceiver<Control>,
+) {
+    let inner = &supervisor.inner;
+    let fail = |reason: String| inner.record(id, &Event::Failed { reason });
+    let run = match inner.store.run(id) {
+        Ok(Some(run)) => run,
+        Ok(None) => return,
+        Err(error) => return fail(format!("cannot read the run: {error}")),
+    };
+    let config: TrainConfig = match serde_json::from_value(run.config.clone()) {
+        Ok(config) => config,
+        Err(error) => return fail(format!("the run's stored config is invalid: {error}")),
+    };
+    let run_dir = supervisor.run_dir(id);
+    if let Err(error) = std::fs::create_dir_all(&run_dir) {
+        return fail(format!("cannot create {}: {error}", run_dir.display()));
+    }
+    inner.import_undelivered(id);
+    let resume = run_dir.join(TRAINER_STATE_FILE).is_file();
+    let command = Command::Train {
+        config: Box::new(config),
+        run_dir: run_dir.display().to_string(),
+        resume,
+    };
+
+    let mut child = match tokio::process::Command::new(&inner.settings.worker_exe)
+        .arg("worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => return fail(format!("cannot start a worker process: {error}")),
+    };
+    tracing::info!(run = id, resume, pid = ?child.id(), "worker started");
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.start_kill();
+        return fail("the worker process has no pipes".into());
+    };
+
+    let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
+    let tail_task = {
+        let tail = tail.clone();
+        let store_inner = supervisor.inner.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let text = {
+                    let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                    if tail.len() == LOG_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                    tail.iter().cloned().collect::<Vec<_>>().join("\n")
+                };
+                if let Err(error) = store_inner.store.set_log_tail(id, &text) {
+                    tracing::error!(%error, run = id, "storing the log tail");
+                }
+            }
+        })
+    };
+
+    let mut line = serde_json::to_string(&command).unwrap_or_default();
+    line.push('\n');
+    if let Err(error) = send(&mut stdin, &line).await {
+        let _ = child.start_kill();
+        return fail(format!("cannot send the worker its command: {error}"));
+    }
+
+    let mut events = BufReader::new(stdout).lines();
+    let mut ended = false;
+    let mut stop_requested = false;
+    let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
+    loop {
+        tokio::select! {
+            line = events.next_line() => match line {
+                Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
+                    Ok(event) => {
+                        ended |= matches!(
+                            event,
+                            Event::Done { .. } | Event::Stopped { .. } | Event::Failed { .. }
+                        );
+                        inner.record(id, &event);
+                    }
+                    Err(error) => tracing::warn!(%error, run = id, line = %line, "worker wrote a non-event line"),
+                },
+                Ok(None) | Err(_) => break,
+            },
+            Some(Control::Stop) = control.recv(), if !stop_requested => {
+                stop_requested = true;
+                if let Err(error) = inner.store.set_status(id, "stopping", None) {
+                    tracing::error!(%error, run = id, "marking a run stopping");
+                }
+                inner.publish_update(id);
+                let stop = serde_json::to_string(&Command::Stop).unwrap_or_default() + "\n";
+                if let Err(error) = send(&mut stdin, &stop).await {
+                    tracing::warn!(%error, run = id, "cannot send Stop; killing the worker");
+                    kill_at = Some(Instant::now());
+                } else {
+                    kill_at = Some(Instant::now() + inner.settings.stop_grace);
+                }
+            },
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() && !killed => {
+                tracing::warn!(run = id, "the worker did not stop within the grace period; killing it");
+                let _ = child.start_kill();
+                killed = true;
+            },
+        }
+    }
+    let status = child.wait().await;
+    let _ = tail_task.await;
+    if ended {
+        return;
+    }
+    if stop_requested {
+        if let Err(error) = inner.store.set_status(id, "stopped", None) {
+            tracing::error!(%error, run = id, "marking a run stopped");
+        }
+        return;
+    }
+    let exit = match status {
+        Ok(status) => match status.code() {
+            Some(code) => format!("exit code {code}"),
+            None => format!("{status}"),
+        },
+        Err(error) => format!("unknown status ({error})"),
+    };
+    let last: Vec<String> = {
+        let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = tail.len().saturating_sub(CRASH_LINES);
+        tail.iter().skip(skip).cloned().collect()
+    };
+    let reason = if last.is_empty() {
+        format!("the worker process ended ({exit}) without reporting why")
+    } else {
+        format!(
+            "the worker process ended ({exit}) without finishing; its last words:\n{}",
+            last.join("\n")
+        )
+    };
+    fail(reason);
+}
+
+async fn send(stdin: &mut tokio::process::ChildStdin, line: &str) -> std::io::Result<()> {
+    stdin.write_all(line.as_bytes()).await?;
+    stdin.flush().await
+}

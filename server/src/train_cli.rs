@@ -1,0 +1,241 @@
+//! `loralab train --config FILE`: headless training from an mlx-lm style
+//! YAML or TOML config, with mlx-lm's report lines on stdout.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use engine::config::TrainConfig;
+use engine::protocol::Event;
+use serde_json::Value;
+
+use crate::store::Store;
+use crate::worker::{prepare, Prepared};
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// An mlx-lm `lora` config: YAML (.yaml/.yml) or TOML (.toml).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Continue from the last checkpoint in `adapter_path`.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// mlx-lm keys that only configure its logging integrations; accepted so an
+/// mlx-lm config runs as is, and ignored.
+const IGNORED_KEYS: &[&str] = &["report_to", "project_name", "wandb", "config"];
+
+/// Reads a config file; unknown keys are errors naming the key and file.
+pub fn load_config(path: &Path) -> Result<TrainConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let value: Value = match extension {
+        "toml" => {
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            serde_json::to_value(table)?
+        }
+        "yaml" | "yml" => {
+            serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
+        }
+        _ => bail!(
+            "{}: unknown config format; name it .yaml, .yml or .toml",
+            path.display()
+        ),
+    };
+    config_from_value(value).map_err(|e| anyhow!("{}: {e:#}", path.display()))
+}
+
+/// A TrainConfig from a JSON-like map, naming the unknown or bad key.
+pub fn config_from_value(value: Value) -> Result<TrainConfig> {
+    let Value::Object(mut map) = value else {
+        bail!("the config must be a map of mlx-lm keys");
+    };
+    let known = known_keys();
+    // mlx-lm keeps AdamW's weight decay under `optimizer_config`.
+    if let Some(optimizer_config) = map.remove("optimizer_config") {
+        let decay = optimizer_config
+            .get("adamw")
+            .and_then(|a| a.get("weight_decay"))
+            .cloned();
+        if let Some(decay) = decay {
+            map.entry("weight_decay").or_insert(decay);
+        }
+    }
+    for key in IGNORED_KEYS {
+        map.remove(*key);
+    }
+    if let Some(key) = map.keys().find(|k| !known.contains(k)) {
+        bail!("unknown key `{key}`");
+    }
+    serde_path_to_error::deserialize(Value::Object(map))
+        .map_err(|e| anyhow!("key `{}`: {}", e.path(), e.inner()))
+}
+
+/// The top-level keys `TrainConfig` takes.
+pub fn known_keys() -> Vec<String> {
+    match serde_json::to_value(TrainConfig::default()) {
+        Ok(Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
+    let mut cfg = load_config(&args.config)?;
+    resolve_names(&mut cfg, data_dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    stop_on_interrupt(stop.clone());
+    let Prepared { mut model, data } = prepare(&cfg, &mut |line| println!("{line}"))?;
+    let adapter_path = PathBuf::from(&cfg.adapter_path);
+    let total = engine::train::total_steps(&cfg, data.train.len());
+    println!("Starting training..., iters: {total}");
+    let mut failed = None;
+    engine::train::train(
+        &cfg,
+        &mut model,
+        &data,
+        &adapter_path,
+        args.resume,
+        &stop,
+        &mut |event| {
+            if let Event::Failed { reason } = &event {
+                failed = Some(reason.clone());
+            }
+            if let Some(line) = report_line(&event, &adapter_path) {
+                println!("{line}");
+            }
+        },
+    )?;
+    match failed {
+        Some(reason) => bail!(reason),
+        None => Ok(()),
+    }
+}
+
+/// A model or dataset that is not a path may be a name registered in the
+/// data dir.
+fn resolve_names(cfg: &mut TrainConfig, data_dir: &Path) -> Result<()> {
+    let model_missing = !Path::new(&cfg.model).exists();
+    let data_missing = !Path::new(&cfg.data).exists();
+    let database = crate::setup::DataDir {
+        root: data_dir.to_path_buf(),
+    }
+    .database();
+    if !(model_missing || data_missing) || !database.exists() {
+        return Ok(());
+    }
+    let store = Store::open(&database)?;
+    if model_missing {
+        if let Some(model) = store.model_by_name(&cfg.model)? {
+            cfg.model = model.location;
+        }
+    }
+    if data_missing {
+        if let Some(dataset) = store.dataset_by_name(&cfg.data)? {
+            cfg.data = dataset.directory;
+        }
+    }
+    Ok(())
+}
+
+/// Ctrl-C sets `stop`: the trainer checkpoints at the next step and returns.
+fn stop_on_interrupt(stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("Interrupted: saving a checkpoint (resume with --resume)");
+                stop.store(true, Ordering::SeqCst);
+            }
+        });
+    });
+}
+
+/// mlx-lm's console line for an event.
+pub fn report_line(event: &Event, adapter_path: &Path) -> Option<String> {
+    Some(match event {
+        Event::Started {
+            trainable_parameters,
+            total_parameters,
+            start_step,
+            ..
+        } => {
+            let percent = 100.0 * *trainable_parameters as f64 / (*total_parameters).max(1) as f64;
+            let mut line = format!(
+                "Trainable parameters: {percent:.3}% ({:.3}M/{:.3}M)",
+                *trainable_parameters as f64 / 1e6,
+                *total_parameters as f64 / 1e6
+            );
+            if *start_step > 0 {
+                line.push_str(&format!("\nResuming after iter {start_step}"));
+            }
+            line
+        }
+        Event::Report {
+            step,
+            train_loss,
+            learning_rate,
+            it_per_sec,
+            tokens_per_sec,
+            trained_tokens,
+            peak_memory_gb,
+            ..
+        } => format!(
+            "Iter {step}: Train loss {train_loss:.3}, Learning Rate {}, It/sec {it_per_sec:.3}, \
+             Tokens/sec {tokens_per_sec:.3}, Trained Tokens {trained_tokens}, Peak mem {peak_memory_gb:.3} GB",
+            python_exp(*learning_rate)
+        ),
+        Event::Eval {
+            step,
+            val_loss,
+            val_time_sec,
+        } => format!("Iter {step}: Val loss {val_loss:.3}, Val took {val_time_sec:.3}s"),
+        Event::Checkpoint { step, path } => format!(
+            "Iter {step}: Saved adapter weights to {} and {path}.",
+            adapter_path.join("adapters.safetensors").display()
+        ),
+        Event::Stopped { step } => {
+            format!("Stopped after iter {step}; continue with --resume.")
+        }
+        Event::Done {
+            test_loss,
+            test_perplexity,
+            ..
+        } => {
+            let mut line = format!(
+                "Saved final weights to {}.",
+                adapter_path.join("adapters.safetensors").display()
+            );
+            if let (Some(loss), Some(ppl)) = (test_loss, test_perplexity) {
+                line.push_str(&format!("\nTest loss {loss:.3}, Test ppl {ppl:.3}."));
+            }
+            line
+        }
+        Event::Log { message } => message.clone(),
+        Event::Failed { .. } => return None,
+    })
+}
+
+/// Python's `{:.3e}`: a signed, two-digit exponent (`1.000e-05`).
+pub fn python_exp(value: f64) -> String {
+    let rust = format!("{value:.3e}");
+    match rust.split_once('e') {
+        Some((mantissa, exponent)) => {
+            let (sign, digits) = match exponent.strip_prefix('-') {
+                Some(digits) => ('-', digits),
+                None => ('+', exponent),
+            };
+            format!("{mantissa}e{sign}{digits:0>2}")
+        }
+        None => rust,
+    }
+}

@@ -1,0 +1,228 @@
+//! The supervisor with real worker processes: stop and resume, a worker
+//! that fails, and a server SIGKILLed mid-run that restarts on the same
+//! data dir.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn report_steps(metrics: &Value) -> Vec<u64> {
+    metrics["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect()
+}
+
+async fn create(client: &reqwest::Client, server: &Server, body: Value) -> i64 {
+    let response = client
+        .post(server.url("/api/runs"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    response.json::<Value>().await.unwrap()["id"]
+        .as_i64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn stop_checkpoints_and_resume_continues_to_done() {
+    let setup = tiny_setup();
+    let server = Server::start_with_env(
+        setup.data_dir.clone(),
+        &[],
+        &[("LORALAB_STOP_GRACE_SECS", "20")],
+    );
+    let client = reqwest::Client::new();
+    let updates = client
+        .get(server.url("/api/runs/events"))
+        .send()
+        .await
+        .unwrap();
+    // Read the runs-list stream as it comes: reports also send updates.
+    let updates = tokio::spawn(read_sse(updates, |(_, _, data)| {
+        data.contains("\"stopped\"")
+    }));
+
+    let id = create(
+        &client,
+        &server,
+        tiny_run(json!({"iters": 1500, "save_every": 1000})),
+    )
+    .await;
+    wait_for(&client, &server, id, 60, "step 3", |r| {
+        r["step"].as_i64() >= Some(3)
+    })
+    .await;
+    let stop = client
+        .post(server.url(&format!("/api/runs/{id}/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stop.status(), 200);
+    let stopped = wait_for(&client, &server, id, 30, "stopped", |r| {
+        r["status"] == "stopped"
+    })
+    .await;
+    let at = stopped["step"].as_i64().unwrap();
+    assert!(at >= 3 && at < 1500, "stopped at {at}");
+    let checkpoints = stopped["checkpoints"].as_array().unwrap();
+    assert_eq!(checkpoints.last().unwrap()["step"], at, "{stopped}");
+
+    // The runs list stream saw the run queued or running, then stopped.
+    let seen = updates.await.unwrap();
+    let statuses: Vec<String> = seen
+        .iter()
+        .map(|(_, _, data)| {
+            serde_json::from_str::<Value>(data).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(statuses.contains(&"running".to_string()), "{statuses:?}");
+    assert!(statuses.contains(&"stopping".to_string()), "{statuses:?}");
+
+    let conflict = client
+        .post(server.url(&format!("/api/runs/{id}/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(conflict.status(), 409);
+
+    let resume = client
+        .post(server.url(&format!("/api/runs/{id}/resume")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resume.status(), 200);
+    let done = wait_for(&client, &server, id, 120, "done", |r| r["status"] == "done").await;
+    assert_eq!(done["step"], 1500);
+    let metrics = get_json(
+        &client,
+        &server.url(&format!("/api/runs/{id}/metrics.json")),
+    )
+    .await;
+    assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
+    // No step was trained twice: the raw events hold each report once.
+    let events = client
+        .get(server.url(&format!("/api/runs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let events = read_sse(events, |(_, kind, _)| kind == "done").await;
+    let reports = events.iter().filter(|e| e.1 == "report").count();
+    assert_eq!(reports, 1500);
+    let starts: Vec<Value> = events
+        .iter()
+        .filter(|e| e.1 == "started")
+        .map(|e| serde_json::from_str(&e.2).unwrap())
+        .collect();
+    assert_eq!(starts.len(), 2);
+    assert_eq!(starts[1]["start_step"], at);
+}
+
+#[tokio::test]
+async fn a_bad_dataset_fails_the_run_with_the_reason() {
+    let setup = tiny_setup();
+    let bad = setup.temp.path().join("bad-data");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("train.jsonl"), "{\"text\": \"fine\"}\nnot json\n").unwrap();
+    let (_, store) = server::setup::prepare(&setup.data_dir, None).unwrap();
+    store
+        .upsert_dataset(&server::store::NewDataset {
+            name: "bad".into(),
+            directory: bad.display().to_string(),
+            format: None,
+            train_count: 2,
+            valid_count: 0,
+            test_count: 0,
+            builtin: false,
+        })
+        .unwrap();
+    drop(store);
+    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let client = reqwest::Client::new();
+    let id = create(
+        &client,
+        &server,
+        tiny_run(json!({"dataset": "bad", "iters": 5})),
+    )
+    .await;
+    let failed = wait_for(&client, &server, id, 60, "failed", |r| {
+        r["status"] == "failed"
+    })
+    .await;
+    let failure = failed["failure"].as_str().unwrap();
+    assert!(failure.contains("train.jsonl"), "{failure}");
+    assert!(failure.contains("train.jsonl:2"), "{failure}");
+
+    // The next queued run still starts: the queue is not stuck.
+    let next = create(&client, &server, tiny_run(json!({"iters": 2}))).await;
+    wait_for(&client, &server, next, 60, "done", |r| {
+        r["status"] == "done"
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
+    let setup = tiny_setup();
+    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let client = reqwest::Client::new();
+    let id = create(
+        &client,
+        &server,
+        tiny_run(json!({"iters": 1500, "save_every": 4})),
+    )
+    .await;
+    wait_for(&client, &server, id, 60, "step 10", |r| {
+        r["step"].as_i64() >= Some(10)
+    })
+    .await;
+    server.kill();
+
+    // Everything committed before the kill is there, without gaps.
+    let (_, store) = server::setup::prepare(&setup.data_dir, None).unwrap();
+    let before: Vec<i64> = store
+        .events_since(id, 0)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == "report")
+        .map(|e| e.step.unwrap())
+        .collect();
+    assert!(before.len() >= 10);
+    assert_eq!(before, (1..=before.len() as i64).collect::<Vec<_>>());
+    drop(store);
+    // The orphaned worker sees its input close, checkpoints and exits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let run = get_json(&client, &server.url(&format!("/api/runs/{id}"))).await;
+    assert_eq!(run["status"], "interrupted", "{run}");
+    let last_checkpoint = run["checkpoints"].as_array().unwrap().last().unwrap()["step"]
+        .as_i64()
+        .unwrap();
+    assert!(last_checkpoint >= before.len() as i64 - 1, "{run}");
+
+    let resume = client
+        .post(server.url(&format!("/api/runs/{id}/resume")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resume.status(), 200);
+    let done = wait_for(&client, &server, id, 120, "done", |r| r["status"] == "done").await;
+    assert_eq!(done["step"], 1500);
+    let metrics = get_json(
+        &client,
+        &server.url(&format!("/api/runs/{id}/metrics.json")),
+    )
+    .await;
+    assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
+}
