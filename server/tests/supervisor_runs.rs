@@ -71,7 +71,7 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
     })
     .await;
     let at = stopped["step"].as_i64().unwrap();
-    assert!(at >= 3 && at < 1500, "stopped at {at}");
+    assert!((3..1500).contains(&at), "stopped at {at}");
     let checkpoints = stopped["checkpoints"].as_array().unwrap();
     assert_eq!(checkpoints.last().unwrap()["step"], at, "{stopped}");
 
