@@ -1,7 +1,96 @@
-// Loralab's only script: progressive enhancement. Pages work without it.
-// Times are rendered by the server in UTC; show them in the viewer's zone.
+// Loralab's only script: progressive enhancement. Every page works without
+// it; with it, runs update live from server-sent events.
 "use strict";
+
+// Times are rendered by the server in UTC; show them in the viewer's zone.
 for (const element of document.querySelectorAll("time[datetime]")) {
   const when = new Date(element.getAttribute("datetime"));
   if (!Number.isNaN(when.getTime())) element.textContent = when.toLocaleString();
+}
+
+const formatTick = (value) => (Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(2));
+
+// Extends a chart drawn in data coordinates (see app/src/chart.rs): append
+// the point to its polyline and widen the viewBox when it falls outside.
+function addPoint(chart, seriesKey, x, y) {
+  const line = chart.querySelector(`polyline[data-series="${seriesKey}"]`);
+  if (!line || !Number.isFinite(x) || !Number.isFinite(y)) return;
+  const existing = line.getAttribute("points").trim();
+  line.setAttribute("points", existing ? `${existing} ${x},${y}` : `${x},${y}`);
+  let xMax = Number(chart.dataset.xMax);
+  let yMin = Number(chart.dataset.yMin);
+  let yMax = Number(chart.dataset.yMax);
+  if (x <= xMax && y >= yMin && y <= yMax) return;
+  xMax = Math.max(xMax, x);
+  const margin = Math.max((Math.max(yMax, y) - Math.min(yMin, y)) * 0.08, 1e-3);
+  if (y < yMin) yMin = Math.max(y - margin, 0);
+  if (y > yMax) yMax = y + margin;
+  Object.assign(chart.dataset, { xMax, yMin, yMax });
+  chart.querySelector("svg").setAttribute("viewBox", `0 ${-yMax} ${xMax} ${yMax - yMin}`);
+  const ticks = { "y-max": yMax, "y-mid": (yMin + yMax) / 2, "y-min": yMin, "x-mid": xMax / 2, "x-max": xMax };
+  for (const [key, value] of Object.entries(ticks)) {
+    const tick = chart.querySelector(`[data-tick="${key}"]`);
+    if (tick) tick.textContent = formatTick(value);
+  }
+}
+
+function setStat(key, text) {
+  const element = document.querySelector(`[data-stat="${key}"]`);
+  if (element) element.textContent = text;
+}
+
+// The run page: loss points, figures and status as they happen. The server
+// names each SSE event after the worker event ("report", "eval", ...).
+const runStream = document.querySelector("[data-live-run]");
+if (runStream) {
+  const chart = document.getElementById("loss-chart");
+  const source = new EventSource(runStream.dataset.liveRun);
+  let total = null;
+  let best = Infinity;
+  const on = (kind, handle) =>
+    source.addEventListener(kind, (message) => handle(JSON.parse(message.data)));
+  on("started", (event) => {
+    total = event.total_steps;
+  });
+  on("report", (event) => {
+    addPoint(chart, "train", event.step, event.train_loss);
+    setStat("step", `${event.step}/${total ?? chart.dataset.xMax}`);
+    setStat("train_loss", event.train_loss.toFixed(3));
+    setStat("tokens_per_sec", event.tokens_per_sec.toFixed(0));
+    setStat("learning_rate", event.learning_rate.toExponential(2));
+    setStat("peak_memory_gb", `${event.peak_memory_gb.toFixed(2)} GB`);
+  });
+  on("eval", (event) => {
+    addPoint(chart, "valid", event.step, event.val_loss);
+    best = Math.min(best, event.val_loss);
+    setStat("best_val_loss", best.toFixed(3));
+  });
+  // The stream starts after the events this page was rendered with, so a
+  // final state here is new: it brings new actions and checkpoints.
+  for (const kind of ["stopped", "done", "failed"]) {
+    on(kind, () => {
+      source.close();
+      window.location.reload();
+    });
+  }
+}
+
+// The runs list: progress in place; reload when a run changes status.
+const runsTable = document.querySelector("[data-live-runs]");
+if (runsTable) {
+  const source = new EventSource(runsTable.dataset.liveRuns);
+  source.addEventListener("run", (message) => {
+    const change = JSON.parse(message.data);
+    const row = runsTable.querySelector(`tr[data-run-id="${change.id}"]`);
+    const status = row?.querySelector(".status");
+    if (!row || status?.textContent !== change.status) {
+      source.close();
+      window.location.reload();
+      return;
+    }
+    const bar = row.querySelector(".progress > span");
+    if (bar && change.total_steps) bar.style.width = `${(100 * change.step) / change.total_steps}%`;
+    const steps = row.querySelector(".progress + .muted");
+    if (steps) steps.textContent = `${change.step}/${change.total_steps}`;
+  });
 }

@@ -39,4 +39,104 @@ impl RunSummary {
             (self.step as f64 / self.total_steps as f64).clamp(0.0, 1.0)
         }
     }
+
+    /// Whether a worker is (or will be) busy with this run.
+    pub fn is_active(&self) -> bool {
+        matches!(self.status.as_str(), "queued" | "running" | "stopping")
+    }
+
+    /// Whether the run can continue from its last checkpoint.
+    pub fn is_resumable(&self) -> bool {
+        matches!(self.status.as_str(), "stopped" | "interrupted" | "failed")
+    }
+}
+
+/// One training report (mlx-lm's set).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainPoint {
+    pub step: u64,
+    pub train_loss: f64,
+    pub learning_rate: f64,
+    pub tokens_per_sec: f64,
+    pub trained_tokens: u64,
+    pub peak_memory_gb: f64,
+}
+
+/// One validation result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValPoint {
+    pub step: u64,
+    pub val_loss: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    pub step: u64,
+    pub path: String,
+    pub val_loss: Option<f64>,
+    pub best: bool,
+}
+
+/// Everything the run page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    pub summary: RunSummary,
+    /// The run's configuration as a `loralab train --config` YAML file.
+    pub config_yaml: String,
+    pub failure: Option<String>,
+    pub log_tail: Vec<String>,
+    pub checkpoints: Vec<CheckpointInfo>,
+    pub train: Vec<TrainPoint>,
+    pub valid: Vec<ValPoint>,
+    pub test_loss: Option<f64>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// The last stored event shown here; the live stream continues after it.
+    pub last_event_seq: i64,
+}
+
+/// A model as pickers and the models page show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub id: i64,
+    pub name: String,
+    pub source: String,
+    pub location: String,
+    pub architecture: Option<String>,
+    pub parameters: Option<u64>,
+    pub quantization: Option<String>,
+    pub size_bytes: Option<u64>,
+}
+
+/// A dataset as pickers and the datasets page show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetSummary {
+    pub id: i64,
+    pub name: String,
+    pub format: Option<String>,
+    pub train_count: u64,
+    pub valid_count: u64,
+    pub test_count: u64,
+}
+
+/// The new-run form, as posted. Empty fields take the preset's value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewRunForm {
+    pub name: Option<String>,
+    pub model: String,
+    pub dataset: String,
+    pub preset: Option<String>,
+    /// `lora` or `qlora`.
+    pub fine_tune: Option<String>,
+    pub bits: Option<String>,
+    pub iters: Option<String>,
+    pub batch_size: Option<String>,
+    pub learning_rate: Option<String>,
+    pub rank: Option<String>,
+    pub num_layers: Option<String>,
+    pub max_seq_length: Option<String>,
+    pub mask_prompt: Option<String>,
+    pub steps_per_eval: Option<String>,
+    pub save_every: Option<String>,
+    pub seed: Option<String>,
 }

@@ -5,7 +5,12 @@ use leptos::prelude::*;
 use crate::SharedBackend;
 
 /// Pages in the navigation bar: (path, label).
-const NAV: &[(&str, &str)] = &[("/", "Runs")];
+const NAV: &[(&str, &str)] = &[
+    ("/", "Runs"),
+    ("/runs/new", "New run"),
+    ("/models", "Models"),
+    ("/datasets", "Datasets"),
+];
 
 #[component]
 pub fn Page(current: &'static str, children: Children) -> impl IntoView {

@@ -5,10 +5,15 @@
 //! Pages reach the server's state through [`Backend`], provided as Leptos
 //! context by the server, so this crate knows nothing of SQLite or MLX.
 
+// Leptos views are nested types; the run page nests deeper than the default allows.
+#![recursion_limit = "256"]
+
 pub mod backend;
+mod chart;
 pub mod dto;
 mod layout;
 pub mod pages;
+pub mod presets;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
@@ -49,6 +54,10 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=|| view! { <layout::NotFound /> }>
                 <Route path=path!("/") view=pages::runs::RunsPage ssr=SsrMode::Async />
+                <Route path=path!("/runs/new") view=pages::new_run::NewRunPage ssr=SsrMode::Async />
+                <Route path=path!("/runs/:id") view=pages::run::RunPage ssr=SsrMode::Async />
+                <Route path=path!("/models") view=pages::catalog::ModelsPage ssr=SsrMode::Async />
+                <Route path=path!("/datasets") view=pages::catalog::DatasetsPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod http;
+mod pages_backend;
 pub mod settings;
 pub mod setup;
 pub mod state;

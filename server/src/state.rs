@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use app::dto::{HealthInfo, RunSummary};
 use engine::device::DeviceInfo;
 
 use crate::setup::DataDir;
@@ -19,21 +18,3 @@ pub struct AppState {
 }
 
 pub type SharedState = Arc<AppState>;
-
-impl app::Backend for AppState {
-    fn health(&self) -> HealthInfo {
-        HealthInfo {
-            status: "ok".to_string(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            device: self.device.kind.clone(),
-            device_description: self.device.description.clone(),
-        }
-    }
-
-    fn list_runs(&self) -> Result<Vec<RunSummary>, String> {
-        self.store.list_runs().map_err(|error| {
-            tracing::error!(%error, "listing runs");
-            "the run list could not be read; see the server log".to_string()
-        })
-    }
-}

@@ -1,3 +1,52 @@
 //! One module per page, each beside its server functions.
 
+pub mod catalog;
+pub mod new_run;
+pub mod run;
 pub mod runs;
+
+use leptos::prelude::*;
+
+/// Formats an optional number, with a dash for "none yet".
+pub(crate) fn format_optional(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "–".to_string(), |value| format!("{value:.decimals$}"))
+}
+
+/// The error a server function reported to a no-JavaScript form post: leptos
+/// redirects back with it in the `__err` query parameter, base64-encoded as
+/// `ServerError|message`.
+pub(crate) fn posted_error() -> Option<String> {
+    let query = leptos_router::hooks::use_query_map();
+    query.with_untracked(|query| query.get("__err").map(|raw| decode_posted_error(&raw)))
+}
+
+fn decode_posted_error(raw: &str) -> String {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(raw.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_else(|| raw.to_string());
+    decoded
+        .split_once('|')
+        .map(|(_, message)| message.to_string())
+        .unwrap_or(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn posted_errors_show_their_message() {
+        assert_eq!(
+            super::decode_posted_error(
+                "U2VydmVyRXJyb3J8aXRlcnM6ICJhYmMiIGlzIG5vdCBhIHZhbGlkIG51bWJlcg=="
+            ),
+            "iters: \"abc\" is not a valid number"
+        );
+    }
+}
+
+#[component]
+pub(crate) fn ErrorBox(message: Option<String>) -> impl IntoView {
+    message.map(|message| view! { <div class="error-box" role="alert">{message}</div> })
+}

@@ -158,7 +158,7 @@ fn RunView(detail: RunDetail) -> impl IntoView {
         .collect_view();
     let log = detail.log_tail.join("\n");
     view! {
-        <div class="toolbar" data-live-run=format!("/api/runs/{id}/events")>
+        <div class="toolbar" data-live-run=format!("/api/runs/{id}/events?after={}", detail.last_event_seq)>
             <h1>{summary.name.clone()}</h1>
             <span class=format!("status {}", summary.status) id="run-status">{summary.status.clone()}</span>
             <span class="spacer"></span>

@@ -4,8 +4,9 @@ use leptos::prelude::*;
 
 use crate::dto::RunSummary;
 use crate::layout::Page;
+use crate::pages::format_optional;
 
-#[server(endpoint = "runs/list")]
+#[server(prefix = "/fn", endpoint = "runs/list")]
 pub async fn list_runs() -> Result<Vec<RunSummary>, ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
     backend.list_runs().map_err(ServerFnError::new)
@@ -18,6 +19,8 @@ pub fn RunsPage() -> impl IntoView {
         <Page current="/">
             <div class="toolbar">
                 <h1>"Runs"</h1>
+                <span class="spacer"></span>
+                <a class="button primary" href="/runs/new">"New run"</a>
             </div>
             <div class="panel">
                 <Suspense fallback=|| view! { <p class="muted">"Loading runs..."</p> }>
@@ -47,7 +50,7 @@ fn RunsTable(runs: Vec<RunSummary>) -> impl IntoView {
         .into_any();
     }
     view! {
-        <table id="runs">
+        <table id="runs" data-live-runs="/api/runs/events">
             <thead>
                 <tr>
                     <th>"Run"</th>
@@ -67,10 +70,6 @@ fn RunsTable(runs: Vec<RunSummary>) -> impl IntoView {
         </table>
     }
     .into_any()
-}
-
-fn format_optional(value: Option<f64>, decimals: usize) -> String {
-    value.map_or_else(|| "–".to_string(), |value| format!("{value:.decimals$}"))
 }
 
 #[component]

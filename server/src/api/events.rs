@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
@@ -17,11 +17,20 @@ use super::ApiError;
 use crate::state::SharedState;
 use crate::store::{RunUpdate, StoredEvent};
 
+/// Where a run stream starts: `?after=SEQ` lets a page that was rendered
+/// with events up to SEQ ask for the rest only (a browser's first
+/// EventSource request cannot set headers).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct StreamStart {
+    after: Option<i64>,
+}
+
 /// `GET /api/runs/{id}/events`. Event ids are the store's `seq`; a client
 /// that reconnects with `Last-Event-ID` gets exactly the events after it.
 pub async fn run_stream(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
+    Query(start): Query<StreamStart>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     state.store.run(id)?.ok_or(ApiError::run_not_found(id))?;
@@ -29,6 +38,7 @@ pub async fn run_stream(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
+        .or(start.after)
         .unwrap_or(0);
     // Subscribe before reading history: an event committed in between is
     // then in both, and the seq check drops the second copy.

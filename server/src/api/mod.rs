@@ -4,7 +4,7 @@ mod catalog;
 mod error;
 mod events;
 mod metrics;
-mod runs;
+pub(crate) mod runs;
 
 use axum::routing::{get, post};
 use axum::Router;

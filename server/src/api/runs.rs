@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::ApiError;
-use crate::state::SharedState;
+use crate::state::{AppState, SharedState};
 use crate::store::{CheckpointRecord, NewRun, RunRecord};
 use crate::train_cli::known_keys;
 
@@ -34,7 +34,7 @@ pub async fn show(
     Ok(Json(detail(&state, id)?))
 }
 
-fn detail(state: &SharedState, id: i64) -> Result<RunDetail, ApiError> {
+fn detail(state: &AppState, id: i64) -> Result<RunDetail, ApiError> {
     let run = state.store.run(id)?.ok_or(ApiError::run_not_found(id))?;
     let checkpoints = state.store.checkpoints(id)?;
     Ok(RunDetail { run, checkpoints })
@@ -49,7 +49,14 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<RunDetail>), ApiError> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("body", format!("not valid JSON: {e}")))?;
-    let Value::Object(mut fields) = value else {
+    let id = create_run(&state, value)?;
+    Ok((StatusCode::CREATED, Json(detail(&state, id)?)))
+}
+
+/// Validates a new run's request (`POST /api/runs`'s body, or the new-run
+/// form turned into one) and queues it.
+pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
+    let Value::Object(mut fields) = request else {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     };
     let model_name = take_string(&mut fields, "model")?
@@ -89,7 +96,7 @@ pub async fn create(
         config_json,
     })?;
     state.supervisor.enqueue(id);
-    Ok((StatusCode::CREATED, Json(detail(&state, id)?)))
+    Ok(id)
 }
 
 fn take_string(fields: &mut Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {

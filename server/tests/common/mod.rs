@@ -98,6 +98,9 @@ pub fn tiny_setup() -> TinySetup {
             name: "tiny".into(),
             source: "folder".into(),
             location: model_dir.display().to_string(),
+            architecture: Some("llama".into()),
+            parameters: None,
+            quantization: None,
             size_bytes: None,
             builtin: false,
         })

@@ -1,0 +1,283 @@
+//! The pages' view of the server (`app::Backend`): reads from the store,
+//! actions through the supervisor, and new runs through the same validation
+//! as `POST /api/runs`, so the form and the API cannot drift apart.
+
+use app::dto::{
+    CheckpointInfo, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, RunDetail, RunSummary,
+    TrainPoint, ValPoint,
+};
+use engine::protocol::Event;
+use serde_json::{json, Map, Value};
+
+use crate::api::runs::create_run;
+use crate::state::AppState;
+
+/// Store and supervisor errors are logged in full; pages get a short text.
+fn user_error(context: &str, error: impl std::fmt::Display) -> String {
+    tracing::error!(%error, "{context}");
+    format!("{context} failed; see the server log")
+}
+
+impl app::Backend for AppState {
+    fn health(&self) -> HealthInfo {
+        HealthInfo {
+            status: "ok".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            device: self.device.kind.clone(),
+            device_description: self.device.description.clone(),
+        }
+    }
+
+    fn list_runs(&self) -> Result<Vec<RunSummary>, String> {
+        self.store
+            .list_runs()
+            .map_err(|error| user_error("reading the runs", error))
+    }
+
+    fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, String> {
+        let read = |error| user_error("reading the run", error);
+        let Some(summary) = self
+            .store
+            .list_runs()
+            .map_err(read)?
+            .into_iter()
+            .find(|run| run.id == id)
+        else {
+            return Ok(None);
+        };
+        let Some(run) = self.store.run(id).map_err(read)? else {
+            return Ok(None);
+        };
+        let mut detail = RunDetail {
+            summary,
+            config_yaml: serde_yaml_ng::to_string(&run.config).unwrap_or_default(),
+            failure: run.failure,
+            log_tail: run.log_tail.lines().map(str::to_string).collect(),
+            checkpoints: Vec::new(),
+            train: Vec::new(),
+            valid: Vec::new(),
+            test_loss: None,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            last_event_seq: 0,
+        };
+        for stored in self.store.events_since(id, 0).map_err(read)? {
+            detail.last_event_seq = stored.seq;
+            let Ok(event) = serde_json::from_str::<Event>(&stored.body) else {
+                continue;
+            };
+            match event {
+                Event::Report {
+                    step,
+                    train_loss,
+                    learning_rate,
+                    tokens_per_sec,
+                    trained_tokens,
+                    peak_memory_gb,
+                    ..
+                } => detail.train.push(TrainPoint {
+                    step: step as u64,
+                    train_loss,
+                    learning_rate,
+                    tokens_per_sec,
+                    trained_tokens,
+                    peak_memory_gb,
+                }),
+                Event::Eval { step, val_loss, .. } => detail.valid.push(ValPoint {
+                    step: step as u64,
+                    val_loss,
+                }),
+                Event::Done { test_loss, .. } => detail.test_loss = test_loss,
+                _ => {}
+            }
+        }
+        let checkpoints = self.store.checkpoints(id).map_err(read)?;
+        let best = checkpoints
+            .iter()
+            .filter_map(|checkpoint| checkpoint.val_loss)
+            .min_by(f64::total_cmp);
+        detail.checkpoints = checkpoints
+            .into_iter()
+            .map(|checkpoint| CheckpointInfo {
+                step: checkpoint.step as u64,
+                best: best.is_some() && checkpoint.val_loss == best,
+                val_loss: checkpoint.val_loss,
+                path: checkpoint.path,
+            })
+            .collect();
+        Ok(Some(detail))
+    }
+
+    fn list_models(&self) -> Result<Vec<ModelSummary>, String> {
+        let models = self
+            .store
+            .list_models()
+            .map_err(|error| user_error("reading the models", error))?;
+        Ok(models
+            .into_iter()
+            .map(|model| ModelSummary {
+                id: model.id,
+                name: model.name,
+                source: model.source,
+                location: model.location,
+                architecture: model.architecture,
+                parameters: model.parameters,
+                quantization: model.quantization,
+                size_bytes: model.size_bytes,
+            })
+            .collect())
+    }
+
+    fn list_datasets(&self) -> Result<Vec<DatasetSummary>, String> {
+        let datasets = self
+            .store
+            .list_datasets()
+            .map_err(|error| user_error("reading the datasets", error))?;
+        Ok(datasets
+            .into_iter()
+            .map(|dataset| DatasetSummary {
+                id: dataset.id,
+                name: dataset.name,
+                format: dataset.format,
+                train_count: dataset.train_count.max(0) as u64,
+                valid_count: dataset.valid_count.max(0) as u64,
+                test_count: dataset.test_count.max(0) as u64,
+            })
+            .collect())
+    }
+
+    fn create_run(&self, form: NewRunForm) -> Result<i64, String> {
+        let request = form_request(form)?;
+        create_run(self, request).map_err(|error| error.to_string())
+    }
+
+    fn stop_run(&self, id: i64) -> Result<(), String> {
+        self.supervisor.stop(id).map_err(|error| error.to_string())
+    }
+
+    fn resume_run(&self, id: i64) -> Result<(), String> {
+        self.supervisor
+            .resume(id)
+            .map_err(|error| error.to_string())
+    }
+
+    fn redirect(&self, path: &str) {
+        leptos_axum::redirect(path);
+    }
+}
+
+/// The new-run form as a `POST /api/runs` body: the preset's settings, then
+/// every filled-in field over them. Fields are text (a plain HTML form), so
+/// each number is parsed here and a bad one is named.
+fn form_request(form: NewRunForm) -> Result<Value, String> {
+    let preset = app::presets::preset(form.preset.as_deref()).ok_or_else(|| {
+        format!(
+            "preset: unknown preset {:?}",
+            form.preset.unwrap_or_default()
+        )
+    })?;
+    let mut request = Map::new();
+    request.insert("model".into(), json!(form.model));
+    request.insert("dataset".into(), json!(form.dataset));
+    if let Some(name) = form.name.filter(|name| !name.trim().is_empty()) {
+        request.insert("name".into(), json!(name.trim()));
+    }
+    let mut rank = preset.rank;
+    let mut set =
+        |key: &str, field: Option<String>, default: Value, parse: fn(&str) -> Option<Value>| {
+            let value = match field
+                .as_deref()
+                .map(str::trim)
+                .filter(|text| !text.is_empty())
+            {
+                Some(text) => {
+                    parse(text).ok_or_else(|| format!("{key}: {text:?} is not a valid number"))?
+                }
+                None => default,
+            };
+            request.insert(key.to_string(), value);
+            Ok::<(), String>(())
+        };
+    let whole = |text: &str| text.parse::<u64>().ok().map(Value::from);
+    let signed = |text: &str| text.parse::<i64>().ok().map(Value::from);
+    let real = |text: &str| {
+        text.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(Value::from)
+    };
+    set("iters", form.iters, json!(preset.iters), whole)?;
+    set(
+        "batch_size",
+        form.batch_size,
+        json!(preset.batch_size),
+        whole,
+    )?;
+    set(
+        "learning_rate",
+        form.learning_rate,
+        json!(preset.learning_rate),
+        real,
+    )?;
+    set(
+        "num_layers",
+        form.num_layers,
+        json!(preset.num_layers),
+        signed,
+    )?;
+    set(
+        "max_seq_length",
+        form.max_seq_length,
+        json!(preset.max_seq_length),
+        whole,
+    )?;
+    set(
+        "steps_per_eval",
+        form.steps_per_eval,
+        json!(preset.steps_per_eval),
+        whole,
+    )?;
+    set(
+        "save_every",
+        form.save_every,
+        json!(preset.save_every),
+        whole,
+    )?;
+    set("seed", form.seed, json!(0), whole)?;
+    request.insert("steps_per_report".into(), json!(preset.steps_per_report));
+    request.insert("val_batches".into(), json!(preset.val_batches));
+    request.insert("test".into(), json!(true));
+    if let Some(text) = form
+        .rank
+        .as_deref()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+    {
+        rank = text
+            .parse()
+            .map_err(|_| format!("rank: {text:?} is not a whole number"))?;
+    }
+    request.insert(
+        "lora_parameters".into(),
+        json!({ "rank": rank, "scale": 20.0, "dropout": 0.0 }),
+    );
+    let mask_prompt = form.mask_prompt.as_deref().unwrap_or("true") == "true";
+    request.insert("mask_prompt".into(), json!(mask_prompt));
+    match form.fine_tune.as_deref().unwrap_or("lora") {
+        "lora" => {}
+        "qlora" => {
+            let bits: u8 = form
+                .bits
+                .as_deref()
+                .unwrap_or("4")
+                .parse()
+                .map_err(|_| "bits: must be 4 or 8".to_string())?;
+            if bits != 4 && bits != 8 {
+                return Err("bits: must be 4 or 8".into());
+            }
+            request.insert("quantize".into(), json!({ "bits": bits, "group_size": 64 }));
+        }
+        other => return Err(format!("fine_tune: unknown type {other:?} (lora or qlora)")),
+    }
+    Ok(Value::Object(request))
+}
