@@ -15,12 +15,13 @@ mkdir -p "$out/lib"
 
 cp target/release/loralab "$out/loralab"
 # libmlx.so plus what it loads: the BLAS/LAPACK names it was linked against
-# (pointing at OpenBLAS here, copied as real files) and their Fortran runtime.
+# (pointing at OpenBLAS here, copied as real files), OpenBLAS itself and its
+# Fortran runtime.
 cp .deps/mlx-cpu/mlx/lib/libmlx.so "$out/lib/"
 for lib in .deps/mlx-cpu/mlx_cpu.libs/*; do
   cp -L "$lib" "$out/lib/"
 done
-for needed in libgfortran.so.5 libquadmath.so.0; do
+for needed in libopenblas.so.0 libgfortran.so.5 libquadmath.so.0; do
   path=$(ldconfig -p | awk -v lib="$needed" '$1 == lib { print $NF; exit }')
   [[ -n "$path" ]] && cp -L "$path" "$out/lib/"
 done
