@@ -45,9 +45,9 @@ export async function startServer(extraArgs = []) {
   };
 }
 
-/** Launches headless chromium the way this machine needs it (see README). */
+/** Launches headless chromium the way this machine needs it (see README).
+ * Playwright gives each launch a fresh, empty profile directory itself. */
 export async function launchBrowser() {
-  const userDataDir = mkdtempSync(path.join(tmpdir(), "loralab-chromium-"));
   return chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -59,7 +59,6 @@ export async function launchBrowser() {
       "--disable-component-update",
       "--disable-sync",
       "--no-first-run",
-      `--user-data-dir=${userDataDir}`,
     ],
   });
 }
