@@ -11,6 +11,7 @@
 //! The generator is deterministic (fixed tables, a seeded shuffle), and a
 //! test keeps the committed files equal to its output.
 
+use crate::chat_template::{DAYS, MONTHS};
 use std::io;
 use std::path::Path;
 
@@ -219,30 +220,6 @@ const WORDS: [&str; 24] = [
     "apple", "house", "river", "garden", "pencil", "window", "orange", "bread", "cloud", "music",
     "table", "chair", "planet", "summer", "forest", "candle", "bottle", "rabbit", "island",
     "kitchen", "mountain", "sun", "tree", "ocean",
-];
-
-const DAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
 ];
 
 /// Every (question, answer) the tables give, in a fixed order; phrasings
