@@ -86,6 +86,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             data_dir,
             device,
             supervisor: supervisor.clone(),
+            tokenizers: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind(args.address())
             .await

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod datasets;
 pub mod http;
 mod pages_backend;
 pub mod settings;
