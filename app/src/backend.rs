@@ -23,6 +23,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Validates the form and queues the run; errors name the field.
     fn create_run(&self, form: NewRunForm) -> Result<i64, String>;
     fn stop_run(&self, id: i64) -> Result<(), String>;
+    /// Refused while a worker is busy with the run.
+    fn delete_run(&self, id: i64) -> Result<(), String>;
+    /// The new-run form filled with an earlier run's settings ("clone");
+    /// `None` when there is no such run.
+    fn run_form(&self, id: i64) -> Result<Option<NewRunForm>, String>;
     fn resume_run(&self, id: i64) -> Result<(), String>;
     /// After a server function succeeds: where the browser goes next (a
     /// plain form post without JavaScript follows this redirect).

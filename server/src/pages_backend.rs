@@ -179,6 +179,20 @@ impl app::Backend for AppState {
         self.supervisor.stop(id).map_err(|error| error.to_string())
     }
 
+    fn delete_run(&self, id: i64) -> Result<(), String> {
+        self.supervisor
+            .delete(id)
+            .map_err(|error| error.to_string())
+    }
+
+    fn run_form(&self, id: i64) -> Result<Option<NewRunForm>, String> {
+        let run = self
+            .store
+            .run(id)
+            .map_err(|error| user_error("reading the run", error))?;
+        Ok(run.map(|run| clone_form(&run)))
+    }
+
     fn resume_run(&self, id: i64) -> Result<(), String> {
         self.supervisor
             .resume(id)
@@ -304,4 +318,40 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
         other => return Err(format!("fine_tune: unknown type {other:?} (lora or qlora)")),
     }
     Ok(Value::Object(request))
+}
+
+/// An earlier run's settings as the new-run form shows them: every field
+/// filled, so the preset does not matter.
+fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
+    let config = &run.config;
+    let text = |key: &str| {
+        config.get(key).and_then(|value| match value {
+            Value::Number(number) => Some(number.to_string()),
+            Value::Bool(flag) => Some(flag.to_string()),
+            _ => None,
+        })
+    };
+    let bits = config
+        .pointer("/quantize/bits")
+        .map(|bits| bits.to_string());
+    NewRunForm {
+        name: Some(format!("{} (copy)", run.name)),
+        model: run.model.clone().unwrap_or_default(),
+        dataset: run.dataset.clone().unwrap_or_default(),
+        preset: None,
+        fine_tune: Some(if bits.is_some() { "qlora" } else { "lora" }.to_string()),
+        bits,
+        iters: text("iters"),
+        batch_size: text("batch_size"),
+        learning_rate: text("learning_rate"),
+        rank: config
+            .pointer("/lora_parameters/rank")
+            .map(|rank| rank.to_string()),
+        num_layers: text("num_layers"),
+        max_seq_length: text("max_seq_length"),
+        mask_prompt: text("mask_prompt"),
+        steps_per_eval: text("steps_per_eval"),
+        save_every: text("save_every"),
+        seed: text("seed"),
+    }
 }

@@ -285,7 +285,15 @@ fn Histogram(tokens: SplitTokens, max_seq_length: usize) -> impl IntoView {
     const HEIGHT: f64 = 160.0;
     const BOTTOM: f64 = 20.0;
     let width = tokens.histogram_bucket_width.max(1) as f64;
-    let span = (tokens.histogram.len() as f64 * width).max(max_seq_length as f64 * 1.05);
+    let extent = tokens.histogram.len() as f64 * width;
+    // A limit far right of every length would squeeze the bars into a
+    // corner: then it is left out and the caption says all fit.
+    let limit_shown = (max_seq_length as f64) < extent * 2.0;
+    let span = if limit_shown {
+        extent.max(max_seq_length as f64 * 1.05)
+    } else {
+        extent
+    };
     let x_of = |length: f64| length / span * WIDTH;
     let highest = tokens.histogram.iter().copied().max().unwrap_or(1).max(1) as f64;
     let bars = tokens
@@ -310,6 +318,14 @@ fn Histogram(tokens: SplitTokens, max_seq_length: usize) -> impl IntoView {
         })
         .collect_view();
     let limit_x = x_of(max_seq_length as f64);
+    let limit = limit_shown.then(|| {
+        view! {
+            <line class="limit" x1=format!("{limit_x:.1}") x2=format!("{limit_x:.1}") y1="0" y2=format!("{}", HEIGHT - BOTTOM) />
+            <text class="axis" x=format!("{:.1}", (limit_x - 4.0).max(60.0)) y="12" text-anchor="end">
+                {format!("max {max_seq_length}")}
+            </text>
+        }
+    });
     let summary = format!(
         "{} examples, {}-{} tokens; {} longer than {max_seq_length} lose {} tokens",
         tokens.histogram.iter().sum::<u64>(),
@@ -321,10 +337,7 @@ fn Histogram(tokens: SplitTokens, max_seq_length: usize) -> impl IntoView {
     view! {
         <svg class="histogram" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=summary.clone()>
             {bars}
-            <line class="limit" x1=format!("{limit_x:.1}") x2=format!("{limit_x:.1}") y1="0" y2=format!("{}", HEIGHT - BOTTOM) />
-            <text class="axis" x=format!("{:.1}", (limit_x - 4.0).max(60.0)) y="12" text-anchor="end">
-                {format!("max {max_seq_length}")}
-            </text>
+            {limit}
             <text class="axis" x="0" y=format!("{}", HEIGHT - 4.0)>"0"</text>
             <text class="axis" x=format!("{WIDTH}") y=format!("{}", HEIGHT - 4.0) text-anchor="end">
                 {format!("{} tokens", span.round())}

@@ -1,5 +1,6 @@
 //! The JSON API and its SSE streams (see README.md's JSON API table).
 
+mod adapter;
 mod catalog;
 mod datasets;
 mod error;
@@ -34,7 +35,8 @@ pub fn routes() -> Router<SharedState> {
         )
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/events", get(events::runs_stream))
-        .route("/api/runs/{id}", get(runs::show))
+        .route("/api/runs/{id}", get(runs::show).delete(runs::delete))
+        .route("/api/runs/{id}/adapter.zip", get(adapter::download))
         .route("/api/runs/{id}/stop", post(runs::stop))
         .route("/api/runs/{id}/resume", post(runs::resume))
         .route("/api/runs/{id}/metrics.json", get(metrics::json))

@@ -202,6 +202,30 @@ impl Supervisor {
             }),
         }
     }
+
+    /// Deletes a run that no worker is busy with, and its folder (adapters,
+    /// checkpoints). A running run must be stopped first.
+    pub fn delete(&self, id: i64) -> Result<(), SupervisorError> {
+        let run = self
+            .inner
+            .store
+            .run_update(id)?
+            .ok_or(SupervisorError::NotFound(id))?;
+        if !self.inner.store.delete_finished_run(id)? {
+            return Err(SupervisorError::Conflict {
+                id,
+                status: run.status,
+                action: "stop it before deleting it",
+            });
+        }
+        let dir = self.run_dir(id);
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, "run {id} deleted but its folder {} stays", dir.display());
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Inner {
