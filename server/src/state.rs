@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use engine::device::DeviceInfo;
 
+use crate::compare::ComparisonHub;
+use crate::inference::Inference;
 use crate::setup::DataDir;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -15,6 +17,10 @@ pub struct AppState {
     pub device: DeviceInfo,
     /// The queue and the worker processes of runs.
     pub supervisor: Supervisor,
+    /// The inference worker behind comparisons and chat.
+    pub inference: Inference,
+    /// Comparisons being generated, and their live output.
+    pub comparisons: Arc<ComparisonHub>,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -1,6 +1,8 @@
 //! One module per page, each beside its server functions.
 
 pub mod catalog;
+pub mod chat;
+pub mod compare;
 pub mod new_run;
 pub mod run;
 pub mod runs;
