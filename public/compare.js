@@ -95,14 +95,9 @@ if (liveCompare) {
     const element = box(event.output);
     if (element) element.querySelector(".output-text").textContent += event.text;
   });
-  on("done", (event) => {
+  on("done", () => {
     source.close();
-    const status = document.getElementById("compare-status");
-    if (status) {
-      status.textContent = event.status;
-      status.className = `status ${event.status}`;
-    }
-    // The vote link and the final figures come with the finished page.
+    // The finished page has the final figures and the vote link.
     window.location.reload();
   });
 }
