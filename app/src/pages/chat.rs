@@ -7,7 +7,7 @@ use leptos_router::hooks::use_params_map;
 
 use crate::compare_dto::{ChatView, CompareChoices, NewChatForm};
 use crate::layout::Page;
-use crate::pages::compare::compare_choices;
+use crate::pages::compare::comparison_choices;
 use crate::pages::{posted_error, ErrorBox};
 
 #[server(prefix = "/fn", endpoint = "chat/start")]
@@ -37,7 +37,7 @@ pub async fn send_message(id: i64, message: String) -> Result<(), ServerFnError>
 
 #[component]
 pub fn NewChatPage() -> impl IntoView {
-    let choices = Resource::new_blocking(|| (), |_| compare_choices());
+    let choices = Resource::new_blocking(|| (), |_| comparison_choices());
     let error = posted_error();
     view! {
         <Page current="/chat">

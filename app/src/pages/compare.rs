@@ -18,7 +18,7 @@ use crate::pages::{format_optional, posted_error, ErrorBox};
 const COLUMN_SLOTS: usize = 6;
 
 #[server(prefix = "/fn", endpoint = "compare/choices")]
-pub async fn compare_choices() -> Result<CompareChoices, ServerFnError> {
+pub async fn comparison_choices() -> Result<CompareChoices, ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
     backend.compare_choices().map_err(ServerFnError::new)
 }
@@ -71,7 +71,7 @@ pub async fn import_adapter(form: ImportAdapterForm) -> Result<(), ServerFnError
 
 #[component]
 pub fn ComparePage() -> impl IntoView {
-    let choices = Resource::new_blocking(|| (), |_| compare_choices());
+    let choices = Resource::new_blocking(|| (), |_| comparison_choices());
     let error = posted_error();
     let imported = use_query_map().with_untracked(|q| q.get("imported").is_some());
     view! {
