@@ -79,7 +79,7 @@ if (liveCompare) {
     }
     if (event.status === "done" && event.tokens_per_sec != null) {
       element.querySelector(".output-figures").textContent =
-        `${event.generated_tokens} tokens · ${event.tokens_per_sec.toFixed(1)} tok/s · ${event.finish_reason}`;
+        `${event.generated_tokens} token${event.generated_tokens === 1 ? "" : "s"} · ${event.tokens_per_sec.toFixed(1)} tok/s · ${event.finish_reason}`;
       const column = element.dataset.column;
       if (event.tokens_per_sec > 0) {
         const list = speeds.get(column) ?? [];

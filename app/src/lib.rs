@@ -9,8 +9,8 @@
 #![recursion_limit = "256"]
 
 pub mod backend;
-pub mod compare_dto;
 mod chart;
+pub mod compare_dto;
 pub mod dto;
 mod layout;
 pub mod pages;

@@ -99,13 +99,19 @@ fn swapping_adapters_equals_loading_each_fresh() {
     // bare base afterwards rather than a half-swapped model.
     let bad = dir.path().join("bad");
     std::fs::create_dir_all(&bad).unwrap();
-    std::fs::copy(a.join(lora::ADAPTER_WEIGHTS_FILE), bad.join(lora::ADAPTER_WEIGHTS_FILE)).unwrap();
+    std::fs::copy(
+        a.join(lora::ADAPTER_WEIGHTS_FILE),
+        bad.join(lora::ADAPTER_WEIGHTS_FILE),
+    )
+    .unwrap();
     std::fs::write(
         bad.join(lora::ADAPTER_CONFIG_FILE),
         r#"{"num_layers": 2, "lora_parameters": {"rank": 8, "scale": 10.0}}"#,
     )
     .unwrap();
-    let error = lora::swap_adapters(&mut model, Some(&bad)).unwrap_err().to_string();
+    let error = lora::swap_adapters(&mut model, Some(&bad))
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("adapters.safetensors"), "{error}");
     assert!(error.contains("shape"), "{error}");
     assert_eq!(logits(&model), base);

@@ -90,7 +90,10 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     assert_eq!(status, 201, "{created}");
     let typed = created["id"].as_i64().unwrap();
     assert_eq!(created["columns"].as_array().unwrap().len(), 3);
-    assert_eq!(created["columns"][1]["label"], format!("gentle (run {first})"));
+    assert_eq!(
+        created["columns"][1]["label"],
+        format!("gentle (run {first})")
+    );
     // The run's own metrics give the column's losses.
     let val = created["columns"][1]["val_loss"].as_f64().unwrap();
     let ppl = created["columns"][1]["val_perplexity"].as_f64().unwrap();
@@ -116,11 +119,17 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
                 .collect();
             assert_eq!(streamed, output["text"].as_str().unwrap(), "{output}");
         }
-        assert!(output["generated_tokens"].as_u64().unwrap() >= 1, "{output}");
+        assert!(
+            output["generated_tokens"].as_u64().unwrap() >= 1,
+            "{output}"
+        );
         assert!(output["tokens_per_sec"].as_f64().is_some(), "{output}");
     }
     let typed_texts = texts(&comparison);
-    assert_ne!(typed_texts[0][0], typed_texts[0][2], "the strong adapter changed nothing");
+    assert_ne!(
+        typed_texts[0][0], typed_texts[0][2],
+        "the strong adapter changed nothing"
+    );
 
     let (status, created) = post(
         &client,
@@ -161,11 +170,17 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     assert_eq!(texts(&again), typed_texts);
 
     // Blind votes: a ballot hides the columns; votes give win rates.
-    let ballot = get_json(&client, &server.url(&format!("/api/compare/{drawn}/ballot?prompt=1"))).await;
+    let ballot = get_json(
+        &client,
+        &server.url(&format!("/api/compare/{drawn}/ballot?prompt=1")),
+    )
+    .await;
     let options = ballot["options"].as_array().unwrap();
     assert_eq!(options.len(), 3);
     assert!(!ballot.to_string().contains("gentle"), "{ballot}");
-    let strong_output = comparison["prompts"][1]["outputs"][2]["id"].as_i64().unwrap();
+    let strong_output = comparison["prompts"][1]["outputs"][2]["id"]
+        .as_i64()
+        .unwrap();
     let (status, voted) = post(
         &client,
         &server.url(&format!("/api/compare/{drawn}/votes")),
@@ -173,7 +188,9 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     )
     .await;
     assert_eq!(status, 201, "{voted}");
-    let base_output = comparison["prompts"][2]["outputs"][0]["id"].as_i64().unwrap();
+    let base_output = comparison["prompts"][2]["outputs"][0]["id"]
+        .as_i64()
+        .unwrap();
     let (_, voted) = post(
         &client,
         &server.url(&format!("/api/compare/{drawn}/votes")),
@@ -199,10 +216,18 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     assert_eq!(error["field"], "output");
 
     // A queued training takes the idle worker's slot at once.
-    let (status, run) = post(&client, &server.url("/api/runs"), tiny_run(json!({"iters": 3}))).await;
+    let (status, run) = post(
+        &client,
+        &server.url("/api/runs"),
+        tiny_run(json!({"iters": 3})),
+    )
+    .await;
     assert_eq!(status, 201);
     let run_id = run["id"].as_i64().unwrap();
-    wait_for(&client, &server, run_id, 30, "done", |r| r["status"] == "done").await;
+    wait_for(&client, &server, run_id, 30, "done", |r| {
+        r["status"] == "done"
+    })
+    .await;
     assert_eq!(stats(&client, &server).await["running"], false);
 }
 
@@ -212,26 +237,72 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     let server = Server::start_with_env(
         setup.data_dir.clone(),
         &[],
-        &[("LORALAB_INFERENCE_IDLE_SECS", "1"), ("LORALAB_STOP_GRACE_SECS", "20")],
+        &[
+            ("LORALAB_INFERENCE_IDLE_SECS", "1"),
+            ("LORALAB_STOP_GRACE_SECS", "20"),
+        ],
     );
     let client = reqwest::Client::new();
     let url = server.url("/api/compare");
     for (body, field, needle) in [
-        (json!({"model": "nope", "columns": ["base"], "prompt": "x"}), "model", "no model named"),
-        (json!({"model": "tiny", "columns": [], "prompt": "x"}), "columns", "at least one"),
-        (json!({"model": "tiny", "columns": ["run:42"], "prompt": "x"}), "columns[0]", "run 42 does not exist"),
-        (json!({"model": "tiny", "columns": ["base", "base"], "prompt": "x"}), "columns[1]", "already a column"),
-        (json!({"model": "tiny", "columns": ["lora"], "prompt": "x"}), "columns[0]", "is not `base`"),
-        (json!({"model": "tiny", "columns": ["base"]}), "prompt", "required"),
-        (json!({"model": "tiny", "columns": ["base"], "prompt": "x", "settings": {"max_tokens": 0}}), "max_tokens", "between 1"),
-        (json!({"model": "tiny", "columns": ["base"], "prompt": "x", "settings": {"top_p": 2.0}}), "top_p", "(0, 1]"),
-        (json!({"model": "tiny", "columns": ["base"], "dataset": "sample-ahoy", "split": "train"}), "split", "not `valid` or `test`"),
-        (json!({"model": "tiny", "columns": ["base"], "prompt": "x", "colour": 1}), "colour", "unknown field"),
+        (
+            json!({"model": "nope", "columns": ["base"], "prompt": "x"}),
+            "model",
+            "no model named",
+        ),
+        (
+            json!({"model": "tiny", "columns": [], "prompt": "x"}),
+            "columns",
+            "at least one",
+        ),
+        (
+            json!({"model": "tiny", "columns": ["run:42"], "prompt": "x"}),
+            "columns[0]",
+            "run 42 does not exist",
+        ),
+        (
+            json!({"model": "tiny", "columns": ["base", "base"], "prompt": "x"}),
+            "columns[1]",
+            "already a column",
+        ),
+        (
+            json!({"model": "tiny", "columns": ["lora"], "prompt": "x"}),
+            "columns[0]",
+            "is not `base`",
+        ),
+        (
+            json!({"model": "tiny", "columns": ["base"]}),
+            "prompt",
+            "required",
+        ),
+        (
+            json!({"model": "tiny", "columns": ["base"], "prompt": "x", "settings": {"max_tokens": 0}}),
+            "max_tokens",
+            "between 1",
+        ),
+        (
+            json!({"model": "tiny", "columns": ["base"], "prompt": "x", "settings": {"top_p": 2.0}}),
+            "top_p",
+            "(0, 1]",
+        ),
+        (
+            json!({"model": "tiny", "columns": ["base"], "dataset": "sample-ahoy", "split": "train"}),
+            "split",
+            "not `valid` or `test`",
+        ),
+        (
+            json!({"model": "tiny", "columns": ["base"], "prompt": "x", "colour": 1}),
+            "colour",
+            "unknown field",
+        ),
     ] {
         let (status, error) = post(&client, &url, body.clone()).await;
         assert_eq!(status, 422, "{body} -> {error}");
         assert_eq!(error["field"], field, "{body} -> {error}");
-        assert!(error["error"].as_str().unwrap().contains(needle), "{body} -> {error}");
+        assert!(
+            error["error"].as_str().unwrap().contains(needle),
+            "{body} -> {error}"
+        );
     }
 
     // Importing: a folder without adapter files is refused, naming the file.
@@ -244,12 +315,26 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     )
     .await;
     assert_eq!(status, 422);
-    assert!(error["error"].as_str().unwrap().contains("adapters.safetensors"), "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("adapters.safetensors"),
+        "{error}"
+    );
 
     // While a training holds the only slot, a comparison fails and says why.
-    let (_, run) = post(&client, &server.url("/api/runs"), tiny_run(json!({"iters": 1500, "save_every": 1000}))).await;
+    let (_, run) = post(
+        &client,
+        &server.url("/api/runs"),
+        tiny_run(json!({"iters": 1500, "save_every": 1000})),
+    )
+    .await;
     let run_id = run["id"].as_i64().unwrap();
-    wait_for(&client, &server, run_id, 60, "running", |r| r["status"] == "running").await;
+    wait_for(&client, &server, run_id, 60, "running", |r| {
+        r["status"] == "running"
+    })
+    .await;
     let (status, created) = post(
         &client,
         &url,
@@ -261,14 +346,20 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     follow(&client, &server, id).await;
     let failed = get_json(&client, &server.url(&format!("/api/compare/{id}"))).await;
     assert_eq!(failed["status"], "failed", "{failed}");
-    assert!(failed["failure"].as_str().unwrap().contains("worker slot"), "{failed}");
+    assert!(
+        failed["failure"].as_str().unwrap().contains("worker slot"),
+        "{failed}"
+    );
     let stop = client
         .post(server.url(&format!("/api/runs/{run_id}/stop")))
         .send()
         .await
         .unwrap();
     assert_eq!(stop.status(), 200);
-    wait_for(&client, &server, run_id, 30, "stopped", |r| r["status"] == "stopped").await;
+    wait_for(&client, &server, run_id, 30, "stopped", |r| {
+        r["status"] == "stopped"
+    })
+    .await;
 
     // Now it runs; then the worker stops after a second idle.
     let (_, created) = post(
@@ -288,7 +379,10 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
             assert_eq!(figures["workers_started"], 1, "{figures}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the idle worker never stopped: {figures}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the idle worker never stopped: {figures}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

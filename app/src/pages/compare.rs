@@ -26,7 +26,9 @@ pub async fn comparison_choices() -> Result<CompareChoices, ServerFnError> {
 #[server(prefix = "/fn", endpoint = "compare/create")]
 pub async fn create_comparison(form: NewComparisonForm) -> Result<(), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
-    let id = backend.create_comparison(form).map_err(ServerFnError::new)?;
+    let id = backend
+        .create_comparison(form)
+        .map_err(ServerFnError::new)?;
     // A plain form post cannot stream: answer once every output is there.
     backend.wait_comparison(id).await;
     backend.redirect(&format!("/compare/{id}"));
@@ -48,7 +50,9 @@ pub async fn load_ballot(id: i64, prompt: usize) -> Result<Option<Ballot>, Serve
 #[server(prefix = "/fn", endpoint = "compare/vote")]
 pub async fn cast_vote(id: i64, prompt: usize, output: i64) -> Result<(), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
-    backend.vote(id, prompt, output).map_err(ServerFnError::new)?;
+    backend
+        .vote(id, prompt, output)
+        .map_err(ServerFnError::new)?;
     let prompts = backend
         .comparison(id)
         .map_err(ServerFnError::new)?
@@ -130,7 +134,10 @@ fn CompareForm(choices: CompareChoices) -> impl IntoView {
         .datasets
         .iter()
         .map(|d| {
-            let label = format!("{} ({} valid / {} test)", d.name, d.valid_count, d.test_count);
+            let label = format!(
+                "{} ({} valid / {} test)",
+                d.name, d.valid_count, d.test_count
+            );
             view! { <option value=d.name.clone()>{label}</option> }
         })
         .collect_view();
@@ -360,7 +367,8 @@ fn PromptBlock(prompt: PromptView, labels: Vec<String>) -> impl IntoView {
             let label = labels.get(output.column).cloned().unwrap_or_default();
             let figures = match (output.generated_tokens, output.tokens_per_sec) {
                 (Some(tokens), Some(speed)) => format!(
-                    "{tokens} tokens · {speed:.1} tok/s · {}",
+                    "{tokens} token{} · {speed:.1} tok/s · {}",
+                    if tokens == 1 { "" } else { "s" },
                     output.finish_reason.clone().unwrap_or_default()
                 ),
                 _ => String::new(),

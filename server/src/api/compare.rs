@@ -252,7 +252,12 @@ pub async fn import_adapter(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: ImportRequest = parse_body(&body)?;
-    let id = compare::import_adapter(&state, &request.name, &request.path, request.model.as_deref())?;
+    let id = compare::import_adapter(
+        &state,
+        &request.name,
+        &request.path,
+        request.model.as_deref(),
+    )?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "id": id, "reference": format!("adapter:{id}") })),

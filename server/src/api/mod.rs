@@ -32,7 +32,10 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/compare/{id}/events", get(compare::events))
         .route("/api/compare/{id}/ballot", get(compare::ballot))
         .route("/api/compare/{id}/votes", post(compare::vote))
-        .route("/api/compare/adapters", get(compare::list_adapters).post(compare::import_adapter))
+        .route(
+            "/api/compare/adapters",
+            get(compare::list_adapters).post(compare::import_adapter),
+        )
         .route("/api/compare/inference", get(compare::inference_stats))
         .route("/api/chat", post(compare::create_chat))
         .route("/api/chat/{id}", get(compare::show_chat))

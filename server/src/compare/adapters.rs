@@ -62,7 +62,10 @@ pub fn resolve_adapter(
         }
         let dir = state.supervisor.run_dir(id);
         check_adapter_folder(&dir).map_err(|message| {
-            bad(format!("run {id} ({}) has no adapter yet: {message}", run.name))
+            bad(format!(
+                "run {id} ({}) has no adapter yet: {message}",
+                run.name
+            ))
         })?;
         let (val_loss, test_loss) = state.store.run_losses(id)?;
         return Ok(ResolvedAdapter {
@@ -176,7 +179,10 @@ pub fn import_adapter(
 ) -> Result<i64, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::invalid("name", "required, at most 100 characters"));
+        return Err(ApiError::invalid(
+            "name",
+            "required, at most 100 characters",
+        ));
     }
     if state.store.adapter_by_name(name)?.is_some() {
         return Err(ApiError::invalid(

@@ -93,7 +93,11 @@ impl ComparisonHub {
 
     /// Waits until `comparison` ends, if it is running in this process.
     pub async fn wait(&self, comparison: i64) {
-        let receiver = self.state().finished.get(&comparison).map(watch::Sender::subscribe);
+        let receiver = self
+            .state()
+            .finished
+            .get(&comparison)
+            .map(watch::Sender::subscribe);
         if let Some(mut receiver) = receiver {
             let _ = receiver.wait_for(|done| *done).await;
         }
@@ -138,7 +142,11 @@ impl ComparisonHub {
         {
             text.push_str(piece);
         }
-        self.send(comparison, "text", json!({ "output": output, "text": piece }));
+        self.send(
+            comparison,
+            "text",
+            json!({ "output": output, "text": piece }),
+        );
     }
 
     fn end_output(&self, comparison: i64, output: i64, data: serde_json::Value) {
@@ -233,7 +241,12 @@ async fn generate_all(state: &Runner, id: i64) -> Result<(), String> {
             .and_then(|p| serde_json::from_str::<InferencePrompt>(&p.prompt_json).ok());
         let column = record.columns.get(output.column_index);
         let (Some(prompt), Some(column)) = (prompt, column) else {
-            fail_output(state, id, output.id, "the stored prompt or column is invalid");
+            fail_output(
+                state,
+                id,
+                output.id,
+                "the stored prompt or column is invalid",
+            );
             continue;
         };
         state.comparisons.start_output(id, output.id);

@@ -60,9 +60,9 @@ impl CompareRequest {
         ) -> Result<T, ApiError> {
             match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
                 None => Ok(default),
-                Some(text) => text
-                    .parse()
-                    .map_err(|_| ApiError::invalid(name, format!("{text:?} is not a valid number"))),
+                Some(text) => text.parse().map_err(|_| {
+                    ApiError::invalid(name, format!("{text:?} is not a valid number"))
+                }),
             }
         }
         let defaults = CompareSettings::default();
@@ -82,9 +82,21 @@ impl CompareRequest {
         let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.trim().is_empty());
         Ok(Self {
             columns: form.columns(),
-            prompt: if from_dataset { None } else { nonempty(&form.prompt) },
-            system: if from_dataset { None } else { nonempty(&form.system) },
-            dataset: if from_dataset { nonempty(&form.dataset) } else { None },
+            prompt: if from_dataset {
+                None
+            } else {
+                nonempty(&form.prompt)
+            },
+            system: if from_dataset {
+                None
+            } else {
+                nonempty(&form.system)
+            },
+            dataset: if from_dataset {
+                nonempty(&form.dataset)
+            } else {
+                None
+            },
             split: nonempty(&form.split),
             count: Some(field("count", &form.count, 3usize)?),
             model: form.model,
@@ -135,7 +147,10 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
         .ok_or_else(|| {
             ApiError::invalid(
                 "model",
-                format!("no model named {:?} (GET /api/models lists them)", request.model),
+                format!(
+                    "no model named {:?} (GET /api/models lists them)",
+                    request.model
+                ),
             )
         })?;
     if request.columns.is_empty() {
@@ -190,9 +205,12 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
             None,
         ),
         (None, Some(dataset)) => {
-            let record = state.store.dataset_by_name(dataset.trim())?.ok_or_else(|| {
-                ApiError::invalid("dataset", format!("no dataset named {dataset:?}"))
-            })?;
+            let record = state
+                .store
+                .dataset_by_name(dataset.trim())?
+                .ok_or_else(|| {
+                    ApiError::invalid("dataset", format!("no dataset named {dataset:?}"))
+                })?;
             let split = match request.split.as_deref().unwrap_or("valid") {
                 "valid" => Split::Valid,
                 "test" => Split::Test,

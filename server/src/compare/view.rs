@@ -1,7 +1,9 @@
 //! A stored comparison as its page and the API show it: losses and
 //! perplexities, speeds, blind-vote win rates, and ballots.
 
-use app::compare_dto::{Ballot, ColumnView, CompareSettings, ComparisonView, OutputView, PromptView};
+use app::compare_dto::{
+    Ballot, ColumnView, CompareSettings, ComparisonView, OutputView, PromptView,
+};
 use engine::protocol::GenerationSettings;
 
 use crate::store::ComparisonRecord;

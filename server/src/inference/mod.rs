@@ -189,7 +189,10 @@ impl Inference {
             // The worker is gone or unusable: forget it and free its slot.
             Err(error) => {
                 let worker = guard.take();
-                let tail = worker.as_ref().map(|w| tail_text(&w.tail)).unwrap_or_default();
+                let tail = worker
+                    .as_ref()
+                    .map(|w| tail_text(&w.tail))
+                    .unwrap_or_default();
                 if let Some(worker) = worker {
                     stop(worker).await;
                 }
@@ -400,13 +403,16 @@ fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Stops an idle worker after the idle timeout, or at once when a queued
 /// training wants its slot (as soon as the current request ends).
 async fn watch(inner: Arc<Inner>) {
-    let tick = (inner.settings.idle_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let tick =
+        (inner.settings.idle_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
     let mut shutdown = inner.supervisor.shutdown_signal();
     loop {
         tokio::select! {

@@ -62,9 +62,7 @@ pub fn run() -> ExitCode {
                     request: Some(request),
                     reason: "no model is loaded; send `load` first".into(),
                 }),
-                Some(session) => {
-                    generate(session, request, adapter.as_deref(), &prompt, &settings)
-                }
+                Some(session) => generate(session, request, adapter.as_deref(), &prompt, &settings),
             },
             InferenceCommand::Shutdown => break,
         };
@@ -81,7 +79,10 @@ fn load(session: &mut Option<InferenceSession>, model: &str) -> bool {
     let result = match session {
         Some(current) if current.model_path() == path => Ok(()),
         Some(current) => {
-            log(&format!("Loading model {model} (replacing {})", current.model_path().display()));
+            log(&format!(
+                "Loading model {model} (replacing {})",
+                current.model_path().display()
+            ));
             current.reload(path)
         }
         None => {
@@ -97,12 +98,10 @@ fn load(session: &mut Option<InferenceSession>, model: &str) -> bool {
         }),
         // A failed reload keeps the previous model (it is replaced only
         // once the new one is built).
-        Err(error) => {
-            emit(&InferenceEvent::Error {
-                request: None,
-                reason: format!("{error:#}"),
-            })
-        }
+        Err(error) => emit(&InferenceEvent::Error {
+            request: None,
+            reason: format!("{error:#}"),
+        }),
     }
 }
 

@@ -439,8 +439,8 @@ impl Store {
     /// Ids of comparisons still generating (after a restart: to continue).
     pub fn running_comparisons(&self) -> StoreResult<Vec<i64>> {
         let connection = self.connection();
-        let mut statement =
-            connection.prepare("SELECT id FROM comparisons WHERE status = 'running' ORDER BY id")?;
+        let mut statement = connection
+            .prepare("SELECT id FROM comparisons WHERE status = 'running' ORDER BY id")?;
         let ids = statement
             .query_map([], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
@@ -490,7 +490,12 @@ impl Store {
 
     /// Records a blind vote for `output_id` on prompt `prompt_index`.
     /// Returns false when that output is not one of that prompt's.
-    pub fn insert_vote(&self, comparison_id: i64, prompt_index: usize, output_id: i64) -> StoreResult<bool> {
+    pub fn insert_vote(
+        &self,
+        comparison_id: i64,
+        prompt_index: usize,
+        output_id: i64,
+    ) -> StoreResult<bool> {
         let connection = self.connection();
         let belongs: Option<i64> = connection
             .query_row(
