@@ -10,6 +10,8 @@ const NAV: &[(&str, &str)] = &[
     ("/runs/new", "New run"),
     ("/models", "Models"),
     ("/datasets", "Datasets"),
+    ("/compare", "Compare"),
+    ("/chat", "Chat"),
 ];
 
 #[component]

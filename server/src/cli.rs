@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use engine::device::DeviceInfo;
 
+use crate::inference::{Inference, InferenceSettings};
 use crate::settings::{DataDirArgs, ServeArgs};
 use crate::state::AppState;
 use crate::store::register_sample_dataset;
@@ -42,6 +43,9 @@ enum Command {
     /// Internal: one training, driven over stdin/stdout by the server.
     #[command(hide = true)]
     Worker,
+    /// Internal: the inference worker (generation with swappable adapters).
+    #[command(hide = true)]
+    InferenceWorker,
 }
 
 pub fn main() -> ExitCode {
@@ -59,6 +63,7 @@ pub fn main() -> ExitCode {
         Command::Device => print_device(),
         Command::Train(args) => crate::train_cli::run(&args, &data_dir),
         Command::Worker => return crate::worker::run(),
+        Command::InferenceWorker => return crate::inference::worker::run(),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,13 +86,17 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             data_dir.runs(),
             SupervisorSettings::from_env()?,
         )?;
+        let inference = Inference::start(supervisor.clone(), InferenceSettings::from_env()?);
         let state = Arc::new(AppState {
             store,
             data_dir,
             device,
             supervisor: supervisor.clone(),
             tokenizers: Default::default(),
+            inference,
+            comparisons: Default::default(),
         });
+        crate::compare::resume_unfinished(&state);
         let listener = tokio::net::TcpListener::bind(args.address())
             .await
             .with_context(|| format!("cannot listen on {}", args.address()))?;

@@ -3,9 +3,12 @@
 //! MLX: training and inference run in `loralab worker` child processes.
 
 pub mod api;
+pub mod chat;
 pub mod cli;
 pub mod datasets;
+pub mod compare;
 pub mod http;
+pub mod inference;
 mod pages_backend;
 pub mod settings;
 pub mod setup;

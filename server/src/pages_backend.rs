@@ -9,8 +9,15 @@ use app::dto::{
 use engine::protocol::Event;
 use serde_json::{json, Map, Value};
 
+use app::backend::BoxFuture;
+use app::compare_dto::{
+    Ballot, ChatView, CompareChoices, ComparisonView, ImportAdapterForm, NewChatForm,
+    NewComparisonForm,
+};
+
 use crate::api::runs::create_run;
 use crate::datasets::DatasetError;
+use crate::compare::CompareRequest;
 use crate::state::AppState;
 
 /// Store and supervisor errors are logged in full; pages get a short text.
@@ -201,6 +208,74 @@ impl app::Backend for AppState {
 
     fn redirect(&self, path: &str) {
         leptos_axum::redirect(path);
+    }
+
+    fn compare_choices(&self) -> Result<CompareChoices, String> {
+        Ok(CompareChoices {
+            models: self.list_models()?,
+            adapters: crate::compare::adapter_choices(self).map_err(|e| e.to_string())?,
+            datasets: self.list_datasets()?,
+            recent: self
+                .store
+                .list_comparisons()
+                .map_err(|error| user_error("reading the comparisons", error))?,
+        })
+    }
+
+    fn create_comparison(&self, form: NewComparisonForm) -> Result<i64, String> {
+        let request = CompareRequest::from_form(form).map_err(|e| e.to_string())?;
+        crate::api::compare::create_comparison(self, &request).map_err(|e| e.to_string())
+    }
+
+    fn wait_comparison(&self, id: i64) -> BoxFuture<'_, ()> {
+        Box::pin(self.comparisons.wait(id))
+    }
+
+    fn comparison(&self, id: i64) -> Result<Option<ComparisonView>, String> {
+        let record = self
+            .store
+            .comparison(id)
+            .map_err(|error| user_error("reading the comparison", error))?;
+        Ok(record.as_ref().map(crate::compare::view::comparison_view))
+    }
+
+    fn ballot(&self, id: i64, prompt: usize) -> Result<Option<Ballot>, String> {
+        let record = self
+            .store
+            .comparison(id)
+            .map_err(|error| user_error("reading the comparison", error))?;
+        Ok(record.and_then(|record| {
+            crate::compare::view::ballot(&record, prompt, crate::api::compare::shuffle_seed())
+        }))
+    }
+
+    fn vote(&self, id: i64, prompt: usize, output: i64) -> Result<(), String> {
+        let vote = crate::api::compare::VoteRequest { prompt, output };
+        crate::api::compare::cast_vote(self, id, &vote).map_err(|e| e.to_string())
+    }
+
+    fn import_adapter(&self, form: ImportAdapterForm) -> Result<(), String> {
+        crate::compare::import_adapter(self, &form.name, &form.path, form.model.as_deref())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn create_chat(&self, form: NewChatForm) -> Result<i64, String> {
+        crate::chat::create_chat(self, &form.model, &form.adapter, form.system.as_deref())
+            .map_err(|e| e.to_string())
+    }
+
+    fn chat(&self, id: i64) -> Result<Option<ChatView>, String> {
+        crate::chat::chat_view(self, id).map_err(|e| e.to_string())
+    }
+
+    fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            crate::chat::send_message(self, id, &message, &mut |_: &str| {})
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }
 

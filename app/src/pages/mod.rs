@@ -2,6 +2,8 @@
 
 pub mod catalog;
 pub mod dataset;
+pub mod chat;
+pub mod compare;
 pub mod new_run;
 pub mod run;
 pub mod runs;
