@@ -9,8 +9,8 @@ use crate::compare_dto::{
     NewComparisonForm,
 };
 use crate::dto::{
-    DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, RunDetail,
-    RunSummary,
+    DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, RunCheck,
+    RunDetail, RunSummary,
 };
 
 /// The server's state as pages see it. Errors are messages fit for a user.
@@ -26,6 +26,9 @@ pub trait Backend: Send + Sync + 'static {
         -> Result<Option<DatasetDetail>, String>;
     /// Refused while a queued or running run uses the dataset.
     fn delete_dataset(&self, id: i64) -> Result<(), String>;
+    /// Validates the form without starting anything: the config it would
+    /// run and its memory estimate; errors name the field.
+    fn check_run(&self, form: NewRunForm) -> Result<RunCheck, String>;
     /// Validates the form and queues the run; errors name the field.
     fn create_run(&self, form: NewRunForm) -> Result<i64, String>;
     fn stop_run(&self, id: i64) -> Result<(), String>;

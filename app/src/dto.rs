@@ -214,6 +214,23 @@ pub struct DatasetDetail {
     pub query: DatasetQuery,
 }
 
+/// A new run's settings checked before launch: the config it would run
+/// and whether it fits in memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunCheck {
+    /// The equivalent `loralab train --config` file.
+    pub config_yaml: String,
+    /// Bytes: base weights, adapters with optimizer state, activations.
+    pub weights: u64,
+    pub adapters: u64,
+    pub activations: u64,
+    pub total: u64,
+    pub available: Option<u64>,
+    pub fits: Option<bool>,
+    /// How the base computes on this device, in words.
+    pub compute: String,
+}
+
 /// The new-run form, as posted. Empty fields take the preset's value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewRunForm {

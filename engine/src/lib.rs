@@ -13,6 +13,7 @@ pub mod generate;
 pub mod gguf;
 pub mod inference;
 pub mod lora;
+pub mod memory;
 pub mod model_config;
 pub mod models;
 pub mod protocol;

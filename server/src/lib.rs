@@ -5,8 +5,9 @@
 pub mod api;
 pub mod chat;
 pub mod cli;
-pub mod datasets;
 pub mod compare;
+pub mod datasets;
+pub mod estimate;
 pub mod http;
 pub mod inference;
 mod pages_backend;

@@ -4,7 +4,7 @@
 
 use app::dto::{
     CheckpointInfo, DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary,
-    NewRunForm, RunDetail, RunSummary, TrainPoint, ValPoint,
+    NewRunForm, RunCheck, RunDetail, RunSummary, TrainPoint, ValPoint,
 };
 use engine::protocol::Event;
 use serde_json::{json, Map, Value};
@@ -15,9 +15,9 @@ use app::compare_dto::{
     NewComparisonForm,
 };
 
-use crate::api::runs::create_run;
-use crate::datasets::DatasetError;
+use crate::api::runs::{create_run, validate_run};
 use crate::compare::CompareRequest;
+use crate::datasets::DatasetError;
 use crate::state::AppState;
 
 /// Store and supervisor errors are logged in full; pages get a short text.
@@ -175,6 +175,22 @@ impl app::Backend for AppState {
                 refused => refused.to_string(),
             },
         )
+    }
+
+    fn check_run(&self, form: NewRunForm) -> Result<RunCheck, String> {
+        let run = validate_run(self, form_request(form)?).map_err(|error| error.to_string())?;
+        let estimate = crate::estimate::estimate_run(self, &run.model, &run.config)
+            .map_err(|error| format!("{error:#}"))?;
+        Ok(RunCheck {
+            config_yaml: serde_yaml_ng::to_string(&run.config).unwrap_or_default(),
+            weights: estimate.weights,
+            adapters: estimate.adapters,
+            activations: estimate.activations,
+            total: estimate.total,
+            available: estimate.available,
+            fits: estimate.fits,
+            compute: estimate.compute,
+        })
     }
 
     fn create_run(&self, form: NewRunForm) -> Result<i64, String> {

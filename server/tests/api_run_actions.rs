@@ -160,3 +160,65 @@ async fn download_clone_and_delete_a_finished_run() {
         .unwrap();
     assert_eq!(metrics.status(), 404);
 }
+
+#[tokio::test]
+async fn a_run_is_estimated_before_it_starts() {
+    let setup = tiny_setup();
+    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let client = reqwest::Client::new();
+    let estimate = |body: Value| {
+        client
+            .post(server.url("/api/runs/estimate"))
+            .json(&body)
+            .send()
+    };
+    let small: Value = estimate(tiny_run(json!({"batch_size": 2})))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let parts: u64 = ["weights", "adapters", "activations"]
+        .iter()
+        .map(|key| small[key].as_u64().unwrap())
+        .sum();
+    assert_eq!(small["total"].as_u64().unwrap(), parts, "{small}");
+    assert!(small["available"].as_u64().unwrap() > 0);
+    assert_eq!(small["fits"], true);
+    assert!(
+        small["compute"]
+            .as_str()
+            .unwrap()
+            .starts_with("f32 on the CPU"),
+        "{small}"
+    );
+
+    let large: Value = estimate(tiny_run(json!({"batch_size": 8})))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(large["weights"], small["weights"]);
+    assert!(large["activations"].as_u64().unwrap() > 3 * small["activations"].as_u64().unwrap());
+
+    let huge: Value = estimate(tiny_run(json!({"batch_size": 100000})))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(huge["fits"], false, "{huge}");
+
+    let bad = estimate(tiny_run(json!({"batch_size": "many"})))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    assert_eq!(bad.json::<Value>().await.unwrap()["field"], "batch_size");
+    let runs = get_json(&client, &server.url("/api/runs")).await;
+    assert_eq!(
+        runs.as_array().unwrap().len(),
+        0,
+        "an estimate starts nothing"
+    );
+}

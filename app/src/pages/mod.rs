@@ -1,9 +1,9 @@
 //! One module per page, each beside its server functions.
 
 pub mod catalog;
-pub mod dataset;
 pub mod chat;
 pub mod compare;
+pub mod dataset;
 pub mod new_run;
 pub mod run;
 pub mod runs;
@@ -23,6 +23,15 @@ pub(crate) fn format_duration(seconds: f64) -> String {
         60..=3599 => format!("{} min {} s", seconds / 60, seconds % 60),
         _ => format!("{} h {} min", seconds / 3600, (seconds % 3600) / 60),
     }
+}
+
+/// A server function's error as the user should read it, without the
+/// "error running server function" wrapping.
+pub(crate) fn server_error_text(error: &str) -> String {
+    error
+        .rsplit_once("error running server function: ")
+        .map_or(error, |(_, message)| message)
+        .to_string()
 }
 
 /// The error a server function reported to a no-JavaScript form post: leptos

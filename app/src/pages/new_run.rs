@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 
-use crate::dto::{DatasetSummary, ModelSummary, NewRunForm};
+use crate::dto::{DatasetSummary, ModelSummary, NewRunForm, RunCheck};
 use crate::layout::Page;
 use crate::pages::{posted_error, ErrorBox};
 
@@ -29,6 +29,83 @@ pub async fn run_choices(
         None => None,
     };
     Ok((models, datasets, cloned))
+}
+
+/// The form's settings checked without starting anything.
+#[server(prefix = "/fn", endpoint = "runs/check")]
+pub async fn check_run(form: NewRunForm) -> Result<RunCheck, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.check_run(form).map_err(ServerFnError::new)
+}
+
+/// The form as a "Check" button sent it: the same `form[...]` fields in
+/// the URL. `None` when the page was opened plainly.
+fn checked_form() -> Option<NewRunForm> {
+    leptos_router::hooks::use_query_map().with_untracked(|query| {
+        let field = |key: &str| query.get(&format!("form[{key}]"));
+        Some(NewRunForm {
+            name: field("name"),
+            model: field("model")?,
+            dataset: field("dataset")?,
+            preset: field("preset"),
+            fine_tune: field("fine_tune"),
+            bits: field("bits"),
+            iters: field("iters"),
+            batch_size: field("batch_size"),
+            learning_rate: field("learning_rate"),
+            rank: field("rank"),
+            num_layers: field("num_layers"),
+            max_seq_length: field("max_seq_length"),
+            mask_prompt: field("mask_prompt"),
+            steps_per_eval: field("steps_per_eval"),
+            save_every: field("save_every"),
+            seed: field("seed"),
+        })
+    })
+}
+
+fn gigabytes(bytes: u64) -> String {
+    format!("{:.2} GB", bytes as f64 / 1e9)
+}
+
+/// The memory estimate and the config a checked form would run.
+#[component]
+fn CheckPanel(check: RunCheck) -> impl IntoView {
+    let (verdict, class) = match (check.fits, check.available) {
+        (Some(true), Some(available)) => (
+            format!("Fits: needs about {} of {} free", gigabytes(check.total), gigabytes(available)),
+            "notice fits",
+        ),
+        (Some(false), Some(available)) => (
+            format!(
+                "Does not fit: needs about {} but only {} is free. Lower the batch size, the max sequence length or the layers to adapt, or use QLoRA.",
+                gigabytes(check.total),
+                gigabytes(available)
+            ),
+            "error-box",
+        ),
+        _ => (
+            format!("Needs about {} (free memory unknown)", gigabytes(check.total)),
+            "notice",
+        ),
+    };
+    view! {
+        <section class="panel" id="run-check">
+            <h2>"Before you start"</h2>
+            <div class=class id="memory-verdict">{verdict}</div>
+            <table class="compact">
+                <tbody>
+                    <tr><td>"Base weights"</td><td class="num">{gigabytes(check.weights)}</td></tr>
+                    <tr><td>"Adapters, gradients, optimizer"</td><td class="num">{gigabytes(check.adapters)}</td></tr>
+                    <tr><td>"Activations (one step)"</td><td class="num">{gigabytes(check.activations)}</td></tr>
+                    <tr><td>"Compute"</td><td class="num">{check.compute}</td></tr>
+                </tbody>
+            </table>
+            <h3>"The same run headless"</h3>
+            <p class="muted small">"Save as run.yaml and run " <code>"loralab train --config run.yaml"</code></p>
+            <pre class="log" id="run-config">{check.config_yaml}</pre>
+        </section>
+    }
 }
 
 /// A number field whose empty value means "the preset's".
@@ -59,6 +136,19 @@ pub fn NewRunPage() -> impl IntoView {
         )
     });
     let choices = Resource::new_blocking(move || clone, run_choices);
+    let checked = checked_form();
+    let check = Resource::new_blocking(
+        {
+            let checked = checked.clone();
+            move || checked.clone()
+        },
+        |form| async move {
+            match form {
+                Some(form) => Some(check_run(form).await.map_err(|error| error.to_string())),
+                None => None,
+            }
+        },
+    );
     let error = posted_error();
     view! {
         <Page current="/runs/new">
@@ -67,10 +157,11 @@ pub fn NewRunPage() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                 {move || {
                     let dataset = dataset.clone();
+                    let checked = checked.clone();
                     Suspend::new(async move {
                     match choices.await {
                         Ok((models, datasets, cloned)) => {
-                            let initial = cloned.unwrap_or_else(|| NewRunForm {
+                            let initial = checked.clone().or(cloned).unwrap_or_else(|| NewRunForm {
                                 dataset: dataset.clone().unwrap_or_default(),
                                 ..NewRunForm::default()
                             });
@@ -82,6 +173,18 @@ pub fn NewRunPage() -> impl IntoView {
                         .into_any(),
                     }
                 })}}
+            </Suspense>
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match check.await {
+                        Some(Ok(check)) => view! { <CheckPanel check /> }.into_any(),
+                        Some(Err(error)) => view! {
+                            <div class="error-box" id="check-error">{crate::pages::server_error_text(&error)}</div>
+                        }
+                        .into_any(),
+                        None => ().into_any(),
+                    }
+                })}
             </Suspense>
         </Page>
     }
@@ -186,7 +289,12 @@ fn NewRunForm(
                     </label>
                 </div>
             </div>
-            <button type="submit" class="primary" id="start">"Start fine-tune"</button>
+            <div class="actions">
+                <button type="submit" class="primary" id="start">"Start fine-tune"</button>
+                <button type="submit" formmethod="get" formaction="/runs/new" id="check">
+                    "Check memory and config"
+                </button>
+            </div>
         </form>
     }
 }

@@ -2,8 +2,8 @@
 
 mod adapter;
 mod catalog;
-mod datasets;
 pub(crate) mod compare;
+mod datasets;
 mod error;
 mod events;
 mod metrics;
@@ -35,6 +35,7 @@ pub fn routes() -> Router<SharedState> {
             get(datasets::show).delete(datasets::delete),
         )
         .route("/api/runs", get(runs::list).post(runs::create))
+        .route("/api/runs/estimate", post(runs::estimate))
         .route("/api/runs/events", get(events::runs_stream))
         .route("/api/runs/{id}", get(runs::show).delete(runs::delete))
         .route("/api/runs/{id}/adapter.zip", get(adapter::download))

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::state::{AppState, SharedState};
-use crate::store::{CheckpointRecord, NewRun, RunRecord};
+use crate::store::{CheckpointRecord, DatasetRecord, ModelRecord, NewRun, RunRecord};
 use crate::train_cli::known_keys;
 
 pub async fn list(
@@ -56,6 +56,28 @@ pub async fn create(
 /// Validates a new run's request (`POST /api/runs`'s body, or the new-run
 /// form turned into one) and queues it.
 pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
+    let run = validate_run(state, request)?;
+    let config_json = serde_json::to_string(&run.config).map_err(anyhow::Error::from)?;
+    let id = state.store.insert_run(&NewRun {
+        name: run.name,
+        model_id: Some(run.model.id),
+        dataset_id: Some(run.dataset.id),
+        config_json,
+    })?;
+    state.supervisor.enqueue(id);
+    Ok(id)
+}
+
+/// A new run's request, checked: everything `create_run` stores.
+pub struct ValidatedRun {
+    pub name: String,
+    pub model: ModelRecord,
+    pub dataset: DatasetRecord,
+    pub config: TrainConfig,
+}
+
+/// Checks a new run's request; errors name the field.
+pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, ApiError> {
     let Value::Object(mut fields) = request else {
         return Err(ApiError::invalid("body", "must be a JSON object"));
     };
@@ -97,15 +119,28 @@ pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
     if name.trim().is_empty() {
         return Err(ApiError::invalid("name", "must not be empty"));
     }
-    let config_json = serde_json::to_string(&config).map_err(anyhow::Error::from)?;
-    let id = state.store.insert_run(&NewRun {
+    Ok(ValidatedRun {
         name,
-        model_id: Some(model.id),
-        dataset_id: Some(dataset.id),
-        config_json,
-    })?;
-    state.supervisor.enqueue(id);
-    Ok(id)
+        model,
+        dataset,
+        config,
+    })
+}
+
+/// `POST /api/runs/estimate`: the memory a run would need (same body as
+/// `POST /api/runs`), against what the machine has free.
+pub async fn estimate(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<Json<crate::estimate::RunEstimate>, ApiError> {
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid("body", format!("not valid JSON: {e}")))?;
+    let run = validate_run(&state, value)?;
+    Ok(Json(crate::estimate::estimate_run(
+        &state,
+        &run.model,
+        &run.config,
+    )?))
 }
 
 fn take_string(fields: &mut Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {

@@ -1,0 +1,238 @@
+//! How much memory a fine-tune will need, before it starts: the base
+//! weights as they will be computed with, the adapters with their gradients
+//! and optimizer state, and the activations one step keeps for backward.
+//!
+//! Activations are counted only for the adapted (top `num_layers`) blocks:
+//! the blocks below need no gradient, so MLX frees their intermediates as it
+//! goes. The figures per token were checked against measured peaks (see
+//! docs/ARCHITECTURE.md): SmolLM2-135M, batch 4 x 256, rank 8, 16 layers in
+//! f32 on the CPU peaked at 2.13 GB; this estimates 2.2 GB.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{OptimizerKind, TrainConfig};
+use crate::model_config::ModelConfig;
+
+/// Linear layers of a decoder block: (name, inputs, outputs).
+fn block_linears(config: &ModelConfig) -> [(&'static str, usize, usize); 7] {
+    let hidden = config.hidden_size;
+    let q = config.num_attention_heads * config.head_dim();
+    let kv = config.num_key_value_heads() * config.head_dim();
+    let inter = config.intermediate_size;
+    [
+        ("self_attn.q_proj", hidden, q),
+        ("self_attn.k_proj", hidden, kv),
+        ("self_attn.v_proj", hidden, kv),
+        ("self_attn.o_proj", q, hidden),
+        ("mlp.gate_proj", hidden, inter),
+        ("mlp.up_proj", hidden, inter),
+        ("mlp.down_proj", inter, hidden),
+    ]
+}
+
+/// Parameters of the model the config describes (biases of Qwen2's
+/// attention included), as a checkpoint of it holds them.
+pub fn parameter_count(config: &ModelConfig) -> u64 {
+    let hidden = config.hidden_size as u64;
+    let embedding = config.vocab_size as u64 * hidden;
+    let linears: u64 = block_linears(config)
+        .iter()
+        .map(|&(_, inputs, outputs)| (inputs * outputs) as u64)
+        .sum();
+    let biases = if config.attention_bias {
+        (config.num_attention_heads + 2 * config.num_key_value_heads()) as u64
+            * config.head_dim() as u64
+    } else {
+        0
+    };
+    let qk_norms = if config.model_type == "qwen3" {
+        2 * config.head_dim() as u64
+    } else {
+        0
+    };
+    let norms = 2 * hidden;
+    let block = linears + biases + qk_norms + norms;
+    let head = if config.tie_word_embeddings {
+        0
+    } else {
+        embedding
+    };
+    embedding + config.num_hidden_layers as u64 * block + hidden + head
+}
+
+/// The estimate, in bytes, with its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    /// LoRA weights, their gradients and the optimizer's state.
+    pub adapters: u64,
+    /// What one step keeps for backward: adapted blocks and the logits.
+    pub activations: u64,
+    pub total: u64,
+}
+
+/// How the base weights are held while training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// 4-byte floats (the CPU: quantized and half weights are dequantized).
+    F32,
+    /// 2-byte floats (bf16/f16 on a GPU).
+    Half,
+    /// MLX affine quantization: packed bits plus a scale and bias per group.
+    Quantized { bits: u8, group_size: usize },
+}
+
+impl WeightFormat {
+    fn bytes(self, parameters: u64) -> u64 {
+        match self {
+            WeightFormat::F32 => parameters * 4,
+            WeightFormat::Half => parameters * 2,
+            WeightFormat::Quantized { bits, group_size } => {
+                // Scales and biases are 2-byte floats, one pair per group.
+                parameters * bits as u64 / 8 + parameters / group_size.max(1) as u64 * 4
+            }
+        }
+    }
+
+    /// Bytes of one activation value: compute follows the weights' float
+    /// type, and quantized matmuls compute in half precision.
+    fn activation_bytes(self) -> u64 {
+        match self {
+            WeightFormat::F32 => 4,
+            WeightFormat::Half | WeightFormat::Quantized { .. } => 2,
+        }
+    }
+}
+
+/// Values one token keeps per adapted block, in units of `hidden` and of
+/// `intermediate`: norms, projections and their LoRA intermediates, the
+/// attention output, and the MLP's gate, up, product and activation.
+const HIDDEN_VALUES_PER_TOKEN: u64 = 14;
+const INTERMEDIATE_VALUES_PER_TOKEN: u64 = 4;
+/// Logits, their softmax and its gradient.
+const LOGIT_COPIES: u64 = 3;
+
+pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig) -> MemoryEstimate {
+    let weights = format.bytes(parameter_count(config));
+
+    let layers = match train.num_layers {
+        n if n < 0 => config.num_hidden_layers,
+        n => (n as usize).min(config.num_hidden_layers),
+    } as u64;
+    let rank = train.lora_parameters.rank as u64;
+    let adapted_per_block: u64 = block_linears(config)
+        .iter()
+        .filter(|(name, _, _)| match &train.lora_parameters.keys {
+            None => true,
+            Some(keys) => keys.iter().any(|key| key == name),
+        })
+        .map(|&(_, inputs, outputs)| rank * (inputs + outputs) as u64)
+        .sum();
+    // Weights and gradients, plus Adam's two moments (SGD keeps none).
+    let copies = match train.optimizer {
+        OptimizerKind::Sgd => 2,
+        OptimizerKind::Adam | OptimizerKind::Adamw => 4,
+    };
+    let adapters = adapted_per_block * layers * 4 * copies;
+
+    let tokens = (train.batch_size * train.max_seq_length) as u64;
+    let value = format.activation_bytes();
+    let heads = config.num_attention_heads as u64;
+    let per_block = tokens
+        * (HIDDEN_VALUES_PER_TOKEN * config.hidden_size as u64
+            + INTERMEDIATE_VALUES_PER_TOKEN * config.intermediate_size as u64)
+        * value
+        // Attention weights and their softmax, per head.
+        + 2 * train.batch_size as u64 * heads * (train.max_seq_length as u64).pow(2) * value;
+    let logits = tokens * config.vocab_size as u64 * 4 * LOGIT_COPIES;
+    let activations = per_block * layers + logits;
+
+    MemoryEstimate {
+        weights,
+        adapters,
+        activations,
+        total: weights + adapters + activations,
+    }
+}
+
+/// Memory the system can give a new process now (Linux: `MemAvailable`),
+/// or `None` where it cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo
+        .lines()
+        .find(|line| line.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn smollm2_135m() -> ModelConfig {
+        serde_json::from_value(serde_json::json!({
+            "model_type": "llama",
+            "hidden_size": 576,
+            "num_hidden_layers": 30,
+            "intermediate_size": 1536,
+            "num_attention_heads": 9,
+            "num_key_value_heads": 3,
+            "vocab_size": 49152,
+            "tie_word_embeddings": true
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn parameters_match_the_shipped_smollm2() {
+        // The count of the GGUF's tensors (`loralab models` shows 135M).
+        assert_eq!(parameter_count(&smollm2_135m()), 134_515_008);
+    }
+
+    #[test]
+    fn the_bench_configuration_lands_near_its_measured_peak() {
+        let train = TrainConfig {
+            batch_size: 4,
+            max_seq_length: 256,
+            num_layers: 16,
+            ..TrainConfig::default()
+        };
+        let estimate = estimate(&smollm2_135m(), WeightFormat::F32, &train);
+        assert_eq!(estimate.weights, 134_515_008 * 4);
+        // rank 8, all 7 linears, 16 blocks, f32 weights+grads+2 Adam moments.
+        let per_block = 8 * (576 + 576 + 576 + 192 + 576 + 192 + 576 + 576 + 3 * (576 + 1536));
+        assert_eq!(estimate.adapters, per_block as u64 * 16 * 4 * 4);
+        let gb = estimate.total as f64 / 1e9;
+        assert!(
+            (1.8..2.6).contains(&gb),
+            "measured 2.13 GB, estimated {gb:.2}"
+        );
+    }
+
+    #[test]
+    fn quantized_weights_and_smaller_batches_need_less() {
+        let config = smollm2_135m();
+        let train = TrainConfig::default();
+        let dense = estimate(&config, WeightFormat::F32, &train);
+        let quantized = estimate(
+            &config,
+            WeightFormat::Quantized {
+                bits: 4,
+                group_size: 64,
+            },
+            &train,
+        );
+        assert!(quantized.weights * 6 < dense.weights);
+        let smaller = estimate(
+            &config,
+            WeightFormat::F32,
+            &TrainConfig {
+                batch_size: 1,
+                ..train.clone()
+            },
+        );
+        assert!(smaller.activations * 3 < dense.activations);
+        assert_eq!(smaller.weights, dense.weights);
+    }
+}

@@ -1,0 +1,119 @@
+//! The memory estimate shown before a run starts: the model's architecture
+//! read from its files (a GGUF header or `config.json`, no weights loaded),
+//! the weight format this device computes with, and the engine's estimate
+//! against the memory free now.
+
+use std::path::Path;
+
+use anyhow::Context;
+use engine::config::TrainConfig;
+use engine::memory::{available_memory, WeightFormat};
+use engine::model_config::ModelConfig;
+use serde::Serialize;
+
+use crate::state::AppState;
+use crate::store::ModelRecord;
+
+/// What the new-run page and `POST /api/runs/estimate` show.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunEstimate {
+    /// Bytes.
+    pub weights: u64,
+    pub adapters: u64,
+    pub activations: u64,
+    pub total: u64,
+    /// Free memory now, where the system says.
+    pub available: Option<u64>,
+    pub fits: Option<bool>,
+    /// How the base is computed on this device, in words.
+    pub compute: String,
+}
+
+/// The estimate for a run of `model` on the dataset at `config.data`.
+/// Batches are padded to their longest example, not to `max_seq_length`,
+/// so the dataset's longest example (with the model's tokenizer) bounds
+/// the sequence length counted.
+pub fn estimate_run(
+    state: &AppState,
+    model: &ModelRecord,
+    config: &TrainConfig,
+) -> anyhow::Result<RunEstimate> {
+    let path = Path::new(&model.location);
+    let architecture = model_architecture(path)
+        .with_context(|| format!("cannot read the architecture of model {}", model.name))?;
+    let (format, compute) = weight_format(&state.device.kind, &architecture, config);
+    let longest = longest_example(state, model, config).unwrap_or(config.max_seq_length);
+    let padded = TrainConfig {
+        max_seq_length: engine::data::batching::padded_width(
+            longest.min(config.max_seq_length),
+            config.max_seq_length,
+        ),
+        ..config.clone()
+    };
+    let estimate = engine::memory::estimate(&architecture, format, &padded);
+    let available = available_memory();
+    Ok(RunEstimate {
+        weights: estimate.weights,
+        adapters: estimate.adapters,
+        activations: estimate.activations,
+        total: estimate.total,
+        available,
+        fits: available.map(|available| estimate.total <= available),
+        compute,
+    })
+}
+
+/// The longest training example in tokens; `None` when the dataset cannot
+/// be tokenized (its problems are reported elsewhere).
+fn longest_example(state: &AppState, model: &ModelRecord, config: &TrainConfig) -> Option<usize> {
+    let tokenizer = state.tokenizers.get(model).ok()?;
+    let inspection = engine::data::inspect_with_tokenizer(
+        Path::new(&config.data),
+        &engine::data::FormatKeys::default(),
+        &tokenizer,
+        config,
+        engine::data::Split::Train,
+        0,
+    );
+    let tokens = inspection
+        .report
+        .split(engine::data::Split::Train)
+        .tokens
+        .as_ref()?;
+    (tokens.examples > 0).then_some(tokens.max_length)
+}
+
+fn model_architecture(path: &Path) -> anyhow::Result<ModelConfig> {
+    if path.is_dir() {
+        return engine::models::read_config(path);
+    }
+    Ok(engine::gguf::inspect_gguf(path)?.0)
+}
+
+/// On the CPU everything computes in f32 (MLX's quantized and half matmuls
+/// are 30-60x slower there); on a GPU a quantized base stays quantized.
+fn weight_format(
+    device: &str,
+    architecture: &ModelConfig,
+    config: &TrainConfig,
+) -> (WeightFormat, String) {
+    if device == "cpu" {
+        let note = if config.quantize.is_some() || architecture.quantization.is_some() {
+            "f32 on the CPU (quantized weights are dequantized: MLX's quantized matmuls are slow there)"
+        } else {
+            "f32 on the CPU"
+        };
+        return (WeightFormat::F32, note.to_string());
+    }
+    let quantized = config
+        .quantize
+        .map(|q| (q.bits, q.group_size))
+        .or(architecture.quantization.map(|q| (q.bits, q.group_size)));
+    match quantized {
+        Some((bits, group_size)) => (
+            WeightFormat::Quantized { bits, group_size },
+            format!("{bits}-bit quantized base (QLoRA) on the GPU"),
+        ),
+        None => (WeightFormat::Half, "bf16 on the GPU".to_string()),
+    }
+}
