@@ -44,6 +44,7 @@ fn NumberField(
 pub fn NewRunPage() -> impl IntoView {
     let choices = Resource::new_blocking(|| (), |_| run_choices());
     let error = posted_error();
+    let can_mutate = crate::role::current_role().can_mutate();
     view! {
         <Page current="/runs/new">
             <h1>"New run"</h1>
@@ -51,6 +52,12 @@ pub fn NewRunPage() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                 {move || Suspend::new(async move {
                     match choices.await {
+                        Ok(_) if !can_mutate => view! {
+                            <p class="error-box" id="viewer-only">
+                                "You are watching as a viewer: only the owner or an operator can start runs."
+                            </p>
+                        }
+                        .into_any(),
                         Ok((models, datasets)) => view! { <NewRunForm models datasets /> }.into_any(),
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load models and datasets: {error}")}</p>

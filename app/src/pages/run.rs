@@ -126,23 +126,27 @@ fn RunView(detail: RunDetail) -> impl IntoView {
         },
     ];
     let eta = eta_text(&detail);
-    let actions = view! {
-        <div class="actions">
-            {summary.is_active().then(|| view! {
-                <form method="post" action="/fn/runs/stop">
-                    <input type="hidden" name="id" value=id />
-                    <button type="submit" id="stop">"Stop"</button>
-                </form>
-            })}
-            {summary.is_resumable().then(|| view! {
-                <form method="post" action="/fn/runs/resume">
-                    <input type="hidden" name="id" value=id />
-                    <button type="submit" class="primary" id="resume">"Resume"</button>
-                </form>
-            })}
-            <a class="button" href=format!("/runs/new?clone={id}")>"Clone"</a>
-        </div>
-    };
+    // Viewers get no buttons: the server would refuse their posts.
+    let can_mutate = crate::role::current_role().can_mutate();
+    let actions = can_mutate.then(|| {
+        view! {
+            <div class="actions">
+                {summary.is_active().then(|| view! {
+                    <form method="post" action="/fn/runs/stop">
+                        <input type="hidden" name="id" value=id />
+                        <button type="submit" id="stop">"Stop"</button>
+                    </form>
+                })}
+                {summary.is_resumable().then(|| view! {
+                    <form method="post" action="/fn/runs/resume">
+                        <input type="hidden" name="id" value=id />
+                        <button type="submit" class="primary" id="resume">"Resume"</button>
+                    </form>
+                })}
+                <a class="button" href=format!("/runs/new?clone={id}")>"Clone"</a>
+            </div>
+        }
+    });
     let checkpoints = detail
         .checkpoints
         .iter()
