@@ -4,7 +4,7 @@
 use axum::{
     body::Body,
     extract::State,
-    http::{Request, StatusCode},
+    http::{header, HeaderValue, Request, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -55,6 +55,18 @@ fn provide_request_context(backend: &SharedBackend) {
         .and_then(|parts| parts.extensions.get::<Role>().copied())
         .unwrap_or(Role::Viewer);
     provide_context(role);
+    // Leptos marks its inline scripts with this request's nonce; the page's
+    // policy must allow exactly that one.
+    if let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        if let Ok(policy) =
+            HeaderValue::from_str(&access::content_security_policy_with_nonce(&nonce))
+        {
+            response.insert_header(header::CONTENT_SECURITY_POLICY, policy);
+        }
+    }
 }
 
 async fn health(State(state): State<SharedState>) -> Json<HealthInfo> {

@@ -31,7 +31,9 @@ use axum::{Json, Router};
 use serde_json::json;
 
 pub use app::Role;
-pub use headers::{add_security_headers, CONTENT_SECURITY_POLICY};
+pub use headers::{
+    add_security_headers, content_security_policy_with_nonce, CONTENT_SECURITY_POLICY,
+};
 pub use limits::{
     is_too_large, BodyLimits, StreamSlot, StreamSlots, TooManyStreams, DEFAULT_BODY_LIMIT,
     UPLOAD_PREFIXES,
