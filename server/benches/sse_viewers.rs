@@ -21,6 +21,9 @@ use serde_json::{json, Value};
 
 /// Streams per loopback address, within the server's per-client cap.
 const PER_ADDRESS: usize = 10;
+/// Viewers that open the stream and never read it (a frozen tab): the
+/// others must not notice them.
+const STALLED: usize = 20;
 const DEADLINE: Duration = Duration::from_secs(240);
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -77,6 +80,19 @@ async fn watch(url: String, source: IpAddr) -> Result<(i64, Vec<(i64, i64)>), St
     Err(format!("{source}: the stream ended before the run did"))
 }
 
+/// Asks for the run's stream with a tiny receive buffer, then never reads.
+async fn stall(base_url: &str, id: i64, source: Ipv4Addr) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let address: std::net::SocketAddr = base_url.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    let mut stream = socket.connect(address).await.unwrap();
+    let request = format!("GET /api/runs/{id}/events HTTP/1.1\r\nHost: {address}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -115,6 +131,10 @@ fn main() {
             .unwrap();
         let id = created["id"].as_i64().expect("run id");
         let url = server.url(&format!("/api/runs/{id}/events"));
+        let mut stalled = Vec::new();
+        for i in 0..STALLED {
+            stalled.push(stall(&server.base_url, id, Ipv4Addr::new(127, 0, 2, 2 + i as u8)).await);
+        }
         let tasks: Vec<_> = (0..viewers)
             .map(|i| {
                 let source = IpAddr::V4(Ipv4Addr::new(
@@ -129,6 +149,7 @@ fn main() {
         let results = tokio::time::timeout(DEADLINE, futures_util::future::join_all(tasks))
             .await
             .expect("the bench ran past its deadline");
+        drop(stalled);
         (id, results)
     });
     let elapsed = started.elapsed();

@@ -97,6 +97,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(args.address())
             .await
             .with_context(|| format!("cannot listen on {}", args.address()))?;
+        access::cut_stalled_clients(&listener).context("cannot set TCP options")?;
         let address = listener.local_addr()?;
         println!("Loralab is serving on http://{address}");
         println!("Data dir: {}", state.data_dir.root.display());

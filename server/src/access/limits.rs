@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -48,6 +49,25 @@ pub fn is_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
         current = error.source();
     }
     false
+}
+
+/// How long a peer may leave sent data unacknowledged (a laptop that went
+/// to sleep, a dead link) before the kernel drops the connection, and with
+/// it the stream's slot; TCP keep-alive probes find idle dead peers too.
+pub const STALLED_CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sets TCP_USER_TIMEOUT and keep-alive on the listening socket: Linux
+/// copies both to every accepted connection.
+pub fn cut_stalled_clients(listener: &tokio::net::TcpListener) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(listener);
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(STALLED_CLIENT_TIMEOUT)
+            .with_interval(Duration::from_secs(10)),
+    )?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(STALLED_CLIENT_TIMEOUT))?;
+    Ok(())
 }
 
 /// Counts the open SSE streams of each client address. A browser keeps at
@@ -139,6 +159,22 @@ mod tests {
         drop(first);
         assert_eq!(slots.open_for(a), 1);
         assert!(slots.acquire(a).is_ok());
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_inherit_the_stall_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        cut_stalled_clients(&listener).unwrap();
+        let address = listener.local_addr().unwrap();
+        let _client = tokio::net::TcpStream::connect(address).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let socket = socket2::SockRef::from(&accepted);
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(STALLED_CLIENT_TIMEOUT)
+        );
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), STALLED_CLIENT_TIMEOUT);
     }
 
     #[test]

@@ -35,8 +35,8 @@ pub use headers::{
     add_security_headers, content_security_policy_with_nonce, CONTENT_SECURITY_POLICY,
 };
 pub use limits::{
-    is_too_large, BodyLimits, StreamSlot, StreamSlots, TooManyStreams, DEFAULT_BODY_LIMIT,
-    UPLOAD_PREFIXES,
+    cut_stalled_clients, is_too_large, BodyLimits, StreamSlot, StreamSlots, TooManyStreams,
+    DEFAULT_BODY_LIMIT, UPLOAD_PREFIXES,
 };
 pub use names::{safe_name, NameError, MAX_NAME_BYTES};
 pub use session::COOKIE;

@@ -23,7 +23,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
 use super::ApiError;
-use crate::access::{Client, StreamSlot};
+use crate::access::{Client, StreamSlot, TooManyStreams};
 use crate::state::SharedState;
 use crate::store::{RunUpdate, StoredEvent};
 
@@ -50,7 +50,7 @@ pub async fn run_stream(
         .run(id)
         .map_err(|e| reject(ApiError::from(e)))?
         .ok_or_else(|| reject(ApiError::run_not_found(id)))?;
-    let slot = open_slot(client)?;
+    let slot = open_slot(client).map_err(IntoResponse::into_response)?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -86,11 +86,10 @@ pub async fn run_stream(
 
 /// A slot for one more stream of this client; None when the router runs
 /// without the access layer.
-fn open_slot(client: Option<Extension<Client>>) -> Result<Option<StreamSlot>, Response> {
+fn open_slot(client: Option<Extension<Client>>) -> Result<Option<StreamSlot>, TooManyStreams> {
     client
         .map(|Extension(client)| client.open_stream())
         .transpose()
-        .map_err(IntoResponse::into_response)
 }
 
 struct RunCursor {
@@ -148,7 +147,7 @@ pub async fn runs_stream(
     State(state): State<SharedState>,
     client: Option<Extension<Client>>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
-    let slot = open_slot(client)?;
+    let slot = open_slot(client).map_err(IntoResponse::into_response)?;
     let updates = state.supervisor.subscribe_updates();
     let shutdown = state.supervisor.shutdown_signal();
     let stream = stream::unfold(
