@@ -207,6 +207,7 @@ fn main() {
         "viewers:            {viewers} ({} loopback addresses, {PER_ADDRESS} streams each)",
         viewers.div_ceil(PER_ADDRESS)
     );
+    println!("stalled viewers:    {STALLED} (open, never read)");
     println!(
         "run:                {iters} steps, {} events committed",
         expected.len()
