@@ -58,8 +58,8 @@ pub struct ServeArgs {
     /// Live event streams one client address may hold open at once.
     #[arg(long, env = "LORALAB_MAX_STREAMS_PER_CLIENT", default_value_t = 8)]
     pub max_streams_per_client: usize,
-    /// Largest upload (routes under /api/uploads/), in MiB. Every other
-    /// request body is limited to 1 MiB.
+    /// Largest upload (POST /api/datasets, routes under /api/uploads/), in
+    /// MiB. Every other request body is limited to 1 MiB.
     #[arg(long, env = "LORALAB_MAX_UPLOAD_MB", default_value_t = 4096)]
     pub max_upload_mb: u64,
 }

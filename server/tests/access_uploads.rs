@@ -1,6 +1,5 @@
-//! The access layer over an upload route of the kind the dataset import
-//! will add: the route opts into the larger limit by living under
-//! `/api/uploads/`, names go through `safe_name`, and a refused upload
+//! The access layer over an upload route: the route opts into the larger
+//! limit by being in `access::UPLOAD_ROUTES` (here: under `/api/uploads/`), names go through `safe_name`, and a refused upload
 //! leaves nothing on disk. The route here is this test's own; the layer,
 //! limits and name check are the server's.
 

@@ -13,10 +13,12 @@ use serde_json::json;
 /// Every request body but uploads: forms and JSON are a few kilobytes.
 pub const DEFAULT_BODY_LIMIT: u64 = 1024 * 1024;
 
-/// Routes under these prefixes take bodies up to the upload limit. Upload
-/// routes opt in by living here: the limit is applied before routing, so
-/// every other route (server functions included) stays at 1 MiB.
-pub const UPLOAD_PREFIXES: &[&str] = &["/api/uploads/", "/fn/uploads/"];
+/// Routes that take bodies up to the upload limit: an exact path, or every
+/// path under an entry that ends in '/'. The limit is applied before
+/// routing, so a route opts in by being listed here; every other route
+/// (server functions included) stays at 1 MiB. `/api/datasets` is the
+/// dataset upload (its handler also enforces its own, smaller limit).
+pub const UPLOAD_ROUTES: &[&str] = &["/api/datasets", "/api/uploads/", "/fn/uploads/"];
 
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
@@ -26,10 +28,14 @@ pub struct BodyLimits {
 
 impl BodyLimits {
     pub fn for_path(&self, path: &str) -> u64 {
-        if UPLOAD_PREFIXES
-            .iter()
-            .any(|prefix| path.starts_with(prefix))
-        {
+        let upload = UPLOAD_ROUTES.iter().any(|route| {
+            if route.ends_with('/') {
+                path.starts_with(route)
+            } else {
+                path == *route
+            }
+        });
+        if upload {
             self.upload
         } else {
             self.default
@@ -178,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn uploads_opt_in_by_prefix() {
+    fn uploads_opt_in_by_path() {
         let limits = BodyLimits {
             default: 10,
             upload: 1000,
@@ -187,5 +193,7 @@ mod tests {
         assert_eq!(limits.for_path("/fn/runs/create"), 10);
         assert_eq!(limits.for_path("/api/uploads/datasets"), 1000);
         assert_eq!(limits.for_path("/api/uploadsX"), 10);
+        assert_eq!(limits.for_path("/api/datasets"), 1000);
+        assert_eq!(limits.for_path("/api/datasets/3"), 10);
     }
 }

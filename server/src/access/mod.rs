@@ -36,7 +36,7 @@ pub use headers::{
 };
 pub use limits::{
     cut_stalled_clients, is_too_large, BodyLimits, StreamSlot, StreamSlots, TooManyStreams,
-    DEFAULT_BODY_LIMIT, UPLOAD_PREFIXES,
+    DEFAULT_BODY_LIMIT, UPLOAD_ROUTES,
 };
 pub use names::{safe_name, NameError, MAX_NAME_BYTES};
 pub use session::COOKIE;
