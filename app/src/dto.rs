@@ -117,6 +117,89 @@ pub struct DatasetSummary {
     pub train_count: u64,
     pub valid_count: u64,
     pub test_count: u64,
+    /// Validation problems found at upload; a run refuses the dataset while
+    /// there are any.
+    pub problems: u64,
+    /// Shipped with Loralab.
+    pub builtin: bool,
+}
+
+/// How to look at a dataset: the model whose tokenizer and chat template
+/// render it, and the training settings that change what is trained. `None`
+/// takes the default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DatasetQuery {
+    pub model: Option<String>,
+    pub max_seq_length: Option<usize>,
+    pub mask_prompt: Option<bool>,
+    /// Share of a single file held out for validation and for test.
+    pub split_fraction: Option<f64>,
+    pub seed: Option<u64>,
+}
+
+/// One problem of a dataset: `train.jsonl:17: field "messages[2].role": ...`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetProblem {
+    pub file: String,
+    pub line: Option<usize>,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+/// Token figures of one split, with the model's tokenizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitTokens {
+    pub tokens: u64,
+    pub trained_tokens: u64,
+    pub min_length: u64,
+    pub max_length: u64,
+    pub truncated_examples: u64,
+    pub truncated_tokens: u64,
+    /// Examples whose prompt fills the whole sequence: nothing to learn.
+    pub untrainable_examples: u64,
+    /// Counts of lengths in `[i * bucket_width, (i + 1) * bucket_width)`.
+    pub histogram_bucket_width: u64,
+    pub histogram: Vec<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitInfo {
+    /// `train`, `valid` or `test`.
+    pub split: String,
+    /// Where its examples come from, in words ("valid.jsonl", "held out of train.jsonl").
+    pub source: String,
+    pub examples: u64,
+    pub tokens: Option<SplitTokens>,
+}
+
+/// A stretch of an example's rendered text and what training does with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviewSegment {
+    /// `masked` (prompt, no loss), `trained` or `truncated`.
+    pub kind: String,
+    pub text: String,
+    pub tokens: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExamplePreview {
+    pub file: String,
+    pub line: usize,
+    pub segments: Vec<PreviewSegment>,
+}
+
+/// Everything the dataset page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetDetail {
+    pub summary: DatasetSummary,
+    /// The JSONL files with their sizes in bytes.
+    pub files: Vec<(String, u64)>,
+    pub format: Option<String>,
+    pub splits: Vec<SplitInfo>,
+    pub problems: Vec<DatasetProblem>,
+    pub previews: Vec<ExamplePreview>,
+    /// The settings the figures were computed with (defaults filled in).
+    pub query: DatasetQuery,
 }
 
 /// The new-run form, as posted. Empty fields take the preset's value.

@@ -60,6 +60,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/runs/:id") view=pages::run::RunPage ssr=SsrMode::Async />
                 <Route path=path!("/models") view=pages::catalog::ModelsPage ssr=SsrMode::Async />
                 <Route path=path!("/datasets") view=pages::catalog::DatasetsPage ssr=SsrMode::Async />
+                <Route path=path!("/datasets/:id") view=pages::dataset::DatasetPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

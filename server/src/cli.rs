@@ -92,6 +92,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             data_dir,
             device,
             supervisor: supervisor.clone(),
+            tokenizers: Default::default(),
         });
         let access = Access::new(args.access(), &state.data_dir.root)?;
         let listener = tokio::net::TcpListener::bind(args.address())

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod api;
 pub mod cli;
+pub mod datasets;
 pub mod http;
 mod pages_backend;
 pub mod settings;

@@ -3,19 +3,31 @@
 //! as `POST /api/runs`, so the form and the API cannot drift apart.
 
 use app::dto::{
-    CheckpointInfo, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, RunDetail, RunSummary,
-    TrainPoint, ValPoint,
+    CheckpointInfo, DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary,
+    NewRunForm, RunDetail, RunSummary, TrainPoint, ValPoint,
 };
 use engine::protocol::Event;
 use serde_json::{json, Map, Value};
 
 use crate::api::runs::create_run;
+use crate::datasets::DatasetError;
 use crate::state::AppState;
 
 /// Store and supervisor errors are logged in full; pages get a short text.
 fn user_error(context: &str, error: impl std::fmt::Display) -> String {
     tracing::error!(%error, "{context}");
     format!("{context} failed; see the server log")
+}
+
+/// Runs CPU work (tokenizing a dataset) without stalling the other tasks of
+/// a multi-threaded runtime's worker; a single-threaded runtime (some tests)
+/// cannot hand its tasks over, so there it just runs.
+fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 impl app::Backend for AppState {
@@ -133,17 +145,29 @@ impl app::Backend for AppState {
             .store
             .list_datasets()
             .map_err(|error| user_error("reading the datasets", error))?;
-        Ok(datasets
-            .into_iter()
-            .map(|dataset| DatasetSummary {
-                id: dataset.id,
-                name: dataset.name,
-                format: dataset.format,
-                train_count: dataset.train_count.max(0) as u64,
-                valid_count: dataset.valid_count.max(0) as u64,
-                test_count: dataset.test_count.max(0) as u64,
-            })
-            .collect())
+        Ok(datasets.into_iter().map(crate::datasets::summary).collect())
+    }
+
+    fn dataset_detail(
+        &self,
+        id: i64,
+        query: DatasetQuery,
+    ) -> Result<Option<DatasetDetail>, String> {
+        cpu_bound(|| crate::datasets::inspect(&self.store, &self.tokenizers, id, query)).map_err(
+            |error| match error {
+                DatasetError::Internal(error) => user_error("checking the dataset", error),
+                refused => refused.to_string(),
+            },
+        )
+    }
+
+    fn delete_dataset(&self, id: i64) -> Result<(), String> {
+        crate::datasets::delete_dataset(&self.store, &self.data_dir.datasets(), id).map_err(
+            |error| match error {
+                DatasetError::Internal(error) => user_error("deleting the dataset", error),
+                refused => refused.to_string(),
+            },
+        )
     }
 
     fn create_run(&self, form: NewRunForm) -> Result<i64, String> {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use engine::device::DeviceInfo;
 
+use crate::datasets::TokenizerCache;
 use crate::setup::DataDir;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -15,6 +16,8 @@ pub struct AppState {
     pub device: DeviceInfo,
     /// The queue and the worker processes of runs.
     pub supervisor: Supervisor,
+    /// Tokenizers of registered models, for dataset previews.
+    pub tokenizers: TokenizerCache,
 }
 
 pub type SharedState = Arc<AppState>;

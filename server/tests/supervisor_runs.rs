@@ -143,6 +143,7 @@ async fn a_bad_dataset_fails_the_run_with_the_reason() {
             train_count: 2,
             valid_count: 0,
             test_count: 0,
+            problems: 0,
             builtin: false,
         })
         .unwrap();

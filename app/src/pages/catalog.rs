@@ -104,15 +104,22 @@ fn ModelsTable(models: Vec<ModelSummary>) -> impl IntoView {
 #[component]
 pub fn DatasetsPage() -> impl IntoView {
     let datasets = Resource::new_blocking(|| (), |_| list_datasets());
+    // The upload posts to the JSON API, which redirects a browser back here
+    // with `?error=` when the files are refused; server functions' own
+    // errors come back in `__err`.
+    let error = leptos_router::hooks::use_query_map()
+        .with_untracked(|query| query.get("error"))
+        .or_else(crate::pages::posted_error);
     view! {
         <Page current="/datasets">
             <h1>"Datasets"</h1>
+            <crate::pages::ErrorBox message=error />
             <div class="panel">
                 <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                     {move || Suspend::new(async move {
                         match datasets.await {
                             Ok(datasets) if datasets.is_empty() => view! {
-                                <p class="empty">"No datasets yet."</p>
+                                <p class="empty">"No datasets yet: upload one below."</p>
                             }
                             .into_any(),
                             Ok(datasets) => view! { <DatasetsTable datasets /> }.into_any(),
@@ -124,7 +131,49 @@ pub fn DatasetsPage() -> impl IntoView {
                     })}
                 </Suspense>
             </div>
+            <UploadForm />
         </Page>
+    }
+}
+
+/// A plain multipart form: one JSONL file (valid and test are held out of
+/// it), or mlx-lm's train/valid/test files.
+#[component]
+fn UploadForm() -> impl IntoView {
+    view! {
+        <form class="stacked panel" method="post" action="/api/datasets" enctype="multipart/form-data" id="upload-dataset">
+            <h2>"Upload a dataset"</h2>
+            <p class="muted">
+                "JSON Lines in one of mlx-lm's formats: chat ("<code>"{\"messages\": [...]}"</code>
+                "), completions ("<code>"{\"prompt\": ..., \"completion\": ...}"</code>") or text ("
+                <code>"{\"text\": ...}"</code>"). Every problem is listed with its line."
+            </p>
+            <label>
+                <span>"Name"</span>
+                <input type="text" name="name" required maxlength="64" placeholder="e.g. support-chats" />
+            </label>
+            <div class="grid-2">
+                <label>
+                    <span>"One file (valid and test are held out of it)"</span>
+                    <input type="file" name="file" accept=".jsonl,.json,application/jsonl" />
+                </label>
+                <div>
+                    <label>
+                        <span>"Or: train.jsonl"</span>
+                        <input type="file" name="train" accept=".jsonl,.json" />
+                    </label>
+                    <label>
+                        <span>"valid.jsonl (optional)"</span>
+                        <input type="file" name="valid" accept=".jsonl,.json" />
+                    </label>
+                    <label>
+                        <span>"test.jsonl (optional)"</span>
+                        <input type="file" name="test" accept=".jsonl,.json" />
+                    </label>
+                </div>
+            </div>
+            <button type="submit" class="primary" id="upload">"Upload and check"</button>
+        </form>
     }
 }
 
@@ -133,9 +182,18 @@ fn DatasetsTable(datasets: Vec<DatasetSummary>) -> impl IntoView {
     let rows = datasets
         .into_iter()
         .map(|dataset| {
+            let href = format!("/datasets/{}", dataset.id);
+            let status = match dataset.problems {
+                0 => view! { <span class="status done">"ready"</span> }.into_any(),
+                n => view! {
+                    <span class="status failed">{format!("{n} problem{}", if n == 1 { "" } else { "s" })}</span>
+                }
+                .into_any(),
+            };
             view! {
                 <tr>
-                    <td>{dataset.name}</td>
+                    <td><a href=href>{dataset.name}</a>{dataset.builtin.then(|| view! { " " <span class="muted small">"(sample)"</span> })}</td>
+                    <td>{status}</td>
                     <td>{dataset.format.unwrap_or_else(|| "–".into())}</td>
                     <td class="num">{dataset.train_count}</td>
                     <td class="num">{dataset.valid_count}</td>
@@ -148,7 +206,7 @@ fn DatasetsTable(datasets: Vec<DatasetSummary>) -> impl IntoView {
         <table id="datasets">
             <thead>
                 <tr>
-                    <th>"Name"</th><th>"Format"</th><th class="num">"Train"</th>
+                    <th>"Name"</th><th>"Status"</th><th>"Format"</th><th class="num">"Train"</th>
                     <th class="num">"Valid"</th><th class="num">"Test"</th>
                 </tr>
             </thead>

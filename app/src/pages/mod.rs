@@ -1,6 +1,7 @@
 //! One module per page, each beside its server functions.
 
 pub mod catalog;
+pub mod dataset;
 pub mod new_run;
 pub mod run;
 pub mod runs;

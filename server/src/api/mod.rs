@@ -1,11 +1,13 @@
 //! The JSON API and its SSE streams (see README.md's JSON API table).
 
 mod catalog;
+mod datasets;
 mod error;
 mod events;
 mod metrics;
 pub(crate) mod runs;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -17,7 +19,19 @@ use crate::state::SharedState;
 pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/api/models", get(catalog::list_models))
-        .route("/api/datasets", get(catalog::list_datasets))
+        .route(
+            "/api/datasets",
+            get(catalog::list_datasets)
+                .post(datasets::upload)
+                .layer(DefaultBodyLimit::max(
+                    // Room for the multipart framing around the files.
+                    (crate::datasets::MAX_UPLOAD_BYTES + (1 << 20)) as usize,
+                )),
+        )
+        .route(
+            "/api/datasets/{id}",
+            get(datasets::show).delete(datasets::delete),
+        )
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/events", get(events::runs_stream))
         .route("/api/runs/{id}", get(runs::show))

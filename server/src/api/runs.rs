@@ -77,6 +77,15 @@ pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
             format!("no dataset named {dataset_name:?} (GET /api/datasets lists them)"),
         )
     })?;
+    if dataset.problems > 0 {
+        return Err(ApiError::invalid(
+            "dataset",
+            format!(
+                "{dataset_name:?} has {} validation problem(s); the datasets page lists them with file and line",
+                dataset.problems
+            ),
+        ));
+    }
     let config = train_config(fields)?;
     let config = TrainConfig {
         model: model.location.clone(),

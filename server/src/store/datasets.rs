@@ -20,6 +20,8 @@ pub struct NewDataset {
     pub train_count: usize,
     pub valid_count: usize,
     pub test_count: usize,
+    /// Validation problems found when the files were checked.
+    pub problems: usize,
     pub builtin: bool,
 }
 
@@ -32,12 +34,13 @@ pub struct DatasetRecord {
     pub train_count: i64,
     pub valid_count: i64,
     pub test_count: i64,
+    pub problems: i64,
     pub builtin: bool,
     pub created_at: String,
 }
 
-const COLUMNS: &str =
-    "id, name, directory, format, train_count, valid_count, test_count, builtin, created_at";
+const COLUMNS: &str = "id, name, directory, format, train_count, valid_count, test_count, \
+                       problems, builtin, created_at";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<DatasetRecord> {
     Ok(DatasetRecord {
@@ -48,34 +51,99 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<DatasetRecord> {
         train_count: row.get(4)?,
         valid_count: row.get(5)?,
         test_count: row.get(6)?,
-        builtin: row.get(7)?,
-        created_at: row.get(8)?,
+        problems: row.get(7)?,
+        builtin: row.get(8)?,
+        created_at: row.get(9)?,
     })
 }
 
 impl Store {
     /// Registers a dataset, or updates the one of the same name.
     pub fn upsert_dataset(&self, dataset: &NewDataset) -> StoreResult<i64> {
-        let id = self.connection().query_row(
-            "INSERT INTO datasets (name, directory, format, train_count, valid_count, test_count, builtin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (name) DO UPDATE SET
+        self.write_dataset(dataset, true)?
+            .ok_or(rusqlite::Error::QueryReturnedNoRows.into())
+    }
+
+    /// Registers a new dataset; `None` when the name is taken.
+    pub fn insert_dataset(&self, dataset: &NewDataset) -> StoreResult<Option<i64>> {
+        self.write_dataset(dataset, false)
+    }
+
+    fn write_dataset(&self, dataset: &NewDataset, replace: bool) -> StoreResult<Option<i64>> {
+        let on_conflict = if replace {
+            "DO UPDATE SET
                  directory = excluded.directory, format = excluded.format,
                  train_count = excluded.train_count, valid_count = excluded.valid_count,
-                 test_count = excluded.test_count, builtin = excluded.builtin
-             RETURNING id",
-            params![
-                dataset.name,
-                dataset.directory,
-                dataset.format,
-                dataset.train_count as i64,
-                dataset.valid_count as i64,
-                dataset.test_count as i64,
-                dataset.builtin
-            ],
+                 test_count = excluded.test_count, problems = excluded.problems,
+                 builtin = excluded.builtin"
+        } else {
+            "DO NOTHING"
+        };
+        let id = self
+            .connection()
+            .query_row(
+                &format!(
+                    "INSERT INTO datasets
+                         (name, directory, format, train_count, valid_count, test_count, problems, builtin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (name) {on_conflict}
+                     RETURNING id"
+                ),
+                params![
+                    dataset.name,
+                    dataset.directory,
+                    dataset.format,
+                    dataset.train_count as i64,
+                    dataset.valid_count as i64,
+                    dataset.test_count as i64,
+                    dataset.problems as i64,
+                    dataset.builtin
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(id)
+    }
+
+    /// Where a dataset's files are, once they are in place.
+    pub fn set_dataset_directory(&self, id: i64, directory: &str) -> StoreResult<()> {
+        self.connection().execute(
+            "UPDATE datasets SET directory = ?2 WHERE id = ?1",
+            params![id, directory],
+        )?;
+        Ok(())
+    }
+
+    pub fn dataset(&self, id: i64) -> StoreResult<Option<DatasetRecord>> {
+        let row = self
+            .connection()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM datasets WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Forgets a dataset. Runs keep their configs (which name its folder)
+    /// and lose the link (`ON DELETE SET NULL`).
+    pub fn delete_dataset(&self, id: i64) -> StoreResult<bool> {
+        let deleted = self
+            .connection()
+            .execute("DELETE FROM datasets WHERE id = ?1", [id])?;
+        Ok(deleted > 0)
+    }
+
+    /// Runs of this dataset that a worker is (or will be) busy with.
+    pub fn active_runs_of_dataset(&self, id: i64) -> StoreResult<i64> {
+        let count = self.connection().query_row(
+            "SELECT count(*) FROM runs
+             WHERE dataset_id = ?1 AND status IN ('queued', 'running', 'stopping')",
+            [id],
             |row| row.get(0),
         )?;
-        Ok(id)
+        Ok(count)
     }
 
     pub fn list_datasets(&self) -> StoreResult<Vec<DatasetRecord>> {
@@ -114,6 +182,7 @@ pub fn register_sample_dataset(store: &Store, data_dir: &DataDir) -> Result<()> 
             train_count: 0,
             valid_count: 0,
             test_count: 0,
+            problems: 0,
             builtin: true,
         })?,
     };
@@ -135,6 +204,7 @@ pub fn register_sample_dataset(store: &Store, data_dir: &DataDir) -> Result<()> 
         train_count: count("train.jsonl")?,
         valid_count: count("valid.jsonl")?,
         test_count: count("test.jsonl")?,
+        problems: 0,
         builtin: true,
     })?;
     Ok(())

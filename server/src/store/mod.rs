@@ -18,6 +18,7 @@ pub use runs::{CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_run_log_tail.sql"),
+    include_str!("../../migrations/0003_dataset_problems.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
