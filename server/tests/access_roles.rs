@@ -271,6 +271,17 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
         !viewer_page.contains(r#"href="/runs/new""#),
         "{viewer_page}"
     );
+    let datasets = |cookie: Option<String>| {
+        let mut request = client.get(server.url("/datasets"));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    assert!(!datasets(None).await.contains(r#"id="upload-dataset""#));
+    assert!(datasets(Some(session.clone()))
+        .await
+        .contains(r#"id="upload-dataset""#));
     let new_run = client
         .get(server.url("/runs/new"))
         .send()

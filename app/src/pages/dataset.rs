@@ -86,6 +86,8 @@ pub fn DatasetPage() -> impl IntoView {
 
 #[component]
 fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoView {
+    // Viewers get no actions: the server would refuse their posts.
+    let can_mutate = crate::role::current_role().can_mutate();
     let summary = detail.summary.clone();
     let query = detail.query.clone();
     let max_seq_length = query.max_seq_length.unwrap_or(2048);
@@ -106,13 +108,27 @@ fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoVie
         }
         .into_any()
     };
+    let delete_form = can_mutate.then(|| {
+        view! {
+            <details class="danger-zone panel">
+                <summary>"Delete this dataset..."</summary>
+                <form method="post" action="/fn/datasets/delete">
+                    <input type="hidden" name="id" value=summary.id />
+                    <p>"Its files are removed from the data dir. Runs that used it keep their results."</p>
+                    <button type="submit" class="danger" id="delete-dataset">
+                        {format!("Delete {}", summary.name)}
+                    </button>
+                </form>
+            </details>
+        }
+    });
     view! {
         <div class="toolbar">
             <h1>{summary.name.clone()}</h1>
             {status}
             <span class="muted">{detail.format.clone().unwrap_or_else(|| "format unknown".into())}</span>
             <span class="spacer"></span>
-            {detail.problems.is_empty().then(|| view! {
+            {(detail.problems.is_empty() && can_mutate).then(|| view! {
                 <a class="button primary" href=new_run_href>"Fine-tune on it"</a>
             })}
         </div>
@@ -154,16 +170,7 @@ fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoVie
                 detail.previews.into_iter().map(|preview| view! { <Preview preview /> }).collect_view().into_any()
             }}
         </section>
-        <details class="danger-zone panel">
-            <summary>"Delete this dataset..."</summary>
-            <form method="post" action="/fn/datasets/delete">
-                <input type="hidden" name="id" value=summary.id />
-                <p>"Its files are removed from the data dir. Runs that used it keep their results."</p>
-                <button type="submit" class="danger" id="delete-dataset">
-                    {format!("Delete {}", summary.name)}
-                </button>
-            </form>
-        </details>
+        {delete_form}
     }
 }
 
@@ -285,7 +292,15 @@ fn Histogram(tokens: SplitTokens, max_seq_length: usize) -> impl IntoView {
     const HEIGHT: f64 = 160.0;
     const BOTTOM: f64 = 20.0;
     let width = tokens.histogram_bucket_width.max(1) as f64;
-    let span = (tokens.histogram.len() as f64 * width).max(max_seq_length as f64 * 1.05);
+    let extent = tokens.histogram.len() as f64 * width;
+    // A limit far right of every length would squeeze the bars into a
+    // corner: then it is left out and the caption says all fit.
+    let limit_shown = (max_seq_length as f64) < extent * 2.0;
+    let span = if limit_shown {
+        extent.max(max_seq_length as f64 * 1.05)
+    } else {
+        extent
+    };
     let x_of = |length: f64| length / span * WIDTH;
     let highest = tokens.histogram.iter().copied().max().unwrap_or(1).max(1) as f64;
     let bars = tokens
@@ -310,6 +325,14 @@ fn Histogram(tokens: SplitTokens, max_seq_length: usize) -> impl IntoView {
         })
         .collect_view();
     let limit_x = x_of(max_seq_length as f64);
+    let limit = limit_shown.then(|| {
+        view! {
+            <line class="limit" x1=format!("{limit_x:.1}") x2=format!("{limit_x:.1}") y1="0" y2=format!("{}", HEIGHT - BOTTOM) />
+            <text class="axis" x=format!("{:.1}", (limit_x - 4.0).max(60.0)) y="12" text-anchor="end">
+                {format!("max {max_seq_length}")}
+            </text>
+        }
+    });
     let summary = format!(
         "{} examples, {}-{} tokens; {} longer than {max_seq_length} lose {} tokens",
         tokens.histogram.iter().sum::<u64>(),
@@ -321,10 +344,7 @@ fn Histogram(tokens: SplitTokens, max_seq_length: usize) -> impl IntoView {
     view! {
         <svg class="histogram" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=summary.clone()>
             {bars}
-            <line class="limit" x1=format!("{limit_x:.1}") x2=format!("{limit_x:.1}") y1="0" y2=format!("{}", HEIGHT - BOTTOM) />
-            <text class="axis" x=format!("{:.1}", (limit_x - 4.0).max(60.0)) y="12" text-anchor="end">
-                {format!("max {max_seq_length}")}
-            </text>
+            {limit}
             <text class="axis" x="0" y=format!("{}", HEIGHT - 4.0)>"0"</text>
             <text class="axis" x=format!("{WIDTH}") y=format!("{}", HEIGHT - 4.0) text-anchor="end">
                 {format!("{} tokens", span.round())}
