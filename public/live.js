@@ -34,6 +34,14 @@ function addPoint(chart, seriesKey, x, y) {
   }
 }
 
+// Mirrors format_duration in app/src/pages/mod.rs.
+function formatDuration(totalSeconds) {
+  const seconds = Math.max(0, Math.round(totalSeconds));
+  if (seconds < 60) return `${seconds} s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ${seconds % 60} s`;
+  return `${Math.floor(seconds / 3600)} h ${Math.floor((seconds % 3600) / 60)} min`;
+}
+
 function setStat(key, text) {
   const element = document.querySelector(`[data-stat="${key}"]`);
   if (element) element.textContent = text;
@@ -92,5 +100,12 @@ if (runsTable) {
     if (bar && change.total_steps) bar.style.width = `${(100 * change.step) / change.total_steps}%`;
     const steps = row.querySelector(".progress + .muted");
     if (steps) steps.textContent = `${change.step}/${change.total_steps}`;
+    // Speed from the server's latest report, else from the steps seen here.
+    const now = performance.now();
+    const seen = (row.seen ??= { step: change.step, at: now });
+    const measured = change.step > seen.step ? (change.step - seen.step) / ((now - seen.at) / 1000) : 0;
+    const speed = Number(row.dataset.itPerSec) || measured;
+    const eta = row.querySelector("[data-eta]");
+    if (eta && speed > 0) eta.textContent = formatDuration((change.total_steps - change.step) / speed);
   });
 }

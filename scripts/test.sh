@@ -12,4 +12,5 @@ echo "== cargo test"
 cargo test --workspace
 echo "== end-to-end (chromium)"
 cargo build -p server
+cargo build -p server --example e2e_fixture
 (cd end2end && npm test)

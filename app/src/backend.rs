@@ -1,7 +1,13 @@
 //! What the pages need from the server, as a trait the server implements.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::compare_dto::{
+    Ballot, ChatView, CompareChoices, ComparisonView, ImportAdapterForm, NewChatForm,
+    NewComparisonForm,
+};
 use crate::dto::{
     DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, RunDetail,
     RunSummary,
@@ -23,10 +29,36 @@ pub trait Backend: Send + Sync + 'static {
     /// Validates the form and queues the run; errors name the field.
     fn create_run(&self, form: NewRunForm) -> Result<i64, String>;
     fn stop_run(&self, id: i64) -> Result<(), String>;
+    /// Refused while a worker is busy with the run.
+    fn delete_run(&self, id: i64) -> Result<(), String>;
+    /// The new-run form filled with an earlier run's settings ("clone");
+    /// `None` when there is no such run.
+    fn run_form(&self, id: i64) -> Result<Option<NewRunForm>, String>;
     fn resume_run(&self, id: i64) -> Result<(), String>;
     /// After a server function succeeds: where the browser goes next (a
     /// plain form post without JavaScript follows this redirect).
     fn redirect(&self, path: &str);
+
+    /// Models, adapters, datasets and recent comparisons for the compare form.
+    fn compare_choices(&self) -> Result<CompareChoices, String>;
+    /// Validates the form, saves the comparison and starts generating it.
+    fn create_comparison(&self, form: NewComparisonForm) -> Result<i64, String>;
+    /// Resolves when comparison `id` has finished generating (at once when
+    /// it is not generating), so a no-JS form post can show the outputs.
+    fn wait_comparison(&self, id: i64) -> BoxFuture<'_, ()>;
+    fn comparison(&self, id: i64) -> Result<Option<ComparisonView>, String>;
+    /// Prompt `prompt`'s outputs, shuffled and unlabelled.
+    fn ballot(&self, id: i64, prompt: usize) -> Result<Option<Ballot>, String>;
+    fn vote(&self, id: i64, prompt: usize, output: i64) -> Result<(), String>;
+    fn import_adapter(&self, form: ImportAdapterForm) -> Result<(), String>;
+    fn create_chat(&self, form: NewChatForm) -> Result<i64, String>;
+    fn chat(&self, id: i64) -> Result<Option<ChatView>, String>;
+    /// Sends a message and waits for the whole reply.
+    fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>>;
 }
+
+/// A boxed future borrowing the backend, for the few calls that wait on
+/// generation.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub type SharedBackend = Arc<dyn Backend>;

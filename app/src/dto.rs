@@ -26,8 +26,13 @@ pub struct RunSummary {
     pub latest_val_loss: Option<f64>,
     pub best_val_loss: Option<f64>,
     pub tokens_per_sec: Option<f64>,
+    /// Steps per second at the latest report.
+    pub it_per_sec: Option<f64>,
     /// RFC 3339, UTC.
     pub created_at: String,
+    pub started_at: Option<String>,
+    /// Seconds from the start to the end, or to now while it runs.
+    pub elapsed_seconds: Option<f64>,
 }
 
 impl RunSummary {
@@ -38,6 +43,13 @@ impl RunSummary {
         } else {
             (self.step as f64 / self.total_steps as f64).clamp(0.0, 1.0)
         }
+    }
+
+    /// Seconds left at the latest speed, while the run is running.
+    pub fn eta_seconds(&self) -> Option<f64> {
+        let speed = self.it_per_sec.filter(|speed| *speed > 0.0)?;
+        (self.status == "running")
+            .then(|| self.total_steps.saturating_sub(self.step) as f64 / speed)
     }
 
     /// Whether a worker is (or will be) busy with this run.

@@ -11,6 +11,9 @@ const NAV: &[(&str, &str, bool)] = &[
     ("/runs/new", "New run", true),
     ("/models", "Models", false),
     ("/datasets", "Datasets", false),
+    ("/compare", "Compare", false),
+    // Chatting generates (a post): viewers cannot.
+    ("/chat", "Chat", true),
 ];
 
 #[component]

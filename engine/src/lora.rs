@@ -361,3 +361,16 @@ pub fn check_fine_tune_type(cfg: &TrainConfig) -> Result<()> {
         other => bail!("fine_tune_type `{other:?}` is not supported yet (only `lora`)"),
     }
 }
+
+/// Replaces whatever adapters `model` carries with those of the mlx-lm
+/// folder `dir`, or with none. The base weights are shared arrays that stay
+/// where they are: only the small A/B matrices are read, which is what lets
+/// one loaded base serve many adapters. On an error the model is left
+/// without adapters, never half-swapped.
+pub fn swap_adapters(model: &mut Model, dir: Option<&Path>) -> Result<()> {
+    detach(model);
+    match dir {
+        Some(dir) => load_adapters(model, dir),
+        None => Ok(()),
+    }
+}

@@ -66,3 +66,104 @@ pub enum Event {
         reason: String,
     },
 }
+
+/// Server -> inference worker (`loralab inference-worker`). One command at
+/// a time: the worker answers each with events and then reads the next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum InferenceCommand {
+    /// Load a base model (a GGUF file or an HF folder), replacing any other.
+    /// Loading the one already loaded does nothing.
+    Load { model: String },
+    /// Generate from the loaded base with `adapter` (an mlx-lm adapter
+    /// folder) swapped in, or the bare base when `None`.
+    Generate {
+        request: u64,
+        adapter: Option<String>,
+        prompt: InferencePrompt,
+        settings: GenerationSettings,
+    },
+    /// Exit after the current command.
+    Shutdown,
+}
+
+/// What to generate after.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum InferencePrompt {
+    /// A conversation, rendered with the model's chat template.
+    Chat { messages: Vec<PromptMessage> },
+    /// Plain text, no template.
+    Text { text: String },
+}
+
+/// One chat message as chat templates read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// Decoding settings, the same for every column of a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationSettings {
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    pub repetition_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        Self {
+            max_tokens: 128,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            repetition_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Inference worker -> server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum InferenceEvent {
+    /// A base model is loaded. `base_loads` counts loads over the worker's
+    /// life, so a caller can prove that swapping adapters did not reload it.
+    Loaded {
+        model: String,
+        seconds: f64,
+        base_loads: u64,
+    },
+    /// The adapter a request asked for is in place (`None`: the bare base).
+    /// `adapter_loads` counts adapter files read over the worker's life.
+    AdapterSet {
+        request: u64,
+        adapter: Option<String>,
+        seconds: f64,
+        adapter_loads: u64,
+    },
+    /// Newly final text of a request's output.
+    Text { request: u64, text: String },
+    Finished {
+        request: u64,
+        text: String,
+        prompt_tokens: usize,
+        generated_tokens: usize,
+        /// `stop` (an end token) or `length` (max_tokens).
+        finish_reason: String,
+        prompt_tokens_per_sec: f64,
+        generation_tokens_per_sec: f64,
+        seconds: f64,
+    },
+    /// A command failed; `request` is set when it was a generation.
+    Error {
+        request: Option<u64>,
+        reason: String,
+    },
+}

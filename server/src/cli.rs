@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use engine::device::DeviceInfo;
 
 use crate::access::{self, Access, TokenKind, TokenStore};
+use crate::inference::{Inference, InferenceSettings};
 use crate::settings::{DataDirArgs, ServeArgs};
 use crate::state::AppState;
 use crate::store::register_sample_dataset;
@@ -47,6 +48,9 @@ enum Command {
     /// Internal: one training, driven over stdin/stdout by the server.
     #[command(hide = true)]
     Worker,
+    /// Internal: the inference worker (generation with swappable adapters).
+    #[command(hide = true)]
+    InferenceWorker,
 }
 
 pub fn main() -> ExitCode {
@@ -65,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => crate::train_cli::run(&args, &data_dir),
         Command::Token(command) => token(&data_dir, command),
         Command::Worker => return crate::worker::run(),
+        Command::InferenceWorker => return crate::inference::worker::run(),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -87,14 +92,18 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             data_dir.runs(),
             SupervisorSettings::from_env()?,
         )?;
+        let inference = Inference::start(supervisor.clone(), InferenceSettings::from_env()?);
         let state = Arc::new(AppState {
             store,
             data_dir,
             device,
             supervisor: supervisor.clone(),
             tokenizers: Default::default(),
+            inference,
+            comparisons: Default::default(),
         });
         let access = Access::new(args.access(), &state.data_dir.root)?;
+        crate::compare::resume_unfinished(&state);
         let listener = tokio::net::TcpListener::bind(args.address())
             .await
             .with_context(|| format!("cannot listen on {}", args.address()))?;

@@ -4,9 +4,12 @@
 
 pub mod access;
 pub mod api;
+pub mod chat;
 pub mod cli;
 pub mod datasets;
+pub mod compare;
 pub mod http;
+pub mod inference;
 mod pages_backend;
 pub mod settings;
 pub mod setup;

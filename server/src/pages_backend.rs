@@ -9,8 +9,15 @@ use app::dto::{
 use engine::protocol::Event;
 use serde_json::{json, Map, Value};
 
+use app::backend::BoxFuture;
+use app::compare_dto::{
+    Ballot, ChatView, CompareChoices, ComparisonView, ImportAdapterForm, NewChatForm,
+    NewComparisonForm,
+};
+
 use crate::api::runs::create_run;
 use crate::datasets::DatasetError;
+use crate::compare::CompareRequest;
 use crate::state::AppState;
 
 /// Store and supervisor errors are logged in full; pages get a short text.
@@ -179,6 +186,20 @@ impl app::Backend for AppState {
         self.supervisor.stop(id).map_err(|error| error.to_string())
     }
 
+    fn delete_run(&self, id: i64) -> Result<(), String> {
+        self.supervisor
+            .delete(id)
+            .map_err(|error| error.to_string())
+    }
+
+    fn run_form(&self, id: i64) -> Result<Option<NewRunForm>, String> {
+        let run = self
+            .store
+            .run(id)
+            .map_err(|error| user_error("reading the run", error))?;
+        Ok(run.map(|run| clone_form(&run)))
+    }
+
     fn resume_run(&self, id: i64) -> Result<(), String> {
         self.supervisor
             .resume(id)
@@ -187,6 +208,74 @@ impl app::Backend for AppState {
 
     fn redirect(&self, path: &str) {
         leptos_axum::redirect(path);
+    }
+
+    fn compare_choices(&self) -> Result<CompareChoices, String> {
+        Ok(CompareChoices {
+            models: self.list_models()?,
+            adapters: crate::compare::adapter_choices(self).map_err(|e| e.to_string())?,
+            datasets: self.list_datasets()?,
+            recent: self
+                .store
+                .list_comparisons()
+                .map_err(|error| user_error("reading the comparisons", error))?,
+        })
+    }
+
+    fn create_comparison(&self, form: NewComparisonForm) -> Result<i64, String> {
+        let request = CompareRequest::from_form(form).map_err(|e| e.to_string())?;
+        crate::api::compare::create_comparison(self, &request).map_err(|e| e.to_string())
+    }
+
+    fn wait_comparison(&self, id: i64) -> BoxFuture<'_, ()> {
+        Box::pin(self.comparisons.wait(id))
+    }
+
+    fn comparison(&self, id: i64) -> Result<Option<ComparisonView>, String> {
+        let record = self
+            .store
+            .comparison(id)
+            .map_err(|error| user_error("reading the comparison", error))?;
+        Ok(record.as_ref().map(crate::compare::view::comparison_view))
+    }
+
+    fn ballot(&self, id: i64, prompt: usize) -> Result<Option<Ballot>, String> {
+        let record = self
+            .store
+            .comparison(id)
+            .map_err(|error| user_error("reading the comparison", error))?;
+        Ok(record.and_then(|record| {
+            crate::compare::view::ballot(&record, prompt, crate::api::compare::shuffle_seed())
+        }))
+    }
+
+    fn vote(&self, id: i64, prompt: usize, output: i64) -> Result<(), String> {
+        let vote = crate::api::compare::VoteRequest { prompt, output };
+        crate::api::compare::cast_vote(self, id, &vote).map_err(|e| e.to_string())
+    }
+
+    fn import_adapter(&self, form: ImportAdapterForm) -> Result<(), String> {
+        crate::compare::import_adapter(self, &form.name, &form.path, form.model.as_deref())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn create_chat(&self, form: NewChatForm) -> Result<i64, String> {
+        crate::chat::create_chat(self, &form.model, &form.adapter, form.system.as_deref())
+            .map_err(|e| e.to_string())
+    }
+
+    fn chat(&self, id: i64) -> Result<Option<ChatView>, String> {
+        crate::chat::chat_view(self, id).map_err(|e| e.to_string())
+    }
+
+    fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            crate::chat::send_message(self, id, &message, &mut |_: &str| {})
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -304,4 +393,40 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
         other => return Err(format!("fine_tune: unknown type {other:?} (lora or qlora)")),
     }
     Ok(Value::Object(request))
+}
+
+/// An earlier run's settings as the new-run form shows them: every field
+/// filled, so the preset does not matter.
+fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
+    let config = &run.config;
+    let text = |key: &str| {
+        config.get(key).and_then(|value| match value {
+            Value::Number(number) => Some(number.to_string()),
+            Value::Bool(flag) => Some(flag.to_string()),
+            _ => None,
+        })
+    };
+    let bits = config
+        .pointer("/quantize/bits")
+        .map(|bits| bits.to_string());
+    NewRunForm {
+        name: Some(format!("{} (copy)", run.name)),
+        model: run.model.clone().unwrap_or_default(),
+        dataset: run.dataset.clone().unwrap_or_default(),
+        preset: None,
+        fine_tune: Some(if bits.is_some() { "qlora" } else { "lora" }.to_string()),
+        bits,
+        iters: text("iters"),
+        batch_size: text("batch_size"),
+        learning_rate: text("learning_rate"),
+        rank: config
+            .pointer("/lora_parameters/rank")
+            .map(|rank| rank.to_string()),
+        num_layers: text("num_layers"),
+        max_seq_length: text("max_seq_length"),
+        mask_prompt: text("mask_prompt"),
+        steps_per_eval: text("steps_per_eval"),
+        save_every: text("save_every"),
+        seed: text("seed"),
+    }
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use engine::device::DeviceInfo;
 
 use crate::datasets::TokenizerCache;
+use crate::compare::ComparisonHub;
+use crate::inference::Inference;
 use crate::setup::DataDir;
 use crate::store::Store;
 use crate::supervisor::Supervisor;
@@ -18,6 +20,10 @@ pub struct AppState {
     pub supervisor: Supervisor,
     /// Tokenizers of registered models, for dataset previews.
     pub tokenizers: TokenizerCache,
+    /// The inference worker behind comparisons and chat.
+    pub inference: Inference,
+    /// Comparisons being generated, and their live output.
+    pub comparisons: Arc<ComparisonHub>,
 }
 
 pub type SharedState = Arc<AppState>;

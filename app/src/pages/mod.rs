@@ -2,6 +2,8 @@
 
 pub mod catalog;
 pub mod dataset;
+pub mod chat;
+pub mod compare;
 pub mod new_run;
 pub mod run;
 pub mod runs;
@@ -11,6 +13,16 @@ use leptos::prelude::*;
 /// Formats an optional number, with a dash for "none yet".
 pub(crate) fn format_optional(value: Option<f64>, decimals: usize) -> String {
     value.map_or_else(|| "–".to_string(), |value| format!("{value:.decimals$}"))
+}
+
+/// A duration the way people say it: "42 s", "2 min 5 s", "2 h 1 min".
+pub(crate) fn format_duration(seconds: f64) -> String {
+    let seconds = seconds.max(0.0).round() as u64;
+    match seconds {
+        0..=59 => format!("{seconds} s"),
+        60..=3599 => format!("{} min {} s", seconds / 60, seconds % 60),
+        _ => format!("{} h {} min", seconds / 3600, (seconds % 3600) / 60),
+    }
 }
 
 /// The error a server function reported to a no-JavaScript form post: leptos
@@ -36,6 +48,13 @@ fn decode_posted_error(raw: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(super::format_duration(42.4), "42 s");
+        assert_eq!(super::format_duration(125.0), "2 min 5 s");
+        assert_eq!(super::format_duration(7260.0), "2 h 1 min");
+    }
+
     #[test]
     fn posted_errors_show_their_message() {
         assert_eq!(

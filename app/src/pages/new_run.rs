@@ -15,12 +15,20 @@ pub async fn create_run(form: NewRunForm) -> Result<(), ServerFnError> {
     Ok(())
 }
 
+/// The pickers' choices, and the form filled from an earlier run when
+/// cloning.
 #[server(prefix = "/fn", endpoint = "runs/choices")]
-pub async fn run_choices() -> Result<(Vec<ModelSummary>, Vec<DatasetSummary>), ServerFnError> {
+pub async fn run_choices(
+    clone: Option<i64>,
+) -> Result<(Vec<ModelSummary>, Vec<DatasetSummary>, Option<NewRunForm>), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
     let models = backend.list_models().map_err(ServerFnError::new)?;
     let datasets = backend.list_datasets().map_err(ServerFnError::new)?;
-    Ok((models, datasets))
+    let cloned = match clone {
+        Some(id) => backend.run_form(id).map_err(ServerFnError::new)?,
+        None => None,
+    };
+    Ok((models, datasets, cloned))
 }
 
 /// A number field whose empty value means "the preset's".
@@ -31,18 +39,26 @@ fn NumberField(
     placeholder: &'static str,
     #[prop(optional)] step: Option<&'static str>,
     #[prop(optional)] min: Option<&'static str>,
+    value: Option<String>,
 ) -> impl IntoView {
     view! {
         <label>
             <span>{label}</span>
-            <input type="number" name=name placeholder=placeholder step=step.unwrap_or("1") min=min />
+            <input type="number" name=name placeholder=placeholder step=step.unwrap_or("1") min=min value=value />
         </label>
     }
 }
 
 #[component]
 pub fn NewRunPage() -> impl IntoView {
-    let choices = Resource::new_blocking(|| (), |_| run_choices());
+    // `?clone=ID` fills the form from a run; `?dataset=NAME` picks a dataset.
+    let (clone, dataset) = leptos_router::hooks::use_query_map().with_untracked(|query| {
+        (
+            query.get("clone").and_then(|id| id.parse::<i64>().ok()),
+            query.get("dataset"),
+        )
+    });
+    let choices = Resource::new_blocking(move || clone, run_choices);
     let error = posted_error();
     let can_mutate = crate::role::current_role().can_mutate();
     view! {
@@ -50,7 +66,9 @@ pub fn NewRunPage() -> impl IntoView {
             <h1>"New run"</h1>
             <ErrorBox message=error />
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
-                {move || Suspend::new(async move {
+                {move || {
+                    let dataset = dataset.clone();
+                    Suspend::new(async move {
                     match choices.await {
                         Ok(_) if !can_mutate => view! {
                             <p class="error-box" id="viewer-only">
@@ -58,44 +76,71 @@ pub fn NewRunPage() -> impl IntoView {
                             </p>
                         }
                         .into_any(),
-                        Ok((models, datasets)) => view! { <NewRunForm models datasets /> }.into_any(),
+                        Ok((models, datasets, cloned)) => {
+                            let initial = cloned.unwrap_or_else(|| NewRunForm {
+                                dataset: dataset.clone().unwrap_or_default(),
+                                ..NewRunForm::default()
+                            });
+                            view! { <NewRunForm models datasets initial /> }.into_any()
+                        }
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load models and datasets: {error}")}</p>
                         }
                         .into_any(),
                     }
-                })}
+                })}}
             </Suspense>
         </Page>
     }
 }
 
 #[component]
-fn NewRunForm(models: Vec<ModelSummary>, datasets: Vec<DatasetSummary>) -> impl IntoView {
+fn NewRunForm(
+    models: Vec<ModelSummary>,
+    datasets: Vec<DatasetSummary>,
+    initial: NewRunForm,
+) -> impl IntoView {
     let model_options = models
         .into_iter()
         .map(|model| {
             let label = model.name.clone();
-            view! { <option value=model.name>{label}</option> }
+            let selected = model.name == initial.model;
+            view! { <option value=model.name selected=selected>{label}</option> }
         })
         .collect_view();
     let dataset_options = datasets
         .into_iter()
         .map(|dataset| {
-            let label = format!(
-                "{} ({} train / {} valid / {} test)",
-                dataset.name, dataset.train_count, dataset.valid_count, dataset.test_count
-            );
-            view! { <option value=dataset.name>{label}</option> }
+            let label = if dataset.problems > 0 {
+                format!(
+                    "{} ({} problems: fix them first)",
+                    dataset.name, dataset.problems
+                )
+            } else {
+                format!(
+                    "{} ({} train / {} valid / {} test)",
+                    dataset.name, dataset.train_count, dataset.valid_count, dataset.test_count
+                )
+            };
+            let selected = dataset.name == initial.dataset;
+            let has_problems = dataset.problems > 0;
+            view! {
+                <option value=dataset.name selected=selected disabled=has_problems>
+                    {label}
+                </option>
+            }
         })
         .collect_view();
+    let qlora = initial.fine_tune.as_deref() == Some("qlora");
+    let eight_bits = initial.bits.as_deref() == Some("8");
+    let unmasked = initial.mask_prompt.as_deref() == Some("false");
     view! {
         <form class="stacked panel" method="post" action="/fn/runs/create" id="new-run">
             <div class="grid-2">
                 <div>
                     <label>
                         <span>"Name (optional)"</span>
-                        <input type="text" name="form[name]" placeholder="e.g. pirate-voice" maxlength="100" />
+                        <input type="text" name="form[name]" placeholder="e.g. pirate-voice" maxlength="100" value=initial.name />
                     </label>
                     <label>
                         <span>"Base model"</span>
@@ -116,34 +161,34 @@ fn NewRunForm(models: Vec<ModelSummary>, datasets: Vec<DatasetSummary>) -> impl 
                     <label>
                         <span>"Fine-tune type"</span>
                         <select name="form[fine_tune]">
-                            <option value="lora" selected>"LoRA"</option>
-                            <option value="qlora">"QLoRA (quantized base)"</option>
+                            <option value="lora" selected=!qlora>"LoRA"</option>
+                            <option value="qlora" selected=qlora>"QLoRA (quantized base)"</option>
                         </select>
                     </label>
                     <label>
                         <span>"QLoRA bits"</span>
                         <select name="form[bits]">
-                            <option value="4" selected>"4"</option>
-                            <option value="8">"8"</option>
+                            <option value="4" selected=!eight_bits>"4"</option>
+                            <option value="8" selected=eight_bits>"8"</option>
                         </select>
                     </label>
                 </div>
                 <div>
                     <p class="muted">"Leave a field empty to use the preset's value."</p>
-                    <NumberField label="Iterations" name="form[iters]" placeholder="preset" min="1" />
-                    <NumberField label="Batch size" name="form[batch_size]" placeholder="preset" min="1" />
-                    <NumberField label="Learning rate" name="form[learning_rate]" placeholder="preset" step="any" min="0" />
-                    <NumberField label="LoRA rank" name="form[rank]" placeholder="preset" min="1" />
-                    <NumberField label="Layers to adapt (from the top; -1 = all)" name="form[num_layers]" placeholder="preset" min="-1" />
-                    <NumberField label="Max sequence length" name="form[max_seq_length]" placeholder="preset" min="8" />
-                    <NumberField label="Validate every N steps" name="form[steps_per_eval]" placeholder="preset" min="1" />
-                    <NumberField label="Checkpoint every N steps" name="form[save_every]" placeholder="preset" min="1" />
-                    <NumberField label="Seed" name="form[seed]" placeholder="0" min="0" />
+                    <NumberField label="Iterations" name="form[iters]" placeholder="preset" min="1" value=initial.iters.clone() />
+                    <NumberField label="Batch size" name="form[batch_size]" placeholder="preset" min="1" value=initial.batch_size.clone() />
+                    <NumberField label="Learning rate" name="form[learning_rate]" placeholder="preset" step="any" min="0" value=initial.learning_rate.clone() />
+                    <NumberField label="LoRA rank" name="form[rank]" placeholder="preset" min="1" value=initial.rank.clone() />
+                    <NumberField label="Layers to adapt (from the top; -1 = all)" name="form[num_layers]" placeholder="preset" min="-1" value=initial.num_layers.clone() />
+                    <NumberField label="Max sequence length" name="form[max_seq_length]" placeholder="preset" min="8" value=initial.max_seq_length.clone() />
+                    <NumberField label="Validate every N steps" name="form[steps_per_eval]" placeholder="preset" min="1" value=initial.steps_per_eval.clone() />
+                    <NumberField label="Checkpoint every N steps" name="form[save_every]" placeholder="preset" min="1" value=initial.save_every.clone() />
+                    <NumberField label="Seed" name="form[seed]" placeholder="0" min="0" value=initial.seed.clone() />
                     <label>
                         <span>"Loss on answers only (mask the prompt)"</span>
                         <select name="form[mask_prompt]">
-                            <option value="true" selected>"Yes"</option>
-                            <option value="false">"No"</option>
+                            <option value="true" selected=!unmasked>"Yes"</option>
+                            <option value="false" selected=unmasked>"No"</option>
                         </select>
                     </label>
                 </div>

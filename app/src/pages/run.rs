@@ -6,7 +6,7 @@ use leptos_router::hooks::use_params_map;
 use crate::chart::{LineChart, Series};
 use crate::dto::RunDetail;
 use crate::layout::Page;
-use crate::pages::{format_optional, posted_error, ErrorBox};
+use crate::pages::{format_duration, format_optional, posted_error, ErrorBox};
 
 #[server(prefix = "/fn", endpoint = "runs/detail")]
 pub async fn load_run(id: i64) -> Result<Option<RunDetail>, ServerFnError> {
@@ -27,6 +27,14 @@ pub async fn resume_run(id: i64) -> Result<(), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
     backend.resume_run(id).map_err(ServerFnError::new)?;
     backend.redirect(&format!("/runs/{id}"));
+    Ok(())
+}
+
+#[server(prefix = "/fn", endpoint = "runs/delete")]
+pub async fn delete_run(id: i64) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.delete_run(id).map_err(ServerFnError::new)?;
+    backend.redirect("/");
     Ok(())
 }
 
@@ -67,29 +75,6 @@ pub fn RunPage() -> impl IntoView {
     }
 }
 
-fn eta_text(detail: &RunDetail) -> String {
-    let Some(last) = detail.train.last() else {
-        return "–".into();
-    };
-    let summary = &detail.summary;
-    if !summary.is_active() || last.tokens_per_sec <= 0.0 || last.step == 0 {
-        return "–".into();
-    }
-    let tokens_per_step = last.trained_tokens as f64 / last.step as f64;
-    let remaining = summary.total_steps.saturating_sub(summary.step) as f64 * tokens_per_step
-        / last.tokens_per_sec;
-    format_duration(remaining)
-}
-
-fn format_duration(seconds: f64) -> String {
-    let seconds = seconds.max(0.0).round() as u64;
-    match seconds {
-        0..=59 => format!("{seconds} s"),
-        60..=3599 => format!("{} min {} s", seconds / 60, seconds % 60),
-        _ => format!("{} h {} min", seconds / 3600, (seconds % 3600) / 60),
-    }
-}
-
 #[component]
 fn Stat(label: &'static str, key: &'static str, value: String) -> impl IntoView {
     view! {
@@ -125,28 +110,35 @@ fn RunView(detail: RunDetail) -> impl IntoView {
                 .collect(),
         },
     ];
-    let eta = eta_text(&detail);
-    // Viewers get no buttons: the server would refuse their posts.
+    let eta = summary
+        .eta_seconds()
+        .map_or_else(|| "–".to_string(), format_duration);
+    // Viewers get no buttons that post: the server would refuse them.
     let can_mutate = crate::role::current_role().can_mutate();
-    let actions = can_mutate.then(|| {
-        view! {
-            <div class="actions">
-                {summary.is_active().then(|| view! {
-                    <form method="post" action="/fn/runs/stop">
-                        <input type="hidden" name="id" value=id />
-                        <button type="submit" id="stop">"Stop"</button>
-                    </form>
-                })}
-                {summary.is_resumable().then(|| view! {
-                    <form method="post" action="/fn/runs/resume">
-                        <input type="hidden" name="id" value=id />
-                        <button type="submit" class="primary" id="resume">"Resume"</button>
-                    </form>
-                })}
-                <a class="button" href=format!("/runs/new?clone={id}")>"Clone"</a>
-            </div>
-        }
-    });
+    let actions = view! {
+        <div class="actions">
+            {(can_mutate && summary.is_active()).then(|| view! {
+                <form method="post" action="/fn/runs/stop">
+                    <input type="hidden" name="id" value=id />
+                    <button type="submit" id="stop">"Stop"</button>
+                </form>
+            })}
+            {(can_mutate && summary.is_resumable()).then(|| view! {
+                <form method="post" action="/fn/runs/resume">
+                    <input type="hidden" name="id" value=id />
+                    <button type="submit" class="primary" id="resume">"Resume"</button>
+                </form>
+            })}
+            {can_mutate.then(|| view! {
+                <a class="button" href=format!("/runs/new?clone={id}") id="clone">"Clone"</a>
+            })}
+            {(!detail.checkpoints.is_empty()).then(|| view! {
+                <a class="button" href=format!("/api/runs/{id}/adapter.zip") id="download" download>
+                    "Download adapter"
+                </a>
+            })}
+        </div>
+    };
     let checkpoints = detail
         .checkpoints
         .iter()
@@ -155,7 +147,12 @@ fn RunView(detail: RunDetail) -> impl IntoView {
                 <tr class:best=checkpoint.best>
                     <td class="num">{checkpoint.step}</td>
                     <td class="num">{format_optional(checkpoint.val_loss, 3)}</td>
-                    <td>{checkpoint.best.then_some("best")}</td>
+                    <td>{checkpoint.best.then(|| view! { <span class="status done">"best"</span> })}</td>
+                    <td>
+                        <a href=format!("/api/runs/{id}/adapter.zip?step={}", checkpoint.step) download>
+                            "zip"
+                        </a>
+                    </td>
                 </tr>
             }
         })
@@ -190,7 +187,7 @@ fn RunView(detail: RunDetail) -> impl IntoView {
                 <h2>"Checkpoints"</h2>
                 <table id="checkpoints">
                     <thead>
-                        <tr><th class="num">"Step"</th><th class="num">"Val loss"</th><th></th></tr>
+                        <tr><th class="num">"Step"</th><th class="num">"Val loss"</th><th></th><th></th></tr>
                     </thead>
                     <tbody>{checkpoints}</tbody>
                 </table>
@@ -201,17 +198,15 @@ fn RunView(detail: RunDetail) -> impl IntoView {
         <h2>"Configuration"</h2>
         <p class="muted">"Run it headless with " <code>"loralab train --config run.yaml"</code></p>
         <pre class="log" id="config">{detail.config_yaml.clone()}</pre>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::format_duration;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(format_duration(42.4), "42 s");
-        assert_eq!(format_duration(125.0), "2 min 5 s");
-        assert_eq!(format_duration(7260.0), "2 h 1 min");
+        {(can_mutate && !summary.is_active()).then(|| view! {
+            <details class="danger-zone panel">
+                <summary>"Delete this run..."</summary>
+                <form method="post" action="/fn/runs/delete">
+                    <input type="hidden" name="id" value=id />
+                    <p>"Its metrics, checkpoints and adapters are removed for good."</p>
+                    <button type="submit" class="danger" id="delete-run">{format!("Delete {}", summary.name)}</button>
+                </form>
+            </details>
+        })}
     }
 }

@@ -4,7 +4,7 @@ use leptos::prelude::*;
 
 use crate::dto::RunSummary;
 use crate::layout::Page;
-use crate::pages::format_optional;
+use crate::pages::{format_duration, format_optional};
 
 #[server(prefix = "/fn", endpoint = "runs/list")]
 pub async fn list_runs() -> Result<Vec<RunSummary>, ServerFnError> {
@@ -63,7 +63,9 @@ fn RunsTable(runs: Vec<RunSummary>) -> impl IntoView {
                     <th class="num">"Val loss"</th>
                     <th class="num">"Best"</th>
                     <th class="num">"Tokens/s"</th>
-                    <th>"Created"</th>
+                    <th class="num">"ETA"</th>
+                    <th>"Started"</th>
+                    <th class="num">"Elapsed"</th>
                 </tr>
             </thead>
             <tbody>
@@ -80,7 +82,14 @@ fn RunRow(run: RunSummary) -> impl IntoView {
     let steps = format!("{}/{}", run.step, run.total_steps);
     let status_class = format!("status {}", run.status);
     let href = format!("/runs/{}", run.id);
-    let created_label = run.created_at.clone();
+    let eta = run
+        .eta_seconds()
+        .map_or_else(|| "–".to_string(), format_duration);
+    let started = run
+        .started_at
+        .clone()
+        .unwrap_or_else(|| run.created_at.clone());
+    let started_label = started.clone();
     let RunSummary {
         id,
         name,
@@ -90,11 +99,12 @@ fn RunRow(run: RunSummary) -> impl IntoView {
         latest_val_loss,
         best_val_loss,
         tokens_per_sec,
-        created_at,
+        it_per_sec,
+        elapsed_seconds,
         ..
     } = run;
     view! {
-        <tr data-run-id=id>
+        <tr data-run-id=id data-it-per-sec=it_per_sec>
             <td>
                 <a href=href>{name}</a>
             </td>
@@ -112,9 +122,11 @@ fn RunRow(run: RunSummary) -> impl IntoView {
             <td class="num">{format_optional(latest_val_loss, 3)}</td>
             <td class="num">{format_optional(best_val_loss, 3)}</td>
             <td class="num">{format_optional(tokens_per_sec, 0)}</td>
+            <td class="num" data-eta>{eta}</td>
             <td>
-                <time datetime=created_at>{created_label}</time>
+                <time datetime=started>{started_label}</time>
             </td>
+            <td class="num">{elapsed_seconds.map_or_else(|| "–".to_string(), format_duration)}</td>
         </tr>
     }
 }

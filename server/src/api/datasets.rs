@@ -58,6 +58,10 @@ async fn receive(
         if field_name == "name" {
             name = Some(field.text().await.map_err(malformed)?);
         } else if let Some(split) = Staging::split_of_field(&field_name) {
+            // A form's file input left empty still sends its part, unnamed.
+            if field.file_name() == Some("") {
+                continue;
+            }
             let path = staging.path_for(split)?;
             let bytes = save_field(field, &path, &mut staging).await?;
             staging.received(split, &path, bytes);

@@ -1,7 +1,9 @@
 //! The JSON API and its SSE streams (see README.md's JSON API table).
 
+mod adapter;
 mod catalog;
 mod datasets;
+pub(crate) mod compare;
 mod error;
 mod events;
 mod metrics;
@@ -34,10 +36,24 @@ pub fn routes() -> Router<SharedState> {
         )
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/events", get(events::runs_stream))
-        .route("/api/runs/{id}", get(runs::show))
+        .route("/api/runs/{id}", get(runs::show).delete(runs::delete))
+        .route("/api/runs/{id}/adapter.zip", get(adapter::download))
         .route("/api/runs/{id}/stop", post(runs::stop))
         .route("/api/runs/{id}/resume", post(runs::resume))
         .route("/api/runs/{id}/metrics.json", get(metrics::json))
         .route("/api/runs/{id}/metrics.csv", get(metrics::csv))
         .route("/api/runs/{id}/events", get(events::run_stream))
+        .route("/api/compare", get(compare::list).post(compare::create))
+        .route("/api/compare/{id}", get(compare::show))
+        .route("/api/compare/{id}/events", get(compare::events))
+        .route("/api/compare/{id}/ballot", get(compare::ballot))
+        .route("/api/compare/{id}/votes", post(compare::vote))
+        .route(
+            "/api/compare/adapters",
+            get(compare::list_adapters).post(compare::import_adapter),
+        )
+        .route("/api/compare/inference", get(compare::inference_stats))
+        .route("/api/chat", post(compare::create_chat))
+        .route("/api/chat/{id}", get(compare::show_chat))
+        .route("/api/chat/{id}/messages", post(compare::send_chat_message))
 }

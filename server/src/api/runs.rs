@@ -200,3 +200,11 @@ pub async fn resume(
     state.supervisor.resume(id)?;
     Ok(Json(detail(&state, id)?))
 }
+
+pub async fn delete(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
+    state.supervisor.delete(id)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -2,6 +2,7 @@
 //! in the binary and applied in order at open (tracked by `user_version`).
 
 mod catalog;
+mod comparisons;
 mod datasets;
 mod runs;
 
@@ -11,6 +12,10 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::Connection;
 
 pub use catalog::{ModelRecord, NewModel};
+pub use comparisons::{
+    AdapterRecord, ChatRecord, ColumnRecord, ComparisonRecord, NewAdapter, NewChat, NewColumn,
+    NewComparison, NewPrompt, OutputRecord, OutputResult, PromptRecord,
+};
 pub use datasets::{register_sample_dataset, DatasetRecord, NewDataset, SAMPLE_DATASET_NAME};
 pub use runs::{CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
 
@@ -19,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_initial.sql"),
     include_str!("../../migrations/0002_run_log_tail.sql"),
     include_str!("../../migrations/0003_dataset_problems.sql"),
+    include_str!("../../migrations/0004_comparisons.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -21,7 +21,10 @@ impl Store {
                       WHERE run_id = r.id AND kind = 'eval'),
                     (SELECT json_extract(body, '$.tokens_per_sec') FROM run_events
                       WHERE run_id = r.id AND kind = 'report' ORDER BY seq DESC LIMIT 1),
-                    r.created_at
+                    (SELECT json_extract(body, '$.it_per_sec') FROM run_events
+                      WHERE run_id = r.id AND kind = 'report' ORDER BY seq DESC LIMIT 1),
+                    r.created_at, r.started_at,
+                    (julianday(coalesce(r.finished_at, 'now')) - julianday(r.started_at)) * 86400
                FROM runs r
                LEFT JOIN models m ON m.id = r.model_id
                LEFT JOIN datasets d ON d.id = r.dataset_id
@@ -40,7 +43,10 @@ impl Store {
                     latest_val_loss: row.get(7)?,
                     best_val_loss: row.get(8)?,
                     tokens_per_sec: row.get(9)?,
-                    created_at: row.get(10)?,
+                    it_per_sec: row.get(10)?,
+                    created_at: row.get(11)?,
+                    started_at: row.get(12)?,
+                    elapsed_seconds: row.get(13)?,
                 })
             })?
             .collect::<Result<_, _>>()?;
@@ -190,6 +196,16 @@ impl Store {
             )
             .optional()?;
         Ok(update)
+    }
+
+    /// Deletes a run with its events and checkpoints unless a worker is
+    /// (or will be) busy with it; `false` when it was not deleted.
+    pub fn delete_finished_run(&self, id: i64) -> StoreResult<bool> {
+        let deleted = self.connection().execute(
+            "DELETE FROM runs WHERE id = ?1 AND status NOT IN ('queued', 'running', 'stopping')",
+            [id],
+        )?;
+        Ok(deleted > 0)
     }
 
     /// Ids of queued runs, oldest first.

@@ -7,10 +7,11 @@ mod worker_process;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use engine::protocol::Event;
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 pub use settings::SupervisorSettings;
 
@@ -51,6 +52,10 @@ struct Inner {
     events: broadcast::Sender<Arc<StoredEvent>>,
     updates: broadcast::Sender<RunUpdate>,
     shutdown: watch::Sender<bool>,
+    /// The inference worker (see `crate::inference`) holds one slot.
+    inference_slot: AtomicBool,
+    /// Tells the inference manager that a queued run waits for its slot.
+    inference_preempt: Notify,
 }
 
 impl Supervisor {
@@ -74,6 +79,8 @@ impl Supervisor {
                 events,
                 updates,
                 shutdown,
+                inference_slot: AtomicBool::new(false),
+                inference_preempt: Notify::new(),
             }),
         };
         for id in supervisor.inner.store.interrupt_orphans()? {
@@ -123,8 +130,12 @@ impl Supervisor {
                 return;
             }
         };
+        let inference = usize::from(self.inner.inference_slot.load(Ordering::SeqCst));
         for id in queued {
-            if active.len() >= self.inner.settings.max_concurrent {
+            if active.len() + inference >= self.inner.settings.max_concurrent {
+                if inference > 0 && !active.contains_key(&id) {
+                    self.inner.inference_preempt.notify_one();
+                }
                 break;
             }
             if active.contains_key(&id) {
@@ -145,6 +156,30 @@ impl Supervisor {
                 supervisor.kick();
             });
         }
+    }
+
+    /// Takes a slot for the inference worker, if one is free.
+    pub fn try_take_inference_slot(&self) -> bool {
+        let active = self.inner.active();
+        if self.inner.inference_slot.load(Ordering::SeqCst) {
+            return true;
+        }
+        if active.len() >= self.inner.settings.max_concurrent {
+            return false;
+        }
+        self.inner.inference_slot.store(true, Ordering::SeqCst);
+        true
+    }
+
+    /// The inference worker ended: its slot goes to queued runs.
+    pub fn release_inference_slot(&self) {
+        self.inner.inference_slot.store(false, Ordering::SeqCst);
+        self.kick();
+    }
+
+    /// Resolves when a queued run waits for the inference worker's slot.
+    pub async fn inference_preempted(&self) {
+        self.inner.inference_preempt.notified().await;
     }
 
     /// Queues a new run (already inserted in the store).
@@ -201,6 +236,30 @@ impl Supervisor {
                 action: "only stopped, interrupted or failed runs can be resumed",
             }),
         }
+    }
+
+    /// Deletes a run that no worker is busy with, and its folder (adapters,
+    /// checkpoints). A running run must be stopped first.
+    pub fn delete(&self, id: i64) -> Result<(), SupervisorError> {
+        let run = self
+            .inner
+            .store
+            .run_update(id)?
+            .ok_or(SupervisorError::NotFound(id))?;
+        if !self.inner.store.delete_finished_run(id)? {
+            return Err(SupervisorError::Conflict {
+                id,
+                status: run.status,
+                action: "stop it before deleting it",
+            });
+        }
+        let dir = self.run_dir(id);
+        if let Err(error) = std::fs::remove_dir_all(&dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%error, "run {id} deleted but its folder {} stays", dir.display());
+            }
+        }
+        Ok(())
     }
 }
 

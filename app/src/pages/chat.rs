@@ -1,0 +1,151 @@
+//! Chat with one adapter: `/chat` starts a conversation, `/chat/:id` holds
+//! it. Without JavaScript a message posts and the page comes back with the
+//! whole reply; `/assets/compare.js` streams the reply instead.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::compare_dto::{ChatView, CompareChoices, NewChatForm};
+use crate::layout::Page;
+use crate::pages::compare::comparison_choices;
+use crate::pages::{posted_error, ErrorBox};
+
+#[server(prefix = "/fn", endpoint = "chat/start")]
+pub async fn start_chat(form: NewChatForm) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    let id = backend.create_chat(form).map_err(ServerFnError::new)?;
+    backend.redirect(&format!("/chat/{id}"));
+    Ok(())
+}
+
+#[server(prefix = "/fn", endpoint = "chat/detail")]
+pub async fn load_chat(id: i64) -> Result<Option<ChatView>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.chat(id).map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/fn", endpoint = "chat/send")]
+pub async fn send_message(id: i64, message: String) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend
+        .send_chat(id, message)
+        .await
+        .map_err(ServerFnError::new)?;
+    backend.redirect(&format!("/chat/{id}"));
+    Ok(())
+}
+
+#[component]
+pub fn NewChatPage() -> impl IntoView {
+    let choices = Resource::new_blocking(|| (), |_| comparison_choices());
+    let error = posted_error();
+    view! {
+        <Page current="/chat">
+            <h1>"Chat"</h1>
+            <ErrorBox message=error />
+            <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
+                {move || Suspend::new(async move {
+                    match choices.await {
+                        Ok(choices) => view! { <StartChatForm choices /> }.into_any(),
+                        Err(error) => view! {
+                            <p class="error-box">{format!("Could not load the choices: {error}")}</p>
+                        }
+                        .into_any(),
+                    }
+                })}
+            </Suspense>
+        </Page>
+    }
+}
+
+#[component]
+fn StartChatForm(choices: CompareChoices) -> impl IntoView {
+    let models = choices
+        .models
+        .iter()
+        .map(|m| view! { <option value=m.name.clone()>{m.name.clone()}</option> })
+        .collect_view();
+    let adapters = choices
+        .adapters
+        .iter()
+        .map(|a| {
+            let label = match &a.model {
+                Some(model) => format!("{} · {model}", a.label),
+                None => a.label.clone(),
+            };
+            view! { <option value=a.reference.clone()>{label}</option> }
+        })
+        .collect_view();
+    view! {
+        <form class="stacked panel" method="post" action="/fn/chat/start" id="chat-start-form">
+            <label><span>"Base model"</span><select name="form[model]" id="chat-model">{models}</select></label>
+            <label><span>"Adapter"</span><select name="form[adapter]" id="chat-adapter">{adapters}</select></label>
+            <label><span>"System message (optional)"</span><input type="text" name="form[system]" /></label>
+            <button type="submit" class="primary" id="chat-start">"Start chatting"</button>
+        </form>
+    }
+}
+
+#[component]
+pub fn ChatPage() -> impl IntoView {
+    let id = use_params_map()
+        .with_untracked(|params| params.get("id").and_then(|id| id.parse::<i64>().ok()));
+    let chat = Resource::new_blocking(
+        move || id,
+        |id| async move {
+            match id {
+                Some(id) => load_chat(id).await,
+                None => Ok(None),
+            }
+        },
+    );
+    let error = posted_error();
+    view! {
+        <Page current="/chat">
+            <ErrorBox message=error />
+            <div class="error-box" id="chat-error" role="alert" hidden></div>
+            <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
+                {move || Suspend::new(async move {
+                    match chat.await {
+                        Ok(Some(chat)) => view! { <Conversation chat /> }.into_any(),
+                        Ok(None) => view! { <h1>"No such chat"</h1> }.into_any(),
+                        Err(error) => view! {
+                            <p class="error-box">{format!("Could not load the chat: {error}")}</p>
+                        }
+                        .into_any(),
+                    }
+                })}
+            </Suspense>
+        </Page>
+    }
+}
+
+#[component]
+fn Conversation(chat: ChatView) -> impl IntoView {
+    let id = chat.id;
+    let messages = chat
+        .messages
+        .iter()
+        .map(|m| {
+            view! {
+                <div class=format!("message {}", m.role)>
+                    <div class="role muted">{m.role.clone()}</div>
+                    <pre class="content">{m.content.clone()}</pre>
+                </div>
+            }
+        })
+        .collect_view();
+    view! {
+        <h1>{format!("Chat with {}", chat.adapter)}</h1>
+        <p class="muted">{format!("{}{}", chat.model, chat.system.as_ref().map(|s| format!(" · system: {s}")).unwrap_or_default())}</p>
+        <div class="panel chat" id="messages">{messages}</div>
+        <form class="stacked panel" method="post" action="/fn/chat/send" id="chat-form" data-chat=id>
+            <input type="hidden" name="id" value=id />
+            <label>
+                <span>"Message"</span>
+                <textarea name="message" id="chat-input" rows="3" required></textarea>
+            </label>
+            <button type="submit" class="primary" id="chat-send">"Send"</button>
+        </form>
+    }
+}

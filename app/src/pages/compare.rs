@@ -1,0 +1,530 @@
+//! Compare adapters side by side: the form (`/compare`), a saved comparison
+//! (`/compare/:id`, a stable URL to share) and its blind vote
+//! (`/compare/:id/vote`). Without JavaScript the form post waits for every
+//! output and the page shows them finished; `/assets/compare.js` instead
+//! posts to the JSON API and streams the outputs into their columns.
+
+use leptos::prelude::*;
+use leptos_router::hooks::{use_params_map, use_query_map};
+
+use crate::compare_dto::{
+    AdapterChoice, Ballot, ColumnView, CompareChoices, ComparisonView, ImportAdapterForm,
+    NewComparisonForm, PromptView,
+};
+use crate::layout::Page;
+use crate::pages::{format_optional, posted_error, ErrorBox};
+
+/// Column pickers on the form: the "up to 6 adapters".
+const COLUMN_SLOTS: usize = 6;
+
+#[server(prefix = "/fn", endpoint = "compare/choices")]
+pub async fn comparison_choices() -> Result<CompareChoices, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.compare_choices().map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/fn", endpoint = "compare/create")]
+pub async fn create_comparison(form: NewComparisonForm) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    let id = backend
+        .create_comparison(form)
+        .map_err(ServerFnError::new)?;
+    // A plain form post cannot stream: answer once every output is there.
+    backend.wait_comparison(id).await;
+    backend.redirect(&format!("/compare/{id}"));
+    Ok(())
+}
+
+#[server(prefix = "/fn", endpoint = "compare/detail")]
+pub async fn load_comparison(id: i64) -> Result<Option<ComparisonView>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.comparison(id).map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/fn", endpoint = "compare/ballot")]
+pub async fn load_ballot(id: i64, prompt: usize) -> Result<Option<Ballot>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.ballot(id, prompt).map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/fn", endpoint = "compare/vote")]
+pub async fn cast_vote(id: i64, prompt: usize, output: i64) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend
+        .vote(id, prompt, output)
+        .map_err(ServerFnError::new)?;
+    let prompts = backend
+        .comparison(id)
+        .map_err(ServerFnError::new)?
+        .map_or(0, |c| c.prompts.len());
+    if prompt + 1 < prompts {
+        backend.redirect(&format!("/compare/{id}/vote?prompt={}", prompt + 1));
+    } else {
+        backend.redirect(&format!("/compare/{id}?voted=1"));
+    }
+    Ok(())
+}
+
+#[server(prefix = "/fn", endpoint = "compare/import")]
+pub async fn import_adapter(form: ImportAdapterForm) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.import_adapter(form).map_err(ServerFnError::new)?;
+    backend.redirect("/compare?imported=1");
+    Ok(())
+}
+
+#[component]
+pub fn ComparePage() -> impl IntoView {
+    let choices = Resource::new_blocking(|| (), |_| comparison_choices());
+    let error = posted_error();
+    let imported = use_query_map().with_untracked(|q| q.get("imported").is_some());
+    view! {
+        <Page current="/compare">
+            <h1>"Compare adapters"</h1>
+            <ErrorBox message=error />
+            <div class="error-box" id="compare-error" role="alert" hidden></div>
+            {imported.then(|| view! { <p class="notice" id="imported">"Adapter imported."</p> })}
+            <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
+                {move || Suspend::new(async move {
+                    match choices.await {
+                        Ok(choices) => view! { <CompareForm choices /> }.into_any(),
+                        Err(error) => view! {
+                            <p class="error-box">{format!("Could not load the choices: {error}")}</p>
+                        }
+                        .into_any(),
+                    }
+                })}
+            </Suspense>
+        </Page>
+    }
+}
+
+fn adapter_options(adapters: &[AdapterChoice], selected: Option<&str>) -> impl IntoView {
+    let empty_selected = selected.is_none();
+    let options = adapters
+        .iter()
+        .map(|choice| {
+            let label = match &choice.model {
+                Some(model) => format!("{} · {model}", choice.label),
+                None => choice.label.clone(),
+            };
+            let is_selected = selected == Some(choice.reference.as_str());
+            view! { <option value=choice.reference.clone() selected=is_selected>{label}</option> }
+        })
+        .collect_view();
+    view! {
+        <option value="" selected=empty_selected>"(none)"</option>
+        {options}
+    }
+}
+
+#[component]
+fn CompareForm(choices: CompareChoices) -> impl IntoView {
+    let model_options = choices
+        .models
+        .iter()
+        .map(|m| view! { <option value=m.name.clone()>{m.name.clone()}</option> })
+        .collect_view();
+    let import_model_options = choices
+        .models
+        .iter()
+        .map(|m| view! { <option value=m.name.clone()>{m.name.clone()}</option> })
+        .collect_view();
+    let dataset_options = choices
+        .datasets
+        .iter()
+        .map(|d| {
+            let label = format!(
+                "{} ({} valid / {} test)",
+                d.name, d.valid_count, d.test_count
+            );
+            view! { <option value=d.name.clone()>{label}</option> }
+        })
+        .collect_view();
+    // The first two pickers start on the base and the newest adapter, the
+    // most common comparison.
+    let newest = choices
+        .adapters
+        .iter()
+        .find(|a| a.reference != "base")
+        .map(|a| a.reference.clone());
+    let columns = (1..=COLUMN_SLOTS)
+        .map(|slot| {
+            let selected = match slot {
+                1 => Some("base".to_string()),
+                2 => newest.clone(),
+                _ => None,
+            };
+            let name = format!("form[column_{slot}]");
+            view! {
+                <label>
+                    <span>{format!("Column {slot}")}</span>
+                    <select name=name id=format!("column-{slot}")>
+                        {adapter_options(&choices.adapters, selected.as_deref())}
+                    </select>
+                </label>
+            }
+        })
+        .collect_view();
+    let recent = choices.recent.clone();
+    view! {
+        <form class="stacked panel" method="post" action="/fn/compare/create" id="compare-form">
+            <div class="grid-2">
+                <div>
+                    <label>
+                        <span>"Base model"</span>
+                        <select name="form[model]" id="compare-model" required>{model_options}</select>
+                    </label>
+                    <div class="columns-picker">{columns}</div>
+                </div>
+                <div>
+                    <fieldset>
+                        <legend>"Prompts"</legend>
+                        <label class="inline">
+                            <input type="radio" name="form[source]" value="typed" checked />
+                            " A prompt I type"
+                        </label>
+                        <label>
+                            <span>"Prompt"</span>
+                            <textarea name="form[prompt]" id="compare-prompt" rows="3" placeholder="Ask something..."></textarea>
+                        </label>
+                        <label>
+                            <span>"System message (optional)"</span>
+                            <input type="text" name="form[system]" />
+                        </label>
+                        <label class="inline">
+                            <input type="radio" name="form[source]" value="dataset" id="source-dataset" />
+                            " Prompts from a dataset (its reference answers shown)"
+                        </label>
+                        <label>
+                            <span>"Dataset"</span>
+                            <select name="form[dataset]" id="compare-dataset">{dataset_options}</select>
+                        </label>
+                        <label>
+                            <span>"Split"</span>
+                            <select name="form[split]">
+                                <option value="valid" selected>"valid"</option>
+                                <option value="test">"test"</option>
+                            </select>
+                        </label>
+                        <label>
+                            <span>"How many prompts (the split's first N)"</span>
+                            <input type="number" name="form[count]" id="compare-count" value="3" min="1" max="20" />
+                        </label>
+                    </fieldset>
+                    <fieldset>
+                        <legend>"Generation (the same for every column)"</legend>
+                        <label><span>"Max tokens"</span><input type="number" name="form[max_tokens]" value="128" min="1" max="1024" /></label>
+                        <label><span>"Temperature (0 = greedy)"</span><input type="number" name="form[temperature]" value="0" min="0" step="any" /></label>
+                        <label><span>"Top-p"</span><input type="number" name="form[top_p]" value="1" min="0" max="1" step="any" /></label>
+                        <label><span>"Top-k (0 = off)"</span><input type="number" name="form[top_k]" value="0" min="0" /></label>
+                        <label><span>"Repetition penalty (1 = off)"</span><input type="number" name="form[repetition_penalty]" value="1" min="0" step="any" /></label>
+                        <label><span>"Seed"</span><input type="number" name="form[seed]" value="0" min="0" /></label>
+                    </fieldset>
+                </div>
+            </div>
+            <button type="submit" class="primary" id="compare-start">"Compare"</button>
+        </form>
+        <h2>"Import an adapter"</h2>
+        <form class="stacked panel" method="post" action="/fn/compare/import" id="import-form">
+            <p class="muted">"A folder on this machine in mlx-lm's layout: adapters.safetensors and adapter_config.json."</p>
+            <div class="grid-2">
+                <label><span>"Name"</span><input type="text" name="form[name]" required maxlength="100" /></label>
+                <label><span>"Folder"</span><input type="text" name="form[path]" required placeholder="/path/to/adapters" /></label>
+                <label>
+                    <span>"Trained on"</span>
+                    <select name="form[model]">
+                        <option value="">"(unknown)"</option>
+                        {import_model_options}
+                    </select>
+                </label>
+            </div>
+            <button type="submit" id="import-start">"Import"</button>
+        </form>
+        <h2>"Saved comparisons"</h2>
+        <div class="panel">
+            {if recent.is_empty() {
+                view! { <p class="empty" id="comparisons-empty">"No comparisons yet."</p> }.into_any()
+            } else {
+                let rows = recent
+                    .into_iter()
+                    .map(|c| {
+                        view! {
+                            <tr>
+                                <td><a href=format!("/compare/{}", c.id)>{format!("#{}", c.id)}</a></td>
+                                <td>{c.model}</td>
+                                <td>{c.columns.join(" · ")}</td>
+                                <td class="num">{c.prompts}</td>
+                                <td><span class=format!("status {}", c.status)>{c.status.clone()}</span></td>
+                                <td><time datetime=c.created_at.clone()>{c.created_at.clone()}</time></td>
+                            </tr>
+                        }
+                    })
+                    .collect_view();
+                view! {
+                    <table id="comparisons">
+                        <thead><tr><th>"Id"</th><th>"Model"</th><th>"Columns"</th><th class="num">"Prompts"</th><th>"Status"</th><th>"Created"</th></tr></thead>
+                        <tbody>{rows}</tbody>
+                    </table>
+                }
+                .into_any()
+            }}
+        </div>
+    }
+}
+
+fn route_id() -> Option<i64> {
+    use_params_map().with_untracked(|params| params.get("id").and_then(|id| id.parse().ok()))
+}
+
+#[component]
+pub fn ComparisonPage() -> impl IntoView {
+    let id = route_id();
+    let detail = Resource::new_blocking(
+        move || id,
+        |id| async move {
+            match id {
+                Some(id) => load_comparison(id).await,
+                None => Ok(None),
+            }
+        },
+    );
+    let error = posted_error();
+    let voted = use_query_map().with_untracked(|q| q.get("voted").is_some());
+    view! {
+        <Page current="/compare">
+            <ErrorBox message=error />
+            {voted.then(|| view! { <p class="notice" id="voted">"Thanks, your votes are in."</p> })}
+            <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
+                {move || Suspend::new(async move {
+                    match detail.await {
+                        Ok(Some(comparison)) => view! { <ComparisonBody comparison /> }.into_any(),
+                        Ok(None) => view! { <h1>"No such comparison"</h1> }.into_any(),
+                        Err(error) => view! {
+                            <p class="error-box">{format!("Could not load the comparison: {error}")}</p>
+                        }
+                        .into_any(),
+                    }
+                })}
+            </Suspense>
+        </Page>
+    }
+}
+
+fn percent(value: Option<f64>) -> String {
+    value.map_or_else(|| "–".into(), |v| format!("{:.0}%", v * 100.0))
+}
+
+#[component]
+fn ColumnsTable(columns: Vec<ColumnView>) -> impl IntoView {
+    let rows = columns
+        .into_iter()
+        .map(|c| {
+            let label = match c.run_id {
+                Some(run) => view! { <a href=format!("/runs/{run}")>{c.label.clone()}</a> }.into_any(),
+                None => view! { <span>{c.label.clone()}</span> }.into_any(),
+            };
+            view! {
+                <tr data-column=c.position>
+                    <td>{label}</td>
+                    <td class="num">{format_optional(c.val_loss, 3)}</td>
+                    <td class="num">{format_optional(c.val_perplexity, 2)}</td>
+                    <td class="num">{format_optional(c.test_loss, 3)}</td>
+                    <td class="num">{format_optional(c.test_perplexity, 2)}</td>
+                    <td class="num" data-column-speed=c.position>{format_optional(c.tokens_per_sec, 1)}</td>
+                    <td class="num" data-column-wins=c.position>{c.wins}</td>
+                    <td class="num" data-column-win-rate=c.position>{percent(c.win_rate)}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table id="columns">
+            <thead>
+                <tr>
+                    <th>"Column"</th>
+                    <th class="num">"Val loss"</th>
+                    <th class="num">"Val ppl"</th>
+                    <th class="num">"Test loss"</th>
+                    <th class="num">"Test ppl"</th>
+                    <th class="num">"Tokens/s"</th>
+                    <th class="num">"Votes won"</th>
+                    <th class="num">"Win rate"</th>
+                </tr>
+            </thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+#[component]
+fn PromptBlock(prompt: PromptView, labels: Vec<String>) -> impl IntoView {
+    let columns = prompt.outputs.len().max(1);
+    let outputs = prompt
+        .outputs
+        .into_iter()
+        .map(|output| {
+            let label = labels.get(output.column).cloned().unwrap_or_default();
+            let figures = match (output.generated_tokens, output.tokens_per_sec) {
+                (Some(tokens), Some(speed)) => format!(
+                    "{tokens} token{} · {speed:.1} tok/s · {}",
+                    if tokens == 1 { "" } else { "s" },
+                    output.finish_reason.clone().unwrap_or_default()
+                ),
+                _ => String::new(),
+            };
+            view! {
+                <div class=format!("output {}", output.status) data-output=output.id data-column=output.column>
+                    <div class="output-head">
+                        <strong>{label}</strong>
+                        <span class="output-status">{output.status.clone()}</span>
+                    </div>
+                    <pre class="output-text">{output.text.clone()}</pre>
+                    {output.error.clone().map(|e| view! { <p class="field-error output-error">{e}</p> })}
+                    <div class="output-figures muted">{figures}</div>
+                </div>
+            }
+        })
+        .collect_view();
+    view! {
+        <section class="prompt panel" data-prompt=prompt.position>
+            <h3>{format!("Prompt {}", prompt.position + 1)}
+                {prompt.origin.clone().map(|o| view! { <span class="muted">{format!(" · {o}")}</span> })}
+            </h3>
+            <pre class="prompt-text">{prompt.display.clone()}</pre>
+            {prompt.reference.clone().map(|r| view! {
+                <details class="reference" open>
+                    <summary>"Reference answer"</summary>
+                    <pre>{r}</pre>
+                </details>
+            })}
+            <div class="outputs" style=format!("grid-template-columns: repeat({columns}, minmax(0, 1fr))")>
+                {outputs}
+            </div>
+        </section>
+    }
+}
+
+#[component]
+fn ComparisonBody(comparison: ComparisonView) -> impl IntoView {
+    let id = comparison.id;
+    let live = comparison
+        .is_running()
+        .then(|| format!("/api/compare/{id}/events"));
+    let labels: Vec<String> = comparison.columns.iter().map(|c| c.label.clone()).collect();
+    let s = &comparison.settings;
+    let settings = format!(
+        "max {} tokens · temperature {} · top-p {} · top-k {} · repetition penalty {} · seed {}",
+        s.max_tokens, s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.seed
+    );
+    let source = match (&comparison.dataset, &comparison.split) {
+        (Some(dataset), Some(split)) => format!("prompts from {dataset} ({split})"),
+        _ => "a typed prompt".into(),
+    };
+    let prompts = comparison
+        .prompts
+        .clone()
+        .into_iter()
+        .map(|prompt| view! { <PromptBlock prompt labels=labels.clone() /> })
+        .collect_view();
+    let can_vote = !comparison.is_running() && comparison.columns.len() > 1;
+    view! {
+        <div class="toolbar" data-live-compare=live>
+            <h1>{format!("Comparison #{id}")}</h1>
+            <span class=format!("status {}", comparison.status) id="compare-status">{comparison.status.clone()}</span>
+            <span class="spacer"></span>
+            <div class="actions">
+                {can_vote.then(|| view! {
+                    <a class="button primary" id="vote-link" href=format!("/compare/{id}/vote?prompt=0")>"Blind vote"</a>
+                })}
+                <a class="button" href="/compare">"New comparison"</a>
+            </div>
+        </div>
+        {comparison.failure.clone().map(|f| view! { <div class="error-box" id="compare-failure">{f}</div> })}
+        <p class="muted">{format!("{} on {}, {}; {settings}", labels.join(" vs "), comparison.model, source)}</p>
+        <div class="panel">
+            <ColumnsTable columns=comparison.columns.clone() />
+            <p class="muted" id="vote-count">{format!("{} blind votes", comparison.votes)}</p>
+        </div>
+        {prompts}
+    }
+}
+
+#[component]
+pub fn VotePage() -> impl IntoView {
+    let id = route_id();
+    let prompt = use_query_map().with_untracked(|q| {
+        q.get("prompt")
+            .and_then(|p| p.parse::<usize>().ok())
+            .unwrap_or(0)
+    });
+    let ballot = Resource::new_blocking(
+        move || (id, prompt),
+        |(id, prompt)| async move {
+            match id {
+                Some(id) => load_ballot(id, prompt).await,
+                None => Ok(None),
+            }
+        },
+    );
+    let error = posted_error();
+    view! {
+        <Page current="/compare">
+            <ErrorBox message=error />
+            <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
+                {move || Suspend::new(async move {
+                    match ballot.await {
+                        Ok(Some(ballot)) => view! { <BallotView ballot /> }.into_any(),
+                        Ok(None) => view! { <h1>"Nothing to vote on here"</h1> }.into_any(),
+                        Err(error) => view! {
+                            <p class="error-box">{format!("Could not load the outputs: {error}")}</p>
+                        }
+                        .into_any(),
+                    }
+                })}
+            </Suspense>
+        </Page>
+    }
+}
+
+#[component]
+fn BallotView(ballot: Ballot) -> impl IntoView {
+    let id = ballot.comparison;
+    let prompt = ballot.prompt;
+    let columns = ballot.options.len().max(1);
+    let options = ballot
+        .options
+        .iter()
+        .map(|(letter, output, text)| {
+            view! {
+                <div class="output ballot-option">
+                    <div class="output-head"><strong>{format!("Output {letter}")}</strong></div>
+                    <pre class="output-text">{text.clone()}</pre>
+                    <form method="post" action="/fn/compare/vote">
+                        <input type="hidden" name="id" value=id />
+                        <input type="hidden" name="prompt" value=prompt />
+                        <input type="hidden" name="output" value=*output />
+                        <button type="submit" class="primary" data-vote=letter.clone()>{format!("{letter} is best")}</button>
+                    </form>
+                </div>
+            }
+        })
+        .collect_view();
+    view! {
+        <h1>{format!("Blind vote · prompt {} of {}", prompt + 1, ballot.prompts)}</h1>
+        <p class="muted">"The outputs are shuffled and unlabelled. Pick the one you like best."</p>
+        <section class="prompt panel">
+            <pre class="prompt-text">{ballot.display.clone()}</pre>
+            {ballot.reference.clone().map(|r| view! {
+                <details class="reference">
+                    <summary>"Reference answer"</summary>
+                    <pre>{r}</pre>
+                </details>
+            })}
+            <div class="outputs" style=format!("grid-template-columns: repeat({columns}, minmax(0, 1fr))")>
+                {options}
+            </div>
+        </section>
+        <p><a href=format!("/compare/{id}")>"Skip to the results"</a></p>
+    }
+}

@@ -1,0 +1,193 @@
+// Compare adapters in a real browser: the base and two adapters trained
+// here (tiny model) on a typed prompt and on 3 dataset prompts, a blind
+// vote on every prompt, the no-JS form post, and a streamed chat reply.
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, test } from "node:test";
+import { binary, launchBrowser, newPage, repoRoot, screenshot } from "./support.mjs";
+
+// Built by `cargo build -p server --example e2e_fixture` (scripts/test.sh).
+const fixture =
+  process.env.LORALAB_E2E_FIXTURE ?? path.join(repoRoot, "target", "debug", "examples", "e2e_fixture");
+
+let server;
+let browser;
+let runs = [];
+
+async function startIn(dataDir) {
+  const child = spawn(binary, ["serve", "--port", "0", "--data-dir", dataDir], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines = createInterface({ input: child.stdout });
+  const baseUrl = await new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`loralab exited with ${code} before serving`)));
+    lines.on("line", (line) => {
+      const match = line.match(/^Loralab is serving on (\S+)/);
+      if (match) resolve(match[1]);
+    });
+  });
+  return {
+    baseUrl,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        await exited;
+      }
+    },
+  };
+}
+
+async function api(method, url, body) {
+  const response = await fetch(server.baseUrl + url, {
+    method,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await response.json();
+  assert.ok(response.ok, `${method} ${url}: ${response.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function trainAdapter(name, learningRate) {
+  const run = await api("POST", "/api/runs", {
+    name,
+    model: "tiny",
+    dataset: "sample-ahoy",
+    iters: 30,
+    batch_size: 4,
+    max_seq_length: 128,
+    learning_rate: learningRate,
+    num_layers: -1,
+    steps_per_report: 5,
+    steps_per_eval: 30,
+    save_every: 30,
+    val_batches: 1,
+    lora_parameters: { rank: 4, scale: 10.0 },
+  });
+  for (let i = 0; i < 600; i++) {
+    const state = await api("GET", `/api/runs/${run.id}`);
+    if (state.status === "done") return run.id;
+    assert.notEqual(state.status, "failed", state.failure);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error(`run ${run.id} did not finish`);
+}
+
+before(async () => {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "loralab-e2e-compare-"));
+  execFileSync(fixture, [dataDir]);
+  server = await startIn(dataDir);
+  browser = await launchBrowser();
+  runs = [await trainAdapter("gentle", 1e-3), await trainAdapter("strong", 3e-2)];
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function fillColumns(page) {
+  await page.selectOption("#compare-model", "tiny");
+  await page.selectOption("#column-1", "base");
+  await page.selectOption("#column-2", `run:${runs[0]}`);
+  await page.selectOption("#column-3", `run:${runs[1]}`);
+  await page.fill('input[name="form[max_tokens]"]', "12");
+}
+
+async function finishedOutputs(page) {
+  await page.waitForSelector("#compare-status.done", { timeout: 60_000 });
+  return page.locator(".output").evaluateAll((outputs) =>
+    outputs.map((o) => ({ status: o.querySelector(".output-status").textContent, text: o.querySelector(".output-text").textContent })),
+  );
+}
+
+test("base and two adapters on a typed prompt stream into three columns", async () => {
+  const page = await newPage(browser);
+  await page.goto(server.baseUrl + "/compare");
+  await fillColumns(page);
+  await page.fill("#compare-prompt", "Hello, who are you?");
+  await page.click("#compare-start");
+  await page.waitForURL(/\/compare\/\d+$/);
+  const outputs = await finishedOutputs(page);
+  assert.equal(outputs.length, 3);
+  for (const output of outputs) assert.equal(output.status, "done");
+  assert.ok(outputs.every((o) => o.text.length > 0), JSON.stringify(outputs));
+  const headers = await page.locator("#columns tbody tr td:first-child").allTextContents();
+  assert.deepEqual(headers, ["base (no adapter)", `gentle (run ${runs[0]})`, `strong (run ${runs[1]})`]);
+  // The trained columns show their run's validation loss and perplexity.
+  const valLoss = await page.locator("#columns tbody tr:nth-child(2) td:nth-child(2)").textContent();
+  assert.match(valLoss, /^\d+\.\d{3}$/);
+  await screenshot(page, "compare-typed");
+});
+
+test("3 dataset prompts with references, then a blind vote on each", async () => {
+  const page = await newPage(browser);
+  await page.goto(server.baseUrl + "/compare");
+  await fillColumns(page);
+  await page.check("#source-dataset");
+  await page.selectOption("#compare-dataset", "sample-ahoy");
+  await page.fill("#compare-count", "3");
+  await page.click("#compare-start");
+  await page.waitForURL(/\/compare\/\d+$/);
+  const comparisonUrl = page.url();
+  const outputs = await finishedOutputs(page);
+  assert.equal(outputs.length, 9);
+  assert.equal(await page.locator(".prompt .reference").count(), 3);
+  assert.match(await page.locator(".prompt h3").first().textContent(), /valid\.jsonl:1/);
+  await screenshot(page, "compare-dataset");
+
+  await page.click("#vote-link");
+  for (let prompt = 0; prompt < 3; prompt++) {
+    await page.waitForURL(new RegExp(`/vote\\?prompt=${prompt}$`));
+    const body = await page.locator("main").textContent();
+    // Blind: no column names on the ballot.
+    assert.ok(!body.includes("gentle") && !body.includes("base (no adapter)"), body);
+    assert.equal(await page.locator("[data-vote]").count(), 3);
+    await page.click('[data-vote="A"]');
+  }
+  await page.waitForURL(/\?voted=1$/);
+  assert.equal(page.url().split("?")[0], comparisonUrl);
+  assert.equal(await page.locator("#vote-count").textContent(), "3 blind votes");
+  const wins = (await page.locator("[data-column-wins]").allTextContents()).map(Number);
+  assert.equal(wins.reduce((a, b) => a + b, 0), 3);
+  const rates = await page.locator("[data-column-win-rate]").allTextContents();
+  for (const rate of rates) assert.match(rate, /^\d+%$/);
+  await screenshot(page, "compare-votes");
+});
+
+test("without JavaScript the form post shows the finished outputs", async () => {
+  const page = await newPage(browser, { javaScriptEnabled: false });
+  await page.goto(server.baseUrl + "/compare");
+  await fillColumns(page);
+  await page.fill("#compare-prompt", "Say ahoy");
+  await Promise.all([page.waitForURL(/\/compare\/\d+$/, { timeout: 60_000 }), page.click("#compare-start")]);
+  assert.equal(await page.locator("#compare-status").textContent(), "done");
+  const texts = await page.locator(".output .output-text").allTextContents();
+  assert.equal(texts.length, 3);
+  assert.ok(texts.every((t) => t.length > 0));
+});
+
+test("a chat with one adapter streams its reply and keeps the conversation", async () => {
+  const page = await newPage(browser);
+  await page.goto(server.baseUrl + "/chat");
+  await page.selectOption("#chat-model", "tiny");
+  await page.selectOption("#chat-adapter", `run:${runs[1]}`);
+  await page.click("#chat-start");
+  await page.waitForURL(/\/chat\/\d+$/);
+  await page.fill("#chat-input", "Hi there");
+  await page.click("#chat-send");
+  await page.waitForFunction(() => {
+    const reply = document.querySelector(".message.assistant");
+    return reply && !reply.classList.contains("streaming") && reply.textContent.length > "assistant".length;
+  });
+  await page.reload();
+  const roles = await page.locator(".message .role").allTextContents();
+  assert.deepEqual(roles, ["user", "assistant"]);
+  assert.equal(await page.locator(".message.user .content").textContent(), "Hi there");
+  await screenshot(page, "chat");
+});

@@ -1,0 +1,117 @@
+//! `GET /api/runs/{id}/adapter.zip[?step=N]`: a run's adapter as mlx-lm
+//! lays it out (`adapters.safetensors` + `adapter_config.json`), ready for
+//! `mlx_lm.generate --adapter-path`. Without a step: the checkpoint with the
+//! best validation loss, else the latest weights.
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use engine::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
+use serde::Deserialize;
+use zip::write::SimpleFileOptions;
+
+use super::ApiError;
+use crate::state::SharedState;
+
+#[derive(Debug, Deserialize)]
+pub struct AdapterQuery {
+    step: Option<i64>,
+}
+
+pub async fn download(
+    State(state): State<SharedState>,
+    UrlPath(id): UrlPath<i64>,
+    Query(query): Query<AdapterQuery>,
+) -> Result<Response, ApiError> {
+    state
+        .store
+        .run_update(id)?
+        .ok_or_else(|| ApiError::run_not_found(id))?;
+    let run_dir = state.supervisor.run_dir(id);
+    let (step, weights) = choose_weights(&state, id, &run_dir, query.step)?;
+    let folder = match step {
+        Some(step) => format!("run-{id}-step-{step}"),
+        None => format!("run-{id}"),
+    };
+    let config = run_dir.join(ADAPTER_CONFIG_FILE);
+    let archive = tokio::task::spawn_blocking({
+        let folder = folder.clone();
+        move || zip_adapter(&folder, &weights, &config)
+    })
+    .await
+    .map_err(|error| anyhow::anyhow!("packing the adapter stopped: {error}"))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/zip".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"loralab-{folder}.zip\""),
+            ),
+        ],
+        archive,
+    )
+        .into_response())
+}
+
+/// The weights file to ship and the step it holds, if known.
+fn choose_weights(
+    state: &SharedState,
+    id: i64,
+    run_dir: &Path,
+    step: Option<i64>,
+) -> Result<(Option<i64>, PathBuf), ApiError> {
+    let checkpoints = state.store.checkpoints(id)?;
+    if let Some(step) = step {
+        let checkpoint = checkpoints
+            .into_iter()
+            .find(|checkpoint| checkpoint.step == step)
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("run {id} has no checkpoint at step {step}"))
+            })?;
+        return Ok((Some(step), PathBuf::from(checkpoint.path)));
+    }
+    let best = checkpoints
+        .into_iter()
+        .filter(|checkpoint| checkpoint.val_loss.is_some())
+        .min_by(|a, b| {
+            a.val_loss
+                .unwrap_or(f64::MAX)
+                .total_cmp(&b.val_loss.unwrap_or(f64::MAX))
+        });
+    if let Some(best) = best {
+        return Ok((Some(best.step), PathBuf::from(best.path)));
+    }
+    let latest = run_dir.join(ADAPTER_WEIGHTS_FILE);
+    if latest.is_file() {
+        return Ok((None, latest));
+    }
+    Err(ApiError::NotFound(format!(
+        "run {id} has no adapter yet: it is written at the first checkpoint"
+    )))
+}
+
+/// A zip of one folder with the two files, stored uncompressed: safetensors
+/// of floats barely compress.
+fn zip_adapter(folder: &str, weights: &Path, config: &Path) -> Result<Vec<u8>, ApiError> {
+    let mut archive = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, path) in [
+        (ADAPTER_WEIGHTS_FILE, weights),
+        (ADAPTER_CONFIG_FILE, config),
+    ] {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        archive
+            .start_file(format!("{folder}/{name}"), options)
+            .context("cannot pack the adapter")?;
+        archive
+            .write_all(&bytes)
+            .context("cannot pack the adapter")?;
+    }
+    let archive = archive.finish().context("cannot pack the adapter")?;
+    Ok(archive.into_inner())
+}

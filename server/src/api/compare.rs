@@ -1,0 +1,351 @@
+//! Comparisons, blind votes, imported adapters, chats and the inference
+//! worker's figures. Outputs stream by SSE.
+
+use std::convert::Infallible;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use app::compare_dto::{AdapterChoice, Ballot, ChatView, ComparisonSummary, ComparisonView};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Json;
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use super::ApiError;
+use crate::compare::{self, view, CompareRequest};
+use crate::inference::InferenceStats;
+use crate::state::{AppState, SharedState};
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." { "body".into() } else { path };
+        ApiError::invalid(field, error.into_inner().to_string())
+    })
+}
+
+fn not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("comparison {id} does not exist"))
+}
+
+pub async fn list(
+    State(state): State<SharedState>,
+) -> Result<Json<Vec<ComparisonSummary>>, ApiError> {
+    Ok(Json(state.store.list_comparisons()?))
+}
+
+/// Checks, saves and starts a comparison; returns its id.
+pub fn create_comparison(state: &AppState, request: &CompareRequest) -> Result<i64, ApiError> {
+    let new = compare::request::resolve(state, request)?;
+    let id = state.store.insert_comparison(&new)?;
+    compare::start(state, id);
+    Ok(id)
+}
+
+pub async fn create(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ComparisonView>), ApiError> {
+    let request: CompareRequest = parse_body(&body)?;
+    let id = create_comparison(&state, &request)?;
+    Ok((StatusCode::CREATED, Json(comparison_view(&state, id)?)))
+}
+
+pub fn comparison_view(state: &AppState, id: i64) -> Result<ComparisonView, ApiError> {
+    let record = state.store.comparison(id)?.ok_or_else(|| not_found(id))?;
+    Ok(view::comparison_view(&record))
+}
+
+pub async fn show(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<ComparisonView>, ApiError> {
+    Ok(Json(comparison_view(&state, id)?))
+}
+
+/// `GET /api/compare/{id}/events`: first every output's current state
+/// (`output` events), then `text` pieces and `output` updates as they
+/// come, and `done` at the end. A finished comparison sends its outputs
+/// and `done` at once.
+pub async fn events(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // Subscribe before reading the store: an output stored in between is
+    // sent twice, which listeners handle (an `output` event replaces).
+    let subscription = state.comparisons.subscribe(id);
+    let record = state.store.comparison(id)?.ok_or_else(|| not_found(id))?;
+    let mut first: Vec<(&'static str, Value)> = Vec::new();
+    for output in &record.outputs {
+        let text = subscription.in_progress.get(&output.id);
+        let status = match (output.status.as_str(), text) {
+            ("pending", Some(_)) => "running",
+            (status, _) => status,
+        };
+        first.push((
+            "output",
+            json!({
+                "output": output.id,
+                "column": output.column_index,
+                "prompt": output.prompt_index,
+                "status": status,
+                "text": text.cloned().unwrap_or_else(|| output.text.clone()),
+                "error": output.error,
+                "generated_tokens": output.generated_tokens,
+                "finish_reason": output.finish_reason,
+                "tokens_per_sec": output.generation_tokens_per_sec,
+            }),
+        ));
+    }
+    let finished = !subscription.running;
+    if finished {
+        first.push((
+            "done",
+            json!({ "status": record.status, "failure": record.failure }),
+        ));
+    }
+    let shutdown = state.supervisor.shutdown_signal();
+    let cursor = Cursor {
+        state: state.clone(),
+        id,
+        first: first.into(),
+        events: subscription.events,
+        shutdown,
+        ended: finished,
+    };
+    let stream = stream::unfold(cursor, |mut cursor| async move {
+        let (kind, data) = cursor.next().await?;
+        let sse = SseEvent::default().event(kind).data(data.to_string());
+        Some((Ok(sse), cursor))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+struct Cursor {
+    state: SharedState,
+    id: i64,
+    first: std::collections::VecDeque<(&'static str, Value)>,
+    events: tokio::sync::broadcast::Receiver<std::sync::Arc<compare::HubEvent>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    ended: bool,
+}
+
+impl Cursor {
+    async fn next(&mut self) -> Option<(&'static str, Value)> {
+        if let Some(item) = self.first.pop_front() {
+            return Some(item);
+        }
+        if self.ended || *self.shutdown.borrow() {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                received = self.events.recv() => match received {
+                    Ok(event) if event.comparison == self.id => {
+                        if event.kind == "done" {
+                            self.ended = true;
+                        }
+                        return Some((event.kind, event.data.clone()));
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(_)) => {
+                        // Missed pieces: resend the whole text of what is in progress.
+                        for (output, text) in self.state.comparisons.in_progress(self.id) {
+                            self.first.push_back((
+                                "output",
+                                json!({ "output": output, "status": "running", "text": text }),
+                            ));
+                        }
+                        if let Some(item) = self.first.pop_front() {
+                            return Some(item);
+                        }
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.shutdown.changed() => return None,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BallotQuery {
+    #[serde(default)]
+    prompt: usize,
+}
+
+/// A seed for a ballot's order: a new order at every look, so position
+/// tells nothing either.
+pub fn shuffle_seed() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub async fn ballot(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+    Query(query): Query<BallotQuery>,
+) -> Result<Json<Ballot>, ApiError> {
+    let record = state.store.comparison(id)?.ok_or_else(|| not_found(id))?;
+    let ballot = view::ballot(&record, query.prompt, shuffle_seed()).ok_or_else(|| {
+        ApiError::NotFound(format!("comparison {id} has no prompt {}", query.prompt))
+    })?;
+    Ok(Json(ballot))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    pub prompt: usize,
+    pub output: i64,
+}
+
+pub fn cast_vote(state: &AppState, id: i64, vote: &VoteRequest) -> Result<(), ApiError> {
+    state.store.comparison(id)?.ok_or_else(|| not_found(id))?;
+    if !state.store.insert_vote(id, vote.prompt, vote.output)? {
+        return Err(ApiError::invalid(
+            "output",
+            format!(
+                "output {} is not an output of prompt {} of comparison {id}",
+                vote.output, vote.prompt
+            ),
+        ));
+    }
+    Ok(())
+}
+
+pub async fn vote(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ComparisonView>), ApiError> {
+    let request: VoteRequest = parse_body(&body)?;
+    cast_vote(&state, id, &request)?;
+    Ok((StatusCode::CREATED, Json(comparison_view(&state, id)?)))
+}
+
+pub async fn list_adapters(
+    State(state): State<SharedState>,
+) -> Result<Json<Vec<AdapterChoice>>, ApiError> {
+    Ok(Json(compare::adapter_choices(&state)?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    pub name: String,
+    pub path: String,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+pub async fn import_adapter(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let request: ImportRequest = parse_body(&body)?;
+    let id = compare::import_adapter(
+        &state,
+        &request.name,
+        &request.path,
+        request.model.as_deref(),
+    )?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "reference": format!("adapter:{id}") })),
+    ))
+}
+
+pub async fn inference_stats(State(state): State<SharedState>) -> Json<InferenceStats> {
+    Json(state.inference.stats())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewChatRequest {
+    pub model: String,
+    pub adapter: String,
+    #[serde(default)]
+    pub system: Option<String>,
+}
+
+pub async fn create_chat(
+    State(state): State<SharedState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<ChatView>), ApiError> {
+    let request: NewChatRequest = parse_body(&body)?;
+    let id = crate::chat::create_chat(
+        &state,
+        &request.model,
+        &request.adapter,
+        request.system.as_deref(),
+    )?;
+    let chat = crate::chat::chat_view(&state, id)?
+        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
+    Ok((StatusCode::CREATED, Json(chat)))
+}
+
+pub async fn show_chat(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<ChatView>, ApiError> {
+    crate::chat::chat_view(&state, id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatMessageRequest {
+    pub content: String,
+}
+
+/// `POST /api/chat/{id}/messages`: the reply as SSE, `text` pieces then
+/// `done` (the whole reply and its speed) or `error`.
+pub async fn send_chat_message(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let request: ChatMessageRequest = parse_body(&body)?;
+    state
+        .store
+        .chat(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
+    let (sender, receiver) = mpsc::unbounded_channel::<(&'static str, Value)>();
+    tokio::spawn(async move {
+        let pieces = sender.clone();
+        let mut on_text = move |piece: &str| {
+            let _ = pieces.send(("text", json!({ "text": piece })));
+        };
+        let outcome = crate::chat::send_message(&state, id, &request.content, &mut on_text).await;
+        let last = match outcome {
+            Ok(finished) => (
+                "done",
+                json!({
+                    "text": finished.text,
+                    "generated_tokens": finished.generated_tokens,
+                    "tokens_per_sec": finished.generation_tokens_per_sec,
+                }),
+            ),
+            Err(error) => ("error", json!({ "error": error.to_string() })),
+        };
+        let _ = sender.send(last);
+    });
+    let stream = stream::unfold(receiver, |mut receiver| async move {
+        let (kind, data) = receiver.recv().await?;
+        Some((
+            Ok(SseEvent::default().event(kind).data(data.to_string())),
+            receiver,
+        ))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

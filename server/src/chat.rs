@@ -1,0 +1,128 @@
+//! Chats: a conversation with one base model and adapter, kept in the
+//! store and rendered with the model's chat template for every reply.
+
+use app::compare_dto::{ChatMessageView, ChatView, CompareSettings};
+use engine::protocol::{InferencePrompt, PromptMessage};
+
+use crate::api::ApiError;
+use crate::compare::request::generation_settings;
+use crate::compare::resolve_adapter;
+use crate::inference::{Finished, InferenceError};
+use crate::state::AppState;
+use crate::store::{ChatRecord, NewChat};
+
+/// Longest message a user may send.
+const MAX_MESSAGE_CHARS: usize = 20_000;
+
+/// Replies are sampled lightly: a chat that always answers the same way
+/// to the same words feels broken, and the seed still makes them repeatable.
+fn chat_settings() -> CompareSettings {
+    CompareSettings {
+        max_tokens: 256,
+        temperature: 0.7,
+        top_p: 0.95,
+        ..CompareSettings::default()
+    }
+}
+
+pub fn create_chat(
+    state: &AppState,
+    model: &str,
+    adapter: &str,
+    system: Option<&str>,
+) -> Result<i64, ApiError> {
+    let model = state
+        .store
+        .model_by_name(model.trim())?
+        .ok_or_else(|| ApiError::invalid("model", format!("no model named {model:?}")))?;
+    let resolved = resolve_adapter(state, adapter, &model.name, "adapter")?;
+    Ok(state.store.insert_chat(&NewChat {
+        model_name: model.name,
+        model_location: model.location,
+        adapter_ref: resolved.reference,
+        adapter_label: resolved.label,
+        adapter_path: resolved.path,
+        system_prompt: system
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+    })?)
+}
+
+fn messages(chat: &ChatRecord) -> Vec<ChatMessageView> {
+    serde_json::from_str(&chat.messages_json).unwrap_or_default()
+}
+
+pub fn chat_view(state: &AppState, id: i64) -> Result<Option<ChatView>, ApiError> {
+    Ok(state.store.chat(id)?.map(|chat| ChatView {
+        id: chat.id,
+        messages: messages(&chat),
+        model: chat.model_name,
+        adapter: chat.adapter_label,
+        system: chat.system_prompt,
+    }))
+}
+
+/// Sends the user's message and generates the reply, calling `on_text`
+/// as it comes; both are stored once the reply is complete.
+pub async fn send_message(
+    state: &AppState,
+    id: i64,
+    content: &str,
+    on_text: &mut (dyn FnMut(&str) + Send),
+) -> Result<Finished, ApiError> {
+    let chat = state
+        .store
+        .chat(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
+    let content = content.trim();
+    if content.is_empty() {
+        return Err(ApiError::invalid("content", "the message is empty"));
+    }
+    if content.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(ApiError::invalid(
+            "content",
+            format!("at most {MAX_MESSAGE_CHARS} characters"),
+        ));
+    }
+    let mut history = messages(&chat);
+    history.push(ChatMessageView {
+        role: "user".into(),
+        content: content.to_string(),
+    });
+    let mut prompt: Vec<PromptMessage> = Vec::new();
+    if let Some(system) = &chat.system_prompt {
+        prompt.push(PromptMessage {
+            role: "system".into(),
+            content: system.clone(),
+        });
+    }
+    prompt.extend(history.iter().map(|m| PromptMessage {
+        role: m.role.clone(),
+        content: m.content.clone(),
+    }));
+    let settings = generation_settings(&chat_settings())?;
+    let finished = state
+        .inference
+        .generate(
+            &chat.model_location,
+            chat.adapter_path.as_deref(),
+            InferencePrompt::Chat { messages: prompt },
+            settings,
+            on_text,
+        )
+        .await
+        .map_err(|error| match error {
+            InferenceError::Busy(message) => ApiError::Conflict(message),
+            InferenceError::Failed(message) => ApiError::Internal(anyhow::anyhow!(message)),
+        })?;
+    history.push(ChatMessageView {
+        role: "assistant".into(),
+        content: finished.text.clone(),
+    });
+    state.store.set_chat_messages(
+        id,
+        &serde_json::to_string(&history).map_err(anyhow::Error::from)?,
+    )?;
+    Ok(finished)
+}

@@ -1,0 +1,313 @@
+//! Comparisons: a request is checked and saved with one pending output per
+//! (prompt, column); a task then generates the outputs through the
+//! inference worker, column by column (so the worker swaps adapters once
+//! per column, not once per output), storing each as it finishes and
+//! streaming its text to listeners through the [`ComparisonHub`].
+
+pub mod adapters;
+pub mod request;
+pub mod view;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use engine::protocol::{GenerationSettings, InferencePrompt};
+use serde_json::json;
+use tokio::sync::{broadcast, watch};
+
+use crate::inference::{Inference, InferenceError};
+use crate::state::AppState;
+use crate::store::{OutputResult, Store};
+
+pub use adapters::{adapter_choices, import_adapter, resolve_adapter, ResolvedAdapter};
+pub use request::CompareRequest;
+
+/// One message to a comparison's live listeners (an SSE event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubEvent {
+    pub comparison: i64,
+    /// `text` (a new piece of an output), `output` (an output's whole state)
+    /// or `done` (the comparison ended).
+    pub kind: &'static str,
+    pub data: serde_json::Value,
+}
+
+/// Comparisons being generated in this process: the text of outputs in
+/// progress and a broadcast of every change.
+pub struct ComparisonHub {
+    state: Mutex<HubState>,
+    events: broadcast::Sender<Arc<HubEvent>>,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// Per running comparison: its outputs in progress and their text so far.
+    live: HashMap<i64, HashMap<i64, String>>,
+    /// Per running comparison: becomes true when it ends.
+    finished: HashMap<i64, watch::Sender<bool>>,
+}
+
+impl Default for ComparisonHub {
+    fn default() -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Self {
+            state: Mutex::new(HubState::default()),
+            events,
+        }
+    }
+}
+
+/// What a listener gets when it joins: live events from now on, and the
+/// text of the outputs in progress at that moment.
+pub struct Subscription {
+    pub events: broadcast::Receiver<Arc<HubEvent>>,
+    pub in_progress: HashMap<i64, String>,
+    pub running: bool,
+}
+
+impl ComparisonHub {
+    fn state(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes and takes the snapshot under one lock, so no piece of
+    /// text is missed or counted twice.
+    pub fn subscribe(&self, comparison: i64) -> Subscription {
+        let state = self.state();
+        Subscription {
+            events: self.events.subscribe(),
+            in_progress: state.live.get(&comparison).cloned().unwrap_or_default(),
+            running: state.finished.contains_key(&comparison),
+        }
+    }
+
+    /// Text in progress of a comparison's outputs (after a lagging listener
+    /// missed events).
+    pub fn in_progress(&self, comparison: i64) -> HashMap<i64, String> {
+        self.state()
+            .live
+            .get(&comparison)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits until `comparison` ends, if it is running in this process.
+    pub async fn wait(&self, comparison: i64) {
+        let receiver = self
+            .state()
+            .finished
+            .get(&comparison)
+            .map(watch::Sender::subscribe);
+        if let Some(mut receiver) = receiver {
+            let _ = receiver.wait_for(|done| *done).await;
+        }
+    }
+
+    fn begin(&self, comparison: i64) -> bool {
+        let mut state = self.state();
+        if state.finished.contains_key(&comparison) {
+            return false;
+        }
+        state.finished.insert(comparison, watch::channel(false).0);
+        state.live.insert(comparison, HashMap::new());
+        true
+    }
+
+    fn send(&self, comparison: i64, kind: &'static str, data: serde_json::Value) {
+        let _ = self.events.send(Arc::new(HubEvent {
+            comparison,
+            kind,
+            data,
+        }));
+    }
+
+    fn start_output(&self, comparison: i64, output: i64) {
+        let mut state = self.state();
+        if let Some(live) = state.live.get_mut(&comparison) {
+            live.insert(output, String::new());
+        }
+        self.send(
+            comparison,
+            "output",
+            json!({ "output": output, "status": "running", "text": "" }),
+        );
+    }
+
+    fn append(&self, comparison: i64, output: i64, piece: &str) {
+        let mut state = self.state();
+        if let Some(text) = state
+            .live
+            .get_mut(&comparison)
+            .and_then(|live| live.get_mut(&output))
+        {
+            text.push_str(piece);
+        }
+        self.send(
+            comparison,
+            "text",
+            json!({ "output": output, "text": piece }),
+        );
+    }
+
+    fn end_output(&self, comparison: i64, output: i64, data: serde_json::Value) {
+        let mut state = self.state();
+        if let Some(live) = state.live.get_mut(&comparison) {
+            live.remove(&output);
+        }
+        self.send(comparison, "output", data);
+    }
+
+    fn end(&self, comparison: i64, status: &str, failure: Option<&str>) {
+        let mut state = self.state();
+        state.live.remove(&comparison);
+        if let Some(done) = state.finished.remove(&comparison) {
+            done.send_replace(true);
+        }
+        self.send(
+            comparison,
+            "done",
+            json!({ "status": status, "failure": failure }),
+        );
+    }
+}
+
+/// What the background generation of a comparison needs.
+struct Runner {
+    store: Arc<Store>,
+    inference: Inference,
+    comparisons: Arc<ComparisonHub>,
+}
+
+/// Starts generating a saved comparison's pending outputs in the
+/// background (no-op when it is already being generated).
+pub fn start(state: &AppState, id: i64) {
+    if !state.comparisons.begin(id) {
+        return;
+    }
+    let state = Runner {
+        store: state.store.clone(),
+        inference: state.inference.clone(),
+        comparisons: state.comparisons.clone(),
+    };
+    tokio::spawn(async move {
+        let (status, failure) = match generate_all(&state, id).await {
+            Ok(()) => ("done".to_string(), None),
+            Err(reason) => ("failed".to_string(), Some(reason)),
+        };
+        if let Err(error) = state
+            .store
+            .finish_comparison(id, &status, failure.as_deref())
+        {
+            tracing::error!(%error, comparison = id, "storing the end of a comparison");
+        }
+        state.comparisons.end(id, &status, failure.as_deref());
+    });
+}
+
+/// Continues the comparisons a previous server left generating.
+pub fn resume_unfinished(state: &AppState) {
+    match state.store.running_comparisons() {
+        Ok(ids) => {
+            for id in ids {
+                tracing::info!(comparison = id, "continuing a comparison");
+                start(state, id);
+            }
+        }
+        Err(error) => tracing::error!(%error, "reading unfinished comparisons"),
+    }
+}
+
+/// Generates every pending output. An error is a reason that ends the
+/// whole comparison (no slot, unreadable record); a failed output is
+/// stored as such and the others go on.
+async fn generate_all(state: &Runner, id: i64) -> Result<(), String> {
+    let record = state
+        .store
+        .comparison(id)
+        .map_err(|e| format!("cannot read comparison {id}: {e}"))?
+        .ok_or_else(|| format!("comparison {id} does not exist"))?;
+    let settings: GenerationSettings = serde_json::from_str(&record.settings_json)
+        .map_err(|e| format!("the stored settings are invalid: {e}"))?;
+    let mut pending: Vec<_> = record
+        .outputs
+        .iter()
+        .filter(|o| o.status == "pending")
+        .collect();
+    pending.sort_by_key(|o| (o.column_index, o.prompt_index));
+    for (done, output) in pending.iter().enumerate() {
+        let prompt = record
+            .prompts
+            .get(output.prompt_index)
+            .and_then(|p| serde_json::from_str::<InferencePrompt>(&p.prompt_json).ok());
+        let column = record.columns.get(output.column_index);
+        let (Some(prompt), Some(column)) = (prompt, column) else {
+            fail_output(
+                state,
+                id,
+                output.id,
+                "the stored prompt or column is invalid",
+            );
+            continue;
+        };
+        state.comparisons.start_output(id, output.id);
+        let hub = &state.comparisons;
+        let output_id = output.id;
+        let result = state
+            .inference
+            .generate(
+                &record.model_location,
+                column.adapter_path.as_deref(),
+                prompt,
+                settings.clone(),
+                &mut |piece: &str| hub.append(id, output_id, piece),
+            )
+            .await;
+        match result {
+            Ok(finished) => {
+                let stored = OutputResult {
+                    text: finished.text.clone(),
+                    prompt_tokens: finished.prompt_tokens as i64,
+                    generated_tokens: finished.generated_tokens as i64,
+                    finish_reason: finished.finish_reason.clone(),
+                    generation_tokens_per_sec: finished.generation_tokens_per_sec,
+                };
+                if let Err(error) = state.store.finish_output(output.id, &stored) {
+                    tracing::error!(%error, output = output.id, "storing an output");
+                }
+                hub.end_output(
+                    id,
+                    output.id,
+                    json!({
+                        "output": output.id,
+                        "column": output.column_index,
+                        "prompt": output.prompt_index,
+                        "status": "done",
+                        "text": finished.text,
+                        "generated_tokens": finished.generated_tokens,
+                        "finish_reason": finished.finish_reason,
+                        "tokens_per_sec": finished.generation_tokens_per_sec,
+                    }),
+                );
+            }
+            Err(InferenceError::Busy(reason)) => {
+                for rest in &pending[done..] {
+                    fail_output(state, id, rest.id, &reason);
+                }
+                return Err(reason);
+            }
+            Err(InferenceError::Failed(reason)) => fail_output(state, id, output.id, &reason),
+        }
+    }
+    Ok(())
+}
+
+fn fail_output(state: &Runner, comparison: i64, output: i64, reason: &str) {
+    if let Err(error) = state.store.fail_output(output, reason) {
+        tracing::error!(%error, output, "storing a failed output");
+    }
+    state.comparisons.end_output(
+        comparison,
+        output,
+        json!({ "output": output, "status": "failed", "error": reason, "text": "" }),
+    );
+}

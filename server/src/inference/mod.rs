@@ -1,0 +1,452 @@
+//! The inference worker's manager: starts `loralab inference-worker` on the
+//! first request, keeps it (and its loaded base model) between requests,
+//! sends generations one at a time, and stops it after an idle period or
+//! when a queued training needs its slot.
+//!
+//! Memory budget: the worker holds a whole base model, as a training
+//! worker does, so it takes one of the supervisor's `max_concurrent` slots
+//! while it lives. With the default of one slot, a generation asked for
+//! while a training runs is refused (the training is not interrupted), and
+//! a training queued while the worker idles stops the worker at once.
+
+pub mod worker;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use engine::protocol::{GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout};
+
+use crate::supervisor::Supervisor;
+
+/// Lines of the worker's stderr kept to explain a crash.
+const LOG_TAIL_LINES: usize = 20;
+
+#[derive(Debug, Clone)]
+pub struct InferenceSettings {
+    /// How long an unused worker keeps its model loaded.
+    pub idle_timeout: Duration,
+    /// The binary to run as `<exe> inference-worker`.
+    pub worker_exe: PathBuf,
+}
+
+impl InferenceSettings {
+    /// Defaults, overridden by `LORALAB_INFERENCE_IDLE_SECS` (300).
+    pub fn from_env() -> Result<Self> {
+        let idle = match std::env::var("LORALAB_INFERENCE_IDLE_SECS") {
+            Ok(text) => text.trim().parse::<u64>().map_err(|_| {
+                anyhow!("LORALAB_INFERENCE_IDLE_SECS must be a whole number, got {text:?}")
+            })?,
+            Err(_) => 300,
+        };
+        Ok(Self {
+            idle_timeout: Duration::from_secs(idle),
+            worker_exe: std::env::current_exe().context("cannot locate the loralab binary")?,
+        })
+    }
+}
+
+/// What the worker did over the server's life (`GET /api/inference`).
+/// `base_loads` staying at 1 across many generations with different
+/// adapters is the proof that swapping adapters does not reload the base.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct InferenceStats {
+    pub running: bool,
+    pub model: Option<String>,
+    pub adapter: Option<String>,
+    pub workers_started: u64,
+    pub base_loads: u64,
+    pub adapter_loads: u64,
+    pub generations: u64,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finished {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub finish_reason: String,
+    pub prompt_tokens_per_sec: f64,
+    pub generation_tokens_per_sec: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// No slot is free: trainings use them all.
+    #[error("{0}")]
+    Busy(String),
+    /// The request failed (bad adapter, bad settings) or the worker died.
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Clone)]
+pub struct Inference {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: InferenceSettings,
+    supervisor: Supervisor,
+    /// The worker, when one runs. Held for a whole request, so requests
+    /// queue here one after another.
+    worker: tokio::sync::Mutex<Option<Worker>>,
+    stats: Mutex<InferenceStats>,
+    last_used: Mutex<Instant>,
+    next_request: AtomicU64,
+    /// A queued training asked for the slot.
+    preempt: AtomicBool,
+}
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    events: Lines<BufReader<ChildStdout>>,
+    model: Option<String>,
+    base_loads_seen: u64,
+    adapter_loads_seen: u64,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl Inference {
+    /// Starts the idle/preemption watcher. Must be called inside Tokio.
+    pub fn start(supervisor: Supervisor, settings: InferenceSettings) -> Self {
+        let inference = Self {
+            inner: Arc::new(Inner {
+                settings,
+                supervisor,
+                worker: tokio::sync::Mutex::new(None),
+                stats: Mutex::new(InferenceStats::default()),
+                last_used: Mutex::new(Instant::now()),
+                next_request: AtomicU64::new(1),
+                preempt: AtomicBool::new(false),
+            }),
+        };
+        tokio::spawn(watch(inference.inner.clone()));
+        inference
+    }
+
+    pub fn stats(&self) -> InferenceStats {
+        lock(&self.inner.stats).clone()
+    }
+
+    /// Generates with the base model at `model` (a GGUF file or an HF
+    /// folder) and `adapter` (an mlx-lm adapter folder, or none), calling
+    /// `on_text` with each piece of text as it comes.
+    pub async fn generate(
+        &self,
+        model: &str,
+        adapter: Option<&str>,
+        prompt: InferencePrompt,
+        settings: GenerationSettings,
+        on_text: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Finished, InferenceError> {
+        let inner = &self.inner;
+        let mut guard = inner.worker.lock().await;
+        *lock(&inner.last_used) = Instant::now();
+        if guard.is_none() {
+            if !inner.supervisor.try_take_inference_slot() {
+                return Err(InferenceError::Busy(
+                    "every worker slot is taken by a training (LORALAB_MAX_CONCURRENT_RUNS); \
+                     wait for it to finish or raise the limit"
+                        .into(),
+                ));
+            }
+            match spawn(&inner.settings) {
+                Ok(worker) => {
+                    let mut stats = lock(&inner.stats);
+                    stats.workers_started += 1;
+                    stats.running = true;
+                    *guard = Some(worker);
+                }
+                Err(error) => {
+                    inner.supervisor.release_inference_slot();
+                    return Err(InferenceError::Failed(format!("{error:#}")));
+                }
+            }
+        }
+        let outcome = {
+            let worker = guard.as_mut().expect("started above");
+            request(inner, worker, model, adapter, prompt, settings, on_text).await
+        };
+        *lock(&inner.last_used) = Instant::now();
+        match outcome {
+            Ok(result) => {
+                if result.is_ok() {
+                    lock(&inner.stats).generations += 1;
+                }
+                result
+            }
+            // The worker is gone or unusable: forget it and free its slot.
+            Err(error) => {
+                let worker = guard.take();
+                let tail = worker
+                    .as_ref()
+                    .map(|w| tail_text(&w.tail))
+                    .unwrap_or_default();
+                if let Some(worker) = worker {
+                    stop(worker).await;
+                }
+                self.worker_ended();
+                let mut reason = format!("the inference worker failed: {error:#}");
+                if !tail.is_empty() {
+                    reason.push_str("; its last words:\n");
+                    reason.push_str(&tail);
+                }
+                Err(InferenceError::Failed(reason))
+            }
+        }
+    }
+
+    fn worker_ended(&self) {
+        {
+            let mut stats = lock(&self.inner.stats);
+            stats.running = false;
+            stats.model = None;
+            stats.adapter = None;
+        }
+        self.inner.supervisor.release_inference_slot();
+    }
+}
+
+/// Runs one request on a live worker. The outer error means the worker
+/// itself broke; the inner one that only this request failed.
+async fn request(
+    inner: &Inner,
+    worker: &mut Worker,
+    model: &str,
+    adapter: Option<&str>,
+    prompt: InferencePrompt,
+    settings: GenerationSettings,
+    on_text: &mut (dyn FnMut(&str) + Send),
+) -> Result<Result<Finished, InferenceError>> {
+    if worker.model.as_deref() != Some(model) {
+        send(
+            &mut worker.stdin,
+            &InferenceCommand::Load {
+                model: model.to_string(),
+            },
+        )
+        .await?;
+        loop {
+            match next_event(worker).await? {
+                InferenceEvent::Loaded { base_loads, .. } => {
+                    let mut stats = lock(&inner.stats);
+                    stats.base_loads += base_loads.saturating_sub(worker.base_loads_seen);
+                    worker.base_loads_seen = base_loads;
+                    stats.model = Some(model.to_string());
+                    stats.adapter = None;
+                    worker.model = Some(model.to_string());
+                    break;
+                }
+                InferenceEvent::Error {
+                    request: None,
+                    reason,
+                } => {
+                    worker.model = None;
+                    return Ok(Err(InferenceError::Failed(reason)));
+                }
+                other => tracing::warn!(?other, "unexpected inference event while loading"),
+            }
+        }
+    }
+    let id = inner.next_request.fetch_add(1, Ordering::SeqCst);
+    send(
+        &mut worker.stdin,
+        &InferenceCommand::Generate {
+            request: id,
+            adapter: adapter.map(str::to_string),
+            prompt,
+            settings,
+        },
+    )
+    .await?;
+    loop {
+        match next_event(worker).await? {
+            InferenceEvent::AdapterSet {
+                request,
+                adapter,
+                adapter_loads,
+                ..
+            } if request == id => {
+                let mut stats = lock(&inner.stats);
+                stats.adapter_loads += adapter_loads.saturating_sub(worker.adapter_loads_seen);
+                worker.adapter_loads_seen = adapter_loads;
+                stats.adapter = adapter;
+            }
+            InferenceEvent::Text { request, text } if request == id => on_text(&text),
+            InferenceEvent::Finished {
+                request,
+                text,
+                prompt_tokens,
+                generated_tokens,
+                finish_reason,
+                prompt_tokens_per_sec,
+                generation_tokens_per_sec,
+                seconds,
+            } if request == id => {
+                return Ok(Ok(Finished {
+                    text,
+                    prompt_tokens,
+                    generated_tokens,
+                    finish_reason,
+                    prompt_tokens_per_sec,
+                    generation_tokens_per_sec,
+                    seconds,
+                }))
+            }
+            InferenceEvent::Error { request, reason } if request == Some(id) => {
+                // A failed swap leaves the bare base in place.
+                lock(&inner.stats).adapter = None;
+                return Ok(Err(InferenceError::Failed(reason)));
+            }
+            other => tracing::warn!(?other, "unexpected inference event"),
+        }
+    }
+}
+
+fn spawn(settings: &InferenceSettings) -> Result<Worker> {
+    let mut child = tokio::process::Command::new(&settings.worker_exe)
+        .arg("inference-worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the inference worker")?;
+    tracing::info!(pid = ?child.id(), "inference worker started");
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.start_kill();
+        return Err(anyhow!("the inference worker has no pipes"));
+    };
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    {
+        let tail = tail.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                tracing::debug!(target: "inference_worker", "{line}");
+                let mut tail = lock(&tail);
+                if tail.len() == LOG_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+        });
+    }
+    Ok(Worker {
+        child,
+        stdin,
+        events: BufReader::new(stdout).lines(),
+        model: None,
+        base_loads_seen: 0,
+        adapter_loads_seen: 0,
+        tail,
+    })
+}
+
+async fn send(stdin: &mut ChildStdin, command: &InferenceCommand) -> Result<()> {
+    let mut line = serde_json::to_string(command)?;
+    line.push('\n');
+    stdin
+        .write_all(line.as_bytes())
+        .await
+        .context("cannot write to the inference worker")?;
+    stdin
+        .flush()
+        .await
+        .context("cannot write to the inference worker")
+}
+
+async fn next_event(worker: &mut Worker) -> Result<InferenceEvent> {
+    loop {
+        let line = worker
+            .events
+            .next_line()
+            .await
+            .context("cannot read the inference worker's output")?
+            .ok_or_else(|| anyhow!("the inference worker exited"))?;
+        match serde_json::from_str(&line) {
+            Ok(event) => return Ok(event),
+            Err(error) => {
+                tracing::warn!(%error, line = %line, "inference worker wrote a non-event line")
+            }
+        }
+    }
+}
+
+async fn stop(mut worker: Worker) {
+    let _ = send(&mut worker.stdin, &InferenceCommand::Shutdown).await;
+    drop(worker.stdin);
+    if tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = worker.child.kill().await;
+    }
+    tracing::info!("inference worker stopped");
+}
+
+fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
+    lock(tail).iter().cloned().collect::<Vec<_>>().join("\n")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Stops an idle worker after the idle timeout, or at once when a queued
+/// training wants its slot (as soon as the current request ends).
+async fn watch(inner: Arc<Inner>) {
+    let tick =
+        (inner.settings.idle_timeout / 4).clamp(Duration::from_millis(200), Duration::from_secs(5));
+    let mut shutdown = inner.supervisor.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = inner.supervisor.inference_preempted() => {
+                inner.preempt.store(true, Ordering::SeqCst);
+            }
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            // The worker sees its input close when the server exits.
+            return;
+        }
+        let Ok(mut guard) = inner.worker.try_lock() else {
+            continue; // busy: check again after the request
+        };
+        if guard.is_none() {
+            inner.preempt.store(false, Ordering::SeqCst);
+            continue;
+        }
+        let idle = lock(&inner.last_used).elapsed() >= inner.settings.idle_timeout;
+        let preempted = inner.preempt.swap(false, Ordering::SeqCst);
+        if idle || preempted {
+            tracing::info!(idle, preempted, "stopping the inference worker");
+            if let Some(worker) = guard.take() {
+                stop(worker).await;
+            }
+            {
+                let mut stats = lock(&inner.stats);
+                stats.running = false;
+                stats.model = None;
+                stats.adapter = None;
+            }
+            inner.supervisor.release_inference_slot();
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What a user does with a run once it trained: download its adapter (best
+//! or a chosen checkpoint) as an mlx-lm folder in a zip, clone its settings
+//! into the new-run form, and delete it (refused while it runs).
+
+mod common;
+
+use std::io::{Cursor, Read};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// The files of a zip, by name.
+fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).expect("a zip");
+    (0..archive.len())
+        .map(|i| {
+            let mut file = archive.by_index(i).unwrap();
+            let mut content = Vec::new();
+            file.read_to_end(&mut content).unwrap();
+            (file.name().expect("a UTF-8 name").to_string(), content)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn download_clone_and_delete_a_finished_run() {
+    let setup = tiny_setup();
+    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(server.url("/api/runs"))
+        .json(&tiny_run(json!({"iters": 10, "name": "keeper"})))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().unwrap();
+
+    // A running run cannot be deleted.
+    let early = client
+        .delete(server.url(&format!("/api/runs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(early.status(), 409);
+    let early: Value = early.json().await.unwrap();
+    assert!(
+        early["error"]
+            .as_str()
+            .unwrap()
+            .contains("stop it before deleting it"),
+        "{early}"
+    );
+
+    let run = wait_for(&client, &server, id, 60, "done", |r| r["status"] == "done").await;
+    let checkpoints = run["checkpoints"].as_array().unwrap();
+    let best = checkpoints
+        .iter()
+        .min_by(|a, b| {
+            a["val_loss"]
+                .as_f64()
+                .unwrap()
+                .total_cmp(&b["val_loss"].as_f64().unwrap())
+        })
+        .unwrap();
+    let best_step = best["step"].as_i64().unwrap();
+    let run_dir = setup.data_dir.join(format!("runs/{id}"));
+
+    // Without a step: the best checkpoint, in mlx-lm's folder layout.
+    let response = client
+        .get(server.url(&format!("/api/runs/{id}/adapter.zip")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/zip");
+    let disposition = response.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        disposition.contains(&format!("loralab-run-{id}-step-{best_step}.zip")),
+        "{disposition}"
+    );
+    let files = unzip(&response.bytes().await.unwrap());
+    let folder = format!("run-{id}-step-{best_step}");
+    assert_eq!(
+        files
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect::<Vec<_>>(),
+        [
+            format!("{folder}/adapters.safetensors"),
+            format!("{folder}/adapter_config.json")
+        ]
+    );
+    let numbered =
+        std::fs::read(run_dir.join(format!("{best_step:07}_adapters.safetensors"))).unwrap();
+    assert_eq!(
+        files[0].1, numbered,
+        "the best checkpoint's weights, byte for byte"
+    );
+    assert_eq!(
+        files[1].1,
+        std::fs::read(run_dir.join("adapter_config.json")).unwrap()
+    );
+
+    // A chosen step, and one that does not exist.
+    let first = client
+        .get(server.url(&format!("/api/runs/{id}/adapter.zip?step=5")))
+        .send()
+        .await
+        .unwrap();
+    let files = unzip(&first.bytes().await.unwrap());
+    assert_eq!(files[0].0, format!("run-{id}-step-5/adapters.safetensors"));
+    assert_eq!(
+        files[0].1,
+        std::fs::read(run_dir.join("0000005_adapters.safetensors")).unwrap()
+    );
+    let missing = client
+        .get(server.url(&format!("/api/runs/{id}/adapter.zip?step=7")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // Clone: the new-run form comes back filled with this run's settings.
+    let form = client
+        .get(server.url(&format!("/runs/new?clone={id}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(form.contains("value=\"keeper (copy)\""), "{form}");
+    assert!(form.contains("name=\"form[iters]\""));
+    assert!(form.contains("value=\"10\""), "iters 10 is filled in");
+    assert!(form.contains("<option value=\"tiny\" selected>"), "{form}");
+
+    let deleted = client
+        .delete(server.url(&format!("/api/runs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(!run_dir.exists(), "its folder is removed");
+    let gone = client
+        .get(server.url(&format!("/api/runs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 404);
+    let metrics = client
+        .get(server.url(&format!("/api/runs/{id}/metrics.json")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 404);
+}
