@@ -16,8 +16,8 @@ use app::compare_dto::{
 };
 
 use crate::api::runs::create_run;
-use crate::datasets::DatasetError;
 use crate::compare::CompareRequest;
+use crate::datasets::DatasetError;
 use crate::state::AppState;
 
 /// Store and supervisor errors are logged in full; pages get a short text.

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use engine::device::DeviceInfo;
 
-use crate::datasets::TokenizerCache;
 use crate::compare::ComparisonHub;
+use crate::datasets::TokenizerCache;
 use crate::inference::Inference;
 use crate::setup::DataDir;
 use crate::store::Store;

@@ -2,8 +2,8 @@
 
 mod adapter;
 mod catalog;
-mod datasets;
 pub(crate) mod compare;
+mod datasets;
 mod error;
 mod events;
 mod metrics;
