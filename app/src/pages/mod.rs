@@ -1,9 +1,9 @@
 //! One module per page, each beside its server functions.
 
 pub mod catalog;
-pub mod dataset;
 pub mod chat;
 pub mod compare;
+pub mod dataset;
 pub mod new_run;
 pub mod run;
 pub mod runs;
