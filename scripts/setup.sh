@@ -23,7 +23,7 @@ if [[ "$(uname -s)" == "Darwin" ]]; then
 fi
 
 # --- Debian packages -------------------------------------------------------
-apt_packages=(cmake libclang-dev libopenblas0-pthread chromium unzip patch patchelf python3-venv)
+apt_packages=(cmake libclang-dev libopenblas0-pthread chromium unzip patch patchelf python3-venv iproute2 curl)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

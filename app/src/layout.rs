@@ -2,28 +2,32 @@
 
 use leptos::prelude::*;
 
+use crate::role::current_role;
 use crate::SharedBackend;
 
-/// Pages in the navigation bar: (path, label).
-const NAV: &[(&str, &str)] = &[
-    ("/", "Runs"),
-    ("/runs/new", "New run"),
-    ("/models", "Models"),
-    ("/datasets", "Datasets"),
-    ("/compare", "Compare"),
-    ("/chat", "Chat"),
+/// Pages in the navigation bar: (path, label, only for roles that may mutate).
+const NAV: &[(&str, &str, bool)] = &[
+    ("/", "Runs", false),
+    ("/runs/new", "New run", true),
+    ("/models", "Models", false),
+    ("/datasets", "Datasets", false),
+    ("/compare", "Compare", false),
+    // Chatting generates (a post): viewers cannot.
+    ("/chat", "Chat", true),
 ];
 
 #[component]
 pub fn Page(current: &'static str, children: Children) -> impl IntoView {
     let health = expect_context::<SharedBackend>().health();
+    let role = current_role();
     view! {
         <header class="top">
             <a class="brand" href="/">"Loralab"</a>
             <nav>
                 {NAV
                     .iter()
-                    .map(|&(href, label)| {
+                    .filter(|&&(_, _, mutates)| !mutates || role.can_mutate())
+                    .map(|&(href, label, _)| {
                         let aria_current = (href == current).then_some("page");
                         view! {
                             <a href=href aria-current=aria_current>
@@ -35,6 +39,9 @@ pub fn Page(current: &'static str, children: Children) -> impl IntoView {
             </nav>
             <span class="device" title="The device MLX computes on">
                 {health.device_description}
+            </span>
+            <span class=format!("role {}", role.label()) id="role" title="What this browser may do here">
+                {role.label()}
             </span>
         </header>
         <main>{children()}</main>

@@ -15,6 +15,7 @@ pub mod dto;
 mod layout;
 pub mod pages;
 pub mod presets;
+pub mod role;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
@@ -24,6 +25,7 @@ use leptos_router::{
 };
 
 pub use backend::{Backend, SharedBackend};
+pub use role::Role;
 
 /// The HTML document around every page. No hydration scripts: only our own
 /// deferred script, which pages do not need in order to work.

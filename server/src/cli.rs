@@ -1,6 +1,7 @@
 //! The command line: `loralab [serve]`, `loralab models`, and the internal
 //! commands the server runs as child processes.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use engine::device::DeviceInfo;
 
+use crate::access::{self, Access, TokenKind, TokenStore};
 use crate::inference::{Inference, InferenceSettings};
 use crate::settings::{DataDirArgs, ServeArgs};
 use crate::state::AppState;
@@ -40,6 +42,9 @@ enum Command {
     Device,
     /// Fine-tune from an mlx-lm style YAML or TOML config, without the web UI.
     Train(crate::train_cli::TrainArgs),
+    /// Show, rotate or remove the owner and operator tokens of `--lan`.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Internal: one training, driven over stdin/stdout by the server.
     #[command(hide = true)]
     Worker,
@@ -62,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Models => list_models(&data_dir),
         Command::Device => print_device(),
         Command::Train(args) => crate::train_cli::run(&args, &data_dir),
+        Command::Token(command) => token(&data_dir, command),
         Command::Worker => return crate::worker::run(),
         Command::InferenceWorker => return crate::inference::worker::run(),
     };
@@ -96,22 +102,130 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             inference,
             comparisons: Default::default(),
         });
+        let access = Access::new(args.access(), &state.data_dir.root)?;
         crate::compare::resume_unfinished(&state);
         let listener = tokio::net::TcpListener::bind(args.address())
             .await
             .with_context(|| format!("cannot listen on {}", args.address()))?;
+        access::cut_stalled_clients(&listener).context("cannot set TCP options")?;
         let address = listener.local_addr()?;
         println!("Loralab is serving on http://{address}");
         println!("Data dir: {}", state.data_dir.root.display());
-        axum::serve(listener, http::router(state))
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                // Ends the SSE streams, which graceful shutdown waits for.
-                supervisor.shutdown();
-            })
-            .await
-            .context("the HTTP server stopped")
+        if args.lan_mode() {
+            print_lan_urls(&access, address)?;
+        }
+        let (closing, closed) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(
+            listener,
+            http::router(state, access).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Ends the SSE streams, which graceful shutdown waits for.
+            supervisor.shutdown();
+            let _ = closing.send(());
+        });
+        // A client that stopped reading keeps its connection stuck in a
+        // write that no stream end can reach; shutdown waits only so long.
+        let deadline = async {
+            let _ = closed.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = server => served.context("the HTTP server stopped"),
+            () = deadline => {
+                tracing::warn!("closing connections still open {} s after shutdown", SHUTDOWN_GRACE.as_secs());
+                Ok(())
+            }
+        }
     })
+}
+
+/// How long graceful shutdown waits for open connections.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `--lan`: where teammates can watch, and the owner's link.
+fn print_lan_urls(access: &Access, address: SocketAddr) -> Result<()> {
+    let addresses = access::lan::reachable_addresses(address.ip());
+    let owner = access
+        .tokens
+        .read(TokenKind::Owner)?
+        .context("the owner token is missing")?;
+    let base = |ip| format!("http://{}", SocketAddr::new(ip, address.port()));
+    for ip in &addresses {
+        println!("On your network: {}/", base(*ip));
+    }
+    if let Some(ip) = addresses.first() {
+        println!("Owner link: {}/auth?token={owner}", base(*ip));
+    } else {
+        println!("Owner link: open /auth?token={owner} on this server's address");
+    }
+    println!(
+        "  (the owner link grants every right: keep it to yourself; `loralab token rotate` replaces it)"
+    );
+    if access.settings.viewer_password.is_some() {
+        println!("Viewers sign in with the viewer password.");
+    } else {
+        println!("Anyone on the network may watch, and change nothing.");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a token and the link path that exchanges it for a session.
+    Show(TokenWhich),
+    /// Replace a token (the operator's is created if there is none); the
+    /// old one stops working at once, also in a running server.
+    Rotate(TokenWhich),
+    /// Delete the operator token: operators become viewers.
+    RemoveOperator,
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenWhich {
+    /// The operator token (may start, stop and resume runs) instead of the owner's.
+    #[arg(long)]
+    operator: bool,
+}
+
+impl TokenWhich {
+    fn kind(&self) -> TokenKind {
+        if self.operator {
+            TokenKind::Operator
+        } else {
+            TokenKind::Owner
+        }
+    }
+}
+
+fn token(data_dir: &Path, command: TokenCommand) -> Result<()> {
+    let tokens = TokenStore::open(data_dir)?;
+    let (kind, token) = match command {
+        TokenCommand::Show(which) => {
+            let kind = which.kind();
+            let token = tokens.read(kind)?.with_context(|| {
+                format!(
+                    "there is no {0} token; `loralab token rotate --{0}` creates one",
+                    kind.label()
+                )
+            })?;
+            (kind, token)
+        }
+        TokenCommand::Rotate(which) => (which.kind(), tokens.rotate(which.kind())?),
+        TokenCommand::RemoveOperator => {
+            if tokens.remove(TokenKind::Operator)? {
+                println!("The operator token is removed; its sessions are now viewers.");
+            } else {
+                println!("There was no operator token.");
+            }
+            return Ok(());
+        }
+    };
+    println!("{} token: {token}", kind.label());
+    println!("Link: http://<this machine>:<port>/auth?token={token}");
+    println!("File: {}", tokens.path(kind).display());
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -1,28 +1,31 @@
 //! The HTTP surface: pages (Leptos, server-rendered), the JSON API and the
-//! embedded assets.
+//! embedded assets, all behind the access layer (`crate::access`).
 
 use axum::{
     body::Body,
     extract::State,
-    http::{Request, StatusCode},
+    http::{header, HeaderValue, Request, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
+use std::sync::Arc;
+
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 
-use app::{dto::HealthInfo, Backend, SharedBackend};
+use app::{dto::HealthInfo, Backend, Role, SharedBackend};
 
+use crate::access::{self, Access};
 use crate::state::SharedState;
 
 /// Every route of the server. Kept apart from start-up so tests drive it.
-pub fn router(state: SharedState) -> Router {
+pub fn router(state: SharedState, access: Arc<Access>) -> Router {
     let backend: SharedBackend = state.clone();
     let options = LeptosOptions::builder().output_name("loralab").build();
     let provide_backend = {
         let backend = backend.clone();
-        move || provide_context(backend.clone())
+        move || provide_request_context(&backend)
     };
     let pages = Router::new()
         .leptos_routes_with_context(&options, generate_route_list(app::App), provide_backend, {
@@ -35,12 +38,35 @@ pub fn router(state: SharedState) -> Router {
             },
         )
         .with_state(options);
-    Router::new()
+    let routes = Router::new()
         .route("/api/health", get(health))
         .merge(crate::api::routes())
         .with_state(state)
         .merge(frontend::router())
-        .merge(pages)
+        .merge(pages);
+    access::protect(routes, access)
+}
+
+/// What pages and server functions read from context: the backend, and the
+/// role the access layer gave this request (in its extensions).
+fn provide_request_context(backend: &SharedBackend) {
+    provide_context(backend.clone());
+    let role = use_context::<axum::http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Role>().copied())
+        .unwrap_or(Role::Viewer);
+    provide_context(role);
+    // Leptos marks its inline scripts with this request's nonce; the page's
+    // policy must allow exactly that one.
+    if let (Some(nonce), Some(response)) = (
+        leptos::nonce::use_nonce(),
+        use_context::<leptos_axum::ResponseOptions>(),
+    ) {
+        if let Ok(policy) =
+            HeaderValue::from_str(&access::content_security_policy_with_nonce(&nonce))
+        {
+            response.insert_header(header::CONTENT_SECURITY_POLICY, policy);
+        }
+    }
 }
 
 async fn health(State(state): State<SharedState>) -> Json<HealthInfo> {
@@ -54,7 +80,7 @@ async fn not_found(
     request: Request<Body>,
 ) -> Response {
     let render = leptos_axum::render_app_to_stream_with_context(
-        move || provide_context(backend.clone()),
+        move || provide_request_context(&backend),
         move || app::shell(options.clone()),
     );
     let mut response = render(request).await.into_response();

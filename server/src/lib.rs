@@ -2,6 +2,7 @@
 //! the SQLite store and the supervisor of worker processes. Nothing here calls
 //! MLX: training and inference run in `loralab worker` child processes.
 
+pub mod access;
 pub mod api;
 pub mod chat;
 pub mod cli;

@@ -131,7 +131,7 @@ pub fn DatasetsPage() -> impl IntoView {
                     })}
                 </Suspense>
             </div>
-            <UploadForm />
+            {crate::role::current_role().can_mutate().then(|| view! { <UploadForm /> })}
         </Page>
     }
 }

@@ -86,6 +86,8 @@ pub fn DatasetPage() -> impl IntoView {
 
 #[component]
 fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoView {
+    // Viewers get no actions: the server would refuse their posts.
+    let can_mutate = crate::role::current_role().can_mutate();
     let summary = detail.summary.clone();
     let query = detail.query.clone();
     let max_seq_length = query.max_seq_length.unwrap_or(2048);
@@ -106,13 +108,27 @@ fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoVie
         }
         .into_any()
     };
+    let delete_form = can_mutate.then(|| {
+        view! {
+            <details class="danger-zone panel">
+                <summary>"Delete this dataset..."</summary>
+                <form method="post" action="/fn/datasets/delete">
+                    <input type="hidden" name="id" value=summary.id />
+                    <p>"Its files are removed from the data dir. Runs that used it keep their results."</p>
+                    <button type="submit" class="danger" id="delete-dataset">
+                        {format!("Delete {}", summary.name)}
+                    </button>
+                </form>
+            </details>
+        }
+    });
     view! {
         <div class="toolbar">
             <h1>{summary.name.clone()}</h1>
             {status}
             <span class="muted">{detail.format.clone().unwrap_or_else(|| "format unknown".into())}</span>
             <span class="spacer"></span>
-            {detail.problems.is_empty().then(|| view! {
+            {(detail.problems.is_empty() && can_mutate).then(|| view! {
                 <a class="button primary" href=new_run_href>"Fine-tune on it"</a>
             })}
         </div>
@@ -154,16 +170,7 @@ fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoVie
                 detail.previews.into_iter().map(|preview| view! { <Preview preview /> }).collect_view().into_any()
             }}
         </section>
-        <details class="danger-zone panel">
-            <summary>"Delete this dataset..."</summary>
-            <form method="post" action="/fn/datasets/delete">
-                <input type="hidden" name="id" value=summary.id />
-                <p>"Its files are removed from the data dir. Runs that used it keep their results."</p>
-                <button type="submit" class="danger" id="delete-dataset">
-                    {format!("Delete {}", summary.name)}
-                </button>
-            </form>
-        </details>
+        {delete_form}
     }
 }
 

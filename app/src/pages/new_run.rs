@@ -150,6 +150,7 @@ pub fn NewRunPage() -> impl IntoView {
         },
     );
     let error = posted_error();
+    let can_mutate = crate::role::current_role().can_mutate();
     view! {
         <Page current="/runs/new">
             <h1>"New run"</h1>
@@ -160,6 +161,12 @@ pub fn NewRunPage() -> impl IntoView {
                     let checked = checked.clone();
                     Suspend::new(async move {
                     match choices.await {
+                        Ok(_) if !can_mutate => view! {
+                            <p class="error-box" id="viewer-only">
+                                "You are watching as a viewer: only the owner or an operator can start runs."
+                            </p>
+                        }
+                        .into_any(),
                         Ok((models, datasets, cloned)) => {
                             let initial = checked.clone().or(cloned).unwrap_or_else(|| NewRunForm {
                                 dataset: dataset.clone().unwrap_or_default(),

@@ -113,21 +113,25 @@ fn RunView(detail: RunDetail) -> impl IntoView {
     let eta = summary
         .eta_seconds()
         .map_or_else(|| "–".to_string(), format_duration);
+    // Viewers get no buttons that post: the server would refuse them.
+    let can_mutate = crate::role::current_role().can_mutate();
     let actions = view! {
         <div class="actions">
-            {summary.is_active().then(|| view! {
+            {(can_mutate && summary.is_active()).then(|| view! {
                 <form method="post" action="/fn/runs/stop">
                     <input type="hidden" name="id" value=id />
                     <button type="submit" id="stop">"Stop"</button>
                 </form>
             })}
-            {summary.is_resumable().then(|| view! {
+            {(can_mutate && summary.is_resumable()).then(|| view! {
                 <form method="post" action="/fn/runs/resume">
                     <input type="hidden" name="id" value=id />
                     <button type="submit" class="primary" id="resume">"Resume"</button>
                 </form>
             })}
-            <a class="button" href=format!("/runs/new?clone={id}") id="clone">"Clone"</a>
+            {can_mutate.then(|| view! {
+                <a class="button" href=format!("/runs/new?clone={id}") id="clone">"Clone"</a>
+            })}
             {(!detail.checkpoints.is_empty()).then(|| view! {
                 <a class="button" href=format!("/api/runs/{id}/adapter.zip") id="download" download>
                     "Download adapter"
@@ -194,7 +198,7 @@ fn RunView(detail: RunDetail) -> impl IntoView {
         <h2>"Configuration"</h2>
         <p class="muted">"Run it headless with " <code>"loralab train --config run.yaml"</code></p>
         <pre class="log" id="config">{detail.config_yaml.clone()}</pre>
-        {(!summary.is_active()).then(|| view! {
+        {(can_mutate && !summary.is_active()).then(|| view! {
             <details class="danger-zone panel">
                 <summary>"Delete this run..."</summary>
                 <form method="post" action="/fn/runs/delete">

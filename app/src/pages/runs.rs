@@ -20,7 +20,9 @@ pub fn RunsPage() -> impl IntoView {
             <div class="toolbar">
                 <h1>"Runs"</h1>
                 <span class="spacer"></span>
-                <a class="button primary" href="/runs/new">"New run"</a>
+                {crate::role::current_role().can_mutate().then(|| view! {
+                    <a class="button primary" href="/runs/new">"New run"</a>
+                })}
             </div>
             <div class="panel">
                 <Suspense fallback=|| view! { <p class="muted">"Loading runs..."</p> }>

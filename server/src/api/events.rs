@@ -1,6 +1,13 @@
 //! SSE streams: one run's events (history from the store, then live), and
 //! the runs list's status/progress changes. Both end when the server shuts
 //! down.
+//!
+//! Many viewers: every stream reads the same broadcast channel, which never
+//! waits for a receiver, so a slow client cannot hold up the supervisor or
+//! other viewers. A run stream that falls a whole channel behind is ended
+//! (the browser's EventSource reconnects with Last-Event-ID and reads the
+//! rest from the store). Each client address holds a bounded number of
+//! streams (`access::StreamSlots`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -9,11 +16,14 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::stream::{self, Stream};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 
 use super::ApiError;
+use crate::access::{Client, StreamSlot, TooManyStreams};
 use crate::state::SharedState;
 use crate::store::{RunUpdate, StoredEvent};
 
@@ -31,9 +41,16 @@ pub async fn run_stream(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
     Query(start): Query<StreamStart>,
+    client: Option<Extension<Client>>,
     headers: HeaderMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    state.store.run(id)?.ok_or(ApiError::run_not_found(id))?;
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
+    let reject = IntoResponse::into_response;
+    state
+        .store
+        .run(id)
+        .map_err(|e| reject(ApiError::from(e)))?
+        .ok_or_else(|| reject(ApiError::run_not_found(id)))?;
+    let slot = open_slot(client).map_err(IntoResponse::into_response)?;
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -44,9 +61,12 @@ pub async fn run_stream(
     // then in both, and the seq check drops the second copy.
     let live = state.supervisor.subscribe_events();
     let shutdown = state.supervisor.shutdown_signal();
-    let history = state.store.events_since(id, after)?;
+    let history = state
+        .store
+        .events_since(id, after)
+        .map_err(|e| reject(ApiError::from(e)))?;
     let cursor = RunCursor {
-        state: state.clone(),
+        _slot: slot,
         id,
         last: after,
         pending: history.into(),
@@ -64,8 +84,17 @@ pub async fn run_stream(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// A slot for one more stream of this client; None when the router runs
+/// without the access layer.
+fn open_slot(client: Option<Extension<Client>>) -> Result<Option<StreamSlot>, TooManyStreams> {
+    client
+        .map(|Extension(client)| client.open_stream())
+        .transpose()
+}
+
 struct RunCursor {
-    state: SharedState,
+    /// Held for as long as the stream lives.
+    _slot: Option<StreamSlot>,
     id: i64,
     last: i64,
     pending: VecDeque<StoredEvent>,
@@ -98,14 +127,13 @@ impl RunCursor {
                             self.pending.push_back((*event).clone());
                         }
                     }
-                    // Fell behind the channel: the store has everything.
-                    Err(RecvError::Lagged(_)) => match self.state.store.events_since(self.id, self.last) {
-                        Ok(events) => self.pending.extend(events),
-                        Err(error) => {
-                            tracing::error!(%error, run = self.id, "reading run events");
-                            return None;
-                        }
-                    },
+                    // A whole channel behind: a client this slow is dropped
+                    // rather than fed from the store while it stalls; its
+                    // EventSource comes back with Last-Event-ID.
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::info!(run = self.id, missed, "dropping a slow event stream");
+                        return None;
+                    }
                     Err(RecvError::Closed) => return None,
                 }
             }
@@ -117,21 +145,23 @@ impl RunCursor {
 /// total_steps and failure whenever one of them changes.
 pub async fn runs_stream(
     State(state): State<SharedState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    client: Option<Extension<Client>>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
+    let slot = open_slot(client).map_err(IntoResponse::into_response)?;
     let updates = state.supervisor.subscribe_updates();
     let shutdown = state.supervisor.shutdown_signal();
     let stream = stream::unfold(
-        (updates, shutdown),
-        |(mut updates, mut shutdown)| async move {
+        (updates, shutdown, slot),
+        |(mut updates, mut shutdown, slot)| async move {
             let update = next_update(&mut updates, &mut shutdown).await?;
             let data = serde_json::to_string(&update).unwrap_or_default();
             Some((
                 Ok(SseEvent::default().event("run").data(data)),
-                (updates, shutdown),
+                (updates, shutdown, slot),
             ))
         },
     );
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 async fn next_update(

@@ -62,6 +62,11 @@ impl Server {
         }
     }
 
+    /// The server process's id (benches read its peak RSS).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base_url, path)
     }
