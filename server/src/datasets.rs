@@ -18,10 +18,8 @@ use engine::config::TrainConfig;
 use engine::data::{DatasetReport, FormatKeys, Split, SplitSource};
 use engine::tokenizer::TokenizerBundle;
 
+use crate::access::{safe_name, NameError};
 use crate::store::{DatasetRecord, ModelRecord, NewDataset, Store};
-
-/// The most bytes one upload may carry, all files together.
-pub const MAX_UPLOAD_BYTES: u64 = 512 << 20;
 
 /// Examples the dataset page renders.
 const PREVIEW_EXAMPLES: usize = 3;
@@ -36,7 +34,7 @@ pub enum DatasetError {
     },
     #[error("a dataset named {0:?} already exists; delete it first or choose another name")]
     NameTaken(String),
-    #[error("the upload is over {} MiB; split the file or raise the limit", MAX_UPLOAD_BYTES >> 20)]
+    #[error("the upload is over the server's limit; split the file or start the server with a larger --max-upload-mb")]
     TooLarge,
     #[error("dataset {0} does not exist")]
     NotFound(i64),
@@ -55,29 +53,13 @@ impl DatasetError {
     }
 }
 
-/// Checks a dataset name: shown in lists and configs, so printable and
-/// short. Files live under the dataset's id, never under its name.
+/// Checks a dataset name with the rules of every name a user gives
+/// ([`safe_name`]); the error names the form field.
 pub fn check_dataset_name(name: &str) -> Result<String, DatasetError> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err(DatasetError::invalid("name", "give the dataset a name"));
-    }
-    if name.chars().count() > 64 {
-        return Err(DatasetError::invalid("name", "at most 64 characters"));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | ' ')))
-    {
-        return Err(DatasetError::invalid(
-            "name",
-            format!("{bad:?} is not allowed; use letters, digits, spaces, '-', '_' and '.'"),
-        ));
-    }
-    if name.starts_with('.') {
-        return Err(DatasetError::invalid("name", "must not start with '.'"));
-    }
-    Ok(name.to_string())
+    safe_name(name).map_err(|error| match error {
+        NameError::Empty => DatasetError::invalid("name", "give the dataset a name"),
+        other => DatasetError::invalid("name", other.to_string()),
+    })
 }
 
 /// An upload being received: files land in a hidden folder next to the
@@ -85,7 +67,6 @@ pub fn check_dataset_name(name: &str) -> Result<String, DatasetError> {
 /// into place.
 pub struct Staging {
     dir: tempfile::TempDir,
-    received: u64,
     splits: Vec<Split>,
 }
 
@@ -102,7 +83,6 @@ impl Staging {
             })?;
         Ok(Self {
             dir,
-            received: 0,
             splits: Vec::new(),
         })
     }
@@ -128,15 +108,6 @@ impl Staging {
             ));
         }
         Ok(self.dir.path().join(split.file_name()))
-    }
-
-    /// Counts bytes as they arrive, refusing past the limit.
-    pub fn count(&mut self, bytes: usize) -> Result<(), DatasetError> {
-        self.received += bytes as u64;
-        if self.received > MAX_UPLOAD_BYTES {
-            return Err(DatasetError::TooLarge);
-        }
-        Ok(())
     }
 
     /// A file arrived whole. A form's empty file input sends nothing: it is
@@ -423,21 +394,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dataset_names_are_short_and_printable() {
+    fn dataset_names_follow_the_shared_rules_and_name_the_field() {
         assert_eq!(
             check_dataset_name("  my data_v2.1 ").unwrap(),
             "my data_v2.1"
         );
         for (bad, why) in [
-            ("", "give the dataset a name"),
-            ("../etc", "'/' is not allowed"),
-            (".hidden", "must not start with '.'"),
-            ("a\nb", "'\\n' is not allowed"),
+            ("", "name: give the dataset a name"),
+            ("../etc", "name: name contains '/'"),
+            (".hidden", "name: name starts with '.'"),
+            ("a\nb", "name: name contains the control character U+000A"),
         ] {
             let message = check_dataset_name(bad).unwrap_err().to_string();
-            assert!(message.starts_with("name: "), "{message}");
-            assert!(message.contains(why), "{bad:?}: {message}");
+            assert!(message.starts_with(why), "{bad:?}: {message}");
         }
-        assert!(check_dataset_name(&"x".repeat(65)).is_err());
     }
 }

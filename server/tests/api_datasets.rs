@@ -216,7 +216,7 @@ async fn refused_uploads_leave_nothing_behind() {
                 .text("name", "../../escape")
                 .part("file", jsonl_part(line, "a.jsonl")),
             422,
-            "name: '/' is not allowed",
+            "name: name contains '/'; path separators are not allowed",
         ),
         (
             Form::new().part("file", jsonl_part(line, "a.jsonl")),
@@ -295,4 +295,32 @@ async fn a_browser_post_is_redirected_to_the_page_or_back_with_the_error() {
             || page.contains("a dataset named \"hello\" already exists"),
         "{page}"
     );
+}
+
+#[tokio::test]
+async fn an_upload_over_the_limit_is_refused_and_leaves_nothing() {
+    let setup = tiny_setup();
+    let server = Server::start_in(setup.data_dir.clone(), &["--max-upload-mb", "1"]);
+    let client = reqwest::Client::new();
+    let before = dataset_folders(&setup.data_dir);
+    let line = b"{\"text\": \"a line of a dataset that is far too big\"}\n";
+    let big: Vec<u8> = line.iter().copied().cycle().take(2 << 20).collect();
+    // Streamed without a length, so the limit is met while reading.
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
+        big.chunks(64 << 10)
+            .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))
+            .collect::<Vec<_>>(),
+    ));
+    let (status, body) = upload(
+        &client,
+        &server,
+        Form::new()
+            .text("name", "too big")
+            .part("file", Part::stream(body).file_name("big.jsonl")),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(dataset_folders(&setup.data_dir), before);
+    let datasets = get_json(&client, &server.url("/api/datasets")).await;
+    assert_eq!(datasets.as_array().unwrap().len(), 1, "{datasets}");
 }

@@ -63,7 +63,7 @@ async fn receive(
                 continue;
             }
             let path = staging.path_for(split)?;
-            let bytes = save_field(field, &path, &mut staging).await?;
+            let bytes = save_field(field, &path).await?;
             staging.received(split, &path, bytes);
         } else {
             return Err(DatasetError::Invalid {
@@ -81,18 +81,14 @@ async fn receive(
         .map_err(|error| anyhow::anyhow!("dataset check stopped: {error}"))?
 }
 
-/// Streams one file field to disk, counting it against the upload limit.
-async fn save_field(
-    mut field: Field<'_>,
-    path: &std::path::Path,
-    staging: &mut Staging,
-) -> Result<u64, DatasetError> {
+/// Streams one file field to disk. The access layer limits the body's
+/// size (`--max-upload-mb`); past it, reading fails as too large.
+async fn save_field(mut field: Field<'_>, path: &std::path::Path) -> Result<u64, DatasetError> {
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(|error| anyhow::anyhow!("cannot write {}: {error}", path.display()))?;
     let mut bytes = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(malformed)? {
-        staging.count(chunk.len())?;
         bytes += chunk.len() as u64;
         file.write_all(&chunk)
             .await

@@ -23,12 +23,10 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/models", get(catalog::list_models))
         .route(
             "/api/datasets",
+            // The access layer limits uploads (`--max-upload-mb`).
             get(catalog::list_datasets)
                 .post(datasets::upload)
-                .layer(DefaultBodyLimit::max(
-                    // Room for the multipart framing around the files.
-                    (crate::datasets::MAX_UPLOAD_BYTES + (1 << 20)) as usize,
-                )),
+                .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/api/datasets/{id}",
