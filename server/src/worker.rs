@@ -30,6 +30,7 @@ macro_rules! log {
 
 /// A failure before the event stream is set up: one `Failed` line.
 fn report_failure(reason: String) {
+    let reason = crate::failure::explain(reason);
     if let Ok(line) = serde_json::to_string(&Event::Failed { reason }) {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
@@ -180,7 +181,9 @@ pub fn run() -> ExitCode {
         Ok((Err(error), mut emitter)) => {
             let reason = format!("{error:#}");
             log!("training failed: {reason}");
-            emitter.emit(&Event::Failed { reason });
+            emitter.emit(&Event::Failed {
+                reason: crate::failure::explain(reason),
+            });
             ExitCode::FAILURE
         }
         Err(error) => {

@@ -227,3 +227,48 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
     .await;
     assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
 }
+
+/// Process ids whose parent is `parent` (Linux `/proc`).
+fn children_of(parent: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                // `pid (comm) state ppid ...`; comm may hold spaces.
+                .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.to_string()))
+                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(parent)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_worker_killed_by_the_system_fails_the_run_with_memory_advice() {
+    let setup = tiny_setup();
+    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let client = reqwest::Client::new();
+    let id = create(&client, &server, tiny_run(json!({"iters": 1500}))).await;
+    wait_for(&client, &server, id, 60, "step 2", |r| {
+        r["step"].as_i64() >= Some(2)
+    })
+    .await;
+    // What the kernel's out-of-memory killer does to a worker.
+    let workers = children_of(server.pid());
+    assert_eq!(workers.len(), 1, "one worker process: {workers:?}");
+    std::process::Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status()
+        .unwrap();
+    let run = wait_for(&client, &server, id, 30, "failed", |r| {
+        r["status"] == "failed"
+    })
+    .await;
+    let failure = run["failure"].as_str().unwrap();
+    assert!(failure.contains("killed by the system"), "{failure}");
+    assert!(
+        failure.contains("Lower batch_size or max_seq_length"),
+        "{failure}"
+    );
+}

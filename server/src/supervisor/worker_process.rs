@@ -147,13 +147,19 @@ pub(super) async fn drive(
         }
         return;
     }
-    let exit = match status {
+    let exit = match &status {
         Ok(status) => match status.code() {
             Some(code) => format!("exit code {code}"),
             None => format!("{status}"),
         },
         Err(error) => format!("unknown status ({error})"),
     };
+    let killed = status
+        .as_ref()
+        .is_ok_and(|status| std::os::unix::process::ExitStatusExt::signal(status) == Some(9));
+    if killed {
+        return fail(crate::failure::killed_worker(&exit));
+    }
     let last: Vec<String> = {
         let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
         let skip = tail.len().saturating_sub(CRASH_LINES);
@@ -167,7 +173,7 @@ pub(super) async fn drive(
             last.join("\n")
         )
     };
-    fail(reason);
+    fail(crate::failure::explain(reason));
 }
 
 async fn send(stdin: &mut tokio::process::ChildStdin, line: &str) -> std::io::Result<()> {
