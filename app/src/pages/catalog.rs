@@ -11,6 +11,24 @@ pub async fn list_models() -> Result<Vec<ModelSummary>, ServerFnError> {
     backend.list_models().map_err(ServerFnError::new)
 }
 
+#[server(prefix = "/fn", endpoint = "models/import")]
+pub async fn import_model(name: Option<String>, path: String) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend
+        .import_model(name, path)
+        .map_err(ServerFnError::new)?;
+    backend.redirect("/models");
+    Ok(())
+}
+
+#[server(prefix = "/fn", endpoint = "models/delete")]
+pub async fn delete_model(id: i64) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.delete_model(id).map_err(ServerFnError::new)?;
+    backend.redirect("/models");
+    Ok(())
+}
+
 #[server(prefix = "/fn", endpoint = "datasets/list")]
 pub async fn list_datasets() -> Result<Vec<DatasetSummary>, ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
@@ -45,9 +63,11 @@ pub(crate) fn format_parameters(count: u64) -> String {
 #[component]
 pub fn ModelsPage() -> impl IntoView {
     let models = Resource::new_blocking(|| (), |_| list_models());
+    let error = crate::pages::posted_error();
     view! {
         <Page current="/models">
             <h1>"Models"</h1>
+            <crate::pages::ErrorBox message=error />
             <div class="panel">
                 <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                     {move || Suspend::new(async move {
@@ -65,12 +85,37 @@ pub fn ModelsPage() -> impl IntoView {
                     })}
                 </Suspense>
             </div>
+            {crate::role::current_role().can_mutate().then(|| view! { <ImportModelForm /> })}
         </Page>
+    }
+}
+
+/// Registers a model file or folder that is already on this machine.
+#[component]
+fn ImportModelForm() -> impl IntoView {
+    view! {
+        <form class="stacked panel" method="post" action="/fn/models/import" id="import-model">
+            <h2>"Add a model from this machine"</h2>
+            <p class="muted">
+                "A GGUF file (F32, F16, BF16, Q8_0, Q4_0, Q4_1, K-quants) or a Hugging Face folder "
+                "(config.json, safetensors, tokenizer.json). Its files stay where they are."
+            </p>
+            <label>
+                <span>"Path"</span>
+                <input type="text" name="path" required placeholder="/home/me/models/Qwen2.5-0.5B-Instruct-Q4_0.gguf" />
+            </label>
+            <label>
+                <span>"Name (optional: the file or folder name)"</span>
+                <input type="text" name="name" maxlength="100" />
+            </label>
+            <button type="submit" class="primary" id="import">"Add model"</button>
+        </form>
     }
 }
 
 #[component]
 fn ModelsTable(models: Vec<ModelSummary>) -> impl IntoView {
+    let can_mutate = crate::role::current_role().can_mutate();
     let rows = models
         .into_iter()
         .map(|model| {
@@ -83,6 +128,17 @@ fn ModelsTable(models: Vec<ModelSummary>) -> impl IntoView {
                     <td>{model.quantization.unwrap_or_else(|| "–".into())}</td>
                     <td class="num">{model.size_bytes.map_or("–".into(), format_bytes)}</td>
                     <td class="muted"><code>{model.location}</code></td>
+                    <td>
+                        {(can_mutate && !model.builtin).then(|| view! {
+                            <details class="inline-confirm">
+                                <summary>"Remove"</summary>
+                                <form method="post" action="/fn/models/delete">
+                                    <input type="hidden" name="id" value=model.id />
+                                    <button type="submit" class="danger">"Remove from the list (files stay)"</button>
+                                </form>
+                            </details>
+                        })}
+                    </td>
                 </tr>
             }
         })
@@ -93,7 +149,7 @@ fn ModelsTable(models: Vec<ModelSummary>) -> impl IntoView {
                 <tr>
                     <th>"Name"</th><th>"Source"</th><th>"Architecture"</th>
                     <th class="num">"Parameters"</th><th>"Quantization"</th>
-                    <th class="num">"Size"</th><th>"Location"</th>
+                    <th class="num">"Size"</th><th>"Location"</th><th></th>
                 </tr>
             </thead>
             <tbody>{rows}</tbody>

@@ -10,7 +10,7 @@ mod metrics;
 pub(crate) mod runs;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 
 pub use error::ApiError;
@@ -20,7 +20,11 @@ use crate::state::SharedState;
 /// The `/api/...` routes besides `/api/health`.
 pub fn routes() -> Router<SharedState> {
     Router::new()
-        .route("/api/models", get(catalog::list_models))
+        .route(
+            "/api/models",
+            get(catalog::list_models).post(catalog::import_model),
+        )
+        .route("/api/models/{id}", delete(catalog::delete_model))
         .route(
             "/api/datasets",
             // The access layer limits uploads (`--max-upload-mb`).

@@ -103,4 +103,54 @@ impl Store {
             .optional()?;
         Ok(model)
     }
+
+    /// Registers a new model; `None` when the name is taken.
+    pub fn insert_model(&self, model: &NewModel) -> StoreResult<Option<i64>> {
+        let id = self
+            .connection()
+            .query_row(
+                "INSERT INTO models (name, source, location, architecture, parameters,
+                                     quantization, size_bytes, builtin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (name) DO NOTHING
+                 RETURNING id",
+                params![
+                    model.name,
+                    model.source,
+                    model.location,
+                    model.architecture,
+                    model.parameters,
+                    model.quantization,
+                    model.size_bytes,
+                    model.builtin
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(id)
+    }
+
+    pub fn model(&self, id: i64) -> StoreResult<Option<ModelRecord>> {
+        let model = self
+            .connection()
+            .query_row(
+                &format!("SELECT {MODEL_COLUMNS} FROM models WHERE id = ?1"),
+                [id],
+                model_from_row,
+            )
+            .optional()?;
+        Ok(model)
+    }
+
+    /// Forgets a model unless a queued or running run uses it; `false`
+    /// when it was kept. Its files are the user's and stay.
+    pub fn delete_idle_model(&self, id: i64) -> StoreResult<bool> {
+        let deleted = self.connection().execute(
+            "DELETE FROM models WHERE id = ?1 AND NOT EXISTS (
+                 SELECT 1 FROM runs
+                  WHERE model_id = ?1 AND status IN ('queued', 'running', 'stopping'))",
+            [id],
+        )?;
+        Ok(deleted > 0)
+    }
 }
