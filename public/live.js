@@ -55,13 +55,21 @@ if (runStream) {
   const source = new EventSource(runStream.dataset.liveRun);
   let total = null;
   let best = Infinity;
+  // The chart's x may count steps, trained tokens or epochs; evaluations
+  // carry only a step, placed at the latest report's rate.
+  const axis = chart.dataset.xAxis ?? "step";
+  const xOfReport = (event) =>
+    axis === "tokens" ? event.trained_tokens : axis === "epoch" ? event.epoch : event.step;
+  let rate = 1;
   const on = (kind, handle) =>
     source.addEventListener(kind, (message) => handle(JSON.parse(message.data)));
   on("started", (event) => {
     total = event.total_steps;
   });
   on("report", (event) => {
-    addPoint(chart, "train", event.step, event.train_loss);
+    const x = xOfReport(event);
+    if (event.step > 0) rate = x / event.step;
+    addPoint(chart, "train", x, event.train_loss);
     setStat("step", `${event.step}/${total ?? chart.dataset.xMax}`);
     setStat("train_loss", event.train_loss.toFixed(3));
     setStat("tokens_per_sec", event.tokens_per_sec.toFixed(0));
@@ -69,7 +77,7 @@ if (runStream) {
     setStat("peak_memory_gb", `${event.peak_memory_gb.toFixed(2)} GB`);
   });
   on("eval", (event) => {
-    addPoint(chart, "valid", event.step, event.val_loss);
+    addPoint(chart, "valid", axis === "step" ? event.step : event.step * rate, event.val_loss);
     best = Math.min(best, event.val_loss);
     setStat("best_val_loss", best.toFixed(3));
   });

@@ -74,7 +74,13 @@ fn tick(value: f64) -> String {
 
 /// A chart of the given series with a legend. `id` names it for the script.
 #[component]
-pub fn LineChart(id: &'static str, series: Vec<Series>, x_extent: f64) -> impl IntoView {
+pub fn LineChart(
+    id: &'static str,
+    series: Vec<Series>,
+    x_extent: f64,
+    /// What x counts, for the label and for live.js: `step`, `tokens` or `epoch`.
+    x_axis: &'static str,
+) -> impl IntoView {
     let bounds = Bounds::covering(&series, x_extent);
     let y_mid = (bounds.y_min + bounds.y_max) / 2.0;
     let legend = series
@@ -98,7 +104,7 @@ pub fn LineChart(id: &'static str, series: Vec<Series>, x_extent: f64) -> impl I
         })
         .collect_view();
     view! {
-        <figure class="chart" id=id data-x-max=bounds.x_max data-y-min=bounds.y_min data-y-max=bounds.y_max>
+        <figure class="chart" id=id data-x-axis=x_axis data-x-max=bounds.x_max data-y-min=bounds.y_min data-y-max=bounds.y_max>
             <div class="chart-legend">{legend}</div>
             <div class="chart-body">
                 <div class="y-ticks">
@@ -106,7 +112,7 @@ pub fn LineChart(id: &'static str, series: Vec<Series>, x_extent: f64) -> impl I
                     <span data-tick="y-mid">{tick(y_mid)}</span>
                     <span data-tick="y-min">{tick(bounds.y_min)}</span>
                 </div>
-                <svg viewBox=bounds.view_box() preserveAspectRatio="none" role="img" aria-label="Loss by step">
+                <svg viewBox=bounds.view_box() preserveAspectRatio="none" role="img" aria-label=format!("Loss by {x_axis}")>
                     <g transform="scale(1,-1)">{lines}</g>
                 </svg>
             </div>
@@ -115,6 +121,7 @@ pub fn LineChart(id: &'static str, series: Vec<Series>, x_extent: f64) -> impl I
                 <span data-tick="x-mid">{tick(bounds.x_max / 2.0)}</span>
                 <span data-tick="x-max">{tick(bounds.x_max)}</span>
             </div>
+            <div class="x-label">{x_axis}</div>
         </figure>
     }
 }

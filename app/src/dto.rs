@@ -67,6 +67,8 @@ impl RunSummary {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainPoint {
     pub step: u64,
+    /// Epochs done (fractional), as the worker reported.
+    pub epoch: f64,
     pub train_loss: f64,
     pub learning_rate: f64,
     pub tokens_per_sec: f64,

@@ -88,6 +88,7 @@ impl app::Backend for AppState {
             match event {
                 Event::Report {
                     step,
+                    epoch,
                     train_loss,
                     learning_rate,
                     tokens_per_sec,
@@ -96,6 +97,7 @@ impl app::Backend for AppState {
                     ..
                 } => detail.train.push(TrainPoint {
                     step: step as u64,
+                    epoch,
                     train_loss,
                     learning_rate,
                     tokens_per_sec,
