@@ -121,6 +121,20 @@ async fn streams_per_client_address_are_capped() {
         refused.text().await.unwrap(),
         r#"{"error":"too many live streams from this address (at most 3); close a tab or wait"}"#
     );
+    // The comparison and chat streams count against the same cap.
+    let comparison = client
+        .get(server.url("/api/compare/1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(comparison.status(), 429);
+    let chat = client
+        .post(server.url("/api/chat/1/messages"))
+        .json(&serde_json::json!({"content": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 429);
     // Another address (another teammate) is not affected.
     let other: IpAddr = "127.0.0.2".parse().unwrap();
     let teammate = reqwest::Client::builder()

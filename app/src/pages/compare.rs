@@ -87,6 +87,12 @@ pub fn ComparePage() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                 {move || Suspend::new(async move {
                     match choices.await {
+                        Ok(_) if !crate::role::current_role().can_mutate() => view! {
+                            <p class="notice" id="viewer-note">
+                                "You are viewing: saved comparisons open from their links; starting one, importing an adapter or voting needs the owner's or an operator's link."
+                            </p>
+                        }
+                        .into_any(),
                         Ok(choices) => view! { <CompareForm choices /> }.into_any(),
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load the choices: {error}")}</p>
@@ -427,7 +433,9 @@ fn ComparisonBody(comparison: ComparisonView) -> impl IntoView {
         .into_iter()
         .map(|prompt| view! { <PromptBlock prompt labels=labels.clone() /> })
         .collect_view();
-    let can_vote = !comparison.is_running() && comparison.columns.len() > 1;
+    let can_vote = !comparison.is_running()
+        && comparison.columns.len() > 1
+        && crate::role::current_role().can_mutate();
     view! {
         <div class="toolbar" data-live-compare=live>
             <h1>{format!("Comparison #{id}")}</h1>
@@ -492,6 +500,7 @@ fn BallotView(ballot: Ballot) -> impl IntoView {
     let id = ballot.comparison;
     let prompt = ballot.prompt;
     let columns = ballot.options.len().max(1);
+    let can_vote = crate::role::current_role().can_mutate();
     let options = ballot
         .options
         .iter()
@@ -500,12 +509,14 @@ fn BallotView(ballot: Ballot) -> impl IntoView {
                 <div class="output ballot-option">
                     <div class="output-head"><strong>{format!("Output {letter}")}</strong></div>
                     <pre class="output-text">{text.clone()}</pre>
-                    <form method="post" action="/fn/compare/vote">
-                        <input type="hidden" name="id" value=id />
-                        <input type="hidden" name="prompt" value=prompt />
-                        <input type="hidden" name="output" value=*output />
-                        <button type="submit" class="primary" data-vote=letter.clone()>{format!("{letter} is best")}</button>
-                    </form>
+                    {can_vote.then(|| view! {
+                        <form method="post" action="/fn/compare/vote">
+                            <input type="hidden" name="id" value=id />
+                            <input type="hidden" name="prompt" value=prompt />
+                            <input type="hidden" name="output" value=*output />
+                            <button type="submit" class="primary" data-vote=letter.clone()>{format!("{letter} is best")}</button>
+                        </form>
+                    })}
                 </div>
             }
         })

@@ -6,9 +6,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use app::compare_dto::{AdapterChoice, Ballot, ChatView, ComparisonSummary, ComparisonView};
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
@@ -17,11 +18,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use super::ApiError;
+use crate::access::{Client, StreamSlot};
 use crate::compare::{self, view, CompareRequest};
 use crate::inference::InferenceStats;
 use crate::state::{AppState, SharedState};
 
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, ApiError> {
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -76,6 +78,16 @@ pub async fn show(
 pub async fn events(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
+    client: Option<Extension<Client>>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
+    let slot = super::events::open_slot(client).map_err(IntoResponse::into_response)?;
+    comparison_stream(state, id, slot).map_err(IntoResponse::into_response)
+}
+
+fn comparison_stream(
+    state: SharedState,
+    id: i64,
+    slot: Option<StreamSlot>,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // Subscribe before reading the store: an output stored in between is
     // sent twice, which listeners handle (an `output` event replaces).
@@ -112,6 +124,7 @@ pub async fn events(
     }
     let shutdown = state.supervisor.shutdown_signal();
     let cursor = Cursor {
+        _slot: slot,
         state: state.clone(),
         id,
         first: first.into(),
@@ -128,6 +141,8 @@ pub async fn events(
 }
 
 struct Cursor {
+    /// Counts against the client's cap on open streams until dropped.
+    _slot: Option<StreamSlot>,
     state: SharedState,
     id: i64,
     first: std::collections::VecDeque<(&'static str, Value)>,
@@ -313,9 +328,20 @@ pub struct ChatMessageRequest {
 pub async fn send_chat_message(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
+    client: Option<Extension<Client>>,
     body: Bytes,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
+    let slot = super::events::open_slot(client).map_err(IntoResponse::into_response)?;
+    chat_reply_stream(state, id, slot, &body).map_err(IntoResponse::into_response)
+}
+
+fn chat_reply_stream(
+    state: SharedState,
+    id: i64,
+    slot: Option<StreamSlot>,
+    body: &[u8],
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let request: ChatMessageRequest = parse_body(&body)?;
+    let request: ChatMessageRequest = parse_body(body)?;
     state
         .store
         .chat(id)?
@@ -340,11 +366,11 @@ pub async fn send_chat_message(
         };
         let _ = sender.send(last);
     });
-    let stream = stream::unfold(receiver, |mut receiver| async move {
+    let stream = stream::unfold((receiver, slot), |(mut receiver, slot)| async move {
         let (kind, data) = receiver.recv().await?;
         Some((
             Ok(SseEvent::default().event(kind).data(data.to_string())),
-            receiver,
+            (receiver, slot),
         ))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))

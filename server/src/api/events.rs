@@ -86,7 +86,9 @@ pub async fn run_stream(
 
 /// A slot for one more stream of this client; None when the router runs
 /// without the access layer.
-fn open_slot(client: Option<Extension<Client>>) -> Result<Option<StreamSlot>, TooManyStreams> {
+pub(crate) fn open_slot(
+    client: Option<Extension<Client>>,
+) -> Result<Option<StreamSlot>, TooManyStreams> {
     client
         .map(|Extension(client)| client.open_stream())
         .transpose()
