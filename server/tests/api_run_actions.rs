@@ -54,7 +54,7 @@ async fn download_clone_and_delete_a_finished_run() {
         "{early}"
     );
 
-    let run = wait_for(&client, &server, id, 60, "done", |r| r["status"] == "done").await;
+    let run = wait_for(&client, &server, id, 300, "done", |r| r["status"] == "done").await;
     let checkpoints = run["checkpoints"].as_array().unwrap();
     let best = checkpoints
         .iter()

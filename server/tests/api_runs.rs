@@ -68,7 +68,7 @@ async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
         "a random model's loss is near ln(vocab): {first_loss}"
     );
 
-    let run = wait_for(&client, &server, id, 30, "done", |r| r["status"] == "done").await;
+    let run = wait_for(&client, &server, id, 300, "done", |r| r["status"] == "done").await;
     assert_eq!(run["step"], 10);
     assert_eq!(run["total_steps"], 10);
     assert!(run["started_at"].is_string() && run["finished_at"].is_string());

@@ -224,7 +224,7 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     .await;
     assert_eq!(status, 201);
     let run_id = run["id"].as_i64().unwrap();
-    wait_for(&client, &server, run_id, 30, "done", |r| {
+    wait_for(&client, &server, run_id, 300, "done", |r| {
         r["status"] == "done"
     })
     .await;
@@ -331,7 +331,7 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     )
     .await;
     let run_id = run["id"].as_i64().unwrap();
-    wait_for(&client, &server, run_id, 60, "running", |r| {
+    wait_for(&client, &server, run_id, 300, "running", |r| {
         r["status"] == "running"
     })
     .await;
@@ -356,7 +356,7 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
         .await
         .unwrap();
     assert_eq!(stop.status(), 200);
-    wait_for(&client, &server, run_id, 30, "stopped", |r| {
+    wait_for(&client, &server, run_id, 300, "stopped", |r| {
         r["status"] == "stopped"
     })
     .await;

@@ -56,7 +56,7 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
         tiny_run(json!({"iters": 1500, "save_every": 1000})),
     )
     .await;
-    wait_for(&client, &server, id, 60, "step 3", |r| {
+    wait_for(&client, &server, id, 300, "step 3", |r| {
         r["step"].as_i64() >= Some(3)
     })
     .await;
@@ -66,7 +66,7 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
         .await
         .unwrap();
     assert_eq!(stop.status(), 200);
-    let stopped = wait_for(&client, &server, id, 30, "stopped", |r| {
+    let stopped = wait_for(&client, &server, id, 300, "stopped", |r| {
         r["status"] == "stopped"
     })
     .await;
@@ -102,7 +102,7 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
         .await
         .unwrap();
     assert_eq!(resume.status(), 200);
-    let done = wait_for(&client, &server, id, 120, "done", |r| r["status"] == "done").await;
+    let done = wait_for(&client, &server, id, 600, "done", |r| r["status"] == "done").await;
     assert_eq!(done["step"], 1500);
     let metrics = get_json(
         &client,
@@ -156,7 +156,7 @@ async fn a_bad_dataset_fails_the_run_with_the_reason() {
         tiny_run(json!({"dataset": "bad", "iters": 5})),
     )
     .await;
-    let failed = wait_for(&client, &server, id, 60, "failed", |r| {
+    let failed = wait_for(&client, &server, id, 300, "failed", |r| {
         r["status"] == "failed"
     })
     .await;
@@ -166,7 +166,7 @@ async fn a_bad_dataset_fails_the_run_with_the_reason() {
 
     // The next queued run still starts: the queue is not stuck.
     let next = create(&client, &server, tiny_run(json!({"iters": 2}))).await;
-    wait_for(&client, &server, next, 60, "done", |r| {
+    wait_for(&client, &server, next, 300, "done", |r| {
         r["status"] == "done"
     })
     .await;
@@ -183,7 +183,7 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
         tiny_run(json!({"iters": 1500, "save_every": 4})),
     )
     .await;
-    wait_for(&client, &server, id, 60, "step 10", |r| {
+    wait_for(&client, &server, id, 300, "step 10", |r| {
         r["step"].as_i64() >= Some(10)
     })
     .await;
@@ -218,7 +218,7 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
         .await
         .unwrap();
     assert_eq!(resume.status(), 200);
-    let done = wait_for(&client, &server, id, 120, "done", |r| r["status"] == "done").await;
+    let done = wait_for(&client, &server, id, 600, "done", |r| r["status"] == "done").await;
     assert_eq!(done["step"], 1500);
     let metrics = get_json(
         &client,
@@ -250,7 +250,7 @@ async fn a_worker_killed_by_the_system_fails_the_run_with_memory_advice() {
     let server = Server::start_in(setup.data_dir.clone(), &[]);
     let client = reqwest::Client::new();
     let id = create(&client, &server, tiny_run(json!({"iters": 1500}))).await;
-    wait_for(&client, &server, id, 60, "step 2", |r| {
+    wait_for(&client, &server, id, 300, "step 2", |r| {
         r["step"].as_i64() >= Some(2)
     })
     .await;
@@ -261,7 +261,7 @@ async fn a_worker_killed_by_the_system_fails_the_run_with_memory_advice() {
         .args(["-KILL", &workers[0].to_string()])
         .status()
         .unwrap();
-    let run = wait_for(&client, &server, id, 30, "failed", |r| {
+    let run = wait_for(&client, &server, id, 300, "failed", |r| {
         r["status"] == "failed"
     })
     .await;

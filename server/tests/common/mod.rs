@@ -149,7 +149,9 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     response.json().await.expect("JSON")
 }
 
-/// Polls `GET /api/runs/{id}` until `done(run)` holds; panics after `secs`.
+/// Polls `GET /api/runs/{id}` until `done(run)` holds; panics after `secs`
+/// (a guard against hangs, not a speed check: a loaded 2-core machine
+/// trains the tiny model several times slower than a quiet one).
 pub async fn wait_for(
     client: &reqwest::Client,
     server: &Server,
