@@ -218,21 +218,31 @@ pub struct DatasetDetail {
     pub query: DatasetQuery,
 }
 
+/// The memory a run will need (`POST /api/runs/estimate`), in bytes,
+/// against what the machine has free now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryEstimate {
+    /// Base weights as this device computes with them.
+    pub weights: u64,
+    /// LoRA weights, their gradients and the optimizer's state.
+    pub adapters: u64,
+    /// What one step keeps for backward.
+    pub activations: u64,
+    pub total: u64,
+    /// Free memory now, where the system says.
+    pub available: Option<u64>,
+    pub fits: Option<bool>,
+    /// How the base computes on this device, in words.
+    pub compute: String,
+}
+
 /// A new run's settings checked before launch: the config it would run
 /// and whether it fits in memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunCheck {
     /// The equivalent `loralab train --config` file.
     pub config_yaml: String,
-    /// Bytes: base weights, adapters with optimizer state, activations.
-    pub weights: u64,
-    pub adapters: u64,
-    pub activations: u64,
-    pub total: u64,
-    pub available: Option<u64>,
-    pub fits: Option<bool>,
-    /// How the base computes on this device, in words.
-    pub compute: String,
+    pub memory: MemoryEstimate,
 }
 
 /// The new-run form, as posted. Empty fields take the preset's value.

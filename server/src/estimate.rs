@@ -6,28 +6,13 @@
 use std::path::Path;
 
 use anyhow::Context;
+use app::dto::MemoryEstimate;
 use engine::config::TrainConfig;
 use engine::memory::{available_memory, WeightFormat};
 use engine::model_config::ModelConfig;
-use serde::Serialize;
 
 use crate::state::AppState;
 use crate::store::ModelRecord;
-
-/// What the new-run page and `POST /api/runs/estimate` show.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RunEstimate {
-    /// Bytes.
-    pub weights: u64,
-    pub adapters: u64,
-    pub activations: u64,
-    pub total: u64,
-    /// Free memory now, where the system says.
-    pub available: Option<u64>,
-    pub fits: Option<bool>,
-    /// How the base is computed on this device, in words.
-    pub compute: String,
-}
 
 /// The estimate for a run of `model` on the dataset at `config.data`.
 /// Batches are padded to their longest example, not to `max_seq_length`,
@@ -37,7 +22,7 @@ pub fn estimate_run(
     state: &AppState,
     model: &ModelRecord,
     config: &TrainConfig,
-) -> anyhow::Result<RunEstimate> {
+) -> anyhow::Result<MemoryEstimate> {
     let path = Path::new(&model.location);
     let architecture = model_architecture(path)
         .with_context(|| format!("cannot read the architecture of model {}", model.name))?;
@@ -52,7 +37,7 @@ pub fn estimate_run(
     };
     let estimate = engine::memory::estimate(&architecture, format, &padded);
     let available = available_memory();
-    Ok(RunEstimate {
+    Ok(MemoryEstimate {
         weights: estimate.weights,
         adapters: estimate.adapters,
         activations: estimate.activations,

@@ -200,17 +200,11 @@ impl app::Backend for AppState {
 
     fn check_run(&self, form: NewRunForm) -> Result<RunCheck, String> {
         let run = validate_run(self, form_request(form)?).map_err(|error| error.to_string())?;
-        let estimate = crate::estimate::estimate_run(self, &run.model, &run.config)
+        let memory = crate::estimate::estimate_run(self, &run.model, &run.config)
             .map_err(|error| format!("{error:#}"))?;
         Ok(RunCheck {
             config_yaml: serde_yaml_ng::to_string(&run.config).unwrap_or_default(),
-            weights: estimate.weights,
-            adapters: estimate.adapters,
-            activations: estimate.activations,
-            total: estimate.total,
-            available: estimate.available,
-            fits: estimate.fits,
-            compute: estimate.compute,
+            memory,
         })
     }
 

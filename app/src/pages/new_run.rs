@@ -71,6 +71,10 @@ fn gigabytes(bytes: u64) -> String {
 /// The memory estimate and the config a checked form would run.
 #[component]
 fn CheckPanel(check: RunCheck) -> impl IntoView {
+    let RunCheck {
+        config_yaml,
+        memory: check,
+    } = check;
     let (verdict, class) = match (check.fits, check.available) {
         (Some(true), Some(available)) => (
             format!("Fits: needs about {} of {} free", gigabytes(check.total), gigabytes(available)),
@@ -103,7 +107,7 @@ fn CheckPanel(check: RunCheck) -> impl IntoView {
             </table>
             <h3>"The same run headless"</h3>
             <p class="muted small">"Save as run.yaml and run " <code>"loralab train --config run.yaml"</code></p>
-            <pre class="log" id="run-config">{check.config_yaml}</pre>
+            <pre class="log" id="run-config">{config_yaml}</pre>
         </section>
     }
 }

@@ -132,7 +132,7 @@ pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, Ap
 pub async fn estimate(
     State(state): State<SharedState>,
     body: Bytes,
-) -> Result<Json<crate::estimate::RunEstimate>, ApiError> {
+) -> Result<Json<app::dto::MemoryEstimate>, ApiError> {
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid("body", format!("not valid JSON: {e}")))?;
     let run = validate_run(&state, value)?;

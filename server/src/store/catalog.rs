@@ -56,29 +56,48 @@ impl Store {
     /// Registers a model, or updates the one of the same name (so that a
     /// built-in model follows its file when the install moves).
     pub fn upsert_model(&self, model: &NewModel) -> StoreResult<i64> {
-        let connection = self.connection();
-        let id = connection.query_row(
-            "INSERT INTO models (name, source, location, architecture, parameters,
-                                 quantization, size_bytes, builtin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT (name) DO UPDATE SET
+        self.write_model(model, true)?
+            .ok_or(rusqlite::Error::QueryReturnedNoRows.into())
+    }
+
+    /// Registers a new model; `None` when the name is taken.
+    pub fn insert_model(&self, model: &NewModel) -> StoreResult<Option<i64>> {
+        self.write_model(model, false)
+    }
+
+    fn write_model(&self, model: &NewModel, replace: bool) -> StoreResult<Option<i64>> {
+        let on_conflict = if replace {
+            "DO UPDATE SET
                  source = excluded.source, location = excluded.location,
                  architecture = excluded.architecture, parameters = excluded.parameters,
                  quantization = excluded.quantization, size_bytes = excluded.size_bytes,
-                 builtin = excluded.builtin
-             RETURNING id",
-            params![
-                model.name,
-                model.source,
-                model.location,
-                model.architecture,
-                model.parameters,
-                model.quantization,
-                model.size_bytes,
-                model.builtin
-            ],
-            |row| row.get(0),
-        )?;
+                 builtin = excluded.builtin"
+        } else {
+            "DO NOTHING"
+        };
+        let id = self
+            .connection()
+            .query_row(
+                &format!(
+                    "INSERT INTO models (name, source, location, architecture, parameters,
+                                         quantization, size_bytes, builtin)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (name) {on_conflict}
+                     RETURNING id"
+                ),
+                params![
+                    model.name,
+                    model.source,
+                    model.location,
+                    model.architecture,
+                    model.parameters,
+                    model.quantization,
+                    model.size_bytes,
+                    model.builtin
+                ],
+                |row| row.get(0),
+            )
+            .optional()?;
         Ok(id)
     }
 
@@ -102,32 +121,6 @@ impl Store {
             )
             .optional()?;
         Ok(model)
-    }
-
-    /// Registers a new model; `None` when the name is taken.
-    pub fn insert_model(&self, model: &NewModel) -> StoreResult<Option<i64>> {
-        let id = self
-            .connection()
-            .query_row(
-                "INSERT INTO models (name, source, location, architecture, parameters,
-                                     quantization, size_bytes, builtin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (name) DO NOTHING
-                 RETURNING id",
-                params![
-                    model.name,
-                    model.source,
-                    model.location,
-                    model.architecture,
-                    model.parameters,
-                    model.quantization,
-                    model.size_bytes,
-                    model.builtin
-                ],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(id)
     }
 
     pub fn model(&self, id: i64) -> StoreResult<Option<ModelRecord>> {
