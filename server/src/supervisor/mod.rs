@@ -164,7 +164,20 @@ impl Supervisor {
         if self.inner.inference_slot.load(Ordering::SeqCst) {
             return true;
         }
-        if active.len() >= self.inner.settings.max_concurrent {
+        // A run's final status is stored just before its driver lets go of
+        // its slot; a run already stopped, done or failed is on its way out
+        // and does not hold a user who saw it end.
+        let busy = active
+            .keys()
+            .filter(|id| {
+                self.inner.store.run_update(**id).is_ok_and(|run| {
+                    run.is_some_and(|run| {
+                        matches!(run.status.as_str(), "queued" | "running" | "stopping")
+                    })
+                })
+            })
+            .count();
+        if busy >= self.inner.settings.max_concurrent {
             return false;
         }
         self.inner.inference_slot.store(true, Ordering::SeqCst);
