@@ -113,15 +113,12 @@ impl app::Backend for AppState {
             }
         }
         let checkpoints = self.store.checkpoints(id).map_err(read)?;
-        let best = checkpoints
-            .iter()
-            .filter_map(|checkpoint| checkpoint.val_loss)
-            .min_by(f64::total_cmp);
+        let best = crate::store::best_checkpoint(&checkpoints).map(|best| best.step);
         detail.checkpoints = checkpoints
             .into_iter()
             .map(|checkpoint| CheckpointInfo {
                 step: checkpoint.step as u64,
-                best: best.is_some() && checkpoint.val_loss == best,
+                best: best == Some(checkpoint.step),
                 val_loss: checkpoint.val_loss,
                 path: checkpoint.path,
             })

@@ -374,7 +374,7 @@ fn Preview(preview: ExamplePreview) -> impl IntoView {
 }
 
 /// Percent-encodes a value for a query string.
-pub(crate) fn url_component(value: &str) -> String {
+fn url_component(value: &str) -> String {
     value
         .bytes()
         .map(|byte| match byte {

@@ -238,6 +238,8 @@ fn NewRunForm(
             }
         })
         .collect_view();
+    // A checked form keeps its preset; otherwise "balanced".
+    let preset = crate::presets::preset(initial.preset.as_deref()).map_or("balanced", |p| p.key);
     let qlora = initial.fine_tune.as_deref() == Some("qlora");
     let eight_bits = initial.bits.as_deref() == Some("8");
     let unmasked = initial.mask_prompt.as_deref() == Some("false");
@@ -260,9 +262,9 @@ fn NewRunForm(
                     <label>
                         <span>"Preset"</span>
                         <select name="form[preset]">
-                            <option value="quick">"Quick test: 30 steps, to check everything works"</option>
-                            <option value="balanced" selected>"Balanced: 300 steps"</option>
-                            <option value="thorough">"Thorough: 1000 steps, rank 16, all layers"</option>
+                            <option value="quick" selected=preset == "quick">"Quick test: 30 steps, to check everything works"</option>
+                            <option value="balanced" selected=preset == "balanced">"Balanced: 300 steps"</option>
+                            <option value="thorough" selected=preset == "thorough">"Thorough: 1000 steps, rank 16, all layers"</option>
                         </select>
                     </label>
                     <label>

@@ -74,16 +74,8 @@ fn choose_weights(
             })?;
         return Ok((Some(step), PathBuf::from(checkpoint.path)));
     }
-    let best = checkpoints
-        .into_iter()
-        .filter(|checkpoint| checkpoint.val_loss.is_some())
-        .min_by(|a, b| {
-            a.val_loss
-                .unwrap_or(f64::MAX)
-                .total_cmp(&b.val_loss.unwrap_or(f64::MAX))
-        });
-    if let Some(best) = best {
-        return Ok((Some(best.step), PathBuf::from(best.path)));
+    if let Some(best) = crate::store::best_checkpoint(&checkpoints) {
+        return Ok((Some(best.step), PathBuf::from(&best.path)));
     }
     let latest = run_dir.join(ADAPTER_WEIGHTS_FILE);
     if latest.is_file() {

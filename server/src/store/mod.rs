@@ -17,7 +17,7 @@ pub use comparisons::{
     NewComparison, NewPrompt, OutputRecord, OutputResult, PromptRecord,
 };
 pub use datasets::{register_sample_dataset, DatasetRecord, NewDataset, SAMPLE_DATASET_NAME};
-pub use runs::{CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
+pub use runs::{best_checkpoint, CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
 
 /// Migrations in order; the database's `user_version` is how many are applied.
 const MIGRATIONS: &[&str] = &[

@@ -89,6 +89,18 @@ pub struct CheckpointRecord {
     pub val_loss: Option<f64>,
 }
 
+/// The checkpoint with the lowest validation loss (the earliest on a tie):
+/// the one the run page marks best and the adapter download ships.
+pub fn best_checkpoint(checkpoints: &[CheckpointRecord]) -> Option<&CheckpointRecord> {
+    checkpoints
+        .iter()
+        .filter(|checkpoint| checkpoint.val_loss.is_some())
+        .min_by(|a, b| {
+            let loss = |checkpoint: &CheckpointRecord| checkpoint.val_loss.unwrap_or(f64::MAX);
+            loss(a).total_cmp(&loss(b))
+        })
+}
+
 /// One stored worker event. `seq` is the SSE event id.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredEvent {
