@@ -36,7 +36,10 @@ cores=$(nproc)
 run_side() {
   local side=$1 round=$2 before out
   before=$(load)
-  out=$(LORALAB_BENCH_MODEL="$work/model" LORALAB_BENCH_SIDE=$side \
+  # Each side compiles MLX's fused kernels into its own cache: ours are built
+  # with patches/mlx-jit-preamble.h, mlx-lm's with its wheel's preamble.
+  mkdir -p "$work/kernels-$side"
+  out=$(TMPDIR="$work/kernels-$side" LORALAB_BENCH_MODEL="$work/model" LORALAB_BENCH_SIDE=$side \
     LORALAB_BENCH_ITERS=$iters "$work/bench" 2>"$work/stderr") || {
     cat "$work/stderr" >&2
     exit 1

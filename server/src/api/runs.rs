@@ -58,13 +58,17 @@ pub async fn create(
 pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
     let run = validate_run(state, request)?;
     let config_json = serde_json::to_string(&run.config).map_err(anyhow::Error::from)?;
+    // For the supervisor's memory budget; without one the run trains alone.
+    let estimate = crate::estimate::estimate_run(state, &run.model, &run.config)
+        .map(|estimate| estimate.total)
+        .ok();
     let id = state.store.insert_run(&NewRun {
         name: run.name,
         model_id: Some(run.model.id),
         dataset_id: Some(run.dataset.id),
         config_json,
     })?;
-    state.supervisor.enqueue(id);
+    state.supervisor.enqueue(id, estimate);
     Ok(id)
 }
 

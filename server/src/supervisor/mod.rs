@@ -52,6 +52,9 @@ struct Inner {
     events: broadcast::Sender<Arc<StoredEvent>>,
     updates: broadcast::Sender<RunUpdate>,
     shutdown: watch::Sender<bool>,
+    /// Memory estimates of runs queued or started by this server, in bytes
+    /// (runs queued before a restart have none and run alone).
+    estimates: Mutex<HashMap<i64, u64>>,
     /// The inference worker (see `crate::inference`) holds one slot.
     inference_slot: AtomicBool,
     /// Tells the inference manager that a queued run waits for its slot.
@@ -76,6 +79,7 @@ impl Supervisor {
                 runs_dir,
                 settings,
                 active: Mutex::new(HashMap::new()),
+                estimates: Mutex::new(HashMap::new()),
                 events,
                 updates,
                 shutdown,
@@ -132,14 +136,19 @@ impl Supervisor {
         };
         let inference = usize::from(self.inner.inference_slot.load(Ordering::SeqCst));
         for id in queued {
+            if active.contains_key(&id) {
+                continue;
+            }
             if active.len() + inference >= self.inner.settings.max_concurrent {
-                if inference > 0 && !active.contains_key(&id) {
+                if inference > 0 {
                     self.inner.inference_preempt.notify_one();
                 }
                 break;
             }
-            if active.contains_key(&id) {
-                continue;
+            // First in, first out: a run that does not fit holds back the
+            // ones queued after it, so that a large run is not starved.
+            if !active.is_empty() && !self.inner.fits_beside(id, active.keys()) {
+                break;
             }
             if let Err(error) = self.inner.store.set_status(id, "running", None) {
                 tracing::error!(%error, run = id, "starting a run");
@@ -195,8 +204,16 @@ impl Supervisor {
         self.inner.inference_preempt.notified().await;
     }
 
-    /// Queues a new run (already inserted in the store).
-    pub fn enqueue(&self, id: i64) {
+    /// Queues a new run (already inserted in the store) with its memory
+    /// estimate in bytes, when one could be made.
+    pub fn enqueue(&self, id: i64, estimate: Option<u64>) {
+        if let Some(bytes) = estimate {
+            self.inner.estimates().insert(id, bytes);
+        }
+        self.queue(id);
+    }
+
+    fn queue(&self, id: i64) {
         self.inner.publish_update(id);
         self.kick();
     }
@@ -240,7 +257,7 @@ impl Supervisor {
         match run.status.as_str() {
             "stopped" | "interrupted" | "failed" => {
                 self.inner.store.set_status(id, "queued", None)?;
-                self.enqueue(id);
+                self.queue(id);
                 Ok(())
             }
             status => Err(SupervisorError::Conflict {
@@ -277,6 +294,30 @@ impl Supervisor {
 }
 
 impl Inner {
+    fn estimates(&self) -> MutexGuard<'_, HashMap<i64, u64>> {
+        self.estimates.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether run `id` fits in the memory budget beside the `running` ones:
+    /// only when every estimate involved is known.
+    fn fits_beside<'a>(&self, id: i64, running: impl Iterator<Item = &'a i64>) -> bool {
+        let Some(budget) = self.settings.memory_budget else {
+            return false;
+        };
+        let estimates = self.estimates();
+        let mut total = match estimates.get(&id) {
+            Some(bytes) => *bytes,
+            None => return false,
+        };
+        for other in running {
+            match estimates.get(other) {
+                Some(bytes) => total += bytes,
+                None => return false,
+            }
+        }
+        total <= budget
+    }
+
     fn active(&self) -> MutexGuard<'_, HashMap<i64, mpsc::UnboundedSender<Control>>> {
         self.active
             .lock()

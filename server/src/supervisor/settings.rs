@@ -7,8 +7,15 @@ use anyhow::{anyhow, Context, Result};
 
 #[derive(Debug, Clone)]
 pub struct SupervisorSettings {
-    /// Trainings that run at once (1: CPU training takes every core).
+    /// Workers (trainings and the inference worker) that run at once, at
+    /// most. 1 on the CPU: a training there takes every core, so a second
+    /// one would only halve both. 4 on a GPU, where the memory budget
+    /// decides.
     pub max_concurrent: usize,
+    /// Bytes the runs' memory estimates may add up to before a queued run
+    /// waits for another to end (a run alone always starts: its own estimate
+    /// was shown before launch). `None`: unknown, one run at a time.
+    pub memory_budget: Option<u64>,
     /// How long a worker may take to checkpoint after `Stop` before it is killed.
     pub stop_grace: Duration,
     /// The binary to run as `<exe> worker`.
@@ -16,9 +23,11 @@ pub struct SupervisorSettings {
 }
 
 impl SupervisorSettings {
-    /// Defaults, overridden by `LORALAB_MAX_CONCURRENT_RUNS` and
-    /// `LORALAB_STOP_GRACE_SECS` (tests shorten the grace period).
-    pub fn from_env() -> Result<Self> {
+    /// Defaults for the device, overridden by `LORALAB_MAX_CONCURRENT_RUNS`,
+    /// `LORALAB_MEMORY_BUDGET_MB` (default: the memory available when the
+    /// server starts) and `LORALAB_STOP_GRACE_SECS` (tests shorten the grace
+    /// period).
+    pub fn from_env(device: &engine::device::DeviceInfo) -> Result<Self> {
         let number = |name: &str, default: u64| -> Result<u64> {
             match std::env::var(name) {
                 Ok(text) => text
@@ -28,8 +37,15 @@ impl SupervisorSettings {
                 Err(_) => Ok(default),
             }
         };
+        let default_concurrent = if device.kind == "gpu" { 4 } else { 1 };
+        let memory_budget = match std::env::var("LORALAB_MEMORY_BUDGET_MB") {
+            Ok(_) => Some(number("LORALAB_MEMORY_BUDGET_MB", 0)? * 1024 * 1024),
+            Err(_) => engine::memory::available_memory(),
+        };
         Ok(Self {
-            max_concurrent: number("LORALAB_MAX_CONCURRENT_RUNS", 1)?.max(1) as usize,
+            max_concurrent: number("LORALAB_MAX_CONCURRENT_RUNS", default_concurrent)?.max(1)
+                as usize,
+            memory_budget,
             stop_grace: Duration::from_secs(number("LORALAB_STOP_GRACE_SECS", 30)?),
             worker_exe: std::env::current_exe().context("cannot locate the loralab binary")?,
         })
