@@ -4,6 +4,7 @@
 mod catalog;
 mod comparisons;
 mod datasets;
+mod evaluations;
 mod runs;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ pub use comparisons::{
     AdapterRecord, ChatRecord, ColumnRecord, ComparisonRecord, NewAdapter, NewChat, NewColumn,
     NewComparison, NewPrompt, OutputRecord, OutputResult, PromptRecord,
 };
+pub use evaluations::{EvalSource, EvaluationRecord, NewEvaluation};
 pub use datasets::{register_sample_dataset, DatasetRecord, NewDataset, SAMPLE_DATASET_NAME};
 pub use runs::{best_checkpoint, CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
 
@@ -25,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_run_log_tail.sql"),
     include_str!("../../migrations/0003_dataset_problems.sql"),
     include_str!("../../migrations/0004_comparisons.sql"),
+    include_str!("../../migrations/0005_evaluations.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
