@@ -253,12 +253,8 @@ impl InferenceSession {
     ) -> Result<GenerationOutcome> {
         let params = generate_params(settings)?;
         let tokens = self.prompt_tokens(prompt)?;
-        let mut generator = Generator::new(
-            &self.model,
-            &tokens,
-            &self.tokenizer.eos_token_ids,
-            &params,
-        )?;
+        let mut generator =
+            Generator::new(&self.model, &tokens, &self.tokenizer.eos_token_ids, &params)?;
         let mut decoder = StreamDecoder::new(&self.tokenizer.tokenizer, true);
         let mut text = String::new();
         let mut stopped = false;
@@ -383,7 +379,6 @@ impl InferenceSession {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
-
 }
 
 /// The dataset's batches, tokenized once per dataset and settings (kept in

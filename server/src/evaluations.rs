@@ -445,10 +445,9 @@ fn comparison_plan(
         .ok_or_else(|| ApiError::NotFound(format!("comparison {comparison} does not exist")))?;
     let split = parse_split("split", split)?;
     let dataset_name = dataset.trim();
-    let dataset = state
-        .store
-        .dataset_by_name(dataset_name)?
-        .ok_or_else(|| ApiError::invalid("dataset", format!("no dataset named {dataset_name:?}")))?;
+    let dataset = state.store.dataset_by_name(dataset_name)?.ok_or_else(|| {
+        ApiError::invalid("dataset", format!("no dataset named {dataset_name:?}"))
+    })?;
     let settings = EvalSettings::for_comparison(&dataset);
     let targets = record
         .columns

@@ -80,10 +80,7 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     assert_eq!(evaluation["split"], "valid");
     assert_eq!(evaluation["dataset"], "sample-ahoy");
     assert_eq!(evaluation["model"], "tiny");
-    assert_eq!(
-        evaluation["label"],
-        format!("evaluated (run {id}), step 4")
-    );
+    assert_eq!(evaluation["label"], format!("evaluated (run {id}), step 4"));
     // 40 valid examples, 4 a batch, all of them (val_batches -1).
     assert_eq!(evaluation["batches"], 10);
     assert!(evaluation["tokens"].as_u64().unwrap() > 100, "{evaluation}");
@@ -122,7 +119,9 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     assert_eq!(on_test["step"], best);
     // On the last weights with all test batches: the test loss the run
     // reported when it finished.
-    let at_end = post(&client, &url, json!({"split": "test", "step": 8})).await.1;
+    let at_end = post(&client, &url, json!({"split": "test", "step": 8}))
+        .await
+        .1;
     let response = client
         .get(server.url(&format!("/api/runs/{id}/events")))
         .send()
@@ -140,7 +139,11 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     // Bad requests name the field.
     for (body, field, needle) in [
         (json!({"split": "validation"}), "split", "no such split"),
-        (json!({"step": 99}), "step", "no checkpoint at step 99 (it has: 4, 8)"),
+        (
+            json!({"step": 99}),
+            "step",
+            "no checkpoint at step 99 (it has: 4, 8)",
+        ),
         (json!({"colour": 1}), "colour", "unknown field"),
     ] {
         let (status, error) = post(&client, &url, body.clone()).await;
@@ -168,7 +171,10 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     let html = page(&client, &server.url(&format!("/runs/{id}"))).await;
     assert!(html.contains(r#"id="evaluate-test""#), "no evaluate button");
     assert!(html.contains("Evaluate on test split"));
-    assert!(html.contains(&format!("{loss:.4}")), "the loss is not shown");
+    assert!(
+        html.contains(&format!("{loss:.4}")),
+        "the loss is not shown"
+    );
     assert!(html.contains(&format!("{perplexity:.3}")));
 
     // The same action as a plain form post (JavaScript off): a redirect
@@ -239,9 +245,16 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
         runs.push(run["id"].as_i64().unwrap());
     }
     for id in &runs {
-        wait_for(&client, &server, *id, 300, "done", |r| r["status"] == "done").await;
+        wait_for(&client, &server, *id, 300, "done", |r| {
+            r["status"] == "done"
+        })
+        .await;
     }
-    let columns = json!(["base", format!("run:{}", runs[0]), format!("run:{}", runs[1])]);
+    let columns = json!([
+        "base",
+        format!("run:{}", runs[0]),
+        format!("run:{}", runs[1])
+    ]);
     let (status, created) = post(
         &client,
         &server.url("/api/compare"),
@@ -343,7 +356,11 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
 
     // Unknown dataset and split: named.
     for (body, field, needle) in [
-        (json!({"dataset": "nope"}), "dataset", "no dataset named \"nope\""),
+        (
+            json!({"dataset": "nope"}),
+            "dataset",
+            "no dataset named \"nope\"",
+        ),
         (
             json!({"dataset": "sample-ahoy", "split": "dev"}),
             "split",
@@ -424,7 +441,10 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
         if answer["cancelled"] == true {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the reply never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reply never started"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let events = reader.await.unwrap();

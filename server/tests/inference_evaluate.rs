@@ -14,7 +14,7 @@ use std::time::Duration;
 use engine::config::{ComputeDtype, LoraParameters, TrainConfig};
 use engine::lora::{self, AdapterSettings};
 use engine::models::load_hf_folder;
-use engine::protocol::{InferenceCommand, InferenceEvent, InferencePrompt, GenerationSettings};
+use engine::protocol::{GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt};
 use mlx_rs::{random, Array};
 
 /// A running worker: commands in, events out (read on a thread so a test
@@ -281,7 +281,10 @@ fn evaluate_matches_training_and_swaps_adapters_on_one_base() {
     assert_eq!(two, 2);
     assert!(two_tokens < tokens);
     let expected = reference_loss(&s.model, None, &s.dataset, 2);
-    assert!(relative(first_two, expected) < 1e-6, "{first_two} vs {expected}");
+    assert!(
+        relative(first_two, expected) < 1e-6,
+        "{first_two} vs {expected}"
+    );
 
     // Three adapters: each read once, the base never again.
     let mut losses = Vec::new();
@@ -308,11 +311,18 @@ fn evaluate_matches_training_and_swaps_adapters_on_one_base() {
         }
         let (loss, adapter_tokens, _) = evaluated(&events);
         assert_eq!(adapter_tokens, tokens, "the same batches");
-        assert!(relative(loss, base) > 1e-3, "adapter {i}: {loss} vs base {base}");
+        assert!(
+            relative(loss, base) > 1e-3,
+            "adapter {i}: {loss} vs base {base}"
+        );
         losses.push(loss);
     }
     let expected = reference_loss(&s.model, Some(&adapters[0]), &s.dataset, -1);
-    assert!(relative(losses[0], expected) < 1e-6, "{} vs {expected}", losses[0]);
+    assert!(
+        relative(losses[0], expected) < 1e-6,
+        "{} vs {expected}",
+        losses[0]
+    );
     assert!(relative(losses[0], losses[1]) > 1e-4);
 
     // A checkpoint's weights file in place of the folder's own: adapter
@@ -346,11 +356,23 @@ fn bad_splits_and_datasets_are_named() {
     let s = setup();
     let no_test = s.root.join("no-test");
     std::fs::create_dir_all(&no_test).unwrap();
-    std::fs::write(no_test.join("train.jsonl"), engine::data::sample::TRAIN_JSONL).unwrap();
-    std::fs::write(no_test.join("valid.jsonl"), engine::data::sample::VALID_JSONL).unwrap();
+    std::fs::write(
+        no_test.join("train.jsonl"),
+        engine::data::sample::TRAIN_JSONL,
+    )
+    .unwrap();
+    std::fs::write(
+        no_test.join("valid.jsonl"),
+        engine::data::sample::VALID_JSONL,
+    )
+    .unwrap();
     let broken = s.root.join("broken");
     std::fs::create_dir_all(&broken).unwrap();
-    std::fs::write(broken.join("train.jsonl"), engine::data::sample::TRAIN_JSONL).unwrap();
+    std::fs::write(
+        broken.join("train.jsonl"),
+        engine::data::sample::TRAIN_JSONL,
+    )
+    .unwrap();
     std::fs::write(
         broken.join("valid.jsonl"),
         "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}\nnot json\n",
@@ -385,20 +407,33 @@ fn bad_splits_and_datasets_are_named() {
 
     worker.send(&evaluate(4, None, None, &broken, "valid", -1));
     let reason = error_of(&worker.until_end(), 4);
-    assert!(reason.starts_with(&format!("dataset {}: the dataset has", broken.display())), "{reason}");
+    assert!(
+        reason.starts_with(&format!("dataset {}: the dataset has", broken.display())),
+        "{reason}"
+    );
     assert!(reason.contains("valid.jsonl:2"), "{reason}");
 
     let missing = s.root.join("nowhere");
     worker.send(&evaluate(5, None, None, &missing, "valid", -1));
     let reason = error_of(&worker.until_end(), 5);
-    assert!(reason.starts_with(&format!("dataset {} does not exist", missing.display())), "{reason}");
+    assert!(
+        reason.starts_with(&format!("dataset {} does not exist", missing.display())),
+        "{reason}"
+    );
 
     worker.send(&evaluate(6, None, None, &s.dataset, "valid", 0));
     let reason = error_of(&worker.until_end(), 6);
     assert_eq!(reason, "limit must be -1 (all batches) or positive, got 0");
 
     let no_adapter = s.root.join("not-an-adapter");
-    worker.send(&evaluate(7, Some(&no_adapter), None, &s.dataset, "valid", -1));
+    worker.send(&evaluate(
+        7,
+        Some(&no_adapter),
+        None,
+        &s.dataset,
+        "valid",
+        -1,
+    ));
     let reason = error_of(&worker.until_end(), 7);
     assert!(reason.contains("adapter_config.json"), "{reason}");
 

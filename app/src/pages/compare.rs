@@ -378,13 +378,14 @@ pub fn ComparisonPage() -> impl IntoView {
             }
         },
     );
-    let (dataset, split) = use_query_map()
-        .with_untracked(|q| (q.get("dataset"), q.get("split")));
+    let (dataset, split) = use_query_map().with_untracked(|q| (q.get("dataset"), q.get("split")));
     let choices = Resource::new_blocking(
         move || (id, dataset.clone(), split.clone()),
         |(id, dataset, split)| async move {
             match id {
-                Some(id) => load_comparison_evaluations(id, dataset, split).await.map(Some),
+                Some(id) => load_comparison_evaluations(id, dataset, split)
+                    .await
+                    .map(Some),
                 None => Ok(None),
             }
         },
@@ -426,7 +427,10 @@ fn percent(value: Option<f64>) -> String {
 }
 
 #[component]
-fn ColumnsTable(columns: Vec<ColumnView>, evaluations: Option<ComparisonEvaluations>) -> impl IntoView {
+fn ColumnsTable(
+    columns: Vec<ColumnView>,
+    evaluations: Option<ComparisonEvaluations>,
+) -> impl IntoView {
     let eval_head = evaluations.as_ref().map(|e| {
         let on = format!("{} · {}", e.dataset, e.split);
         view! {

@@ -336,7 +336,12 @@ fn RunView(
 }
 
 /// A button that evaluates the run on one split (a plain form post).
-fn evaluate_form(id: i64, split: &'static str, label: &'static str, primary: bool) -> impl IntoView {
+fn evaluate_form(
+    id: i64,
+    split: &'static str,
+    label: &'static str,
+    primary: bool,
+) -> impl IntoView {
     view! {
         <form method="post" action="/fn/runs/evaluate">
             <input type="hidden" name="id" value=id />
@@ -362,7 +367,10 @@ fn EvaluationSection(evaluations: RunEvaluations, active: bool, can_mutate: bool
     let note = if !evaluations.has_checkpoint {
         Some("Nothing to evaluate before the first checkpoint.".to_string())
     } else if active {
-        Some("Evaluate once the run has stopped or finished: the worker slot is busy training.".to_string())
+        Some(
+            "Evaluate once the run has stopped or finished: the worker slot is busy training."
+                .to_string(),
+        )
     } else if evaluations.dataset.is_none() {
         Some("The run's dataset was deleted: nothing to evaluate on.".to_string())
     } else {

@@ -214,7 +214,9 @@ pub async fn cancel_chat(
         .store
         .chat(id)?
         .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
-    Ok(Json(json!({ "cancelled": crate::chat::cancel(&state, id) })))
+    Ok(Json(
+        json!({ "cancelled": crate::chat::cancel(&state, id) }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]

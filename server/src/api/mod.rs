@@ -48,7 +48,10 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/runs/{id}/metrics.csv", get(metrics::csv))
         .route("/api/runs/{id}/events", get(events::run_stream))
         .route("/api/runs/{id}/evaluate", post(evaluations::evaluate_run))
-        .route("/api/runs/{id}/evaluations", get(evaluations::run_evaluations))
+        .route(
+            "/api/runs/{id}/evaluations",
+            get(evaluations::run_evaluations),
+        )
         .route("/api/compare", get(compare::list).post(compare::create))
         .route("/api/compare/{id}", get(compare::show))
         .route("/api/compare/{id}/events", get(compare::events))

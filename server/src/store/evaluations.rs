@@ -128,12 +128,13 @@ impl Store {
             ],
             |row| row.get(0),
         )?;
-        connection.query_row(
-            &format!("SELECT {COLUMNS} FROM evaluations WHERE id = ?1"),
-            [id],
-            from_row,
-        )
-        .map_err(Into::into)
+        connection
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM evaluations WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .map_err(Into::into)
     }
 
     /// The newest evaluation with exactly this key, if any.

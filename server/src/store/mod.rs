@@ -17,8 +17,8 @@ pub use comparisons::{
     AdapterRecord, ChatRecord, ColumnRecord, ComparisonRecord, NewAdapter, NewChat, NewColumn,
     NewComparison, NewPrompt, OutputRecord, OutputResult, PromptRecord,
 };
-pub use evaluations::{EvalSource, EvaluationRecord, NewEvaluation};
 pub use datasets::{register_sample_dataset, DatasetRecord, NewDataset, SAMPLE_DATASET_NAME};
+pub use evaluations::{EvalSource, EvaluationRecord, NewEvaluation};
 pub use runs::{best_checkpoint, CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
 
 /// Migrations in order; the database's `user_version` is how many are applied.
