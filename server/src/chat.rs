@@ -51,7 +51,7 @@ pub fn create_chat(
     })?)
 }
 
-fn cancel_key(id: i64) -> String {
+pub(crate) fn cancel_key(id: i64) -> String {
     format!("chat:{id}")
 }
 

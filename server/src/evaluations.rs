@@ -336,24 +336,29 @@ fn job(
 }
 
 /// The run page's section: which splits the run's dataset has, and the
-/// run's stored evaluations.
+/// run's stored evaluations. The splits come from the counts stored at
+/// upload (no file is read to render a page); evaluating checks the files
+/// with the run's own split settings.
 pub fn run_evaluations(state: &AppState, run_id: i64) -> Result<Option<RunEvaluations>, ApiError> {
     let Some(run) = state.store.run(run_id)? else {
         return Ok(None);
     };
-    let config: TrainConfig = serde_json::from_value(run.config.clone()).unwrap_or_default();
     let dataset = match run.dataset.as_deref() {
         Some(name) => state.store.dataset_by_name(name)?,
         None => None,
     };
     let splits = dataset
         .as_ref()
-        .map(|dataset| {
-            dataset_splits(dataset, &EvalSettings::of_run(&config, Split::Valid))
-                .0
-                .into_iter()
-                .map(|split| split_name(split).to_string())
-                .collect()
+        .map(|d| {
+            [
+                ("train", d.train_count),
+                ("valid", d.valid_count),
+                ("test", d.test_count),
+            ]
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(split, _)| split.to_string())
+            .collect()
         })
         .unwrap_or_default();
     Ok(Some(RunEvaluations {

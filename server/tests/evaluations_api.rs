@@ -459,3 +459,69 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     assert_eq!(messages[1]["cancelled"], true, "{stored}");
     assert_eq!(messages[1]["content"], done["text"]);
 }
+
+#[tokio::test]
+async fn a_dataset_without_a_test_split_is_said_so_and_valid_is_offered() {
+    let setup = tiny_setup();
+    // A dataset with train.jsonl and valid.jsonl only, registered as an
+    // upload would register it.
+    let folder = setup.temp.path().join("no-test");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(
+        folder.join("train.jsonl"),
+        engine::data::sample::TRAIN_JSONL,
+    )
+    .unwrap();
+    std::fs::write(
+        folder.join("valid.jsonl"),
+        engine::data::sample::VALID_JSONL,
+    )
+    .unwrap();
+    let (_, store) = server::setup::prepare(&setup.data_dir, None).unwrap();
+    store
+        .upsert_dataset(&server::store::NewDataset {
+            name: "no-test".into(),
+            directory: folder.display().to_string(),
+            format: Some("chat".into()),
+            train_count: 300,
+            valid_count: 40,
+            test_count: 0,
+            problems: 0,
+            builtin: false,
+        })
+        .unwrap();
+    drop(store);
+    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let client = reqwest::Client::new();
+    let (status, run) = post(
+        &client,
+        &server.url("/api/runs"),
+        tiny_run(json!({"dataset": "no-test", "iters": 4, "save_every": 4})),
+    )
+    .await;
+    assert_eq!(status, 201, "{run}");
+    let id = run["id"].as_i64().unwrap();
+    wait_for(&client, &server, id, 300, "done", |r| r["status"] == "done").await;
+
+    let html = page(&client, &server.url(&format!("/runs/{id}"))).await;
+    assert!(
+        html.contains("The run&#x27;s dataset no-test has no test split.")
+            || html.contains("The run's dataset no-test has no test split."),
+        "no notice"
+    );
+    assert!(!html.contains(r#"id="evaluate-test""#));
+    assert!(html.contains(r#"id="evaluate-valid""#));
+
+    let url = server.url(&format!("/api/runs/{id}/evaluate"));
+    let (status, error) = post(&client, &url, json!({})).await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["field"], "split");
+    assert_eq!(
+        error["error"],
+        "split: dataset \"no-test\" has no test split (it has: train, valid)"
+    );
+    let (status, evaluation) = post(&client, &url, json!({"split": "valid"})).await;
+    assert_eq!(status, 200, "{evaluation}");
+    assert_eq!(evaluation["step"], 4);
+    assert_eq!(evaluation["batches"], 1, "the run's val_batches");
+}

@@ -379,6 +379,20 @@ fn bad_splits_and_datasets_are_named() {
     )
     .unwrap();
 
+    let empty_test = s.root.join("empty-test");
+    std::fs::create_dir_all(&empty_test).unwrap();
+    std::fs::write(
+        empty_test.join("train.jsonl"),
+        engine::data::sample::TRAIN_JSONL,
+    )
+    .unwrap();
+    std::fs::write(
+        empty_test.join("valid.jsonl"),
+        engine::data::sample::VALID_JSONL,
+    )
+    .unwrap();
+    std::fs::write(empty_test.join("test.jsonl"), "").unwrap();
+
     let mut worker = Worker::start();
     // Before a load: said so.
     worker.send(&evaluate(1, None, None, &s.dataset, "valid", -1));
@@ -412,6 +426,16 @@ fn bad_splits_and_datasets_are_named() {
         "{reason}"
     );
     assert!(reason.contains("valid.jsonl:2"), "{reason}");
+
+    worker.send(&evaluate(41, None, None, &empty_test, "test", -1));
+    let reason = error_of(&worker.until_end(), 41);
+    assert_eq!(
+        reason,
+        format!(
+            "dataset {}: the dataset has 1 problem:\n  test.jsonl: the file holds no examples",
+            empty_test.display()
+        )
+    );
 
     let missing = s.root.join("nowhere");
     worker.send(&evaluate(5, None, None, &missing, "valid", -1));

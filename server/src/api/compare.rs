@@ -379,8 +379,13 @@ fn chat_reply_stream(
     let (sender, receiver) = mpsc::unbounded_channel::<(&'static str, Value)>();
     tokio::spawn(async move {
         let pieces = sender.clone();
+        let inference = state.inference.clone();
         let mut on_text = move |piece: &str| {
-            let _ = pieces.send(("text", json!({ "text": piece })));
+            // The reader is gone (the page closed, the fetch aborted): stop
+            // generating for nobody; what came so far is stored.
+            if pieces.send(("text", json!({ "text": piece }))).is_err() {
+                inference.cancel(&crate::chat::cancel_key(id));
+            }
         };
         let outcome = crate::chat::send_message(&state, id, &request.content, &mut on_text).await;
         let last = match outcome {

@@ -487,6 +487,7 @@ async fn request(
     };
     send(&mut worker.stdin, &command).await?;
     let mut cancel_sent = false;
+    let mut adapter_set = false;
     loop {
         let event = tokio::select! {
             event = next_event(worker) => event?,
@@ -514,6 +515,7 @@ async fn request(
                 stats.adapter_loads += adapter_loads.saturating_sub(worker.adapter_loads_seen);
                 worker.adapter_loads_seen = adapter_loads;
                 stats.adapter = adapter;
+                adapter_set = true;
             }
             InferenceEvent::Text { request, text } if request == id => {
                 on_update(Update::Text(&text))
@@ -560,8 +562,11 @@ async fn request(
                 })))
             }
             InferenceEvent::Error { request, reason } if request == Some(id) => {
-                // A failed swap leaves the bare base in place.
-                lock(&inner.stats).adapter = None;
+                // A failed swap leaves the bare base in place; a failure
+                // after it (a bad dataset) leaves the adapter.
+                if !adapter_set {
+                    lock(&inner.stats).adapter = None;
+                }
                 return Ok(Err(InferenceError::Failed(reason)));
             }
             other => tracing::warn!(?other, "unexpected inference event"),
