@@ -4,7 +4,7 @@
 //! like every MLX object it must stay on one thread.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Result};
 
@@ -103,6 +103,10 @@ pub struct GenerationOutcome {
 /// then done once, as the base is loaded once.
 struct PreparedSplits {
     dataset: PathBuf,
+    /// The files as they were read: a dataset folder replaced under the
+    /// same path (a deleted dataset's id given to a new upload) is read
+    /// again.
+    files: Vec<FileStamp>,
     settings: EvalSettings,
     splits: [Vec<Batch>; 3],
     sources: [SplitSource; 3],
@@ -238,9 +242,7 @@ impl InferenceSession {
             on_text,
         )
     }
-}
 
-impl InferenceSession {
     /// Generates with the current adapter like [`Self::generate`], and asks
     /// `cancelled` between tokens: when it says yes, the generation ends
     /// there with what it has (finish reason `cancelled`).
@@ -381,6 +383,28 @@ impl InferenceSession {
     }
 }
 
+/// A file's path, length and modification time.
+type FileStamp = (PathBuf, u64, Option<SystemTime>);
+
+/// The JSONL files a dataset path stands for, stamped.
+fn stamps(dataset: &Path) -> Vec<FileStamp> {
+    let files: Vec<PathBuf> = if dataset.is_dir() {
+        Split::ALL
+            .iter()
+            .map(|split| dataset.join(split.file_name()))
+            .collect()
+    } else {
+        vec![dataset.to_path_buf()]
+    };
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let meta = std::fs::metadata(&file).ok()?;
+            Some((file, meta.len(), meta.modified().ok()))
+        })
+        .collect()
+}
+
 /// The dataset's batches, tokenized once per dataset and settings (kept in
 /// `slot` for the next evaluation).
 fn prepare<'a>(
@@ -389,9 +413,10 @@ fn prepare<'a>(
     dataset: &Path,
     settings: &EvalSettings,
 ) -> Result<&'a PreparedSplits> {
-    let cached = slot
-        .as_ref()
-        .is_some_and(|p| p.dataset == dataset && p.settings.same_batches(settings));
+    let files = stamps(dataset);
+    let cached = slot.as_ref().is_some_and(|p| {
+        p.dataset == dataset && p.files == files && p.settings.same_batches(settings)
+    });
     if !cached {
         *slot = None;
         if !dataset.exists() {
@@ -405,6 +430,7 @@ fn prepare<'a>(
         let sources = [0, 1, 2].map(|i| data.report.splits[i].source.clone());
         *slot = Some(PreparedSplits {
             dataset: dataset.to_path_buf(),
+            files,
             settings: settings.clone(),
             splits: [data.train, data.valid, data.test],
             sources,

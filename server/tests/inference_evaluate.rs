@@ -346,6 +346,18 @@ fn evaluate_matches_training_and_swaps_adapters_on_one_base() {
     let (again, _, _) = evaluated(&events);
     assert!(relative(again, base) < 1e-9, "{again} vs {base}");
 
+    // The batches are kept between evaluations of one dataset, but not
+    // past a change of its files.
+    let first_eight: String = engine::data::sample::VALID_JSONL
+        .lines()
+        .take(8)
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(s.dataset.join("valid.jsonl"), first_eight).unwrap();
+    worker.send(&evaluate(22, None, None, &s.dataset, "valid", -1));
+    let (_, _, batches) = evaluated(&worker.until_end());
+    assert_eq!(batches, 2);
+
     worker.send(&InferenceCommand::Shutdown);
     let status = worker.child.wait().unwrap();
     assert!(status.success(), "{status}");
