@@ -146,3 +146,33 @@ test("the compare page shows each column's loss on a chosen dataset", async () =
   const again = (await plain.locator("[data-column-eval-loss]").allTextContents()).map(Number);
   assert.deepEqual(again, losses);
 });
+
+test("Stop ends a comparison mid-generation and keeps what was written", async () => {
+  const comparison = await api("POST", "/api/compare", {
+    model: "tiny",
+    columns: ["base", `run:${run}`],
+    dataset: "sample-ahoy",
+    split: "valid",
+    count: 20,
+    settings: { max_tokens: 1024 },
+  });
+  const page = await newPage(browser);
+  await page.goto(`${server.baseUrl}/compare/${comparison.id}`);
+  // Some text has streamed in before the stop.
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll(".output-text")].some((o) => o.textContent.length > 0),
+  );
+  await Promise.all([page.waitForURL(new RegExp(`/compare/${comparison.id}$`)), page.click("#compare-stop")]);
+  await page.waitForSelector("#compare-status.done");
+  assert.equal(await page.locator("#compare-stop").count(), 0);
+  const statuses = await page.locator(".output .output-status").allTextContents();
+  assert.equal(statuses.length, 40);
+  assert.ok(statuses.includes("cancelled"), statuses.join(","));
+  const stored = await api("GET", `/api/compare/${comparison.id}`);
+  const outputs = stored.prompts.flatMap((p) => p.outputs);
+  const cut = outputs.filter((o) => o.status === "cancelled" && o.generated_tokens > 0);
+  assert.ok(cut.length <= 1, JSON.stringify(cut));
+  // Outputs after the stop were not generated.
+  assert.ok(outputs.some((o) => o.status === "cancelled" && o.generated_tokens === 0));
+  await screenshot(page, "compare-stopped");
+});

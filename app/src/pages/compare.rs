@@ -503,6 +503,9 @@ fn PromptBlock(prompt: PromptView, labels: Vec<String>) -> impl IntoView {
         .map(|output| {
             let label = labels.get(output.column).cloned().unwrap_or_default();
             let figures = match (output.generated_tokens, output.tokens_per_sec) {
+                (Some(0), _) if output.status == "cancelled" => {
+                    "stopped before it started".to_string()
+                }
                 (Some(tokens), Some(speed)) => format!(
                     "{tokens} token{} · {speed:.1} tok/s · {}",
                     if tokens == 1 { "" } else { "s" },
