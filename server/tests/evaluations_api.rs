@@ -505,8 +505,7 @@ async fn a_dataset_without_a_test_split_is_said_so_and_valid_is_offered() {
 
     let html = page(&client, &server.url(&format!("/runs/{id}"))).await;
     assert!(
-        html.contains("The run&#x27;s dataset no-test has no test split.")
-            || html.contains("The run's dataset no-test has no test split."),
+        html.contains("dataset no-test has no test split. Evaluate on the valid split instead"),
         "no notice"
     );
     assert!(!html.contains(r#"id="evaluate-test""#));
@@ -524,4 +523,23 @@ async fn a_dataset_without_a_test_split_is_said_so_and_valid_is_offered() {
     assert_eq!(status, 200, "{evaluation}");
     assert_eq!(evaluation["step"], 4);
     assert_eq!(evaluation["batches"], 1, "the run's val_batches");
+    let loss = evaluation["loss"].as_f64().unwrap();
+
+    // Shared on the LAN, a viewer sees the numbers but not the action, and
+    // cannot reach it.
+    drop(server);
+    let server = Server::start_in(setup.data_dir.clone(), &["--lan", "--host", "127.0.0.1"]);
+    let html = page(&client, &server.url(&format!("/runs/{id}"))).await;
+    assert!(html.contains(&format!("{loss:.4}")), "the loss is hidden");
+    assert!(
+        !html.contains(r#"id="evaluate-valid""#),
+        "a viewer sees the action"
+    );
+    let response = client
+        .post(server.url(&format!("/api/runs/{id}/evaluate")))
+        .json(&json!({"split": "valid"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
 }
