@@ -176,3 +176,38 @@ test("Stop ends a comparison mid-generation and keeps what was written", async (
   assert.ok(outputs.some((o) => o.status === "cancelled" && o.generated_tokens === 0));
   await screenshot(page, "compare-stopped");
 });
+
+test("Stop on a chat keeps the reply so far, marked stopped", async () => {
+  const page = await newPage(browser);
+  await page.goto(server.baseUrl + "/chat");
+  await page.selectOption("#chat-model", "tiny");
+  await page.selectOption("#chat-adapter", "base");
+  await page.click("#chat-start");
+  await page.waitForURL(/\/chat\/\d+$/);
+  assert.ok(await page.locator("#chat-stop").isHidden());
+  // The tiny model writes a whole reply in a fraction of a second: keep
+  // the worker busy with a long comparison, so the reply is still queued
+  // or generating when Stop is pressed.
+  const busy = await api("POST", "/api/compare", {
+    model: "tiny",
+    columns: ["base", `run:${run}`],
+    dataset: "sample-ahoy",
+    split: "valid",
+    count: 20,
+    settings: { max_tokens: 1024 },
+  });
+  await page.fill("#chat-input", "Tell me a long story");
+  await page.click("#chat-send");
+  await page.click("#chat-stop");
+  await page.waitForSelector(".message.assistant.cancelled", { timeout: 60_000 });
+  await page.waitForSelector("#chat-stop", { state: "hidden" });
+  await api("POST", `/api/compare/${busy.id}/cancel`, {});
+  const chatId = page.url().split("/").pop();
+  const chat = await api("GET", `/api/chat/${chatId}`);
+  assert.equal(chat.messages.length, 2);
+  assert.equal(chat.messages[1].role, "assistant");
+  assert.equal(chat.messages[1].cancelled, true);
+  assert.equal(await page.locator(".message.assistant .content").textContent(), chat.messages[1].content);
+  await page.reload();
+  assert.equal(await page.locator(".message.assistant .stopped").count(), 1);
+});
