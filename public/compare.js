@@ -77,7 +77,7 @@ if (liveCompare) {
       }
       error.textContent = event.error;
     }
-    if (event.status === "done" && event.tokens_per_sec != null) {
+    if ((event.status === "done" || event.status === "cancelled") && event.tokens_per_sec != null) {
       element.querySelector(".output-figures").textContent =
         `${event.generated_tokens} token${event.generated_tokens === 1 ? "" : "s"} · ${event.tokens_per_sec.toFixed(1)} tok/s · ${event.finish_reason}`;
       const column = element.dataset.column;
@@ -102,9 +102,21 @@ if (liveCompare) {
   });
 }
 
-// Chat: post the message, read the reply's SSE stream from the response.
+// Chat: post the message, read the reply's SSE stream from the response;
+// Stop asks the server to end the reply where it is (it keeps that much).
 const chatForm = document.getElementById("chat-form");
 if (chatForm) {
+  const stop = document.getElementById("chat-stop");
+  if (stop) {
+    stop.addEventListener("click", async () => {
+      stop.disabled = true;
+      try {
+        await fetch(`/api/chat/${chatForm.dataset.chat}/cancel`, { method: "POST" });
+      } catch (error) {
+        showError("chat-error", error.message);
+      }
+    });
+  }
   const messages = document.getElementById("messages");
   const bubble = (role, text) => {
     const message = document.createElement("div");
@@ -131,6 +143,10 @@ if (chatForm) {
     input.value = "";
     const reply = bubble("assistant", "");
     reply.parentElement.classList.add("streaming");
+    if (stop) {
+      stop.hidden = false;
+      stop.disabled = false;
+    }
     try {
       const response = await fetch(`/api/chat/${chatForm.dataset.chat}/messages`, {
         method: "POST",
@@ -157,7 +173,16 @@ if (chatForm) {
           if (!data) continue;
           const event = JSON.parse(data);
           if (kind === "text") reply.textContent += event.text;
-          else if (kind === "done") reply.textContent = event.text;
+          else if (kind === "done") {
+            reply.textContent = event.text;
+            if (event.finish_reason === "cancelled") {
+              reply.parentElement.classList.add("cancelled");
+              const note = document.createElement("span");
+              note.className = "stopped";
+              note.textContent = " · stopped";
+              reply.parentElement.querySelector(".role").append(note);
+            }
+          }
           else if (kind === "error") throw new Error(event.error);
         }
       }
@@ -167,6 +192,7 @@ if (chatForm) {
     } finally {
       reply.parentElement.classList.remove("streaming");
       button.disabled = false;
+      if (stop) stop.hidden = true;
     }
   });
 }

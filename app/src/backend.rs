@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::compare_dto::{
-    Ballot, ChatView, CompareChoices, ComparisonView, ImportAdapterForm, NewChatForm,
-    NewComparisonForm,
+    Ballot, ChatView, CompareChoices, ComparisonEvaluations, ComparisonView, EvaluationView,
+    ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
 };
 use crate::dto::{
     DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, RunCheck,
@@ -63,6 +63,34 @@ pub trait Backend: Send + Sync + 'static {
     fn chat(&self, id: i64) -> Result<Option<ChatView>, String>;
     /// Sends a message and waits for the whole reply.
     fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>>;
+
+    /// The run page's evaluations; `None` when there is no such run.
+    fn run_evaluations(&self, id: i64) -> Result<Option<RunEvaluations>, String>;
+    /// Evaluates a run's checkpoint (`step`, default its best) on a split
+    /// of its dataset (default test) and waits for the result.
+    fn evaluate_run(
+        &self,
+        id: i64,
+        split: Option<String>,
+        step: Option<i64>,
+    ) -> BoxFuture<'_, Result<EvaluationView, String>>;
+    /// Each column's stored loss on a dataset split (nothing computed).
+    fn comparison_evaluations(
+        &self,
+        id: i64,
+        dataset: String,
+        split: String,
+    ) -> Result<ComparisonEvaluations, String>;
+    /// Evaluates every column on a dataset split and waits.
+    fn evaluate_comparison(
+        &self,
+        id: i64,
+        dataset: String,
+        split: String,
+    ) -> BoxFuture<'_, Result<ComparisonEvaluations, String>>;
+    /// Stops a comparison being generated and waits until it has ended;
+    /// false when it was not running.
+    fn cancel_comparison(&self, id: i64) -> BoxFuture<'_, Result<bool, String>>;
 }
 
 /// A boxed future borrowing the backend, for the few calls that wait on

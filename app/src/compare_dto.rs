@@ -166,7 +166,8 @@ pub struct PromptView {
 pub struct OutputView {
     pub id: i64,
     pub column: usize,
-    /// `pending`, `done` or `failed`.
+    /// `pending`, `done`, `failed` or `cancelled` (stopped by a cancel;
+    /// `text` holds what came before it).
     pub status: String,
     pub text: String,
     pub error: Option<String>,
@@ -209,6 +210,9 @@ pub struct NewChatForm {
 pub struct ChatMessageView {
     pub role: String,
     pub content: String,
+    /// A reply stopped before its end (the Stop button).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancelled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,4 +222,67 @@ pub struct ChatView {
     pub adapter: String,
     pub system: Option<String>,
     pub messages: Vec<ChatMessageView>,
+}
+
+/// One evaluation: loss and perplexity of a base with an adapter (or none)
+/// on a dataset split (`POST /api/runs/{id}/evaluate`, the run page, the
+/// compare page's loss row).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationView {
+    pub id: i64,
+    /// `base`, `run` or `adapter`.
+    pub source: String,
+    pub run_id: Option<i64>,
+    /// The run's checkpoint that was evaluated.
+    pub step: Option<i64>,
+    pub adapter_id: Option<i64>,
+    /// The source in words ("base (no adapter)", "run 3, step 30").
+    pub label: String,
+    pub model: String,
+    pub dataset: String,
+    /// `train`, `valid` or `test`.
+    pub split: String,
+    /// Token-weighted mean cross entropy, nats per target token.
+    pub loss: f64,
+    /// exp(loss).
+    pub perplexity: f64,
+    /// Target tokens that counted.
+    pub tokens: u64,
+    pub batches: u64,
+    pub seconds: f64,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// Whether a stored result was returned instead of computing again.
+    #[serde(default)]
+    pub reused: bool,
+}
+
+/// The run page's evaluation section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvaluations {
+    pub run_id: i64,
+    /// The run's dataset, if it still exists.
+    pub dataset: Option<String>,
+    /// The splits of the run's dataset that have examples (as the run's
+    /// config splits a single file), in train, valid, test order.
+    pub splits: Vec<String>,
+    /// Whether the run has weights to evaluate yet (a checkpoint).
+    pub has_checkpoint: bool,
+    /// Newest first.
+    pub evaluations: Vec<EvaluationView>,
+}
+
+impl RunEvaluations {
+    pub fn has_split(&self, split: &str) -> bool {
+        self.splits.iter().any(|s| s == split)
+    }
+}
+
+/// The compare page's losses on a chosen dataset: one entry per column
+/// (`None` where that column has not been evaluated on it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComparisonEvaluations {
+    pub dataset: String,
+    pub split: String,
+    pub columns: Vec<Option<EvaluationView>>,
 }

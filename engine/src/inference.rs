@@ -1,32 +1,124 @@
-//! A loaded base model that serves generations with any adapter: the base
-//! is read once, adapters are swapped in place (see
+//! A loaded base model that serves generations and evaluations with any
+//! adapter: the base is read once, adapters are swapped in place (see
 //! [`crate::lora::swap_adapters`]). Used by the inference worker process;
 //! like every MLX object it must stay on one thread.
 
 use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::config::ComputeDtype;
+use crate::batch::Batch;
+use crate::config::{ComputeDtype, TrainConfig};
+use crate::data::{load_dataset, Split, SplitSource};
 use crate::generate::{
     chat_prompt, generate_text, text_prompt, FinishReason, GenerateParams, Generation,
-    SamplingParams,
+    GenerationStats, Generator, SamplingParams, StreamDecoder,
 };
 use crate::lora;
-use crate::models::{build_model, load_hf_folder, Model};
+use crate::models::{build_model, load_hf_folder, Model, Pass};
 use crate::protocol::{GenerationSettings, InferencePrompt};
 use crate::tokenizer::TokenizerBundle;
+use crate::train::loss::{batch_loss, loss_inputs};
 
 /// Longest generation a request may ask for: an upper bound on how long one
 /// request holds the worker.
 pub const MAX_TOKENS_LIMIT: usize = 4096;
+
+/// Which adapter weights are on the base: a folder, and optionally a
+/// weights file standing in for the folder's `adapters.safetensors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSource {
+    pub dir: PathBuf,
+    pub weights: Option<PathBuf>,
+}
+
+impl AdapterSource {
+    pub fn folder(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            weights: None,
+        }
+    }
+}
+
+/// How a dataset split is read and batched for an evaluation: the fields
+/// of a run's config that change which batches training evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalSettings {
+    pub max_seq_length: usize,
+    pub batch_size: usize,
+    pub mask_prompt: bool,
+    pub split_fraction: f64,
+    pub seed: u64,
+    /// Batches from the first; -1 for all (mlx-lm's `val_batches`).
+    pub limit: i64,
+}
+
+impl EvalSettings {
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            max_seq_length: self.max_seq_length,
+            batch_size: self.batch_size,
+            mask_prompt: self.mask_prompt,
+            split_fraction: self.split_fraction,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// The parts that decide the batches (not the limit).
+    fn same_batches(&self, other: &Self) -> bool {
+        self.max_seq_length == other.max_seq_length
+            && self.batch_size == other.batch_size
+            && self.mask_prompt == other.mask_prompt
+            && self.split_fraction.to_bits() == other.split_fraction.to_bits()
+            && self.seed == other.seed
+    }
+}
+
+/// The result of [`InferenceSession::evaluate`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Token-weighted mean cross entropy (nats per token).
+    pub loss: f64,
+    pub perplexity: f64,
+    /// Target tokens that counted (the masks' sum).
+    pub tokens: usize,
+    pub batches: usize,
+    pub seconds: f64,
+}
+
+/// A generation that may have been stopped early.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationOutcome {
+    pub text: String,
+    /// `stop`, `length` or `cancelled`.
+    pub finish_reason: &'static str,
+    pub stats: GenerationStats,
+}
+
+/// Batches of one dataset, kept while the next evaluation reads the same
+/// dataset the same way (the columns of a comparison): tokenizing is
+/// then done once, as the base is loaded once.
+struct PreparedSplits {
+    dataset: PathBuf,
+    /// The files as they were read: a dataset folder replaced under the
+    /// same path (a deleted dataset's id given to a new upload) is read
+    /// again.
+    files: Vec<FileStamp>,
+    settings: EvalSettings,
+    splits: [Vec<Batch>; 3],
+    sources: [SplitSource; 3],
+}
 
 /// A base model, its tokenizer and the adapter currently swapped in.
 pub struct InferenceSession {
     model: Model,
     tokenizer: TokenizerBundle,
     model_path: PathBuf,
-    adapter: Option<PathBuf>,
+    adapter: Option<AdapterSource>,
+    prepared: Option<PreparedSplits>,
     /// Base models loaded by this process (1 after `load`).
     pub base_loads: u64,
     /// Adapter folders read by this process.
@@ -43,6 +135,7 @@ impl InferenceSession {
             tokenizer,
             model_path: path.to_path_buf(),
             adapter: None,
+            prepared: None,
             base_loads: 1,
             adapter_loads: 0,
         })
@@ -53,7 +146,7 @@ impl InferenceSession {
     }
 
     pub fn adapter(&self) -> Option<&Path> {
-        self.adapter.as_deref()
+        self.adapter.as_ref().map(|a| a.dir.as_path())
     }
 
     pub fn tokenizer(&self) -> &TokenizerBundle {
@@ -68,6 +161,7 @@ impl InferenceSession {
         self.tokenizer = tokenizer;
         self.model_path = path.to_path_buf();
         self.adapter = None;
+        self.prepared = None;
         self.base_loads += 1;
         Ok(())
     }
@@ -75,16 +169,31 @@ impl InferenceSession {
     /// Puts `dir`'s adapter (or none) on the base. Returns whether anything
     /// changed: asking for the adapter already in place reads nothing.
     pub fn set_adapter(&mut self, dir: Option<&Path>) -> Result<bool> {
-        if self.adapter.as_deref() == dir {
+        self.set_adapter_source(dir.map(AdapterSource::folder).as_ref())
+    }
+
+    /// [`Self::set_adapter`] where the weights may come from another file
+    /// than the folder's own (a run's numbered checkpoint).
+    pub fn set_adapter_source(&mut self, source: Option<&AdapterSource>) -> Result<bool> {
+        if self.adapter.as_ref() == source {
             return Ok(false);
         }
-        let result = lora::swap_adapters(&mut self.model, dir);
-        if dir.is_some() {
+        let result = match source {
+            None => lora::swap_adapters(&mut self.model, None),
+            Some(AdapterSource { dir, weights: None }) => {
+                lora::swap_adapters(&mut self.model, Some(dir))
+            }
+            Some(AdapterSource {
+                dir,
+                weights: Some(weights),
+            }) => swap_to_weights(&mut self.model, dir, weights),
+        };
+        if source.is_some() {
             self.adapter_loads += 1;
         }
         match result {
             Ok(()) => {
-                self.adapter = dir.map(Path::to_path_buf);
+                self.adapter = source.cloned();
                 Ok(true)
             }
             Err(error) => {
@@ -133,6 +242,233 @@ impl InferenceSession {
             on_text,
         )
     }
+
+    /// Generates with the current adapter like [`Self::generate`], and asks
+    /// `cancelled` between tokens: when it says yes, the generation ends
+    /// there with what it has (finish reason `cancelled`).
+    pub fn generate_until(
+        &self,
+        prompt: &InferencePrompt,
+        settings: &GenerationSettings,
+        mut on_text: impl FnMut(&str),
+        mut cancelled: impl FnMut() -> bool,
+    ) -> Result<GenerationOutcome> {
+        let params = generate_params(settings)?;
+        let tokens = self.prompt_tokens(prompt)?;
+        let mut generator =
+            Generator::new(&self.model, &tokens, &self.tokenizer.eos_token_ids, &params)?;
+        let mut decoder = StreamDecoder::new(&self.tokenizer.tokenizer, true);
+        let mut text = String::new();
+        let mut stopped = false;
+        loop {
+            if cancelled() {
+                stopped = true;
+                break;
+            }
+            let Some(token) = generator.next() else { break };
+            let piece = decoder.push(token?)?;
+            if !piece.is_empty() {
+                on_text(&piece);
+                text.push_str(&piece);
+            }
+        }
+        // Text held back for a multi-byte character or a word boundary is
+        // final now, cancelled or not.
+        let rest = decoder.finish()?;
+        if !rest.is_empty() {
+            on_text(&rest);
+            text.push_str(&rest);
+        }
+        let finish_reason = if stopped {
+            "cancelled"
+        } else {
+            finish_reason_name(
+                generator
+                    .finish_reason()
+                    .ok_or_else(|| anyhow!("generation ended without a reason"))?,
+            )
+        };
+        Ok(GenerationOutcome {
+            text,
+            finish_reason,
+            stats: generator.stats(),
+        })
+    }
+
+    /// Loss and perplexity of the base with the current adapter on `split`
+    /// of the dataset at `dataset`, computed as training's validation does
+    /// (`train::loss::evaluate`): the same batches in the same order (the
+    /// data pipeline's length-sorted batches, the first `limit`), mlx-lm's
+    /// mask, the token-weighted mean of the batch losses, no dropout.
+    /// `on_progress(done, total)` follows each batch; `cancelled` is asked
+    /// before each one.
+    pub fn evaluate(
+        &mut self,
+        dataset: &Path,
+        split: &str,
+        settings: &EvalSettings,
+        mut on_progress: impl FnMut(usize, usize),
+        mut cancelled: impl FnMut() -> bool,
+    ) -> Result<Evaluation> {
+        let started = Instant::now();
+        let split = parse_split(split)?;
+        if settings.batch_size == 0 {
+            bail!("batch_size must be at least 1");
+        }
+        if settings.max_seq_length < 2 {
+            bail!(
+                "max_seq_length must be at least 2, got {}",
+                settings.max_seq_length
+            );
+        }
+        if settings.limit == 0 || settings.limit < -1 {
+            bail!(
+                "limit must be -1 (all batches) or positive, got {}",
+                settings.limit
+            );
+        }
+        let prepared = prepare(&mut self.prepared, &self.tokenizer, dataset, settings)?;
+        let index = Split::ALL.iter().position(|s| *s == split).unwrap_or(0);
+        let batches = &prepared.splits[index];
+        if batches.is_empty() {
+            let name = split_name(split);
+            match &prepared.sources[index] {
+                SplitSource::Missing => bail!(
+                    "dataset {} has no {name} split (no {} file, and nothing is held out of a single file)",
+                    dataset.display(),
+                    split.file_name()
+                ),
+                _ => bail!(
+                    "dataset {}: the {name} split has no examples",
+                    dataset.display()
+                ),
+            }
+        }
+        let count = if settings.limit < 0 {
+            batches.len()
+        } else {
+            batches.len().min(settings.limit as usize)
+        };
+        let params = self.model.lora_params();
+        let pass = Pass {
+            lora: &params,
+            dropout_seed: None,
+        };
+        let (mut total, mut tokens) = (0.0f64, 0usize);
+        for (done, batch) in batches[..count].iter().enumerate() {
+            if cancelled() {
+                bail!("the evaluation was cancelled after {done} of {count} batches");
+            }
+            let inputs = loss_inputs(batch)?;
+            let loss = batch_loss(&self.model, &pass, &inputs)?;
+            total += f64::from(loss.try_item_exact::<f32>()?) * inputs.tokens as f64;
+            tokens += inputs.tokens;
+            on_progress(done + 1, count);
+        }
+        if tokens == 0 {
+            bail!(
+                "dataset {}: the {} split has no tokens that count for the loss (every target is masked)",
+                dataset.display(),
+                split_name(split)
+            );
+        }
+        let loss = total / tokens as f64;
+        Ok(Evaluation {
+            loss,
+            perplexity: loss.exp(),
+            tokens,
+            batches: count,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// A file's path, length and modification time.
+type FileStamp = (PathBuf, u64, Option<SystemTime>);
+
+/// The JSONL files a dataset path stands for, stamped.
+fn stamps(dataset: &Path) -> Vec<FileStamp> {
+    let files: Vec<PathBuf> = if dataset.is_dir() {
+        Split::ALL
+            .iter()
+            .map(|split| dataset.join(split.file_name()))
+            .collect()
+    } else {
+        vec![dataset.to_path_buf()]
+    };
+    files
+        .into_iter()
+        .filter_map(|file| {
+            let meta = std::fs::metadata(&file).ok()?;
+            Some((file, meta.len(), meta.modified().ok()))
+        })
+        .collect()
+}
+
+/// The dataset's batches, tokenized once per dataset and settings (kept in
+/// `slot` for the next evaluation).
+fn prepare<'a>(
+    slot: &'a mut Option<PreparedSplits>,
+    tokenizer: &TokenizerBundle,
+    dataset: &Path,
+    settings: &EvalSettings,
+) -> Result<&'a PreparedSplits> {
+    let files = stamps(dataset);
+    let cached = slot.as_ref().is_some_and(|p| {
+        p.dataset == dataset && p.files == files && p.settings.same_batches(settings)
+    });
+    if !cached {
+        *slot = None;
+        if !dataset.exists() {
+            bail!(
+                "dataset {} does not exist (expected a folder with train.jsonl, valid.jsonl, test.jsonl, or one JSONL file)",
+                dataset.display()
+            );
+        }
+        let data = load_dataset(dataset, tokenizer, &settings.train_config())
+            .map_err(|e| anyhow!("dataset {}: {e}", dataset.display()))?;
+        let sources = [0, 1, 2].map(|i| data.report.splits[i].source.clone());
+        *slot = Some(PreparedSplits {
+            dataset: dataset.to_path_buf(),
+            files,
+            settings: settings.clone(),
+            splits: [data.train, data.valid, data.test],
+            sources,
+        });
+    }
+    slot.as_ref()
+        .ok_or_else(|| anyhow!("the dataset was not prepared"))
+}
+
+fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Valid => "valid",
+        Split::Test => "test",
+    }
+}
+
+/// `train`, `valid` or `test`.
+pub fn parse_split(split: &str) -> Result<Split> {
+    match split {
+        "train" => Ok(Split::Train),
+        "valid" => Ok(Split::Valid),
+        "test" => Ok(Split::Test),
+        other => bail!("no such split {other:?}: use `train`, `valid` or `test`"),
+    }
+}
+
+/// Puts the adapter described by `dir`'s config, with the weights in
+/// `weights`, on the bare base.
+fn swap_to_weights(model: &mut Model, dir: &Path, weights: &Path) -> Result<()> {
+    lora::detach(model);
+    let settings = lora::read_adapter_settings(dir)?;
+    lora::attach(model, &settings, 0)?;
+    let loaded = lora::load_weights(model, weights);
+    if loaded.is_err() {
+        lora::detach(model);
+    }
+    loaded
 }
 
 /// The protocol's settings as the generator's, checked field by field.

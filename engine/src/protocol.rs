@@ -83,8 +83,45 @@ pub enum InferenceCommand {
         prompt: InferencePrompt,
         settings: GenerationSettings,
     },
+    /// Loss of the loaded base with `adapter` swapped in (or none) on one
+    /// split of a dataset, computed as training's validation computes it:
+    /// the same pipeline (formats, chat template, masking, held-out split,
+    /// length-sorted batches) and the token-weighted mean of mlx-lm's
+    /// masked cross entropy. Answered by `eval_progress` events, then
+    /// `evaluated` or `error`.
+    Evaluate {
+        request: u64,
+        adapter: Option<String>,
+        /// A weights file to use instead of the adapter folder's own
+        /// `adapters.safetensors` (a run's numbered checkpoint); the
+        /// folder's `adapter_config.json` still describes it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adapter_weights: Option<String>,
+        /// A dataset folder (train/valid/test JSONL) or one JSONL file.
+        dataset: String,
+        /// `train`, `valid` or `test`.
+        split: String,
+        max_seq_length: usize,
+        batch_size: usize,
+        mask_prompt: bool,
+        /// Batches to evaluate, from the first; -1 for all.
+        limit: i64,
+        /// How a single file is split (as the run's config says), so a
+        /// held-out split is the one training held out.
+        #[serde(default = "default_split_fraction")]
+        split_fraction: f64,
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Stop request `request` (a generation between two tokens, an
+    /// evaluation between two batches). Ignored when it is not running.
+    Cancel { request: u64 },
     /// Exit after the current command.
     Shutdown,
+}
+
+fn default_split_fraction() -> f64 {
+    TrainConfig::default().split_fraction
 }
 
 /// What to generate after.
@@ -155,13 +192,31 @@ pub enum InferenceEvent {
         text: String,
         prompt_tokens: usize,
         generated_tokens: usize,
-        /// `stop` (an end token) or `length` (max_tokens).
+        /// `stop` (an end token), `length` (max_tokens) or `cancelled`
+        /// (a `cancel` command; `text` holds what came before it).
         finish_reason: String,
         prompt_tokens_per_sec: f64,
         generation_tokens_per_sec: f64,
         seconds: f64,
     },
-    /// A command failed; `request` is set when it was a generation.
+    /// An evaluation's progress: `batches` of `total` done.
+    EvalProgress {
+        request: u64,
+        batches: usize,
+        total: usize,
+    },
+    /// An evaluation's result: the token-weighted mean loss over `batches`
+    /// batches holding `tokens` target tokens, and exp of it.
+    Evaluated {
+        request: u64,
+        loss: f64,
+        perplexity: f64,
+        tokens: usize,
+        batches: usize,
+        seconds: f64,
+    },
+    /// A command failed; `request` is set when it was a generation or an
+    /// evaluation.
     Error {
         request: Option<u64>,
         reason: String,

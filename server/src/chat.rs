@@ -1,5 +1,7 @@
 //! Chats: a conversation with one base model and adapter, kept in the
-//! store and rendered with the model's chat template for every reply.
+//! store and rendered with the model's chat template for every reply. A
+//! reply in progress can be cancelled ([`cancel`]): it ends between two
+//! tokens and is stored with what it had, marked cancelled.
 
 use app::compare_dto::{ChatMessageView, ChatView, CompareSettings};
 use engine::protocol::{InferencePrompt, PromptMessage};
@@ -49,6 +51,15 @@ pub fn create_chat(
     })?)
 }
 
+pub(crate) fn cancel_key(id: i64) -> String {
+    format!("chat:{id}")
+}
+
+/// Stops the reply chat `id` is generating; false when there is none.
+pub fn cancel(state: &AppState, id: i64) -> bool {
+    state.inference.cancel(&cancel_key(id))
+}
+
 fn messages(chat: &ChatRecord) -> Vec<ChatMessageView> {
     serde_json::from_str(&chat.messages_json).unwrap_or_default()
 }
@@ -89,6 +100,7 @@ pub async fn send_message(
     history.push(ChatMessageView {
         role: "user".into(),
         content: content.to_string(),
+        cancelled: false,
     });
     let mut prompt: Vec<PromptMessage> = Vec::new();
     if let Some(system) = &chat.system_prompt {
@@ -102,14 +114,16 @@ pub async fn send_message(
         content: m.content.clone(),
     }));
     let settings = generation_settings(&chat_settings())?;
+    let cancellable = state.inference.cancellable(&cancel_key(id));
     let finished = state
         .inference
-        .generate(
+        .generate_cancellable(
             &chat.model_location,
             chat.adapter_path.as_deref(),
             InferencePrompt::Chat { messages: prompt },
             settings,
             on_text,
+            Some(cancellable.token()),
         )
         .await
         .map_err(|error| match error {
@@ -119,6 +133,7 @@ pub async fn send_message(
     history.push(ChatMessageView {
         role: "assistant".into(),
         content: finished.text.clone(),
+        cancelled: finished.finish_reason == crate::compare::CANCELLED,
     });
     state.store.set_chat_messages(
         id,

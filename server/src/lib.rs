@@ -9,6 +9,7 @@ pub mod cli;
 pub mod compare;
 pub mod datasets;
 pub mod estimate;
+pub mod evaluations;
 pub mod failure;
 pub mod http;
 pub mod inference;

@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 
 use app::backend::BoxFuture;
 use app::compare_dto::{
-    Ballot, ChatView, CompareChoices, ComparisonView, ImportAdapterForm, NewChatForm,
-    NewComparisonForm,
+    Ballot, ChatView, CompareChoices, ComparisonEvaluations, ComparisonView, EvaluationView,
+    ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
 };
 
 use crate::api::runs::{create_run, validate_run};
@@ -303,6 +303,56 @@ impl app::Backend for AppState {
                 .await
                 .map(|_| ())
                 .map_err(|e| e.to_string())
+        })
+    }
+
+    fn run_evaluations(&self, id: i64) -> Result<Option<RunEvaluations>, String> {
+        crate::evaluations::run_evaluations(self, id).map_err(|e| e.to_string())
+    }
+
+    fn evaluate_run(
+        &self,
+        id: i64,
+        split: Option<String>,
+        step: Option<i64>,
+    ) -> BoxFuture<'_, Result<EvaluationView, String>> {
+        Box::pin(async move {
+            crate::evaluations::evaluate_run(self, id, split.as_deref(), step)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn comparison_evaluations(
+        &self,
+        id: i64,
+        dataset: String,
+        split: String,
+    ) -> Result<ComparisonEvaluations, String> {
+        cpu_bound(|| crate::evaluations::comparison_evaluations(self, id, &dataset, &split))
+            .map_err(|e| e.to_string())
+    }
+
+    fn evaluate_comparison(
+        &self,
+        id: i64,
+        dataset: String,
+        split: String,
+    ) -> BoxFuture<'_, Result<ComparisonEvaluations, String>> {
+        Box::pin(async move {
+            crate::evaluations::evaluate_comparison(self, id, &dataset, &split)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn cancel_comparison(&self, id: i64) -> BoxFuture<'_, Result<bool, String>> {
+        Box::pin(async move {
+            let cancelled = crate::compare::cancel(self, id);
+            if cancelled {
+                self.comparisons.wait(id).await;
+            }
+            Ok(cancelled)
         })
     }
 }

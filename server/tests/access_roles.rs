@@ -44,6 +44,10 @@ fn mutating_routes() -> Vec<(Method, String)> {
         "/api/runs",
         "/api/runs/1/stop",
         "/api/runs/1/resume",
+        "/api/runs/1/evaluate",
+        "/api/compare/1/evaluate",
+        "/api/compare/1/cancel",
+        "/api/chat/1/cancel",
         "/api/uploads/datasets",
         "/no/such/route",
     ]
@@ -57,7 +61,14 @@ fn mutating_routes() -> Vec<(Method, String)> {
         .map(|(path, _method)| path.to_string())
         .collect();
     // The pages' own: if this fails, server functions are no longer found.
-    for known in ["/fn/runs/create", "/fn/runs/stop", "/fn/runs/resume"] {
+    for known in [
+        "/fn/runs/create",
+        "/fn/runs/stop",
+        "/fn/runs/resume",
+        "/fn/runs/evaluate",
+        "/fn/compare/evaluate",
+        "/fn/compare/cancel",
+    ] {
         assert!(
             server_fns.iter().any(|p| p == known),
             "{known} not in {server_fns:?}"

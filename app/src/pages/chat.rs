@@ -1,6 +1,7 @@
 //! Chat with one adapter: `/chat` starts a conversation, `/chat/:id` holds
 //! it. Without JavaScript a message posts and the page comes back with the
-//! whole reply; `/assets/compare.js` streams the reply instead.
+//! whole reply; `/assets/compare.js` streams the reply instead, with a
+//! Stop button that keeps what came so far.
 
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
@@ -128,8 +129,11 @@ fn Conversation(chat: ChatView) -> impl IntoView {
         .iter()
         .map(|m| {
             view! {
-                <div class=format!("message {}", m.role)>
-                    <div class="role muted">{m.role.clone()}</div>
+                <div class=format!("message {}", m.role) class:cancelled=m.cancelled>
+                    <div class="role muted">
+                        {m.role.clone()}
+                        {m.cancelled.then(|| view! { <span class="stopped">" · stopped"</span> })}
+                    </div>
                     <pre class="content">{m.content.clone()}</pre>
                 </div>
             }
@@ -145,7 +149,12 @@ fn Conversation(chat: ChatView) -> impl IntoView {
                 <span>"Message"</span>
                 <textarea name="message" id="chat-input" rows="3" required></textarea>
             </label>
-            <button type="submit" class="primary" id="chat-send">"Send"</button>
+            <div class="actions">
+                <button type="submit" class="primary" id="chat-send">"Send"</button>
+                // Shown by compare.js while a reply streams: a page without
+                // JavaScript waits for the whole reply instead.
+                <button type="button" class="danger" id="chat-stop" hidden>"Stop"</button>
+            </div>
         </form>
     }
 }

@@ -3,14 +3,19 @@
 //! (`/compare/:id/vote`). Without JavaScript the form post waits for every
 //! output and the page shows them finished; `/assets/compare.js` instead
 //! posts to the JSON API and streams the outputs into their columns.
+//! A saved comparison also shows each column's loss and perplexity on a
+//! chosen dataset split (`/compare/:id?dataset=NAME&split=valid`), and a
+//! running one has a Stop button.
 
 use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
+use serde::{Deserialize, Serialize};
 
 use crate::compare_dto::{
-    AdapterChoice, Ballot, ColumnView, CompareChoices, ComparisonView, ImportAdapterForm,
-    NewComparisonForm, PromptView,
+    AdapterChoice, Ballot, ColumnView, CompareChoices, ComparisonEvaluations, ComparisonView,
+    ImportAdapterForm, NewComparisonForm, PromptView,
 };
+use crate::dto::DatasetSummary;
 use crate::layout::Page;
 use crate::pages::{format_optional, posted_error, ErrorBox};
 
@@ -63,6 +68,84 @@ pub async fn cast_vote(id: i64, prompt: usize, output: i64) -> Result<(), Server
         backend.redirect(&format!("/compare/{id}?voted=1"));
     }
     Ok(())
+}
+
+/// What the comparison page's loss section needs: the datasets to pick
+/// from, and each column's stored loss on the chosen one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluationChoices {
+    pub datasets: Vec<DatasetSummary>,
+    pub evaluations: Option<ComparisonEvaluations>,
+}
+
+#[server(prefix = "/fn", endpoint = "compare/evaluations")]
+pub async fn load_comparison_evaluations(
+    id: i64,
+    dataset: Option<String>,
+    split: Option<String>,
+) -> Result<EvaluationChoices, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    let datasets = backend.list_datasets().map_err(ServerFnError::new)?;
+    let evaluations = match dataset.filter(|d| !d.trim().is_empty()) {
+        Some(dataset) => Some(
+            backend
+                .comparison_evaluations(id, dataset, split.unwrap_or_else(|| "valid".into()))
+                .map_err(ServerFnError::new)?,
+        ),
+        None => None,
+    };
+    Ok(EvaluationChoices {
+        datasets,
+        evaluations,
+    })
+}
+
+/// Evaluates every column on a dataset split (through the inference worker
+/// that keeps the base loaded), then shows the comparison with the losses.
+/// A plain form post: it waits for the numbers.
+#[server(prefix = "/fn", endpoint = "compare/evaluate")]
+pub async fn evaluate_comparison(
+    id: i64,
+    dataset: String,
+    split: String,
+) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    let result = backend
+        .evaluate_comparison(id, dataset, split)
+        .await
+        .map_err(ServerFnError::new)?;
+    backend.redirect(&format!(
+        "/compare/{id}?dataset={}&split={}#losses",
+        query_escape(&result.dataset),
+        query_escape(&result.split)
+    ));
+    Ok(())
+}
+
+/// Stops a comparison being generated: the output in progress keeps its
+/// text, the rest are not generated.
+#[server(prefix = "/fn", endpoint = "compare/cancel")]
+pub async fn cancel_comparison(id: i64) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend
+        .cancel_comparison(id)
+        .await
+        .map_err(ServerFnError::new)?;
+    backend.redirect(&format!("/compare/{id}"));
+    Ok(())
+}
+
+/// Percent-encodes a query value (dataset names may hold spaces).
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[server(prefix = "/fn", endpoint = "compare/import")]
@@ -295,6 +378,18 @@ pub fn ComparisonPage() -> impl IntoView {
             }
         },
     );
+    let (dataset, split) = use_query_map().with_untracked(|q| (q.get("dataset"), q.get("split")));
+    let choices = Resource::new_blocking(
+        move || (id, dataset.clone(), split.clone()),
+        |(id, dataset, split)| async move {
+            match id {
+                Some(id) => load_comparison_evaluations(id, dataset, split)
+                    .await
+                    .map(Some),
+                None => Ok(None),
+            }
+        },
+    );
     let error = posted_error();
     let voted = use_query_map().with_untracked(|q| q.get("voted").is_some());
     view! {
@@ -303,8 +398,18 @@ pub fn ComparisonPage() -> impl IntoView {
             {voted.then(|| view! { <p class="notice" id="voted">"Thanks, your votes are in."</p> })}
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                 {move || Suspend::new(async move {
+                    // A dataset that cannot be evaluated (deleted, renamed)
+                    // should not hide the comparison itself.
+                    let (choices, choices_error) = match choices.await {
+                        Ok(choices) => (choices, None),
+                        Err(error) => (None, Some(crate::pages::server_error_text(&error.to_string()))),
+                    };
                     match detail.await {
-                        Ok(Some(comparison)) => view! { <ComparisonBody comparison /> }.into_any(),
+                        Ok(Some(comparison)) => view! {
+                            <ErrorBox message=choices_error />
+                            <ComparisonBody comparison choices />
+                        }
+                        .into_any(),
                         Ok(None) => view! { <h1>"No such comparison"</h1> }.into_any(),
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load the comparison: {error}")}</p>
@@ -322,7 +427,17 @@ fn percent(value: Option<f64>) -> String {
 }
 
 #[component]
-fn ColumnsTable(columns: Vec<ColumnView>) -> impl IntoView {
+fn ColumnsTable(
+    columns: Vec<ColumnView>,
+    evaluations: Option<ComparisonEvaluations>,
+) -> impl IntoView {
+    let eval_head = evaluations.as_ref().map(|e| {
+        let on = format!("{} · {}", e.dataset, e.split);
+        view! {
+            <th class="num">{format!("Loss ({on})")}</th>
+            <th class="num">{format!("Ppl ({on})")}</th>
+        }
+    });
     let rows = columns
         .into_iter()
         .map(|c| {
@@ -330,9 +445,24 @@ fn ColumnsTable(columns: Vec<ColumnView>) -> impl IntoView {
                 Some(run) => view! { <a href=format!("/runs/{run}")>{c.label.clone()}</a> }.into_any(),
                 None => view! { <span>{c.label.clone()}</span> }.into_any(),
             };
+            let eval_cells = evaluations.as_ref().map(|e| {
+                let found = e.columns.get(c.position).cloned().flatten();
+                let title = found.as_ref().map(|f| {
+                    format!("{}: {} tokens in {} batches, {}", f.label, f.tokens, f.batches, f.created_at)
+                });
+                view! {
+                    <td class="num" data-column-eval-loss=c.position title=title.clone()>
+                        {format_optional(found.as_ref().map(|f| f.loss), 4)}
+                    </td>
+                    <td class="num" data-column-eval-ppl=c.position title=title>
+                        {format_optional(found.as_ref().map(|f| f.perplexity), 3)}
+                    </td>
+                }
+            });
             view! {
                 <tr data-column=c.position>
                     <td>{label}</td>
+                    {eval_cells}
                     <td class="num">{format_optional(c.val_loss, 3)}</td>
                     <td class="num">{format_optional(c.val_perplexity, 2)}</td>
                     <td class="num">{format_optional(c.test_loss, 3)}</td>
@@ -349,6 +479,7 @@ fn ColumnsTable(columns: Vec<ColumnView>) -> impl IntoView {
             <thead>
                 <tr>
                     <th>"Column"</th>
+                    {eval_head}
                     <th class="num">"Val loss"</th>
                     <th class="num">"Val ppl"</th>
                     <th class="num">"Test loss"</th>
@@ -372,6 +503,9 @@ fn PromptBlock(prompt: PromptView, labels: Vec<String>) -> impl IntoView {
         .map(|output| {
             let label = labels.get(output.column).cloned().unwrap_or_default();
             let figures = match (output.generated_tokens, output.tokens_per_sec) {
+                (Some(0), _) if output.status == "cancelled" => {
+                    "stopped before it started".to_string()
+                }
                 (Some(tokens), Some(speed)) => format!(
                     "{tokens} token{} · {speed:.1} tok/s · {}",
                     if tokens == 1 { "" } else { "s" },
@@ -411,8 +545,50 @@ fn PromptBlock(prompt: PromptView, labels: Vec<String>) -> impl IntoView {
     }
 }
 
+/// Picks a dataset split to compute each column's loss on (a plain form).
 #[component]
-fn ComparisonBody(comparison: ComparisonView) -> impl IntoView {
+fn EvaluateForm(id: i64, choices: EvaluationChoices) -> impl IntoView {
+    let chosen = choices.evaluations.as_ref().map(|e| e.dataset.clone());
+    let chosen_split = choices
+        .evaluations
+        .as_ref()
+        .map_or_else(|| "valid".to_string(), |e| e.split.clone());
+    let options = choices
+        .datasets
+        .iter()
+        .map(|d| {
+            let selected = chosen.as_deref() == Some(d.name.as_str());
+            let label = format!(
+                "{} ({} train / {} valid / {} test)",
+                d.name, d.train_count, d.valid_count, d.test_count
+            );
+            view! { <option value=d.name.clone() selected=selected>{label}</option> }
+        })
+        .collect_view();
+    let splits = ["valid", "test", "train"]
+        .into_iter()
+        .map(|split| {
+            view! { <option value=split selected=chosen_split == split>{split}</option> }
+        })
+        .collect_view();
+    view! {
+        <form method="post" action="/fn/compare/evaluate" class="inline-form" id="evaluate-form">
+            <input type="hidden" name="id" value=id />
+            <label>
+                <span>"Dataset"</span>
+                <select name="dataset" id="evaluate-dataset">{options}</select>
+            </label>
+            <label>
+                <span>"Split"</span>
+                <select name="split" id="evaluate-split">{splits}</select>
+            </label>
+            <button type="submit" id="evaluate-columns">"Loss and perplexity per column"</button>
+        </form>
+    }
+}
+
+#[component]
+fn ComparisonBody(comparison: ComparisonView, choices: Option<EvaluationChoices>) -> impl IntoView {
     let id = comparison.id;
     let live = comparison
         .is_running()
@@ -433,15 +609,25 @@ fn ComparisonBody(comparison: ComparisonView) -> impl IntoView {
         .into_iter()
         .map(|prompt| view! { <PromptBlock prompt labels=labels.clone() /> })
         .collect_view();
-    let can_vote = !comparison.is_running()
-        && comparison.columns.len() > 1
-        && crate::role::current_role().can_mutate();
+    let can_mutate = crate::role::current_role().can_mutate();
+    let can_vote = !comparison.is_running() && comparison.columns.len() > 1 && can_mutate;
+    let can_stop = comparison.is_running() && can_mutate;
+    let evaluations = choices.as_ref().and_then(|c| c.evaluations.clone());
+    let evaluate_form = choices
+        .filter(|_| can_mutate)
+        .map(|choices| view! { <EvaluateForm id choices /> });
     view! {
         <div class="toolbar" data-live-compare=live>
             <h1>{format!("Comparison #{id}")}</h1>
             <span class=format!("status {}", comparison.status) id="compare-status">{comparison.status.clone()}</span>
             <span class="spacer"></span>
             <div class="actions">
+                {can_stop.then(|| view! {
+                    <form method="post" action="/fn/compare/cancel" id="compare-stop-form">
+                        <input type="hidden" name="id" value=id />
+                        <button type="submit" class="danger" id="compare-stop">"Stop"</button>
+                    </form>
+                })}
                 {can_vote.then(|| view! {
                     <a class="button primary" id="vote-link" href=format!("/compare/{id}/vote?prompt=0")>"Blind vote"</a>
                 })}
@@ -450,9 +636,10 @@ fn ComparisonBody(comparison: ComparisonView) -> impl IntoView {
         </div>
         {comparison.failure.clone().map(|f| view! { <div class="error-box" id="compare-failure">{f}</div> })}
         <p class="muted">{format!("{} on {}, {}; {settings}", labels.join(" vs "), comparison.model, source)}</p>
-        <div class="panel">
-            <ColumnsTable columns=comparison.columns.clone() />
+        <div class="panel" id="losses">
+            <ColumnsTable columns=comparison.columns.clone() evaluations />
             <p class="muted" id="vote-count">{format!("{} blind votes", comparison.votes)}</p>
+            {evaluate_form}
         </div>
         {prompts}
     }

@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::chart::{LineChart, Series};
+use crate::compare_dto::RunEvaluations;
 use crate::dto::{RunDetail, TrainPoint};
 use crate::layout::Page;
 use crate::pages::{format_duration, format_optional, posted_error, ErrorBox};
@@ -30,6 +31,26 @@ pub async fn resume_run(id: i64) -> Result<(), ServerFnError> {
     Ok(())
 }
 
+#[server(prefix = "/fn", endpoint = "runs/evaluations")]
+pub async fn load_run_evaluations(id: i64) -> Result<Option<RunEvaluations>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.run_evaluations(id).map_err(ServerFnError::new)
+}
+
+/// Evaluates the run's best checkpoint on `split` of its dataset (default
+/// test) and comes back to the run page, which lists the result. A plain
+/// form post: it waits for the number.
+#[server(prefix = "/fn", endpoint = "runs/evaluate")]
+pub async fn evaluate_run(id: i64, split: Option<String>) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend
+        .evaluate_run(id, split, None)
+        .await
+        .map_err(ServerFnError::new)?;
+    backend.redirect(&format!("/runs/{id}#evaluations"));
+    Ok(())
+}
+
 #[server(prefix = "/fn", endpoint = "runs/delete")]
 pub async fn delete_run(id: i64) -> Result<(), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
@@ -51,14 +72,24 @@ pub fn RunPage() -> impl IntoView {
             }
         },
     );
+    let evaluations = Resource::new_blocking(
+        move || id,
+        |id| async move {
+            match id {
+                Some(id) => load_run_evaluations(id).await,
+                None => Ok(None),
+            }
+        },
+    );
     let error = posted_error();
     view! {
         <Page current="/">
             <ErrorBox message=error />
             <Suspense fallback=|| view! { <p class="muted">"Loading run..."</p> }>
                 {move || Suspend::new(async move {
+                    let evaluations = evaluations.await;
                     match detail.await {
-                        Ok(Some(detail)) => view! { <RunView detail /> }.into_any(),
+                        Ok(Some(detail)) => view! { <RunView detail evaluations /> }.into_any(),
                         Ok(None) => view! {
                             <h1>"No such run"</h1>
                             <p class="muted">"It may have been deleted."</p>
@@ -144,7 +175,10 @@ fn Stat(label: &'static str, key: &'static str, value: String) -> impl IntoView 
 }
 
 #[component]
-fn RunView(detail: RunDetail) -> impl IntoView {
+fn RunView(
+    detail: RunDetail,
+    evaluations: Result<Option<RunEvaluations>, ServerFnError>,
+) -> impl IntoView {
     let summary = detail.summary.clone();
     let id = summary.id;
     let last = detail.train.last().cloned();
@@ -272,6 +306,17 @@ fn RunView(detail: RunDetail) -> impl IntoView {
                 </table>
             </div>
         </div>
+        {match evaluations {
+            Ok(Some(evaluations)) => view! {
+                <EvaluationSection evaluations active=summary.is_active() can_mutate />
+            }
+            .into_any(),
+            Ok(None) => ().into_any(),
+            Err(error) => view! {
+                <p class="error-box">{format!("Could not load the evaluations: {error}")}</p>
+            }
+            .into_any(),
+        }}
         <h2>"Log"</h2>
         <pre class="log" id="log">{log}</pre>
         <h2>"Configuration"</h2>
@@ -287,6 +332,120 @@ fn RunView(detail: RunDetail) -> impl IntoView {
                 </form>
             </details>
         })}
+    }
+}
+
+/// A button that evaluates the run on one split (a plain form post).
+fn evaluate_form(
+    id: i64,
+    split: &'static str,
+    label: &'static str,
+    primary: bool,
+) -> impl IntoView {
+    view! {
+        <form method="post" action="/fn/runs/evaluate">
+            <input type="hidden" name="id" value=id />
+            <input type="hidden" name="split" value=split />
+            <button type="submit" class:primary=primary id=format!("evaluate-{split}")>{label}</button>
+        </form>
+    }
+}
+
+/// "Evaluate on test split" and the evaluations stored for this run: the
+/// loss of its best checkpoint on a split of its dataset, computed by the
+/// inference worker as training's validation computes it.
+#[component]
+fn EvaluationSection(evaluations: RunEvaluations, active: bool, can_mutate: bool) -> impl IntoView {
+    let id = evaluations.run_id;
+    let dataset = evaluations
+        .dataset
+        .clone()
+        .unwrap_or_else(|| "(deleted)".into());
+    let has_test = evaluations.has_split("test");
+    let has_valid = evaluations.has_split("valid");
+    let ready = evaluations.has_checkpoint && !active && evaluations.dataset.is_some();
+    let note = if !evaluations.has_checkpoint {
+        Some("Nothing to evaluate before the first checkpoint.".to_string())
+    } else if active {
+        Some(
+            "Evaluate once the run has stopped or finished: the worker slot is busy training."
+                .to_string(),
+        )
+    } else if evaluations.dataset.is_none() {
+        Some("The run's dataset was deleted: nothing to evaluate on.".to_string())
+    } else {
+        None
+    };
+    let no_test = (evaluations.dataset.is_some() && !has_test).then(|| {
+        let offer = if has_valid {
+            " Evaluate on the valid split instead, or upload a test.jsonl with a new dataset."
+        } else {
+            ""
+        };
+        view! {
+            <p class="notice" id="no-test-split">
+                {format!("The run's dataset {dataset} has no test split.{offer}")}
+            </p>
+        }
+    });
+    let buttons = (can_mutate && ready).then(|| {
+        view! {
+            <div class="actions">
+                {has_test.then(|| evaluate_form(id, "test", "Evaluate on test split", true))}
+                {has_valid.then(|| evaluate_form(id, "valid", "Evaluate on valid split", !has_test))}
+            </div>
+        }
+    });
+    let rows = evaluations
+        .evaluations
+        .iter()
+        .map(|e| {
+            view! {
+                <tr data-evaluation=e.id data-split=e.split.clone()>
+                    <td><time datetime=e.created_at.clone()>{e.created_at.clone()}</time></td>
+                    <td class="num">{e.step.map_or_else(|| "–".to_string(), |s| s.to_string())}</td>
+                    <td>{format!("{} · {}", e.dataset, e.split)}</td>
+                    <td class="num" data-eval="loss">{format!("{:.4}", e.loss)}</td>
+                    <td class="num" data-eval="perplexity">{format!("{:.3}", e.perplexity)}</td>
+                    <td class="num" data-eval="tokens">{e.tokens}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let empty = evaluations.evaluations.is_empty();
+    view! {
+        <section class="panel" id="evaluations">
+            <div class="toolbar">
+                <h2>"Evaluations"</h2>
+                <span class="spacer"></span>
+                {buttons}
+            </div>
+            <p class="muted small">
+                "The best checkpoint's loss on a split of the run's dataset, with the run's own batches and masking (as its validation loss is computed); perplexity = exp(loss)."
+            </p>
+            {no_test}
+            {note.map(|note| view! { <p class="muted" id="evaluate-note">{note}</p> })}
+            {if empty {
+                view! { <p class="empty" id="evaluations-empty">"No evaluations yet."</p> }.into_any()
+            } else {
+                view! {
+                    <table id="evaluations-table">
+                        <thead>
+                            <tr>
+                                <th>"When"</th>
+                                <th class="num">"Step"</th>
+                                <th>"Dataset"</th>
+                                <th class="num">"Loss"</th>
+                                <th class="num">"Perplexity"</th>
+                                <th class="num">"Tokens"</th>
+                            </tr>
+                        </thead>
+                        <tbody>{rows}</tbody>
+                    </table>
+                }
+                .into_any()
+            }}
+        </section>
     }
 }
 

@@ -23,7 +23,7 @@ use crate::compare::{self, view, CompareRequest};
 use crate::inference::InferenceStats;
 use crate::state::{AppState, SharedState};
 
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -98,7 +98,7 @@ fn comparison_stream(
         let text = subscription.in_progress.get(&output.id);
         let status = match (output.status.as_str(), text) {
             ("pending", Some(_)) => "running",
-            (status, _) => status,
+            (status, _) => compare::output_status(status, output.finish_reason.as_deref()),
         };
         first.push((
             "output",
@@ -187,6 +187,36 @@ impl Cursor {
             }
         }
     }
+}
+
+/// `POST /api/compare/{id}/cancel`: stops a comparison being generated
+/// (the output in progress keeps its text); `{"cancelled": false}` when it
+/// was not running.
+pub async fn cancel(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    state.store.comparison(id)?.ok_or_else(|| not_found(id))?;
+    let cancelled = compare::cancel(&state, id);
+    if cancelled {
+        state.comparisons.wait(id).await;
+    }
+    Ok(Json(json!({ "cancelled": cancelled })))
+}
+
+/// `POST /api/chat/{id}/cancel`: stops the reply being generated; the
+/// stored reply keeps what came before. `{"cancelled": false}` when none was.
+pub async fn cancel_chat(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .store
+        .chat(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
+    Ok(Json(
+        json!({ "cancelled": crate::chat::cancel(&state, id) }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,8 +379,13 @@ fn chat_reply_stream(
     let (sender, receiver) = mpsc::unbounded_channel::<(&'static str, Value)>();
     tokio::spawn(async move {
         let pieces = sender.clone();
+        let inference = state.inference.clone();
         let mut on_text = move |piece: &str| {
-            let _ = pieces.send(("text", json!({ "text": piece })));
+            // The reader is gone (the page closed, the fetch aborted): stop
+            // generating for nobody; what came so far is stored.
+            if pieces.send(("text", json!({ "text": piece }))).is_err() {
+                inference.cancel(&crate::chat::cancel_key(id));
+            }
         };
         let outcome = crate::chat::send_message(&state, id, &request.content, &mut on_text).await;
         let last = match outcome {
@@ -360,6 +395,7 @@ fn chat_reply_stream(
                     "text": finished.text,
                     "generated_tokens": finished.generated_tokens,
                     "tokens_per_sec": finished.generation_tokens_per_sec,
+                    "finish_reason": finished.finish_reason,
                 }),
             ),
             Err(error) => ("error", json!({ "error": error.to_string() })),

@@ -5,6 +5,7 @@ mod catalog;
 pub(crate) mod compare;
 mod datasets;
 mod error;
+mod evaluations;
 mod events;
 mod metrics;
 pub(crate) mod runs;
@@ -46,11 +47,25 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/runs/{id}/metrics.json", get(metrics::json))
         .route("/api/runs/{id}/metrics.csv", get(metrics::csv))
         .route("/api/runs/{id}/events", get(events::run_stream))
+        .route("/api/runs/{id}/evaluate", post(evaluations::evaluate_run))
+        .route(
+            "/api/runs/{id}/evaluations",
+            get(evaluations::run_evaluations),
+        )
         .route("/api/compare", get(compare::list).post(compare::create))
         .route("/api/compare/{id}", get(compare::show))
         .route("/api/compare/{id}/events", get(compare::events))
         .route("/api/compare/{id}/ballot", get(compare::ballot))
         .route("/api/compare/{id}/votes", post(compare::vote))
+        .route("/api/compare/{id}/cancel", post(compare::cancel))
+        .route(
+            "/api/compare/{id}/evaluate",
+            post(evaluations::evaluate_comparison),
+        )
+        .route(
+            "/api/compare/{id}/evaluations",
+            get(evaluations::comparison_evaluations),
+        )
         .route(
             "/api/compare/adapters",
             get(compare::list_adapters).post(compare::import_adapter),
@@ -59,4 +74,5 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/chat", post(compare::create_chat))
         .route("/api/chat/{id}", get(compare::show_chat))
         .route("/api/chat/{id}/messages", post(compare::send_chat_message))
+        .route("/api/chat/{id}/cancel", post(compare::cancel_chat))
 }

@@ -2,7 +2,10 @@
 //! (prompt, column); a task then generates the outputs through the
 //! inference worker, column by column (so the worker swaps adapters once
 //! per column, not once per output), storing each as it finishes and
-//! streaming its text to listeners through the [`ComparisonHub`].
+//! streaming its text to listeners through the [`ComparisonHub`]. A
+//! comparison can be cancelled ([`cancel`]): the output being generated
+//! stops between two tokens and keeps its text, the pending ones are not
+//! generated; all are stored with the finish reason `cancelled`.
 
 pub mod adapters;
 pub mod request;
@@ -15,12 +18,34 @@ use engine::protocol::{GenerationSettings, InferencePrompt};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
-use crate::inference::{Inference, InferenceError};
+use crate::inference::{CancelToken, Inference, InferenceError};
 use crate::state::AppState;
 use crate::store::{OutputResult, Store};
 
 pub use adapters::{adapter_choices, import_adapter, resolve_adapter, ResolvedAdapter};
 pub use request::CompareRequest;
+
+/// The finish reason of an output a cancel stopped (or kept from starting).
+pub const CANCELLED: &str = "cancelled";
+
+/// An output's status as pages and the API show it: a stored `done`
+/// output that a cancel cut short reads `cancelled`.
+pub fn output_status<'a>(status: &'a str, finish_reason: Option<&str>) -> &'a str {
+    if status == "done" && finish_reason == Some(CANCELLED) {
+        CANCELLED
+    } else {
+        status
+    }
+}
+
+fn cancel_key(id: i64) -> String {
+    format!("compare:{id}")
+}
+
+/// Stops comparison `id` if it is being generated here; false otherwise.
+pub fn cancel(state: &AppState, id: i64) -> bool {
+    state.inference.cancel(&cancel_key(id))
+}
 
 /// One message to a comparison's live listeners (an SSE event).
 #[derive(Debug, Clone, PartialEq)]
@@ -184,13 +209,16 @@ pub fn start(state: &AppState, id: i64) {
     if !state.comparisons.begin(id) {
         return;
     }
+    let cancellable = state.inference.cancellable(&cancel_key(id));
     let state = Runner {
         store: state.store.clone(),
         inference: state.inference.clone(),
         comparisons: state.comparisons.clone(),
     };
     tokio::spawn(async move {
-        let (status, failure) = match generate_all(&state, id).await {
+        let outcome = generate_all(&state, id, cancellable.token()).await;
+        drop(cancellable);
+        let (status, failure) = match outcome {
             Ok(()) => ("done".to_string(), None),
             Err(reason) => ("failed".to_string(), Some(reason)),
         };
@@ -220,7 +248,7 @@ pub fn resume_unfinished(state: &AppState) {
 /// Generates every pending output. An error is a reason that ends the
 /// whole comparison (no slot, unreadable record); a failed output is
 /// stored as such and the others go on.
-async fn generate_all(state: &Runner, id: i64) -> Result<(), String> {
+async fn generate_all(state: &Runner, id: i64, cancel: CancelToken) -> Result<(), String> {
     let record = state
         .store
         .comparison(id)
@@ -235,6 +263,12 @@ async fn generate_all(state: &Runner, id: i64) -> Result<(), String> {
         .collect();
     pending.sort_by_key(|o| (o.column_index, o.prompt_index));
     for (done, output) in pending.iter().enumerate() {
+        if cancel.is_cancelled() {
+            for rest in &pending[done..] {
+                cancel_output(state, id, rest.id, rest.column_index, rest.prompt_index);
+            }
+            return Ok(());
+        }
         let prompt = record
             .prompts
             .get(output.prompt_index)
@@ -254,12 +288,13 @@ async fn generate_all(state: &Runner, id: i64) -> Result<(), String> {
         let output_id = output.id;
         let result = state
             .inference
-            .generate(
+            .generate_cancellable(
                 &record.model_location,
                 column.adapter_path.as_deref(),
                 prompt,
                 settings.clone(),
                 &mut |piece: &str| hub.append(id, output_id, piece),
+                Some(cancel.clone()),
             )
             .await;
         match result {
@@ -281,7 +316,7 @@ async fn generate_all(state: &Runner, id: i64) -> Result<(), String> {
                         "output": output.id,
                         "column": output.column_index,
                         "prompt": output.prompt_index,
-                        "status": "done",
+                        "status": output_status("done", Some(&finished.finish_reason)),
                         "text": finished.text,
                         "generated_tokens": finished.generated_tokens,
                         "finish_reason": finished.finish_reason,
@@ -299,6 +334,33 @@ async fn generate_all(state: &Runner, id: i64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Stores an output that a cancel kept from being generated.
+fn cancel_output(state: &Runner, comparison: i64, output: i64, column: usize, prompt: usize) {
+    let stored = OutputResult {
+        text: String::new(),
+        prompt_tokens: 0,
+        generated_tokens: 0,
+        finish_reason: CANCELLED.into(),
+        generation_tokens_per_sec: 0.0,
+    };
+    if let Err(error) = state.store.finish_output(output, &stored) {
+        tracing::error!(%error, output, "storing a cancelled output");
+    }
+    state.comparisons.end_output(
+        comparison,
+        output,
+        json!({
+            "output": output,
+            "column": column,
+            "prompt": prompt,
+            "status": CANCELLED,
+            "text": "",
+            "generated_tokens": 0,
+            "finish_reason": CANCELLED,
+        }),
+    );
 }
 
 fn fail_output(state: &Runner, comparison: i64, output: i64, reason: &str) {

@@ -74,7 +74,7 @@ pub fn comparison_view(record: &ComparisonRecord) -> ComparisonView {
                 .map(|o| OutputView {
                     id: o.id,
                     column: o.column_index,
-                    status: o.status.clone(),
+                    status: super::output_status(&o.status, o.finish_reason.as_deref()).to_string(),
                     text: o.text.clone(),
                     error: o.error.clone(),
                     generated_tokens: o.generated_tokens.map(|n| n.max(0) as u64),
@@ -107,6 +107,8 @@ pub fn ballot(record: &ComparisonRecord, prompt: usize, shuffle_seed: u64) -> Op
         .outputs
         .iter()
         .filter(|o| o.prompt_index == prompt && o.status == "done")
+        // A cut-short output would lose on length, not on merit.
+        .filter(|o| o.finish_reason.as_deref() != Some(super::CANCELLED))
         .collect();
     let mut rng = engine::data::batching::SplitMix64::new(shuffle_seed);
     rng.shuffle(&mut outputs);

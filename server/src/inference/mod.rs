@@ -1,7 +1,8 @@
 //! The inference worker's manager: starts `loralab inference-worker` on the
 //! first request, keeps it (and its loaded base model) between requests,
-//! sends generations one at a time, and stops it after an idle period or
-//! when a queued training needs its slot.
+//! sends generations and evaluations one at a time, relays cancels to the
+//! request in flight, and stops it after an idle period or when a queued
+//! training needs its slot.
 //!
 //! Memory budget: the worker holds a whole base model, as a training
 //! worker does, so it takes one of the supervisor's `max_concurrent` slots
@@ -11,7 +12,7 @@
 
 pub mod worker;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +24,7 @@ use engine::protocol::{GenerationSettings, InferenceCommand, InferenceEvent, Inf
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::sync::watch;
 
 use crate::supervisor::Supervisor;
 
@@ -65,6 +67,7 @@ pub struct InferenceStats {
     pub base_loads: u64,
     pub adapter_loads: u64,
     pub generations: u64,
+    pub evaluations: u64,
 }
 
 /// A finished generation.
@@ -77,6 +80,108 @@ pub struct Finished {
     pub prompt_tokens_per_sec: f64,
     pub generation_tokens_per_sec: f64,
     pub seconds: f64,
+}
+
+/// An evaluation to run: an adapter (or none) on one split of a dataset,
+/// read and batched with a run's settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalJob {
+    /// An mlx-lm adapter folder; `None` for the bare base.
+    pub adapter: Option<String>,
+    /// A checkpoint's weights file used in place of the folder's own.
+    pub adapter_weights: Option<String>,
+    /// The dataset folder (or single JSONL file).
+    pub dataset: String,
+    /// `train`, `valid` or `test`.
+    pub split: String,
+    pub max_seq_length: usize,
+    pub batch_size: usize,
+    pub mask_prompt: bool,
+    pub split_fraction: f64,
+    pub seed: u64,
+    /// Batches from the first; -1 for all.
+    pub limit: i64,
+}
+
+/// A finished evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Evaluated {
+    pub loss: f64,
+    pub perplexity: f64,
+    pub tokens: usize,
+    pub batches: usize,
+    pub seconds: f64,
+}
+
+/// Asked by a request between tokens or batches: once it reads true, the
+/// worker is told to stop that request.
+#[derive(Debug, Clone)]
+pub struct CancelToken(watch::Receiver<bool>);
+
+impl CancelToken {
+    pub fn is_cancelled(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once cancelled; never when the token can no longer be.
+    async fn cancelled(&mut self) {
+        if self.0.wait_for(|cancelled| *cancelled).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A cancellable piece of work under a key (`chat:7`, `compare:3`): while
+/// it lives, [`Inference::cancel`] with the key reaches its token.
+pub struct Cancellable {
+    inner: Arc<Inner>,
+    key: String,
+    token: CancelToken,
+}
+
+impl Cancellable {
+    pub fn token(&self) -> CancelToken {
+        self.token.clone()
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+impl Drop for Cancellable {
+    fn drop(&mut self) {
+        let mut cancels = lock(&self.inner.cancels);
+        // A newer registration under the same key keeps its own entry.
+        if cancels
+            .get(&self.key)
+            .is_some_and(|sender| sender.subscribe().same_channel(&self.token.0))
+        {
+            cancels.remove(&self.key);
+        }
+    }
+}
+
+/// What a request produces on its way.
+enum Update<'a> {
+    Text(&'a str),
+    Progress { batches: usize, total: usize },
+}
+
+/// What a request ends with.
+enum Outcome {
+    Finished(Finished),
+    Evaluated(Evaluated),
+}
+
+/// What a request asks the worker to do.
+enum Job {
+    Generate {
+        adapter: Option<String>,
+        prompt: InferencePrompt,
+        settings: GenerationSettings,
+    },
+    Evaluate(EvalJob),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +210,8 @@ struct Inner {
     next_request: AtomicU64,
     /// A queued training asked for the slot.
     preempt: AtomicBool,
+    /// Work that can be cancelled now, by key.
+    cancels: Mutex<HashMap<String, watch::Sender<bool>>>,
 }
 
 struct Worker {
@@ -129,6 +236,7 @@ impl Inference {
                 last_used: Mutex::new(Instant::now()),
                 next_request: AtomicU64::new(1),
                 preempt: AtomicBool::new(false),
+                cancels: Mutex::new(HashMap::new()),
             }),
         };
         tokio::spawn(watch(inference.inner.clone()));
@@ -137,6 +245,30 @@ impl Inference {
 
     pub fn stats(&self) -> InferenceStats {
         lock(&self.inner.stats).clone()
+    }
+
+    /// Registers work under `key` that [`Self::cancel`] can stop, until
+    /// the returned guard is dropped. A second registration under the same
+    /// key takes the key over.
+    pub fn cancellable(&self, key: &str) -> Cancellable {
+        let (sender, receiver) = watch::channel(false);
+        lock(&self.inner.cancels).insert(key.to_string(), sender);
+        Cancellable {
+            inner: self.inner.clone(),
+            key: key.to_string(),
+            token: CancelToken(receiver),
+        }
+    }
+
+    /// Cancels the work registered under `key`; false when there is none.
+    pub fn cancel(&self, key: &str) -> bool {
+        match lock(&self.inner.cancels).get(key) {
+            Some(sender) => {
+                sender.send_replace(true);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Generates with the base model at `model` (a GGUF file or an HF
@@ -150,6 +282,73 @@ impl Inference {
         settings: GenerationSettings,
         on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Finished, InferenceError> {
+        self.generate_cancellable(model, adapter, prompt, settings, on_text, None)
+            .await
+    }
+
+    /// [`Self::generate`] that stops between two tokens once `cancel`
+    /// fires: the result then has what was generated, with finish reason
+    /// `cancelled`.
+    pub async fn generate_cancellable(
+        &self,
+        model: &str,
+        adapter: Option<&str>,
+        prompt: InferencePrompt,
+        settings: GenerationSettings,
+        on_text: &mut (dyn FnMut(&str) + Send),
+        cancel: Option<CancelToken>,
+    ) -> Result<Finished, InferenceError> {
+        let job = Job::Generate {
+            adapter: adapter.map(str::to_string),
+            prompt,
+            settings,
+        };
+        let mut on_update = |update: Update<'_>| {
+            if let Update::Text(text) = update {
+                on_text(text);
+            }
+        };
+        match self.run(model, job, &mut on_update, cancel).await? {
+            Outcome::Finished(finished) => Ok(finished),
+            Outcome::Evaluated(_) => Err(InferenceError::Failed(
+                "the inference worker answered a generation with an evaluation".into(),
+            )),
+        }
+    }
+
+    /// Evaluates `job` on the base model at `model`, calling `on_progress`
+    /// with (batches done, batches in all) after each batch.
+    pub async fn evaluate(
+        &self,
+        model: &str,
+        job: EvalJob,
+        on_progress: &mut (dyn FnMut(usize, usize) + Send),
+        cancel: Option<CancelToken>,
+    ) -> Result<Evaluated, InferenceError> {
+        let mut on_update = |update: Update<'_>| {
+            if let Update::Progress { batches, total } = update {
+                on_progress(batches, total);
+            }
+        };
+        match self
+            .run(model, Job::Evaluate(job), &mut on_update, cancel)
+            .await?
+        {
+            Outcome::Evaluated(evaluated) => Ok(evaluated),
+            Outcome::Finished(_) => Err(InferenceError::Failed(
+                "the inference worker answered an evaluation with a generation".into(),
+            )),
+        }
+    }
+
+    /// Runs one request on the worker, starting it when none runs.
+    async fn run(
+        &self,
+        model: &str,
+        job: Job,
+        on_update: &mut (dyn FnMut(Update<'_>) + Send),
+        cancel: Option<CancelToken>,
+    ) -> Result<Outcome, InferenceError> {
         let inner = &self.inner;
         let mut guard = inner.worker.lock().await;
         *lock(&inner.last_used) = Instant::now();
@@ -176,13 +375,15 @@ impl Inference {
         }
         let outcome = {
             let worker = guard.as_mut().expect("started above");
-            request(inner, worker, model, adapter, prompt, settings, on_text).await
+            request(inner, worker, model, job, on_update, cancel).await
         };
         *lock(&inner.last_used) = Instant::now();
         match outcome {
             Ok(result) => {
-                if result.is_ok() {
-                    lock(&inner.stats).generations += 1;
+                match &result {
+                    Ok(Outcome::Finished(_)) => lock(&inner.stats).generations += 1,
+                    Ok(Outcome::Evaluated(_)) => lock(&inner.stats).evaluations += 1,
+                    Err(_) => {}
                 }
                 result
             }
@@ -224,11 +425,10 @@ async fn request(
     inner: &Inner,
     worker: &mut Worker,
     model: &str,
-    adapter: Option<&str>,
-    prompt: InferencePrompt,
-    settings: GenerationSettings,
-    on_text: &mut (dyn FnMut(&str) + Send),
-) -> Result<Result<Finished, InferenceError>> {
+    job: Job,
+    on_update: &mut (dyn FnMut(Update<'_>) + Send),
+    mut cancel: Option<CancelToken>,
+) -> Result<Result<Outcome, InferenceError>> {
     if worker.model.as_deref() != Some(model) {
         send(
             &mut worker.stdin,
@@ -260,18 +460,51 @@ async fn request(
         }
     }
     let id = inner.next_request.fetch_add(1, Ordering::SeqCst);
-    send(
-        &mut worker.stdin,
-        &InferenceCommand::Generate {
+    let command = match job {
+        Job::Generate {
+            adapter,
+            prompt,
+            settings,
+        } => InferenceCommand::Generate {
             request: id,
-            adapter: adapter.map(str::to_string),
+            adapter,
             prompt,
             settings,
         },
-    )
-    .await?;
+        Job::Evaluate(job) => InferenceCommand::Evaluate {
+            request: id,
+            adapter: job.adapter,
+            adapter_weights: job.adapter_weights,
+            dataset: job.dataset,
+            split: job.split,
+            max_seq_length: job.max_seq_length,
+            batch_size: job.batch_size,
+            mask_prompt: job.mask_prompt,
+            limit: job.limit,
+            split_fraction: job.split_fraction,
+            seed: job.seed,
+        },
+    };
+    send(&mut worker.stdin, &command).await?;
+    let mut cancel_sent = false;
+    let mut adapter_set = false;
     loop {
-        match next_event(worker).await? {
+        let event = tokio::select! {
+            event = next_event(worker) => event?,
+            () = async {
+                match cancel.as_mut() {
+                    Some(token) => token.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            }, if !cancel_sent => {
+                // The worker reads its input while it works; it stops at
+                // the next token or batch and answers as usual.
+                send(&mut worker.stdin, &InferenceCommand::Cancel { request: id }).await?;
+                cancel_sent = true;
+                continue;
+            }
+        };
+        match event {
             InferenceEvent::AdapterSet {
                 request,
                 adapter,
@@ -282,8 +515,16 @@ async fn request(
                 stats.adapter_loads += adapter_loads.saturating_sub(worker.adapter_loads_seen);
                 worker.adapter_loads_seen = adapter_loads;
                 stats.adapter = adapter;
+                adapter_set = true;
             }
-            InferenceEvent::Text { request, text } if request == id => on_text(&text),
+            InferenceEvent::Text { request, text } if request == id => {
+                on_update(Update::Text(&text))
+            }
+            InferenceEvent::EvalProgress {
+                request,
+                batches,
+                total,
+            } if request == id => on_update(Update::Progress { batches, total }),
             InferenceEvent::Finished {
                 request,
                 text,
@@ -294,7 +535,7 @@ async fn request(
                 generation_tokens_per_sec,
                 seconds,
             } if request == id => {
-                return Ok(Ok(Finished {
+                return Ok(Ok(Outcome::Finished(Finished {
                     text,
                     prompt_tokens,
                     generated_tokens,
@@ -302,11 +543,30 @@ async fn request(
                     prompt_tokens_per_sec,
                     generation_tokens_per_sec,
                     seconds,
-                }))
+                })))
+            }
+            InferenceEvent::Evaluated {
+                request,
+                loss,
+                perplexity,
+                tokens,
+                batches,
+                seconds,
+            } if request == id => {
+                return Ok(Ok(Outcome::Evaluated(Evaluated {
+                    loss,
+                    perplexity,
+                    tokens,
+                    batches,
+                    seconds,
+                })))
             }
             InferenceEvent::Error { request, reason } if request == Some(id) => {
-                // A failed swap leaves the bare base in place.
-                lock(&inner.stats).adapter = None;
+                // A failed swap leaves the bare base in place; a failure
+                // after it (a bad dataset) leaves the adapter.
+                if !adapter_set {
+                    lock(&inner.stats).adapter = None;
+                }
                 return Ok(Err(InferenceError::Failed(reason)));
             }
             other => tracing::warn!(?other, "unexpected inference event"),

@@ -1,17 +1,24 @@
 //! `loralab inference-worker`: keeps one base model loaded and answers
-//! generation requests with any adapter, swapping adapters in place. The
-//! server writes `InferenceCommand` JSON lines on stdin and reads
-//! `InferenceEvent` lines on stdout; stderr is log text. Everything runs on
-//! the main thread, since MLX is not thread-safe; commands are handled one
-//! after another.
+//! generation and evaluation requests with any adapter, swapping adapters
+//! in place. The server writes `InferenceCommand` JSON lines on stdin and
+//! reads `InferenceEvent` lines on stdout; stderr is log text.
+//!
+//! MLX is not thread-safe, so the model lives on the main thread and
+//! requests run one after another. A reader thread owns stdin and hands
+//! commands over a channel: that is what lets a `cancel` reach a
+//! generation while it runs (checked between tokens) or an evaluation
+//! (between batches).
 
+use std::cell::Cell;
+use std::collections::VecDeque;
 use std::io::{BufRead, Write};
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Instant;
 
-use engine::inference::{finish_reason_name, InferenceSession};
-use engine::protocol::{InferenceCommand, InferenceEvent};
+use engine::inference::{AdapterSource, EvalSettings, InferenceSession};
+use engine::protocol::{GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt};
 
 fn emit(event: &InferenceEvent) -> bool {
     let Ok(line) = serde_json::to_string(event) else {
@@ -27,19 +34,91 @@ fn log(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
 }
 
+/// What the reader thread hands over: a command, or a line that is not one.
+enum Input {
+    Command(InferenceCommand),
+    Malformed(String),
+}
+
+/// Reads stdin on its own thread; the channel closes at stdin's end.
+fn spawn_reader() -> Receiver<Input> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if line.trim().is_empty() {
+                continue;
+            }
+            let input = match serde_json::from_str::<InferenceCommand>(&line) {
+                Ok(command) => Input::Command(command),
+                Err(error) => Input::Malformed(format!("malformed command: {error}")),
+            };
+            if sender.send(input).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Commands as the main loop sees them, with what arrived during a request
+/// kept for after it.
+struct Inbox {
+    receiver: Receiver<Input>,
+    held: VecDeque<Input>,
+    /// stdin ended or `shutdown` came while a request ran.
+    closing: bool,
+}
+
+impl Inbox {
+    fn next(&mut self) -> Option<Input> {
+        if let Some(input) = self.held.pop_front() {
+            return Some(input);
+        }
+        if self.closing {
+            return None;
+        }
+        self.receiver.recv().ok()
+    }
+
+    /// Whether request `request` should stop now: a `cancel` for it came,
+    /// or the server is going away. Other commands wait their turn.
+    fn cancelled(&mut self, request: u64) -> bool {
+        loop {
+            match self.receiver.try_recv() {
+                Ok(Input::Command(InferenceCommand::Cancel { request: id })) if id == request => {
+                    return true;
+                }
+                // A cancel for a request that already ended.
+                Ok(Input::Command(InferenceCommand::Cancel { .. })) => {}
+                Ok(Input::Command(InferenceCommand::Shutdown)) => {
+                    self.closing = true;
+                    return true;
+                }
+                Ok(other) => self.held.push_back(other),
+                Err(TryRecvError::Empty) => return self.closing,
+                Err(TryRecvError::Disconnected) => {
+                    self.closing = true;
+                    return true;
+                }
+            }
+        }
+    }
+}
+
 /// The worker's main: runs until `Shutdown`, stdin's end (the server is
 /// gone), or stdout breaks.
 pub fn run() -> ExitCode {
     let mut session: Option<InferenceSession> = None;
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let command = match serde_json::from_str::<InferenceCommand>(&line) {
-            Ok(command) => command,
-            Err(error) => {
-                let reason = format!("malformed command: {error}");
+    let mut inbox = Inbox {
+        receiver: spawn_reader(),
+        held: VecDeque::new(),
+        closing: false,
+    };
+    while let Some(input) = inbox.next() {
+        let command = match input {
+            Input::Command(command) => command,
+            Input::Malformed(reason) => {
                 log(&reason);
                 if !emit(&InferenceEvent::Error {
                     request: None,
@@ -58,12 +137,56 @@ pub fn run() -> ExitCode {
                 prompt,
                 settings,
             } => match session.as_mut() {
-                None => emit(&InferenceEvent::Error {
-                    request: Some(request),
-                    reason: "no model is loaded; send `load` first".into(),
-                }),
-                Some(session) => generate(session, request, adapter.as_deref(), &prompt, &settings),
+                None => no_model(request),
+                Some(session) => generate(
+                    session,
+                    &mut inbox,
+                    request,
+                    adapter.as_deref(),
+                    &prompt,
+                    &settings,
+                ),
             },
+            InferenceCommand::Evaluate {
+                request,
+                adapter,
+                adapter_weights,
+                dataset,
+                split,
+                max_seq_length,
+                batch_size,
+                mask_prompt,
+                limit,
+                split_fraction,
+                seed,
+            } => match session.as_mut() {
+                None => no_model(request),
+                Some(session) => {
+                    let source = adapter.as_deref().map(|dir| AdapterSource {
+                        dir: dir.into(),
+                        weights: adapter_weights.as_deref().map(Into::into),
+                    });
+                    let settings = EvalSettings {
+                        max_seq_length,
+                        batch_size,
+                        mask_prompt,
+                        split_fraction,
+                        seed,
+                        limit,
+                    };
+                    evaluate(
+                        session,
+                        &mut inbox,
+                        request,
+                        source.as_ref(),
+                        Path::new(&dataset),
+                        &split,
+                        &settings,
+                    )
+                }
+            },
+            // Nothing runs between commands: a late cancel has nothing to stop.
+            InferenceCommand::Cancel { .. } => true,
             InferenceCommand::Shutdown => break,
         };
         if !delivered {
@@ -71,6 +194,13 @@ pub fn run() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+fn no_model(request: u64) -> bool {
+    emit(&InferenceEvent::Error {
+        request: Some(request),
+        reason: "no model is loaded; send `load` first".into(),
+    })
 }
 
 fn load(session: &mut Option<InferenceSession>, model: &str) -> bool {
@@ -105,40 +235,61 @@ fn load(session: &mut Option<InferenceSession>, model: &str) -> bool {
     }
 }
 
-fn generate(
+/// Swaps in the request's adapter and says so (`adapter_set`). `None`
+/// when the swap failed (the error is already sent); `Some(false)` when
+/// stdout broke.
+fn set_adapter(
     session: &mut InferenceSession,
     request: u64,
-    adapter: Option<&str>,
-    prompt: &engine::protocol::InferencePrompt,
-    settings: &engine::protocol::GenerationSettings,
-) -> bool {
-    let fail = |error: anyhow::Error| {
-        emit(&InferenceEvent::Error {
+    source: Option<&AdapterSource>,
+) -> Option<bool> {
+    let started = Instant::now();
+    if let Err(error) = session.set_adapter_source(source) {
+        let delivered = emit(&InferenceEvent::Error {
             request: Some(request),
             reason: format!("{error:#}"),
-        })
-    };
-    let started = Instant::now();
-    if let Err(error) = session.set_adapter(adapter.map(Path::new)) {
-        return fail(error);
+        });
+        return if delivered { None } else { Some(false) };
     }
-    if !emit(&InferenceEvent::AdapterSet {
+    Some(emit(&InferenceEvent::AdapterSet {
         request,
-        adapter: adapter.map(str::to_string),
+        adapter: source.map(|s| s.dir.display().to_string()),
         seconds: started.elapsed().as_secs_f64(),
         adapter_loads: session.adapter_loads,
-    }) {
-        return false;
+    }))
+}
+
+fn generate(
+    session: &mut InferenceSession,
+    inbox: &mut Inbox,
+    request: u64,
+    adapter: Option<&str>,
+    prompt: &InferencePrompt,
+    settings: &GenerationSettings,
+) -> bool {
+    let source = adapter.map(|dir| AdapterSource::folder(Path::new(dir)));
+    match set_adapter(session, request, source.as_ref()) {
+        None => return true,
+        Some(false) => return false,
+        Some(true) => {}
     }
     let started = Instant::now();
-    let mut delivered = true;
-    let result = session.generate(prompt, settings, |text| {
-        delivered &= emit(&InferenceEvent::Text {
-            request,
-            text: text.to_string(),
-        });
-    });
-    if !delivered {
+    let delivered = Cell::new(true);
+    let result = session.generate_until(
+        prompt,
+        settings,
+        |text| {
+            if !emit(&InferenceEvent::Text {
+                request,
+                text: text.to_string(),
+            }) {
+                delivered.set(false);
+            }
+        },
+        // A broken stdout ends the generation too: nobody reads it.
+        || !delivered.get() || inbox.cancelled(request),
+    );
+    if !delivered.get() {
         return false;
     }
     match result {
@@ -147,11 +298,63 @@ fn generate(
             text: generation.text,
             prompt_tokens: generation.stats.prompt_tokens,
             generated_tokens: generation.stats.generated_tokens,
-            finish_reason: finish_reason_name(generation.finish_reason).to_string(),
+            finish_reason: generation.finish_reason.to_string(),
             prompt_tokens_per_sec: generation.stats.prompt_tokens_per_second(),
             generation_tokens_per_sec: generation.stats.generation_tokens_per_second(),
             seconds: started.elapsed().as_secs_f64(),
         }),
-        Err(error) => fail(error),
+        Err(error) => emit(&InferenceEvent::Error {
+            request: Some(request),
+            reason: format!("{error:#}"),
+        }),
+    }
+}
+
+fn evaluate(
+    session: &mut InferenceSession,
+    inbox: &mut Inbox,
+    request: u64,
+    source: Option<&AdapterSource>,
+    dataset: &Path,
+    split: &str,
+    settings: &EvalSettings,
+) -> bool {
+    match set_adapter(session, request, source) {
+        None => return true,
+        Some(false) => return false,
+        Some(true) => {}
+    }
+    let delivered = Cell::new(true);
+    let result = session.evaluate(
+        dataset,
+        split,
+        settings,
+        |batches, total| {
+            if !emit(&InferenceEvent::EvalProgress {
+                request,
+                batches,
+                total,
+            }) {
+                delivered.set(false);
+            }
+        },
+        || !delivered.get() || inbox.cancelled(request),
+    );
+    if !delivered.get() {
+        return false;
+    }
+    match result {
+        Ok(evaluation) => emit(&InferenceEvent::Evaluated {
+            request,
+            loss: evaluation.loss,
+            perplexity: evaluation.perplexity,
+            tokens: evaluation.tokens,
+            batches: evaluation.batches,
+            seconds: evaluation.seconds,
+        }),
+        Err(error) => emit(&InferenceEvent::Error {
+            request: Some(request),
+            reason: format!("{error:#}"),
+        }),
     }
 }

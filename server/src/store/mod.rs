@@ -4,6 +4,7 @@
 mod catalog;
 mod comparisons;
 mod datasets;
+mod evaluations;
 mod runs;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ pub use comparisons::{
     NewComparison, NewPrompt, OutputRecord, OutputResult, PromptRecord,
 };
 pub use datasets::{register_sample_dataset, DatasetRecord, NewDataset, SAMPLE_DATASET_NAME};
+pub use evaluations::{EvalSource, EvaluationRecord, NewEvaluation};
 pub use runs::{best_checkpoint, CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
 
 /// Migrations in order; the database's `user_version` is how many are applied.
@@ -25,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_run_log_tail.sql"),
     include_str!("../../migrations/0003_dataset_problems.sql"),
     include_str!("../../migrations/0004_comparisons.sql"),
+    include_str!("../../migrations/0005_evaluations.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,213 @@
+// Evaluations in a real browser: "Evaluate on test split" on a finished
+// run (tiny model) shows the loss and perplexity on the run page, and the
+// compare page computes each column's loss and perplexity on a chosen
+// dataset split. Both are plain form posts, so they also work without
+// JavaScript.
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { createInterface } from "node:readline";
+import { after, before, test } from "node:test";
+import { binary, launchBrowser, newPage, repoRoot, screenshot } from "./support.mjs";
+
+// Built by `cargo build -p server --example e2e_fixture` (scripts/test.sh).
+const fixture =
+  process.env.LORALAB_E2E_FIXTURE ?? path.join(repoRoot, "target", "debug", "examples", "e2e_fixture");
+
+let server;
+let browser;
+let run;
+
+async function startIn(dataDir) {
+  const child = spawn(binary, ["serve", "--port", "0", "--data-dir", dataDir], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const lines = createInterface({ input: child.stdout });
+  const baseUrl = await new Promise((resolve, reject) => {
+    child.once("exit", (code) => reject(new Error(`loralab exited with ${code} before serving`)));
+    lines.on("line", (line) => {
+      const match = line.match(/^Loralab is serving on (\S+)/);
+      if (match) resolve(match[1]);
+    });
+  });
+  return {
+    baseUrl,
+    async stop() {
+      if (child.exitCode === null) {
+        const exited = new Promise((resolve) => child.once("exit", resolve));
+        child.kill("SIGTERM");
+        await exited;
+      }
+    },
+  };
+}
+
+async function api(method, url, body) {
+  const response = await fetch(server.baseUrl + url, {
+    method,
+    headers: body ? { "content-type": "application/json" } : {},
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await response.json();
+  assert.ok(response.ok, `${method} ${url}: ${response.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+before(async () => {
+  const dataDir = mkdtempSync(path.join(tmpdir(), "loralab-e2e-evaluate-"));
+  execFileSync(fixture, [dataDir]);
+  server = await startIn(dataDir);
+  browser = await launchBrowser();
+  const created = await api("POST", "/api/runs", {
+    name: "evaluated",
+    model: "tiny",
+    dataset: "sample-ahoy",
+    iters: 20,
+    batch_size: 4,
+    max_seq_length: 128,
+    learning_rate: 3e-2,
+    num_layers: -1,
+    steps_per_report: 5,
+    steps_per_eval: 10,
+    save_every: 10,
+    val_batches: 2,
+    lora_parameters: { rank: 4, scale: 10.0 },
+  });
+  for (let i = 0; i < 600; i++) {
+    const state = await api("GET", `/api/runs/${created.id}`);
+    if (state.status === "done") break;
+    assert.notEqual(state.status, "failed", state.failure);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  run = created.id;
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test("Evaluate on test split shows the loss and perplexity on the run page", async () => {
+  const page = await newPage(browser);
+  await page.goto(`${server.baseUrl}/runs/${run}`);
+  assert.equal(await page.locator("#evaluations-empty").count(), 1);
+  await Promise.all([
+    page.waitForURL(new RegExp(`/runs/${run}#evaluations$`), { timeout: 120_000 }),
+    page.click("#evaluate-test"),
+  ]);
+  const row = page.locator("#evaluations-table tbody tr").first();
+  assert.equal(await row.getAttribute("data-split"), "test");
+  const loss = Number(await row.locator('[data-eval="loss"]').textContent());
+  const perplexity = Number(await row.locator('[data-eval="perplexity"]').textContent());
+  assert.ok(loss > 0 && Number.isFinite(loss), `loss ${loss}`);
+  assert.ok(Math.abs(perplexity - Math.exp(loss)) < 0.01 * perplexity, `${perplexity} vs exp(${loss})`);
+  assert.ok(Number(await row.locator('[data-eval="tokens"]').textContent()) > 0);
+  const stored = await api("GET", `/api/runs/${run}/evaluations`);
+  assert.equal(stored.length, 1);
+  assert.equal(stored[0].loss.toFixed(4), loss.toFixed(4));
+  await screenshot(page, "run-evaluations");
+});
+
+test("the compare page shows each column's loss on a chosen dataset", async () => {
+  const comparison = await api("POST", "/api/compare", {
+    model: "tiny",
+    columns: ["base", `run:${run}`],
+    prompt: "Hello",
+    settings: { max_tokens: 8 },
+  });
+  const page = await newPage(browser);
+  await page.goto(`${server.baseUrl}/compare/${comparison.id}`);
+  await page.waitForSelector("#compare-status.done", { timeout: 60_000 });
+  await page.selectOption("#evaluate-dataset", "sample-ahoy");
+  await page.selectOption("#evaluate-split", "valid");
+  await Promise.all([
+    page.waitForURL(/\?dataset=sample-ahoy&split=valid#losses$/, { timeout: 120_000 }),
+    page.click("#evaluate-columns"),
+  ]);
+  const losses = (await page.locator("[data-column-eval-loss]").allTextContents()).map(Number);
+  const ppls = (await page.locator("[data-column-eval-ppl]").allTextContents()).map(Number);
+  assert.equal(losses.length, 2);
+  for (const [i, loss] of losses.entries()) {
+    assert.ok(loss > 0 && Number.isFinite(loss), `column ${i}: ${loss}`);
+    assert.ok(Math.abs(ppls[i] - Math.exp(loss)) < 0.01 * ppls[i], `column ${i}: ${ppls[i]}`);
+  }
+  // The adapter learned the dataset's style: lower loss than the base.
+  assert.ok(losses[1] < losses[0], JSON.stringify(losses));
+  await screenshot(page, "compare-losses");
+
+  // Without JavaScript: the same form, the same numbers (stored, reused).
+  const plain = await newPage(browser, { javaScriptEnabled: false });
+  await plain.goto(`${server.baseUrl}/compare/${comparison.id}`);
+  await plain.selectOption("#evaluate-dataset", "sample-ahoy");
+  await plain.selectOption("#evaluate-split", "valid");
+  await Promise.all([plain.waitForURL(/#losses$/, { timeout: 120_000 }), plain.click("#evaluate-columns")]);
+  const again = (await plain.locator("[data-column-eval-loss]").allTextContents()).map(Number);
+  assert.deepEqual(again, losses);
+});
+
+test("Stop ends a comparison mid-generation and keeps what was written", async () => {
+  const comparison = await api("POST", "/api/compare", {
+    model: "tiny",
+    columns: ["base", `run:${run}`],
+    dataset: "sample-ahoy",
+    split: "valid",
+    count: 20,
+    settings: { max_tokens: 1024 },
+  });
+  const page = await newPage(browser);
+  await page.goto(`${server.baseUrl}/compare/${comparison.id}`);
+  // Some text has streamed in before the stop.
+  await page.waitForFunction(() =>
+    [...document.querySelectorAll(".output-text")].some((o) => o.textContent.length > 0),
+  );
+  await Promise.all([page.waitForURL(new RegExp(`/compare/${comparison.id}$`)), page.click("#compare-stop")]);
+  await page.waitForSelector("#compare-status.done");
+  assert.equal(await page.locator("#compare-stop").count(), 0);
+  const statuses = await page.locator(".output .output-status").allTextContents();
+  assert.equal(statuses.length, 40);
+  assert.ok(statuses.includes("cancelled"), statuses.join(","));
+  const stored = await api("GET", `/api/compare/${comparison.id}`);
+  const outputs = stored.prompts.flatMap((p) => p.outputs);
+  const cut = outputs.filter((o) => o.status === "cancelled" && o.generated_tokens > 0);
+  assert.ok(cut.length <= 1, JSON.stringify(cut));
+  // Outputs after the stop were not generated.
+  assert.ok(outputs.some((o) => o.status === "cancelled" && o.generated_tokens === 0));
+  await screenshot(page, "compare-stopped");
+});
+
+test("Stop on a chat keeps the reply so far, marked stopped", async () => {
+  const page = await newPage(browser);
+  await page.goto(server.baseUrl + "/chat");
+  await page.selectOption("#chat-model", "tiny");
+  await page.selectOption("#chat-adapter", "base");
+  await page.click("#chat-start");
+  await page.waitForURL(/\/chat\/\d+$/);
+  assert.ok(await page.locator("#chat-stop").isHidden());
+  // The tiny model writes a whole reply in a fraction of a second: keep
+  // the worker busy with a long comparison, so the reply is still queued
+  // or generating when Stop is pressed.
+  const busy = await api("POST", "/api/compare", {
+    model: "tiny",
+    columns: ["base", `run:${run}`],
+    dataset: "sample-ahoy",
+    split: "valid",
+    count: 20,
+    settings: { max_tokens: 1024 },
+  });
+  await page.fill("#chat-input", "Tell me a long story");
+  await page.click("#chat-send");
+  await page.click("#chat-stop");
+  await page.waitForSelector(".message.assistant.cancelled", { timeout: 60_000 });
+  await page.waitForSelector("#chat-stop", { state: "hidden" });
+  await api("POST", `/api/compare/${busy.id}/cancel`, {});
+  const chatId = page.url().split("/").pop();
+  const chat = await api("GET", `/api/chat/${chatId}`);
+  assert.equal(chat.messages.length, 2);
+  assert.equal(chat.messages[1].role, "assistant");
+  assert.equal(chat.messages[1].cancelled, true);
+  assert.equal(await page.locator(".message.assistant .content").textContent(), chat.messages[1].content);
+  await page.reload();
+  assert.equal(await page.locator(".message.assistant .stopped").count(), 1);
+});

@@ -1,0 +1,236 @@
+//! Evaluations: the loss and perplexity of a base model with a run's
+//! checkpoint, an imported adapter or no adapter, on one split of a
+//! registered dataset. The inference worker computes them
+//! (`InferenceCommand::Evaluate`: training's data pipeline and loss) with
+//! the base it keeps loaded, and each result is stored, so asking the same
+//! question again (same weights, dataset, split and settings) reads it back.
+
+mod comparison;
+mod run;
+
+use std::path::Path;
+
+use app::compare_dto::EvaluationView;
+use engine::config::TrainConfig;
+use engine::data::{inspect_dataset, FormatKeys, Split};
+use serde::Serialize;
+
+use crate::api::ApiError;
+use crate::inference::{EvalJob, InferenceError};
+use crate::state::AppState;
+use crate::store::{DatasetRecord, EvalSource, EvaluationRecord, NewEvaluation};
+
+pub use comparison::{comparison_evaluations, evaluate_comparison};
+pub use run::{evaluate_run, run_evaluations};
+
+/// Batches the compare page evaluates each column on (mlx-lm's default
+/// `val_batches`): enough for a stable figure, short on a CPU.
+pub const COMPARE_EVAL_BATCHES: i64 = 25;
+
+/// How a split is read and batched; stored with each evaluation as its key.
+/// The field order is fixed, so equal settings give equal JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvalSettings {
+    pub max_seq_length: usize,
+    pub batch_size: usize,
+    pub mask_prompt: bool,
+    pub split_fraction: f64,
+    pub seed: u64,
+    /// Batches from the first; -1 for all.
+    pub limit: i64,
+}
+
+impl EvalSettings {
+    /// A run's own settings, so its evaluation uses the batches its
+    /// training evaluated: `val_batches` for valid (and train),
+    /// `test_batches` for test.
+    pub fn of_run(config: &TrainConfig, split: Split) -> Self {
+        Self {
+            max_seq_length: config.max_seq_length,
+            batch_size: config.batch_size,
+            mask_prompt: config.mask_prompt,
+            split_fraction: config.split_fraction,
+            seed: config.seed,
+            limit: match split {
+                Split::Test => config.test_batches,
+                Split::Train | Split::Valid => config.val_batches,
+            },
+        }
+    }
+
+    /// The same settings for every column of a comparison, so their losses
+    /// compare: training's defaults, with the prompt masked where the
+    /// format has one (the new-run form's default).
+    pub fn for_comparison(dataset: &DatasetRecord) -> Self {
+        let defaults = TrainConfig::default();
+        Self {
+            max_seq_length: defaults.max_seq_length,
+            batch_size: defaults.batch_size,
+            mask_prompt: dataset.format.as_deref() != Some("text"),
+            split_fraction: defaults.split_fraction,
+            seed: defaults.seed,
+            limit: COMPARE_EVAL_BATCHES,
+        }
+    }
+
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            max_seq_length: self.max_seq_length,
+            batch_size: self.batch_size,
+            mask_prompt: self.mask_prompt,
+            split_fraction: self.split_fraction,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
+
+    fn json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// `train`, `valid` or `test`, else a 422 naming `field`.
+pub fn parse_split(field: &str, split: &str) -> Result<Split, ApiError> {
+    engine::inference::parse_split(split.trim())
+        .map_err(|error| ApiError::invalid(field, error.to_string()))
+}
+
+pub(crate) fn split_name(split: Split) -> &'static str {
+    match split {
+        Split::Train => "train",
+        Split::Valid => "valid",
+        Split::Test => "test",
+    }
+}
+
+pub fn view(record: &EvaluationRecord, reused: bool) -> EvaluationView {
+    let (source, run_id, step, adapter_id) = match record.source {
+        EvalSource::Base => ("base", None, None, None),
+        EvalSource::Run { run_id, step } => ("run", Some(run_id), Some(step), None),
+        EvalSource::Adapter { adapter_id } => ("adapter", None, None, Some(adapter_id)),
+    };
+    EvaluationView {
+        id: record.id,
+        source: source.to_string(),
+        run_id,
+        step,
+        adapter_id,
+        label: record.label.clone(),
+        model: record.model_name.clone(),
+        dataset: record.dataset_name.clone(),
+        split: record.split.clone(),
+        loss: record.loss,
+        perplexity: record.perplexity,
+        tokens: record.tokens.max(0) as u64,
+        batches: record.batches.max(0) as u64,
+        seconds: record.seconds,
+        created_at: record.created_at.clone(),
+        reused,
+    }
+}
+
+/// The splits of `dataset` that have examples when split as `settings`
+/// say (a single file's held-out parts included), and the dataset's
+/// problems. Reads the JSONL files; no tokenizer, no MLX.
+fn dataset_splits(dataset: &DatasetRecord, settings: &EvalSettings) -> (Vec<Split>, usize) {
+    let report = inspect_dataset(
+        Path::new(&dataset.directory),
+        &FormatKeys::default(),
+        &settings.train_config(),
+    );
+    let splits = Split::ALL
+        .into_iter()
+        .filter(|split| report.split(*split).examples > 0)
+        .collect();
+    (splits, report.problems.len())
+}
+
+/// Refuses a dataset with problems or without the split, in words that say
+/// what to do instead.
+pub(crate) fn check_dataset(
+    dataset: &DatasetRecord,
+    split: Split,
+    settings: &EvalSettings,
+) -> Result<(), ApiError> {
+    let (splits, problems) = dataset_splits(dataset, settings);
+    if problems > 0 {
+        return Err(ApiError::invalid(
+            "dataset",
+            format!(
+                "dataset {:?} has {problems} problem{}; its page lists them",
+                dataset.name,
+                if problems == 1 { "" } else { "s" }
+            ),
+        ));
+    }
+    if !splits.contains(&split) {
+        let have: Vec<&str> = splits.into_iter().map(split_name).collect();
+        return Err(ApiError::invalid(
+            "split",
+            format!(
+                "dataset {:?} has no {} split (it has: {})",
+                dataset.name,
+                split_name(split),
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A stored result for `key`, or a new one from the inference worker.
+pub(crate) async fn evaluate_or_reuse(
+    state: &AppState,
+    key: NewEvaluation,
+    model_location: &str,
+    job: EvalJob,
+) -> Result<EvaluationView, ApiError> {
+    if let Some(stored) = state.store.find_evaluation(&key)? {
+        return Ok(view(&stored, true));
+    }
+    let mut on_progress = |done: usize, total: usize| {
+        tracing::debug!(done, total, "evaluating");
+    };
+    let evaluated = state
+        .inference
+        .evaluate(model_location, job, &mut on_progress, None)
+        .await
+        .map_err(|error| match error {
+            InferenceError::Busy(message) | InferenceError::Failed(message) => {
+                ApiError::Conflict(message)
+            }
+        })?;
+    let record = state.store.insert_evaluation(
+        &key,
+        evaluated.loss,
+        evaluated.tokens as i64,
+        evaluated.batches as i64,
+        evaluated.seconds,
+    )?;
+    Ok(view(&record, false))
+}
+
+pub(crate) fn job(
+    adapter: Option<String>,
+    adapter_weights: Option<String>,
+    dataset: &DatasetRecord,
+    split: Split,
+    settings: &EvalSettings,
+) -> EvalJob {
+    EvalJob {
+        adapter,
+        adapter_weights,
+        dataset: dataset.directory.clone(),
+        split: split_name(split).to_string(),
+        max_seq_length: settings.max_seq_length,
+        batch_size: settings.batch_size,
+        mask_prompt: settings.mask_prompt,
+        split_fraction: settings.split_fraction,
+        seed: settings.seed,
+        limit: settings.limit,
+    }
+}
