@@ -11,6 +11,7 @@ pub mod datasets;
 pub mod estimate;
 pub mod failure;
 pub mod http;
+pub mod hub;
 pub mod inference;
 pub mod models;
 mod pages_backend;
