@@ -141,7 +141,10 @@ pub fn register_pulled(
     // The snapshot path, not the blob its link resolves to: readable, and
     // what other tools of the cache show.
     model.location = pulled.path.display().to_string();
-    if let Some(existing) = store.model_by_name(&name).context("cannot read the models")? {
+    if let Some(existing) = store
+        .model_by_name(&name)
+        .context("cannot read the models")?
+    {
         if existing.source != "hub" {
             return Err(ModelError::NameTaken(name));
         }

@@ -191,7 +191,10 @@ async fn a_viewer_neither_sees_nor_reaches_model_pulls() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(response.json::<Value>().await.unwrap(), Value::Array(vec![]));
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        Value::Array(vec![])
+    );
 }
 
 #[tokio::test]

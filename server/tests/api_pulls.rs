@@ -45,7 +45,10 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     let server = Server::start_with_env(
         temp.path().join("data"),
         &[],
-        &[("HF_ENDPOINT", hub.url.as_str()), ("HF_HUB_CACHE", cache_env.as_str())],
+        &[
+            ("HF_ENDPOINT", hub.url.as_str()),
+            ("HF_HUB_CACHE", cache_env.as_str()),
+        ],
     );
     let client = reqwest::Client::new();
 
@@ -97,7 +100,9 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     assert_eq!(last["done_bytes"].as_u64(), Some(total));
     assert_eq!(last["total_bytes"].as_u64(), Some(total));
     assert_eq!(last["commit"], COMMIT);
-    assert!(events[..events.len() - 1].iter().all(|(_, kind, _)| kind == "progress"));
+    assert!(events[..events.len() - 1]
+        .iter()
+        .all(|(_, kind, _)| kind == "progress"));
     let files: Vec<&str> = last["files"]
         .as_array()
         .unwrap()
@@ -106,7 +111,12 @@ async fn a_pull_shows_progress_and_registers_the_model() {
         .collect();
     assert_eq!(
         files,
-        ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"]
+        [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "model.safetensors"
+        ]
     );
 
     let pull = wait_pull(&client, &server, id).await;
@@ -133,9 +143,19 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     assert_eq!(model["size_bytes"].as_u64(), Some(total));
 
     // The models page lists the pull and the model.
-    let page = client.get(server.url("/models")).send().await.unwrap().text().await.unwrap();
+    let page = client
+        .get(server.url("/models"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains(&format!("id=\"pull-{id}\"")), "{page}");
-    assert!(page.contains("Registered as <strong>test-org/tiny-llama</strong>"), "{page}");
+    assert!(
+        page.contains("Registered as <strong>test-org/tiny-llama</strong>"),
+        "{page}"
+    );
     assert!(page.contains("<td>test-org/tiny-llama</td>"), "{page}");
 
     // A run can use it at once.
@@ -200,7 +220,10 @@ async fn a_no_js_form_post_starts_a_pull_the_page_shows() {
     let upstream = temp.path().join("upstream");
     engine::fixtures::write_tiny_llama(&upstream, 5).unwrap();
     let hub = FakeHub::start(
-        vec![("test-org/tiny-llama", FakeRepo::from_folder(&upstream, COMMIT))],
+        vec![(
+            "test-org/tiny-llama",
+            FakeRepo::from_folder(&upstream, COMMIT),
+        )],
         Duration::ZERO,
     )
     .await;
@@ -208,7 +231,10 @@ async fn a_no_js_form_post_starts_a_pull_the_page_shows() {
     let server = Server::start_with_env(
         temp.path().join("data"),
         &[],
-        &[("HF_ENDPOINT", hub.url.as_str()), ("HF_HUB_CACHE", cache.as_str())],
+        &[
+            ("HF_ENDPOINT", hub.url.as_str()),
+            ("HF_HUB_CACHE", cache.as_str()),
+        ],
     );
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -225,8 +251,18 @@ async fn a_no_js_form_post_starts_a_pull_the_page_shows() {
     assert_eq!(posted.headers()["location"], "/models#pull-1");
     let pull = wait_pull(&client, &server, 1).await;
     assert_eq!(pull["status"], "done", "{pull:#}");
-    let page = client.get(server.url("/models")).send().await.unwrap().text().await.unwrap();
+    let page = client
+        .get(server.url("/models"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(page.contains("id=\"pull-1\""), "{page}");
-    assert!(page.contains("<span class=\"status done\">done</span>"), "{page}");
+    assert!(
+        page.contains("<span class=\"status done\">done</span>"),
+        "{page}"
+    );
     assert!(page.contains("style=\"width: 100.0%;\""), "{page}");
 }

@@ -79,7 +79,12 @@ async fn a_pull_fills_the_hf_cache_and_the_next_one_reads_it() {
     names.sort();
     assert_eq!(
         names,
-        ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+        [
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json"
+        ]
     );
     assert_eq!(files.iter().map(|f| f.size).sum::<u64>(), total);
     let bytes: u64 = events
@@ -118,7 +123,10 @@ async fn a_pull_fills_the_hf_cache_and_the_next_one_reads_it() {
     };
     let (_, progress) = recorder();
     let cached = server::hub::pull(&offline, &spec, progress).await.unwrap();
-    assert_eq!((cached.path.clone(), cached.from_cache), (snapshot.clone(), true));
+    assert_eq!(
+        (cached.path.clone(), cached.from_cache),
+        (snapshot.clone(), true)
+    );
     assert_eq!(hub.counters.info.load(Ordering::SeqCst), 2);
 
     // The Hub gone: the cache serves; a repo it never held is named.
@@ -259,7 +267,13 @@ async fn train_and_models_pull_take_a_repo_id() {
             .unwrap()
     };
     let output = tokio::task::block_in_place(|| {
-        loralab(&["--data-dir", &setup.data_dir.display().to_string(), "train", "--config", "lora.yaml"])
+        loralab(&[
+            "--data-dir",
+            &setup.data_dir.display().to_string(),
+            "train",
+            "--config",
+            "lora.yaml",
+        ])
     });
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -279,27 +293,48 @@ async fn train_and_models_pull_take_a_repo_id() {
     // `models pull` registers it; every file is in the cache already.
     let files_before = hub.counters.files.load(Ordering::SeqCst);
     let output = tokio::task::block_in_place(|| {
-        loralab(&["--data-dir", &setup.data_dir.display().to_string(), "models", "pull", "test-org/tiny-llama"])
+        loralab(&[
+            "--data-dir",
+            &setup.data_dir.display().to_string(),
+            "models",
+            "pull",
+            "test-org/tiny-llama",
+        ])
     });
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    let snapshot = hf_home.join(format!("hub/models--test-org--tiny-llama/snapshots/{COMMIT}"));
+    let snapshot = hf_home.join(format!(
+        "hub/models--test-org--tiny-llama/snapshots/{COMMIT}"
+    ));
     assert_eq!(
         stdout.trim(),
         format!("test-org/tiny-llama\thub\t{}", snapshot.display())
     );
-    assert!(stderr.contains("test-org/tiny-llama: every file is in the cache"), "{stderr}");
+    assert!(
+        stderr.contains("test-org/tiny-llama: every file is in the cache"),
+        "{stderr}"
+    );
     assert_eq!(hub.counters.files.load(Ordering::SeqCst), files_before);
     let output = tokio::task::block_in_place(|| {
-        loralab(&["--data-dir", &setup.data_dir.display().to_string(), "models"])
+        loralab(&[
+            "--data-dir",
+            &setup.data_dir.display().to_string(),
+            "models",
+        ])
     });
     assert!(String::from_utf8_lossy(&output.stdout)
         .lines()
         .any(|line| line.starts_with("test-org/tiny-llama\thub\t")));
 
     let output = tokio::task::block_in_place(|| {
-        loralab(&["--data-dir", &setup.data_dir.display().to_string(), "models", "pull", "test-org/none"])
+        loralab(&[
+            "--data-dir",
+            &setup.data_dir.display().to_string(),
+            "models",
+            "pull",
+            "test-org/none",
+        ])
     });
     assert!(!output.status.success());
     assert_eq!(

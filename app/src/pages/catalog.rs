@@ -168,7 +168,11 @@ fn PullItem(pull: PullView) -> impl IntoView {
             let state = if file.cached {
                 format!("{}, in the cache", format_bytes(file.size))
             } else {
-                format!("{} of {}", format_bytes(file.done.min(file.size)), format_bytes(file.size))
+                format!(
+                    "{} of {}",
+                    format_bytes(file.done.min(file.size)),
+                    format_bytes(file.size)
+                )
             };
             view! {
                 <li data-file=file.name.clone()>

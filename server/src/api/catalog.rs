@@ -123,7 +123,9 @@ pub async fn show_pull(
 }
 
 fn pull_not_found(id: u64) -> ApiError {
-    ApiError::NotFound(format!("pull {id} does not exist (pulls are kept until the server restarts)"))
+    ApiError::NotFound(format!(
+        "pull {id} does not exist (pulls are kept until the server restarts)"
+    ))
 }
 
 /// `GET /api/models/pulls/{id}/events`: `progress` events with the pull's

@@ -170,11 +170,8 @@ mod tests {
         .unwrap();
         std::fs::write(snapshot.join("model-1.safetensors"), "x").unwrap();
         // A link to a blob still downloading (no blob yet) is not there.
-        std::os::unix::fs::symlink(
-            "../../blobs/abc",
-            snapshot.join("model-2.safetensors"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink("../../blobs/abc", snapshot.join("model-2.safetensors"))
+            .unwrap();
         assert_eq!(
             missing_in_snapshot(&snapshot, &spec),
             ["model-2.safetensors"]

@@ -19,21 +19,23 @@ pub fn pull_with_stderr(spec: &HubSpec) -> Result<Pulled> {
     let printer = Arc::new(Mutex::new(Printer::default()));
     let progress: super::ProgressFn = {
         let printer = printer.clone();
-        Arc::new(move |event| {
-            printer
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .on(event)
-        })
+        Arc::new(move |event| printer.lock().unwrap_or_else(|p| p.into_inner()).on(event))
     };
     if settings.offline {
         eprintln!("HF_HUB_OFFLINE is set: {spec} comes from the cache only");
     } else {
-        eprintln!("Pulling {spec} from {} into {}", settings.endpoint, settings.cache_dir.display());
+        eprintln!(
+            "Pulling {spec} from {} into {}",
+            settings.endpoint,
+            settings.cache_dir.display()
+        );
     }
     let pulled = runtime.block_on(super::pull(&settings, spec, progress))?;
     if pulled.from_cache {
-        eprintln!("{spec}: every file is in the cache ({})", pulled.path.display());
+        eprintln!(
+            "{spec}: every file is in the cache ({})",
+            pulled.path.display()
+        );
     } else {
         eprintln!(
             "{spec}: downloaded {} ({})",

@@ -54,7 +54,10 @@ pub async fn pull(
     let info = match fetch_info(&api, &repo, settings, spec).await {
         Ok(info) => info,
         Err(Fetch::Unreachable(message)) => {
-            let reason = format!("the Hub at {} cannot be reached ({message})", settings.endpoint);
+            let reason = format!(
+                "the Hub at {} cannot be reached ({message})",
+                settings.endpoint
+            );
             return from_cache(settings, spec, &reason, &progress);
         }
         Err(Fetch::Refused(error)) => return Err(error),
@@ -77,12 +80,11 @@ pub async fn pull(
             check_snapshot(&path, &snapshot, spec, INDEX_FILE)?;
             downloaded += sizes.get(INDEX_FILE).copied().unwrap_or(0);
         }
-        let shards = shards_of_index(&snapshot.join(INDEX_FILE)).map_err(|why| {
-            HubError::Unusable {
+        let shards =
+            shards_of_index(&snapshot.join(INDEX_FILE)).map_err(|why| HubError::Unusable {
                 repo: spec.repo.clone(),
                 reason: format!("{INDEX_FILE}: {why}"),
-            }
-        })?;
+            })?;
         names.retain(|name| !is_weight_file(name));
         for shard in shards {
             if !sizes.contains_key(shard.as_str()) {
@@ -212,7 +214,10 @@ async fn fetch_info(
             if e.is_connect() || e.is_timeout() {
                 Fetch::Unreachable(root_cause(&e))
             } else {
-                Fetch::Refused(other(spec, format!("asking the Hub about it failed: {}", root_cause(&e))))
+                Fetch::Refused(other(
+                    spec,
+                    format!("asking the Hub about it failed: {}", root_cause(&e)),
+                ))
             }
         })?;
     let status = response.status();

@@ -169,9 +169,15 @@ mod tests {
         assert_eq!(spec.repo, "HuggingFaceTB/SmolLM2-135M-Instruct");
         assert_eq!((spec.revision(), spec.file.as_deref()), ("main", None));
 
-        let spec = HubSpec::parse("Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_0.gguf@refs/pr/3").unwrap();
+        let spec = HubSpec::parse(
+            "Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_0.gguf@refs/pr/3",
+        )
+        .unwrap();
         assert_eq!(spec.repo, "Qwen/Qwen2.5-0.5B-Instruct-GGUF");
-        assert_eq!(spec.file.as_deref(), Some("qwen2.5-0.5b-instruct-q4_0.gguf"));
+        assert_eq!(
+            spec.file.as_deref(),
+            Some("qwen2.5-0.5b-instruct-q4_0.gguf")
+        );
         assert_eq!(spec.revision(), "refs/pr/3");
         assert_eq!(
             spec.to_string(),
@@ -216,6 +222,6 @@ mod tests {
         assert!(!HubSpec::looks_like("/models/org/name"));
         assert!(!HubSpec::looks_like("./org/name"));
         assert!(!HubSpec::looks_like("smollm2"));
-        assert!(!HubSpec::looks_like("models/x.safetensors"));
+        assert!(!HubSpec::looks_like("models/llama/weights"));
     }
 }

@@ -214,7 +214,10 @@ async fn resolve(
         StatusCode::PARTIAL_CONTENT,
         [
             (header::ETAG, format!("\"{}\"", sha256_hex(bytes))),
-            (header::HeaderName::from_static("x-repo-commit"), repo.commit.clone()),
+            (
+                header::HeaderName::from_static("x-repo-commit"),
+                repo.commit.clone(),
+            ),
             (header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
             (header::ACCEPT_RANGES, "bytes".to_string()),
         ],
