@@ -123,8 +123,8 @@ pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
 fn resolve_names(cfg: &mut TrainConfig, data_dir: &Path) -> Result<()> {
     if !Path::new(&cfg.model).exists() && crate::hub::HubSpec::looks_like(&cfg.model) {
         let spec = crate::hub::HubSpec::parse(&cfg.model).map_err(|e| anyhow!("model: {e}"))?;
-        let pulled = crate::hub::console::pull_with_stderr(&spec)
-            .map_err(|e| anyhow!("model {}: {e:#}", cfg.model))?;
+        let pulled =
+            crate::hub::console::pull_with_stderr(&spec).map_err(|e| anyhow!("model: {e:#}"))?;
         cfg.model = pulled.path.display().to_string();
     }
     let model_missing = !Path::new(&cfg.model).exists();

@@ -223,6 +223,20 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
     assert_eq!(parts.len(), 1, "{parts:?}");
 
     hub.mend();
+    hub.cut_file("model.safetensors");
+    let error = server::hub::pull(&settings(&hub.url, &cache), &spec, progress.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    let expected = format!(
+        "test-org/tiny-llama: the connection to the Hub at {} failed while downloading model.safetensors (",
+        hub.url
+    );
+    assert!(error.starts_with(&expected), "{error}");
+    assert!(error.ends_with("); pull again to resume"), "{error}");
+    assert!(!snapshot.join("model.safetensors").exists());
+
+    hub.mend();
     let (events, progress) = recorder();
     let pulled = server::hub::pull(&settings(&hub.url, &cache), &spec, progress)
         .await

@@ -444,3 +444,39 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     }
     cause.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_named_as_such() {
+        let settings = HubSettings {
+            endpoint: "http://hub.invalid".into(),
+            cache_dir: "/cache/hub".into(),
+            token: None,
+            offline: false,
+        };
+        let spec = HubSpec::parse("org/name").unwrap();
+        let full = io_error(
+            &spec,
+            "model.safetensors",
+            &settings,
+            std::io::Error::from_raw_os_error(28),
+        );
+        assert_eq!(
+            full.to_string(),
+            "org/name: the disk is full: no space left for model.safetensors in /cache/hub"
+        );
+        let denied = io_error(
+            &spec,
+            "config.json",
+            &settings,
+            std::io::Error::from_raw_os_error(13),
+        );
+        assert_eq!(
+            denied.to_string(),
+            "org/name: cannot write config.json into the cache /cache/hub: Permission denied (os error 13)"
+        );
+    }
+}

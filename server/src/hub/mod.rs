@@ -158,7 +158,7 @@ pub enum HubError {
         snapshot: String,
         missing: Vec<String>,
     },
-    #[error("{repo}: cannot reach the Hub at {endpoint} while downloading {file}: {message}")]
+    #[error("{repo}: the connection to the Hub at {endpoint} failed while downloading {file} ({message}); pull again to resume")]
     Network {
         repo: String,
         file: String,

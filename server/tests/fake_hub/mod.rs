@@ -67,6 +67,8 @@ struct HubState {
     counters: Arc<Counters>,
     /// Files answered with a 500 instead of their bytes (metadata still works).
     broken: Mutex<Vec<String>>,
+    /// Files whose connection drops after half their bytes.
+    cut: Mutex<Vec<String>>,
     /// Wait before each ranged file answer (to watch a pull in flight).
     delay: Duration,
 }
@@ -89,6 +91,7 @@ impl FakeHub {
                 .collect(),
             counters: counters.clone(),
             broken: Mutex::new(Vec::new()),
+            cut: Mutex::new(Vec::new()),
             delay,
         });
         let app = Router::new()
@@ -119,8 +122,13 @@ impl FakeHub {
         self.state.broken.lock().unwrap().push(name.into());
     }
 
+    pub fn cut_file(&self, name: &str) {
+        self.state.cut.lock().unwrap().push(name.into());
+    }
+
     pub fn mend(&self) {
         self.state.broken.lock().unwrap().clear();
+        self.state.cut.lock().unwrap().clear();
     }
 
     /// Closes the listener: the Hub becomes unreachable.
@@ -208,6 +216,27 @@ async fn resolve(
         }
         if state.broken.lock().unwrap().contains(&file) {
             return (StatusCode::INTERNAL_SERVER_ERROR, "broken on purpose").into_response();
+        }
+        if state.cut.lock().unwrap().contains(&file) {
+            // Promise the whole range, send half, then fail the body: the
+            // client sees the connection drop mid-file.
+            let half = bytes[start..=end][..(end - start + 1) / 2].to_vec();
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                vec![Ok(half), Err(std::io::Error::other("cut on purpose"))];
+            return (
+                StatusCode::PARTIAL_CONTENT,
+                [
+                    (header::ETAG, format!("\"{}\"", sha256_hex(bytes))),
+                    (
+                        header::HeaderName::from_static("x-repo-commit"),
+                        repo.commit.clone(),
+                    ),
+                    (header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
+                    (header::CONTENT_LENGTH, (end - start + 1).to_string()),
+                ],
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks)),
+            )
+                .into_response();
         }
     }
     (
