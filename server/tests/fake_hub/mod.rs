@@ -220,7 +220,8 @@ async fn resolve(
         if state.cut.lock().unwrap().contains(&file) {
             // Promise the whole range, send half, then fail the body: the
             // client sees the connection drop mid-file.
-            let half = bytes[start..=end][..(end - start + 1) / 2].to_vec();
+            let range = &bytes[start..=end];
+            let half = range[..range.len() / 2].to_vec();
             let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
                 vec![Ok(half), Err(std::io::Error::other("cut on purpose"))];
             return (
