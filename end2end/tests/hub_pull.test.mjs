@@ -12,6 +12,7 @@ import { after, before, test } from "node:test";
 import { defaultModel, launchBrowser, newPage, screenshot, startServer } from "./support.mjs";
 
 const REPO = "test-org/SmolLM2-135M-GGUF";
+const REPO_NOJS = "test-org/SmolLM2-nojs";
 const FILE = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const COMMIT = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
 
@@ -24,7 +25,8 @@ const requests = { info: 0, files: 0 };
 function startHub(bytes) {
   const etag = createHash("sha256").update(bytes).digest("hex");
   const http = createServer(async (request, response) => {
-    const url = decodeURIComponent(request.url.split("?")[0]);
+    // The same file under a second repo id, for a pull that starts cold.
+    const url = decodeURIComponent(request.url.split("?")[0]).replace(REPO_NOJS, REPO);
     if (url.startsWith(`/api/models/${REPO}/revision/`)) {
       requests.info += 1;
       response.writeHead(200, { "content-type": "application/json" });
@@ -115,4 +117,20 @@ test("a repo id typed on the models page is pulled with live progress and listed
   await page.locator("#pull-2 .pull-outcome").waitFor({ timeout: 60_000 });
   assert.match(await page.locator("#pull-2 .pull-bytes").textContent(), /all from the cache$/);
   assert.equal(requests.files, before);
+});
+
+test("without JavaScript the form posts and the page follows the pull by reloading", async () => {
+  const page = await newPage(browser, { javaScriptEnabled: false });
+  await page.goto(server.baseUrl + "/models");
+  await page.locator("#pull-model input[name=repo]").fill(`${REPO_NOJS}/${FILE}`);
+  await page.locator("#pull").click();
+  await page.waitForURL(/\/models#pull-\d+$/);
+  const id = page.url().split("#pull-")[1];
+  const pull = page.locator(`#pull-${id}`);
+  assert.equal(await pull.locator(".status").textContent(), "running");
+  // The <noscript> refresh brings the end without a click.
+  await pull.locator(".pull-outcome").waitFor({ timeout: 120_000 });
+  assert.equal(await pull.locator(".status").textContent(), "done");
+  assert.match(await pull.locator(".pull-bytes").textContent(), /^93\.8 MiB of 93\.8 MiB/);
+  await page.locator("#models tr", { hasText: `${REPO_NOJS}/${FILE}` }).waitFor();
 });

@@ -130,8 +130,9 @@ fn PullsPanel() -> impl IntoView {
                     view! {
                         <div class="panel" id="pulls">
                             <h2>"Pulls from the Hub"</h2>
-                            // Without JavaScript, the page follows a pull by reloading.
-                            {running.then(|| view! { <noscript><meta http-equiv="refresh" content="3" /></noscript> })}
+                            // Without JavaScript, the page follows a pull by reloading (to
+                            // the bare URL: one with the #pull-N fragment would only scroll).
+                            {running.then(|| view! { <noscript><meta http-equiv="refresh" content="3; url=/models" /></noscript> })}
                             {pulls.into_iter().map(|pull| view! { <PullItem pull /> }).collect_view()}
                         </div>
                     }
