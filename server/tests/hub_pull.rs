@@ -199,8 +199,24 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
         .to_string();
     assert_eq!(error, "test-org/tiny-llama has no file \"tiny-q4_0.gguf\"");
 
-    hub.break_file("model.safetensors");
+    // More than any disk holds: refused before a byte is written.
     let spec = HubSpec::parse("test-org/tiny-llama").unwrap();
+    hub.claim_size("model.safetensors", 1 << 60);
+    let files_before = hub.counters.files.load(Ordering::SeqCst);
+    let error = server::hub::pull(&settings(&hub.url, &cache), &spec, progress.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    let expected = format!(
+        "test-org/tiny-llama: not enough disk space for the Hugging Face cache {}: the download needs 1048576.0 TiB, ",
+        cache.display()
+    );
+    assert!(error.starts_with(&expected), "{error}");
+    assert!(error.ends_with(" is free"), "{error}");
+    assert_eq!(hub.counters.files.load(Ordering::SeqCst), files_before);
+    hub.mend();
+
+    hub.break_file("model.safetensors");
     let error = server::hub::pull(&settings(&hub.url, &cache), &spec, progress.clone())
         .await
         .unwrap_err()

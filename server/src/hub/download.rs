@@ -104,6 +104,8 @@ pub async fn pull(
             cached: present(&snapshot.join(name)),
         })
         .collect();
+    let needed: u64 = files.iter().filter(|f| !f.cached).map(|f| f.size).sum();
+    check_room(settings, spec, needed)?;
     progress(HubEvent::Plan {
         commit: info.sha.clone(),
         files: files.clone(),
@@ -134,6 +136,31 @@ pub async fn pull(
         from_cache: downloaded == 0,
         downloaded_bytes: downloaded,
     })
+}
+
+/// Refuses a download the cache's file system cannot hold, before any
+/// byte lands (hf-hub preallocates sparse files, so a full disk would
+/// otherwise show only midway).
+fn check_room(settings: &HubSettings, spec: &HubSpec, needed: u64) -> Result<(), HubError> {
+    let existing = settings
+        .cache_dir
+        .ancestors()
+        .find(|dir| dir.exists())
+        .unwrap_or(Path::new("/"));
+    let Ok(stats) = rustix::fs::statvfs(existing) else {
+        // Unknown: the download itself will say if the disk fills up.
+        return Ok(());
+    };
+    let available = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if needed > available {
+        return Err(HubError::NoRoom {
+            repo: spec.repo.clone(),
+            cache: settings.cache_dir.display().to_string(),
+            needed: crate::models::format_size(needed),
+            available: crate::models::format_size(available),
+        });
+    }
+    Ok(())
 }
 
 /// The model from the cache alone (no network call): the snapshot the

@@ -177,6 +177,13 @@ pub enum HubError {
         file: String,
         cache: String,
     },
+    #[error("{repo}: not enough disk space for the Hugging Face cache {cache}: the download needs {needed}, {available} is free")]
+    NoRoom {
+        repo: String,
+        cache: String,
+        needed: String,
+        available: String,
+    },
     #[error("{repo}: cannot write {file} into the cache {cache}: {message}")]
     Io {
         repo: String,

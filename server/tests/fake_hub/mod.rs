@@ -69,6 +69,8 @@ struct HubState {
     broken: Mutex<Vec<String>>,
     /// Files whose connection drops after half their bytes.
     cut: Mutex<Vec<String>>,
+    /// Sizes the file list claims instead of the real ones.
+    claimed: Mutex<HashMap<String, u64>>,
     /// Wait before each ranged file answer (to watch a pull in flight).
     delay: Duration,
 }
@@ -92,6 +94,7 @@ impl FakeHub {
             counters: counters.clone(),
             broken: Mutex::new(Vec::new()),
             cut: Mutex::new(Vec::new()),
+            claimed: Mutex::new(HashMap::new()),
             delay,
         });
         let app = Router::new()
@@ -126,7 +129,13 @@ impl FakeHub {
         self.state.cut.lock().unwrap().push(name.into());
     }
 
+    /// The file list says `name` has `size` bytes.
+    pub fn claim_size(&self, name: &str, size: u64) {
+        self.state.claimed.lock().unwrap().insert(name.into(), size);
+    }
+
     pub fn mend(&self) {
+        self.state.claimed.lock().unwrap().clear();
         self.state.broken.lock().unwrap().clear();
         self.state.cut.lock().unwrap().clear();
     }
@@ -169,7 +178,10 @@ async fn info(
     let siblings: Vec<serde_json::Value> = repo
         .files
         .iter()
-        .map(|(name, bytes)| serde_json::json!({"rfilename": name, "size": bytes.len()}))
+        .map(|(name, bytes)| {
+            let claimed = state.claimed.lock().unwrap().get(name).copied();
+            serde_json::json!({"rfilename": name, "size": claimed.unwrap_or(bytes.len() as u64)})
+        })
         .collect();
     Json(serde_json::json!({
         "id": format!("{org}/{name}"),
