@@ -192,6 +192,25 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
         )
     );
 
+    let gated = HubSpec::parse("test-org/gated-llama").unwrap();
+    let error = server::hub::pull(&settings(&hub.url, &cache), &gated, progress.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "test-org/gated-llama is gated: accept its terms on its Hub page, then set HF_TOKEN to a token of that account"
+    );
+    let branch = HubSpec::parse("test-org/tiny-llama@no-such-branch").unwrap();
+    let error = server::hub::pull(&settings(&hub.url, &cache), &branch, progress.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "test-org/tiny-llama has no revision \"no-such-branch\""
+    );
+
     let gguf = HubSpec::parse("test-org/tiny-llama/tiny-q4_0.gguf").unwrap();
     let error = server::hub::pull(&settings(&hub.url, &cache), &gguf, progress.clone())
         .await

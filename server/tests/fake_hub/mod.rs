@@ -169,12 +169,30 @@ fn not_found() -> Response {
 
 async fn info(
     State(state): State<Arc<HubState>>,
-    UrlPath((org, name, _rev)): UrlPath<(String, String, String)>,
+    UrlPath((org, name, rev)): UrlPath<(String, String, String)>,
 ) -> Response {
     state.counters.info.fetch_add(1, Ordering::SeqCst);
+    // As the Hub answers for a gated repo without an accepted token, and
+    // for a branch that does not exist.
+    if name.starts_with("gated") {
+        return (
+            StatusCode::FORBIDDEN,
+            [("x-error-code", "GatedRepo")],
+            "gated",
+        )
+            .into_response();
+    }
     let Some(repo) = state.repos.get(&format!("{org}/{name}")) else {
         return not_found();
     };
+    if rev != "main" && rev != repo.commit {
+        return (
+            StatusCode::NOT_FOUND,
+            [("x-error-code", "RevisionNotFound")],
+            "Invalid rev id",
+        )
+            .into_response();
+    }
     let siblings: Vec<serde_json::Value> = repo
         .files
         .iter()
