@@ -77,6 +77,12 @@ after(async () => {
 
 test("a repo id typed on the models page is pulled with live progress and listed", async () => {
   const page = await newPage(browser);
+  // pulls.js runs under the page's Content-Security-Policy without a complaint.
+  const problems = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(message.text());
+  });
+  page.on("pageerror", (error) => problems.push(error.message));
   await page.goto(server.baseUrl + "/models");
   await page.locator("#pull-model input[name=repo]").fill(`${REPO}/${FILE}`);
   await page.locator("#pull").click();
@@ -103,6 +109,7 @@ test("a repo id typed on the models page is pulled with live progress and listed
   assert.deepEqual(cells.slice(0, 6), [`${REPO}/${FILE}`, "hub", "llama", "135M", "Q4_1", "93.8 MiB"]);
   assert.match(cells[6], new RegExp(`models--test-org--SmolLM2-135M-GGUF/snapshots/${COMMIT}/${FILE}$`));
   await screenshot(page, "models-pull-done");
+  assert.deepEqual(problems, []);
 
   // The new-run form offers it.
   await page.goto(server.baseUrl + "/runs/new");

@@ -173,18 +173,8 @@ pub fn delete(store: &Store, id: i64) -> Result<(), ModelError> {
     Ok(())
 }
 
-/// Bytes as a short figure in binary units, for console lines.
+/// Bytes as a short figure in binary units (as the pages write them), for
+/// console lines and messages.
 pub fn format_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
+    app::pages::catalog::format_bytes(bytes)
 }

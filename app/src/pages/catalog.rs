@@ -58,7 +58,7 @@ pub async fn list_datasets() -> Result<Vec<DatasetSummary>, ServerFnError> {
 }
 
 /// Bytes as a short human figure (binary units, as file managers show).
-pub(crate) fn format_bytes(bytes: u64) -> String {
+pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
