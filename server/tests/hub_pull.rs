@@ -287,6 +287,28 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
         .map(|f| f.name.as_str())
         .collect();
     assert_eq!(fetched, ["model.safetensors"]);
+
+    // main moves to a commit with the same files: the new snapshot links
+    // the blobs already here, nothing is fetched again.
+    let moved = "7777777777777777777777777777777777777777";
+    hub.move_main("test-org/tiny-llama", moved);
+    let file_gets = hub.counters.files.load(Ordering::SeqCst);
+    let (_, progress) = recorder();
+    let pulled = server::hub::pull(&settings(&hub.url, &cache), &spec, progress)
+        .await
+        .unwrap();
+    assert_eq!(pulled.path, repo_dir.join(format!("snapshots/{moved}")));
+    assert_eq!((pulled.from_cache, pulled.downloaded_bytes), (true, 0));
+    assert_eq!(hub.counters.files.load(Ordering::SeqCst), file_gets);
+    assert_eq!(
+        std::fs::read_link(pulled.path.join("model.safetensors")).unwrap(),
+        std::fs::read_link(snapshot.join("model.safetensors")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo_dir.join("refs/main")).unwrap(),
+        moved
+    );
+    engine::models::load_hf_folder(&pulled.path, Default::default()).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

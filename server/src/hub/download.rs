@@ -31,6 +31,27 @@ struct Sibling {
     rfilename: String,
     #[serde(default)]
     size: Option<u64>,
+    /// The git blob id: the cache's blob name for a file kept in git.
+    #[serde(default, rename = "blobId")]
+    blob_id: Option<String>,
+    #[serde(default)]
+    lfs: Option<Lfs>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Lfs {
+    sha256: String,
+}
+
+impl Sibling {
+    /// The name of this file's blob in the cache (its ETag): the sha256 of
+    /// an LFS file, else the git blob id.
+    fn etag(&self) -> Option<&str> {
+        self.lfs
+            .as_ref()
+            .map(|lfs| lfs.sha256.as_str())
+            .or(self.blob_id.as_deref())
+    }
 }
 
 /// Resolves `spec` to a model in the cache, downloading what is missing.
@@ -96,12 +117,20 @@ pub async fn pull(
             names.push(shard);
         }
     }
+    let etags: HashMap<&str, &str> = info
+        .siblings
+        .iter()
+        .filter_map(|s| Some((s.rfilename.as_str(), s.etag()?)))
+        .collect();
     let files: Vec<PlannedFile> = names
         .iter()
         .map(|name| PlannedFile {
             name: name.clone(),
             size: sizes.get(name.as_str()).copied().unwrap_or(0),
-            cached: present(&snapshot.join(name)),
+            cached: present(&snapshot.join(name))
+                || etags
+                    .get(name.as_str())
+                    .is_some_and(|etag| link_blob(&cached, &snapshot, name, etag)),
         })
         .collect();
     let needed: u64 = files.iter().filter(|f| !f.cached).map(|f| f.size).sum();
@@ -136,6 +165,28 @@ pub async fn pull(
         from_cache: downloaded == 0,
         downloaded_bytes: downloaded,
     })
+}
+
+/// A file unchanged since another commit is already a blob: link it into
+/// this commit's snapshot (as huggingface_hub does) instead of fetching it
+/// again. `true` when the snapshot now has it.
+fn link_blob(cached: &CachedRepo, snapshot: &Path, name: &str, etag: &str) -> bool {
+    if etag.is_empty() || etag.contains(['/', '.']) {
+        return false;
+    }
+    if !present(&cached.dir.join("blobs").join(etag)) {
+        return false;
+    }
+    let link = snapshot.join(name);
+    let Some(parent) = link.parent() else {
+        return false;
+    };
+    // From snapshots/<commit>/<name> back up to the repo folder.
+    let depth = Path::new(name).components().count() + 1;
+    let target = Path::new(&"../".repeat(depth)).join("blobs").join(etag);
+    std::fs::create_dir_all(parent).is_ok()
+        && std::os::unix::fs::symlink(&target, &link).is_ok()
+        && present(&link)
 }
 
 /// Refuses a download the cache's file system cannot hold, before any

@@ -71,6 +71,8 @@ struct HubState {
     cut: Mutex<Vec<String>>,
     /// Sizes the file list claims instead of the real ones.
     claimed: Mutex<HashMap<String, u64>>,
+    /// Repos whose main branch moved to another commit (same files).
+    moved: Mutex<HashMap<String, String>>,
     /// Wait before each ranged file answer (to watch a pull in flight).
     delay: Duration,
 }
@@ -95,6 +97,7 @@ impl FakeHub {
             broken: Mutex::new(Vec::new()),
             cut: Mutex::new(Vec::new()),
             claimed: Mutex::new(HashMap::new()),
+            moved: Mutex::new(HashMap::new()),
             delay,
         });
         let app = Router::new()
@@ -127,6 +130,15 @@ impl FakeHub {
 
     pub fn cut_file(&self, name: &str) {
         self.state.cut.lock().unwrap().push(name.into());
+    }
+
+    /// A new commit on main with the same files (say, a README edit).
+    pub fn move_main(&self, repo: &str, commit: &str) {
+        self.state
+            .moved
+            .lock()
+            .unwrap()
+            .insert(repo.into(), commit.into());
     }
 
     /// The file list says `name` has `size` bytes.
@@ -185,7 +197,14 @@ async fn info(
     let Some(repo) = state.repos.get(&format!("{org}/{name}")) else {
         return not_found();
     };
-    if rev != "main" && rev != repo.commit {
+    let commit = state
+        .moved
+        .lock()
+        .unwrap()
+        .get(&format!("{org}/{name}"))
+        .cloned()
+        .unwrap_or_else(|| repo.commit.clone());
+    if rev != "main" && rev != commit {
         return (
             StatusCode::NOT_FOUND,
             [("x-error-code", "RevisionNotFound")],
@@ -198,12 +217,16 @@ async fn info(
         .iter()
         .map(|(name, bytes)| {
             let claimed = state.claimed.lock().unwrap().get(name).copied();
-            serde_json::json!({"rfilename": name, "size": claimed.unwrap_or(bytes.len() as u64)})
+            serde_json::json!({
+                "rfilename": name,
+                "size": claimed.unwrap_or(bytes.len() as u64),
+                "lfs": {"sha256": sha256_hex(bytes), "size": bytes.len()},
+            })
         })
         .collect();
     Json(serde_json::json!({
         "id": format!("{org}/{name}"),
-        "sha": repo.commit,
+        "sha": commit,
         "siblings": siblings,
     }))
     .into_response()
@@ -226,6 +249,13 @@ async fn resolve(
         )
             .into_response();
     };
+    let commit = state
+        .moved
+        .lock()
+        .unwrap()
+        .get(&format!("{org}/{name}"))
+        .cloned()
+        .unwrap_or_else(|| repo.commit.clone());
     let len = bytes.len();
     let (start, end) = headers
         .get(header::RANGE)
@@ -260,7 +290,7 @@ async fn resolve(
                     (header::ETAG, format!("\"{}\"", sha256_hex(bytes))),
                     (
                         header::HeaderName::from_static("x-repo-commit"),
-                        repo.commit.clone(),
+                        commit.clone(),
                     ),
                     (header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
                     (header::CONTENT_LENGTH, (end - start + 1).to_string()),
@@ -276,7 +306,7 @@ async fn resolve(
             (header::ETAG, format!("\"{}\"", sha256_hex(bytes))),
             (
                 header::HeaderName::from_static("x-repo-commit"),
-                repo.commit.clone(),
+                commit.clone(),
             ),
             (header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}")),
             (header::ACCEPT_RANGES, "bytes".to_string()),
