@@ -170,6 +170,117 @@ async fn a_pull_fills_the_hf_cache_and_the_next_one_reads_it() {
     );
 }
 
+/// Splits a safetensors file in two shards (tensors alternate), as
+/// transformers writes big checkpoints, with the index naming them.
+fn shard(folder: &Path) {
+    let bytes = std::fs::read(folder.join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let data = &bytes[8 + header_len..];
+    let mut names: Vec<&String> = header.keys().filter(|k| *k != "__metadata__").collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for part in 0..2 {
+        let file = format!("model-0000{}-of-00002.safetensors", part + 1);
+        let (mut out_header, mut out_data) = (serde_json::Map::new(), Vec::new());
+        for name in names.iter().skip(part).step_by(2) {
+            let mut entry = header[*name].clone();
+            let offsets = entry["data_offsets"].as_array().unwrap();
+            let (start, end) = (
+                offsets[0].as_u64().unwrap() as usize,
+                offsets[1].as_u64().unwrap() as usize,
+            );
+            entry["data_offsets"] =
+                serde_json::json!([out_data.len(), out_data.len() + end - start]);
+            out_data.extend_from_slice(&data[start..end]);
+            out_header.insert((*name).clone(), entry);
+            weight_map.insert((*name).clone(), file.clone().into());
+        }
+        let header_bytes = serde_json::to_vec(&out_header).unwrap();
+        let mut out = (header_bytes.len() as u64).to_le_bytes().to_vec();
+        out.extend(header_bytes);
+        out.extend(out_data);
+        std::fs::write(folder.join(&file), out).unwrap();
+    }
+    std::fs::write(
+        folder.join("model.safetensors.index.json"),
+        serde_json::json!({"metadata": {}, "weight_map": weight_map}).to_string(),
+    )
+    .unwrap();
+    std::fs::remove_file(folder.join("model.safetensors")).unwrap();
+}
+
+#[tokio::test]
+async fn a_sharded_repo_brings_its_index_and_shards_and_nothing_else() {
+    let temp = tempfile::tempdir().unwrap();
+    let upstream = temp.path().join("upstream");
+    engine::fixtures::write_tiny_llama(&upstream, 4).unwrap();
+    shard(&upstream);
+    // What a Loralab pull leaves on the Hub: other formats and files.
+    std::fs::write(upstream.join("consolidated.safetensors"), "not ours").unwrap();
+    std::fs::write(upstream.join("pytorch_model.bin"), "not ours").unwrap();
+    std::fs::write(upstream.join("README.md"), "# tiny").unwrap();
+    std::fs::write(
+        upstream.join("generation_config.json"),
+        r#"{"eos_token_id": 257}"#,
+    )
+    .unwrap();
+    let hub = FakeHub::start(
+        vec![("test-org/sharded", FakeRepo::from_folder(&upstream, COMMIT))],
+        Duration::ZERO,
+    )
+    .await;
+    let cache = temp.path().join("cache");
+    let spec = HubSpec::parse("test-org/sharded").unwrap();
+    let (events, progress) = recorder();
+    let pulled = server::hub::pull(&settings(&hub.url, &cache), &spec, progress)
+        .await
+        .unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(&pulled.path)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "config.json",
+            "generation_config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ]
+    );
+    // The index came first (it names the shards); the plan lists it as cached.
+    let events = events.lock().unwrap().clone();
+    let HubEvent::Plan { files, .. } = &events[0] else {
+        panic!("{events:?}")
+    };
+    let planned: Vec<&str> = files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        planned,
+        [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "generation_config.json",
+            "model.safetensors.index.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+        ]
+    );
+    assert_eq!(
+        files.iter().filter(|f| f.cached).count(),
+        1,
+        "only the index: {files:?}"
+    );
+    let model = engine::models::load_hf_folder(&pulled.path, Default::default()).unwrap();
+    assert_eq!(model.num_layers(), engine::fixtures::LAYERS);
+}
+
 #[tokio::test]
 async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_blobs() {
     let temp = tempfile::tempdir().unwrap();
