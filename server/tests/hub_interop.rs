@@ -59,6 +59,7 @@ async fn huggingface_hub_and_mlx_lm_use_what_we_pulled() {
         cache_dir: cache.clone(),
         token: None,
         offline: false,
+        stall_timeout: Duration::from_secs(60),
     };
     let spec = HubSpec::parse("test-org/tiny-llama").unwrap();
     let pulled = server::hub::pull(&settings, &spec, Arc::new(|_| {}))

@@ -28,6 +28,7 @@ fn settings(hub: &str, cache: &Path) -> HubSettings {
         cache_dir: cache.to_path_buf(),
         token: None,
         offline: false,
+        stall_timeout: Duration::from_secs(60),
     }
 }
 
@@ -420,6 +421,26 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
         moved
     );
     engine::models::load_hf_folder(&pulled.path, Default::default()).unwrap();
+
+    // A Hub that stops sending: the pull ends after the silence limit.
+    let slow = FakeHub::start(
+        vec![("test-org/tiny-llama", tiny_repo(&temp.path().join("slow")))],
+        Duration::from_secs(2),
+    )
+    .await;
+    let quick_to_judge = HubSettings {
+        stall_timeout: Duration::from_millis(300),
+        ..settings(&slow.url, &temp.path().join("cache-2"))
+    };
+    let (_, progress) = recorder();
+    let error = server::hub::pull(&quick_to_judge, &spec, progress)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        error,
+        "test-org/tiny-llama: the Hub sent nothing for 0.3 s while config.json was downloading; pull again to resume"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use hf_hub::api::tokio::{Api, ApiBuilder, ApiError, Progress};
 use hf_hub::{Repo, RepoType};
@@ -286,6 +288,7 @@ async fn fetch_info(
         .repo(repo.clone())
         .info_request()
         .query(&[("blobs", "true")])
+        .timeout(settings.stall_timeout)
         .send()
         .await
         .map_err(|e| {
@@ -395,17 +398,19 @@ fn choose_files(spec: &HubSpec, info: &RepoInfo) -> Result<Vec<String>, HubError
     Ok(names)
 }
 
-/// hf-hub's progress hook, per file.
+/// hf-hub's progress hook, per file; it also notes when bytes last came.
 #[derive(Clone)]
 struct FileProgress {
     file: String,
     sink: Option<ProgressFn>,
+    last_byte: Arc<Mutex<Instant>>,
 }
 
 impl Progress for FileProgress {
     async fn init(&mut self, _size: usize, _filename: &str) {}
 
     async fn update(&mut self, size: usize) {
+        *self.last_byte.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if let Some(sink) = &self.sink {
             sink(HubEvent::Bytes {
                 file: self.file.clone(),
@@ -430,13 +435,36 @@ async fn fetch(
     spec: &HubSpec,
     progress: Option<&ProgressFn>,
 ) -> Result<std::path::PathBuf, HubError> {
+    let last_byte = Arc::new(Mutex::new(Instant::now()));
     let hook = FileProgress {
         file: file.to_string(),
         sink: progress.cloned(),
+        last_byte: last_byte.clone(),
     };
-    repo.download_with_progress(file, hook)
-        .await
-        .map_err(|error| download_error(error, file, settings, spec))
+    // hf-hub's client has no timeout, and a big file may take hours; what
+    // ends a dead connection is silence.
+    let stalled = async {
+        loop {
+            let since = last_byte
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .elapsed();
+            if since >= settings.stall_timeout {
+                return;
+            }
+            tokio::time::sleep(settings.stall_timeout - since).await;
+        }
+    };
+    tokio::select! {
+        done = repo.download_with_progress(file, hook) => {
+            done.map_err(|error| download_error(error, file, settings, spec))
+        }
+        () = stalled => Err(HubError::Stalled {
+            repo: spec.repo.clone(),
+            file: file.to_string(),
+            seconds: settings.stall_timeout.as_secs_f64(),
+        }),
+    }
 }
 
 /// hf-hub links the file under the commit its server named; a different
@@ -534,6 +562,7 @@ mod tests {
             cache_dir: "/cache/hub".into(),
             token: None,
             offline: false,
+            stall_timeout: std::time::Duration::from_secs(60),
         };
         let spec = HubSpec::parse("org/name").unwrap();
         let full = io_error(

@@ -50,6 +50,9 @@ pub struct HubSettings {
     pub token: Option<String>,
     /// `HF_HUB_OFFLINE=1`: never touch the network.
     pub offline: bool,
+    /// How long the Hub may stay silent (no answer, no byte) before a pull
+    /// gives up: `LORALAB_HUB_STALL_SECS`, default 60.
+    pub stall_timeout: std::time::Duration,
 }
 
 impl HubSettings {
@@ -79,6 +82,11 @@ impl HubSettings {
                 .unwrap_or_else(|| "https://huggingface.co".into()),
             cache_dir: default_cache_dir(),
             token,
+            stall_timeout: std::time::Duration::from_secs(
+                env("LORALAB_HUB_STALL_SECS")
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(60),
+            ),
             offline: env("HF_HUB_OFFLINE").is_some_and(|v| {
                 matches!(
                     v.trim().to_ascii_lowercase().as_str(),
@@ -164,6 +172,12 @@ pub enum HubError {
         file: String,
         endpoint: String,
         message: String,
+    },
+    #[error("{repo}: the Hub sent nothing for {seconds} s while {file} was downloading; pull again to resume")]
+    Stalled {
+        repo: String,
+        file: String,
+        seconds: f64,
     },
     #[error("{repo}: the Hub answered {status} for {file}")]
     Http {
