@@ -9,8 +9,8 @@ use crate::compare_dto::{
     ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
 };
 use crate::dto::{
-    DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, RunCheck,
-    RunDetail, RunSummary,
+    DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, PullView,
+    RunCheck, RunDetail, RunSummary,
 };
 
 /// The server's state as pages see it. Errors are messages fit for a user.
@@ -24,6 +24,12 @@ pub trait Backend: Send + Sync + 'static {
     fn import_model(&self, name: Option<String>, path: String) -> Result<i64, String>;
     /// Forgets a model (its files stay); refused while a run uses it.
     fn delete_model(&self, id: i64) -> Result<(), String>;
+    /// Starts pulling `repo` (`org/name[/file.gguf][@revision]`) from the
+    /// Hugging Face Hub in the background, or joins the pull of the same
+    /// model already running; returns the pull's id.
+    fn start_pull(&self, repo: String, revision: Option<String>) -> Result<u64, String>;
+    /// Pulls of this server's lifetime, newest first.
+    fn list_pulls(&self) -> Vec<PullView>;
     fn list_datasets(&self) -> Result<Vec<DatasetSummary>, String>;
     /// A dataset checked with the query's model and settings; `None` when
     /// there is no such dataset.

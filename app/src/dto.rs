@@ -124,6 +124,60 @@ pub struct ModelSummary {
     pub builtin: bool,
 }
 
+/// A model being pulled from the Hugging Face Hub (or just pulled): the
+/// models page, `GET /api/models/pulls/{id}` and its SSE events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullView {
+    pub id: u64,
+    /// What was asked for: `org/name[/file.gguf][@revision]`; also the name
+    /// the model is registered under.
+    pub spec: String,
+    pub repo: String,
+    pub revision: String,
+    /// `running`, `done` or `failed`.
+    pub status: String,
+    /// The commit the revision resolved to, once known.
+    pub commit: Option<String>,
+    pub files: Vec<PullFile>,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    /// Average download speed so far.
+    pub bytes_per_sec: f64,
+    /// Everything came from the Hugging Face cache.
+    pub from_cache: bool,
+    /// Why it failed, naming the repo and file.
+    pub error: Option<String>,
+    /// The registered model, once done.
+    pub model_id: Option<i64>,
+    /// The snapshot folder or GGUF file in the cache, once done.
+    pub path: Option<String>,
+    pub elapsed_seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullFile {
+    pub name: String,
+    pub size: u64,
+    pub done: u64,
+    /// Already in the cache: not downloaded.
+    pub cached: bool,
+}
+
+impl PullView {
+    /// Fraction of the bytes on disk, 0..=1 (1 when there is nothing to fetch).
+    pub fn progress(&self) -> f64 {
+        if self.total_bytes == 0 {
+            if self.status == "done" {
+                1.0
+            } else {
+                0.0
+            }
+        } else {
+            (self.done_bytes as f64 / self.total_bytes as f64).clamp(0.0, 1.0)
+        }
+    }
+}
+
 /// A dataset as pickers and the datasets page show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetSummary {

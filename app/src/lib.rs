@@ -41,6 +41,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <link rel="icon" href="/assets/icon.svg" type="image/svg+xml" />
                 <script src="/assets/live.js" defer></script>
                 <script src="/assets/compare.js" defer></script>
+                <script src="/assets/pulls.js" defer></script>
                 <MetaTags />
             </head>
             <body>

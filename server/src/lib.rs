@@ -12,6 +12,7 @@ pub mod estimate;
 pub mod evaluations;
 pub mod failure;
 pub mod http;
+pub mod hub;
 pub mod inference;
 pub mod models;
 mod pages_backend;

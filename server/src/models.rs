@@ -39,7 +39,8 @@ pub fn describe(name: &str, path: &Path, builtin: bool) -> Result<NewModel> {
         let config = engine::models::read_config(path)?;
         let size = std::fs::read_dir(path)
             .with_context(|| format!("cannot list {}", path.display()))?
-            .filter_map(|entry| entry.ok()?.metadata().ok())
+            // Followed links: a Hub snapshot's files link into `blobs/`.
+            .filter_map(|entry| std::fs::metadata(entry.ok()?.path()).ok())
             .filter(|metadata| metadata.is_file())
             .map(|metadata| metadata.len())
             .sum();
@@ -124,6 +125,39 @@ pub fn import(store: &Store, name: Option<&str>, path: &str) -> Result<ModelReco
         .ok_or_else(|| anyhow!("model {id} vanished while it was being registered").into())
 }
 
+/// Registers a model pulled from the Hub under its spec
+/// (`org/name[/file.gguf][@revision]`, which no imported name can be: those
+/// have no `/`), described like an imported folder or file, located at its
+/// snapshot in the HF cache. Pulling again updates the entry.
+pub fn register_pulled(
+    store: &Store,
+    spec: &crate::hub::HubSpec,
+    pulled: &crate::hub::Pulled,
+) -> Result<ModelRecord, ModelError> {
+    let name = spec.to_string();
+    let mut model = describe(&name, &pulled.path, false)
+        .with_context(|| format!("{} is not a usable model", pulled.path.display()))?;
+    model.source = "hub".into();
+    // The snapshot path, not the blob its link resolves to: readable, and
+    // what other tools of the cache show.
+    model.location = pulled.path.display().to_string();
+    if let Some(existing) = store
+        .model_by_name(&name)
+        .context("cannot read the models")?
+    {
+        if existing.source != "hub" {
+            return Err(ModelError::NameTaken(name));
+        }
+    }
+    let id = store
+        .upsert_model(&model)
+        .context("cannot register the model")?;
+    store
+        .model(id)
+        .context("cannot read the new model")?
+        .ok_or_else(|| anyhow!("model {id} vanished while it was being registered").into())
+}
+
 /// Forgets a model (its files stay where they are).
 pub fn delete(store: &Store, id: i64) -> Result<(), ModelError> {
     let model = store
@@ -137,4 +171,10 @@ pub fn delete(store: &Store, id: i64) -> Result<(), ModelError> {
         return Err(ModelError::InUse(model.name));
     }
     Ok(())
+}
+
+/// Bytes as a short figure in binary units (as the pages write them), for
+/// console lines and messages.
+pub fn format_size(bytes: u64) -> String {
+    app::pages::catalog::format_bytes(bytes)
 }

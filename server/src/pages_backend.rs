@@ -173,6 +173,19 @@ impl app::Backend for AppState {
         })
     }
 
+    fn start_pull(&self, repo: String, revision: Option<String>) -> Result<u64, String> {
+        let spec = crate::hub::pulls::parse_request(&repo, revision.as_deref())
+            .map_err(|error| error.to_string())?;
+        self.pulls
+            .start(self.store.clone(), spec)
+            .map(|(pull, _joined)| pull.id)
+            .map_err(|error| error.to_string())
+    }
+
+    fn list_pulls(&self) -> Vec<app::dto::PullView> {
+        self.pulls.list()
+    }
+
     fn dataset_detail(
         &self,
         id: i64,

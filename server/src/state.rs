@@ -24,6 +24,8 @@ pub struct AppState {
     pub inference: Inference,
     /// Comparisons being generated, and their live output.
     pub comparisons: Arc<ComparisonHub>,
+    /// Models being pulled from the Hugging Face Hub.
+    pub pulls: Arc<crate::hub::pulls::Pulls>,
 }
 
 pub type SharedState = Arc<AppState>;

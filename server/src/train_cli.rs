@@ -117,8 +117,16 @@ pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
 }
 
 /// A model or dataset that is not a path may be a name registered in the
-/// data dir.
+/// data dir; a model may also be a Hub repo id (`org/name`,
+/// `org/name/file.gguf`, `@revision`), pulled into the HF cache first (or,
+/// offline, found there).
 fn resolve_names(cfg: &mut TrainConfig, data_dir: &Path) -> Result<()> {
+    if !Path::new(&cfg.model).exists() && crate::hub::HubSpec::looks_like(&cfg.model) {
+        let spec = crate::hub::HubSpec::parse(&cfg.model).map_err(|e| anyhow!("model: {e}"))?;
+        let pulled =
+            crate::hub::console::pull_with_stderr(&spec).map_err(|e| anyhow!("model: {e:#}"))?;
+        cfg.model = pulled.path.display().to_string();
+    }
     let model_missing = !Path::new(&cfg.model).exists();
     let data_missing = !Path::new(&cfg.data).exists();
     let database = crate::setup::DataDir {

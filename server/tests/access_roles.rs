@@ -49,6 +49,7 @@ fn mutating_routes() -> Vec<(Method, String)> {
         "/api/compare/1/cancel",
         "/api/chat/1/cancel",
         "/api/uploads/datasets",
+        "/api/models/pull",
         "/no/such/route",
     ]
     .iter()
@@ -162,6 +163,49 @@ async fn a_viewer_is_refused_on_every_mutating_route() {
         assert_ne!(status, 403, "{method} {path}: {body}");
         assert_ne!(status, 401, "{method} {path}: {body}");
     }
+}
+
+#[tokio::test]
+async fn a_viewer_neither_sees_nor_reaches_model_pulls() {
+    let (_temp, server) = lan_server(&[]);
+    let client = no_redirects();
+    for path in [
+        "/api/models/pulls",
+        "/api/models/pulls/1",
+        "/api/models/pulls/1/events",
+    ] {
+        let response = client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 403, "{path}");
+        let json: Value = response.json().await.unwrap();
+        assert_eq!(
+            json["error"], "viewers cannot see model pulls; the owner's link grants that",
+            "{path}"
+        );
+    }
+    let page = client
+        .get(server.url("/models"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(badge(&page), "viewer");
+    assert!(!page.contains("pull-model"), "{page}");
+    assert!(!page.contains("/fn/models/pull"), "{page}");
+    // The owner reads them (none yet).
+    let bearer = format!("Bearer {}", owner_token(&server));
+    let response = client
+        .get(server.url("/api/models/pulls"))
+        .header("authorization", bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        Value::Array(vec![])
+    );
 }
 
 #[tokio::test]

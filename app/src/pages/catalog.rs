@@ -2,7 +2,7 @@
 
 use leptos::prelude::*;
 
-use crate::dto::{DatasetSummary, ModelSummary};
+use crate::dto::{DatasetSummary, ModelSummary, PullView};
 use crate::layout::Page;
 
 #[server(prefix = "/fn", endpoint = "models/list")]
@@ -21,6 +21,28 @@ pub async fn import_model(name: Option<String>, path: String) -> Result<(), Serv
     Ok(())
 }
 
+/// Starts a pull from the Hugging Face Hub and comes back to the models
+/// page, which shows the pull (live with JavaScript, on reload without).
+#[server(prefix = "/fn", endpoint = "models/pull")]
+pub async fn pull_model(repo: String, revision: Option<String>) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    let id = backend
+        .start_pull(repo, revision)
+        .map_err(ServerFnError::new)?;
+    backend.redirect(&format!("/models#pull-{id}"));
+    Ok(())
+}
+
+/// The pulls of this server's lifetime; none for viewers.
+#[server(prefix = "/fn", endpoint = "models/pulls")]
+pub async fn list_pulls() -> Result<Vec<PullView>, ServerFnError> {
+    if !crate::role::current_role().can_mutate() {
+        return Ok(Vec::new());
+    }
+    let backend = expect_context::<crate::SharedBackend>();
+    Ok(backend.list_pulls())
+}
+
 #[server(prefix = "/fn", endpoint = "models/delete")]
 pub async fn delete_model(id: i64) -> Result<(), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
@@ -36,7 +58,7 @@ pub async fn list_datasets() -> Result<Vec<DatasetSummary>, ServerFnError> {
 }
 
 /// Bytes as a short human figure (binary units, as file managers show).
-pub(crate) fn format_bytes(bytes: u64) -> String {
+pub fn format_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -85,8 +107,140 @@ pub fn ModelsPage() -> impl IntoView {
                     })}
                 </Suspense>
             </div>
-            {crate::role::current_role().can_mutate().then(|| view! { <ImportModelForm /> })}
+            {crate::role::current_role().can_mutate().then(|| view! {
+                <PullsPanel />
+                <PullModelForm />
+                <ImportModelForm />
+            })}
         </Page>
+    }
+}
+
+/// Pulls of this server's lifetime: a bar, bytes and speed each, and their
+/// files. `/assets/pulls.js` follows running ones over SSE.
+#[component]
+fn PullsPanel() -> impl IntoView {
+    let pulls = Resource::new_blocking(|| (), |_| list_pulls());
+    view! {
+        <Suspense fallback=|| ()>
+            {move || Suspend::new(async move {
+                let pulls = pulls.await.unwrap_or_default();
+                (!pulls.is_empty()).then(|| {
+                    let running = pulls.iter().any(|pull| pull.status == "running");
+                    view! {
+                        <div class="panel" id="pulls">
+                            <h2>"Pulls from the Hub"</h2>
+                            // Without JavaScript, the page follows a pull by reloading (to
+                            // the bare URL: one with the #pull-N fragment would only scroll).
+                            {running.then(|| view! { <noscript><meta http-equiv="refresh" content="3; url=/models" /></noscript> })}
+                            {pulls.into_iter().map(|pull| view! { <PullItem pull /> }).collect_view()}
+                        </div>
+                    }
+                })
+            })}
+        </Suspense>
+    }
+}
+
+/// "12.5 MiB of 270.0 MiB, 4.2 MiB/s"; the same text pulls.js writes.
+pub(crate) fn pull_bytes_text(pull: &PullView) -> String {
+    let mut text = format!(
+        "{} of {}",
+        format_bytes(pull.done_bytes),
+        format_bytes(pull.total_bytes)
+    );
+    if pull.status == "done" && pull.from_cache {
+        text.push_str(", all from the cache");
+    } else if pull.bytes_per_sec > 0.0 {
+        text.push_str(&format!(", {}/s", format_bytes(pull.bytes_per_sec as u64)));
+    }
+    text
+}
+
+#[component]
+fn PullItem(pull: PullView) -> impl IntoView {
+    let width = format!("width: {:.1}%", pull.progress() * 100.0);
+    let events =
+        (pull.status == "running").then(|| format!("/api/models/pulls/{}/events", pull.id));
+    let files = pull
+        .files
+        .iter()
+        .map(|file| {
+            let state = if file.cached {
+                format!("{}, in the cache", format_bytes(file.size))
+            } else {
+                format!(
+                    "{} of {}",
+                    format_bytes(file.done.min(file.size)),
+                    format_bytes(file.size)
+                )
+            };
+            view! {
+                <li data-file=file.name.clone()>
+                    <code>{file.name.clone()}</code>" "<span class="muted file-bytes">{state}</span>
+                </li>
+            }
+        })
+        .collect_view();
+    let outcome = match pull.status.as_str() {
+        "done" => Some(
+            view! {
+                <p class="pull-outcome">
+                    "Registered as "<strong>{pull.spec.clone()}</strong>": pick it on "
+                    <a href="/runs/new">"New run"</a>"."
+                </p>
+            }
+            .into_any(),
+        ),
+        "failed" => Some(
+            view! {
+                <p class="error-box pull-outcome" role="alert">{pull.error.clone().unwrap_or_default()}</p>
+            }
+            .into_any(),
+        ),
+        _ => None,
+    };
+    view! {
+        <div class="pull" id=format!("pull-{}", pull.id) data-pull-events=events>
+            <div class="pull-head">
+                <strong>{pull.spec.clone()}</strong>
+                <span class=format!("status {}", pull.status)>{pull.status.clone()}</span>
+                <span class="muted pull-bytes">{pull_bytes_text(&pull)}</span>
+            </div>
+            <div class="progress" title=format!("{:.0}%", pull.progress() * 100.0)>
+                <span style=width></span>
+            </div>
+            <ul class="pull-files">{files}</ul>
+            {outcome}
+        </div>
+    }
+}
+
+/// Starts a background pull from the Hugging Face Hub.
+#[component]
+fn PullModelForm() -> impl IntoView {
+    view! {
+        <form class="stacked panel" method="post" action="/fn/models/pull" id="pull-model">
+            <h2>"Pull from the Hugging Face Hub"</h2>
+            <p class="muted">
+                "A repo id, e.g. "<code>"HuggingFaceTB/SmolLM2-135M-Instruct"</code>": its config, tokenizer "
+                "and safetensors weights are fetched. For a GGUF repo, name one file: "
+                <code>"org/name/model-Q4_0.gguf"</code>". Files go to the Hugging Face cache "
+                "(HF_HUB_CACHE or ~/.cache/huggingface/hub), shared with mlx-lm and transformers; "
+                "what is already there is not downloaded again. Private and gated repos need HF_TOKEN."
+            </p>
+            <div class="grid-2">
+                <label>
+                    <span>"Repo id"</span>
+                    <input type="text" name="repo" required placeholder="HuggingFaceTB/SmolLM2-135M-Instruct" />
+                </label>
+                <label>
+                    <span>"Revision (optional: main)"</span>
+                    <input type="text" name="revision" placeholder="main" />
+                </label>
+            </div>
+            <button type="submit" class="primary" id="pull">"Pull"</button>
+        </form>
     }
 }
 

@@ -15,6 +15,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Not for this role (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// A body over its limit (413).
     #[error("{0}")]
     TooLarge(String),
@@ -59,6 +62,7 @@ impl IntoResponse for ApiError {
         let (status, body) = match &self {
             Self::NotFound(message) => (StatusCode::NOT_FOUND, json!({ "error": message })),
             Self::Conflict(message) => (StatusCode::CONFLICT, json!({ "error": message })),
+            Self::Forbidden(message) => (StatusCode::FORBIDDEN, json!({ "error": message })),
             Self::TooLarge(message) => (StatusCode::PAYLOAD_TOO_LARGE, json!({ "error": message })),
             Self::Invalid { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -26,6 +26,10 @@ pub fn routes() -> Router<SharedState> {
             get(catalog::list_models).post(catalog::import_model),
         )
         .route("/api/models/{id}", delete(catalog::delete_model))
+        .route("/api/models/pull", post(catalog::start_pull))
+        .route("/api/models/pulls", get(catalog::list_pulls))
+        .route("/api/models/pulls/{id}", get(catalog::show_pull))
+        .route("/api/models/pulls/{id}/events", get(catalog::pull_events))
         .route(
             "/api/datasets",
             // The access layer limits uploads (`--max-upload-mb`).

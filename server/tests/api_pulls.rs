@@ -1,0 +1,268 @@
+//! `POST /api/models/pull` on the real binary against a local stand-in for
+//! the Hub: the pull runs in the background, a second request joins it, its
+//! SSE stream ends with `done`, and the model is registered like an
+//! imported folder; a failed pull registers nothing; viewers reach none of it.
+
+mod common;
+mod fake_hub;
+
+use std::time::Duration;
+
+use common::{get_json, read_sse, Server};
+use fake_hub::{FakeHub, FakeRepo};
+use serde_json::{json, Value};
+
+const COMMIT: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9001122334";
+
+async fn wait_pull(client: &reqwest::Client, server: &Server, id: u64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let pull = get_json(client, &server.url(&format!("/api/models/pulls/{id}"))).await;
+        if pull["status"] != "running" {
+            return pull;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pull:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pull_shows_progress_and_registers_the_model() {
+    let temp = tempfile::tempdir().unwrap();
+    let upstream = temp.path().join("upstream");
+    engine::fixtures::write_tiny_llama(&upstream, 3).unwrap();
+    let repo = FakeRepo::from_folder(&upstream, COMMIT);
+    let total: u64 = repo.files.iter().map(|(_, b)| b.len() as u64).sum();
+    // Each ranged answer waits, so the pull is still running when the
+    // second request and the event stream arrive.
+    let hub = FakeHub::start(
+        vec![("test-org/tiny-llama", repo)],
+        Duration::from_millis(300),
+    )
+    .await;
+    let cache = temp.path().join("hf-cache");
+    let cache_env = cache.display().to_string();
+    let server = Server::start_with_env(
+        temp.path().join("data"),
+        &[],
+        &[
+            ("HF_ENDPOINT", hub.url.as_str()),
+            ("HF_HUB_CACHE", cache_env.as_str()),
+        ],
+    );
+    let client = reqwest::Client::new();
+
+    let started = client
+        .post(server.url("/api/models/pull"))
+        .json(&json!({"repo": "test-org/tiny-llama"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 202);
+    let started: Value = started.json().await.unwrap();
+    let id = started["id"].as_u64().unwrap();
+    assert_eq!(started["status"], "running");
+    assert_eq!(started["spec"], "test-org/tiny-llama");
+    assert_eq!(started["revision"], "main");
+
+    let joined: Value = client
+        .post(server.url("/api/models/pull"))
+        .json(&json!({"repo": "test-org/tiny-llama", "revision": ""}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(joined["id"].as_u64(), Some(id), "{joined:#}");
+    let other = client
+        .post(server.url("/api/models/pull"))
+        .json(&json!({"repo": "test-org/tiny-llama", "revision": "v2"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 409);
+    assert_eq!(
+        other.json::<Value>().await.unwrap()["error"],
+        "test-org/tiny-llama is being pulled; wait for it to end before pulling test-org/tiny-llama@v2"
+    );
+
+    let stream = client
+        .get(server.url(&format!("/api/models/pulls/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let events = read_sse(stream, |(_, event, _)| event == "done" || event == "failed").await;
+    let (_, last_kind, last) = events.last().unwrap();
+    let last: Value = serde_json::from_str(last).unwrap();
+    assert_eq!(last_kind, "done", "{last:#}");
+    assert_eq!(last["done_bytes"].as_u64(), Some(total));
+    assert_eq!(last["total_bytes"].as_u64(), Some(total));
+    assert_eq!(last["commit"], COMMIT);
+    assert!(events[..events.len() - 1]
+        .iter()
+        .all(|(_, kind, _)| kind == "progress"));
+    let files: Vec<&str> = last["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "model.safetensors"
+        ]
+    );
+
+    let pull = wait_pull(&client, &server, id).await;
+    let snapshot = cache.join(format!("models--test-org--tiny-llama/snapshots/{COMMIT}"));
+    assert_eq!(pull["path"], snapshot.display().to_string());
+    let models = get_json(&client, &server.url("/api/models")).await;
+    let model = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "test-org/tiny-llama")
+        .unwrap_or_else(|| panic!("{models:#}"));
+    assert_eq!(pull["model_id"], model["id"]);
+    assert_eq!(model["source"], "hub");
+    assert_eq!(model["location"], snapshot.display().to_string());
+    assert_eq!(model["architecture"], "llama");
+    assert_eq!(
+        model["parameters"].as_u64(),
+        Some(engine::memory::parameter_count(
+            &engine::models::read_config(&upstream).unwrap()
+        ))
+    );
+    // Sizes of the blobs, not of the snapshot's links.
+    assert_eq!(model["size_bytes"].as_u64(), Some(total));
+
+    // The models page lists the pull and the model.
+    let page = client
+        .get(server.url("/models"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&format!("id=\"pull-{id}\"")), "{page}");
+    assert!(
+        page.contains("Registered as <strong>test-org/tiny-llama</strong>"),
+        "{page}"
+    );
+    assert!(page.contains("<td>test-org/tiny-llama</td>"), "{page}");
+
+    // A run can use it at once.
+    let run = client
+        .post(server.url("/api/runs/estimate"))
+        .json(&json!({"model": "test-org/tiny-llama", "dataset": "sample-ahoy", "iters": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run.status(), 200, "{}", run.text().await.unwrap());
+
+    // A repo the Hub does not know: the pull fails, saying so, and no
+    // model appears.
+    let failed: Value = client
+        .post(server.url("/api/models/pull"))
+        .json(&json!({"repo": "test-org/missing"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let failed = wait_pull(&client, &server, failed["id"].as_u64().unwrap()).await;
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(
+        failed["error"],
+        format!(
+            "test-org/missing: no such model repo on {}, or it is private (set HF_TOKEN to a token that can read it)",
+            hub.url
+        )
+    );
+    let models = get_json(&client, &server.url("/api/models")).await;
+    assert!(!models.to_string().contains("test-org/missing"));
+
+    // A bad id is a 422 naming the field.
+    let bad = client
+        .post(server.url("/api/models/pull"))
+        .json(&json!({"repo": "not-a-repo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    let bad: Value = bad.json().await.unwrap();
+    assert_eq!(bad["field"], "repo");
+    assert_eq!(
+        bad["error"],
+        "repo: \"not-a-repo\" is not a Hub repo id: write it as org/name (e.g. HuggingFaceTB/SmolLM2-135M-Instruct)"
+    );
+    let list = get_json(&client, &server.url("/api/models/pulls")).await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let unknown = client
+        .get(server.url("/api/models/pulls/99"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn a_no_js_form_post_starts_a_pull_the_page_shows() {
+    let temp = tempfile::tempdir().unwrap();
+    let upstream = temp.path().join("upstream");
+    engine::fixtures::write_tiny_llama(&upstream, 5).unwrap();
+    let hub = FakeHub::start(
+        vec![(
+            "test-org/tiny-llama",
+            FakeRepo::from_folder(&upstream, COMMIT),
+        )],
+        Duration::ZERO,
+    )
+    .await;
+    let cache = temp.path().join("hf-cache").display().to_string();
+    let server = Server::start_with_env(
+        temp.path().join("data"),
+        &[],
+        &[
+            ("HF_ENDPOINT", hub.url.as_str()),
+            ("HF_HUB_CACHE", cache.as_str()),
+        ],
+    );
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let posted = client
+        .post(server.url("/fn/models/pull"))
+        .header("accept", "text/html")
+        .form(&[("repo", "test-org/tiny-llama"), ("revision", "")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 302);
+    assert_eq!(posted.headers()["location"], "/models#pull-1");
+    let pull = wait_pull(&client, &server, 1).await;
+    assert_eq!(pull["status"], "done", "{pull:#}");
+    let page = client
+        .get(server.url("/models"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"pull-1\""), "{page}");
+    assert!(
+        page.contains("<span class=\"status done\">done</span>"),
+        "{page}"
+    );
+    assert!(page.contains("style=\"width: 100.0%;\""), "{page}");
+}
