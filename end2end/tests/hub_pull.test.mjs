@@ -13,6 +13,7 @@ import { defaultModel, launchBrowser, newPage, screenshot, startServer } from ".
 
 const REPO = "test-org/SmolLM2-135M-GGUF";
 const REPO_NOJS = "test-org/SmolLM2-nojs";
+const REPO_NEW_RUN = "test-org/SmolLM2-new-run";
 const FILE = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const COMMIT = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
 
@@ -25,8 +26,10 @@ const requests = { info: 0, files: 0 };
 function startHub(bytes) {
   const etag = createHash("sha256").update(bytes).digest("hex");
   const http = createServer(async (request, response) => {
-    // The same file under a second repo id, for a pull that starts cold.
-    const url = decodeURIComponent(request.url.split("?")[0]).replace(REPO_NOJS, REPO);
+    // The same file under other repo ids, for pulls that start cold.
+    const url = decodeURIComponent(request.url.split("?")[0])
+      .replace(REPO_NOJS, REPO)
+      .replace(REPO_NEW_RUN, REPO);
     if (url.startsWith(`/api/models/${REPO}/revision/`)) {
       requests.info += 1;
       response.writeHead(200, { "content-type": "application/json" });
@@ -140,4 +143,29 @@ test("without JavaScript the form posts and the page follows the pull by reloadi
   assert.equal(await pull.locator(".status").textContent(), "done");
   assert.match(await pull.locator(".pull-bytes").textContent(), /^93\.8 MiB of 93\.8 MiB/);
   await page.locator("#models tr", { hasText: `${REPO_NOJS}/${FILE}` }).waitFor();
+});
+
+test("the new-run page pulls a model it does not list, then picks it and starts a run", async () => {
+  const page = await newPage(browser);
+  await page.goto(server.baseUrl + "/runs/new");
+  const modelSelect = page.locator("select[name='form[model]']");
+  const listed = await modelSelect.locator("option").allTextContents();
+  assert.ok(!listed.includes(`${REPO_NEW_RUN}/${FILE}`), listed.join(" | "));
+  await page.locator("#pull-on-new-run summary").click();
+  await page.locator("#pull-on-new-run input[name=repo]").fill(`${REPO_NEW_RUN}/${FILE}`);
+  await page.locator("#pull-on-new-run button[type=submit]").click();
+  await page.waitForURL(/\/runs\/new\?pull=\d+$/);
+  // pulls.js follows the pull and reloads the page when it ends.
+  await page.locator("#pulls .pull-outcome").waitFor({ timeout: 120_000 });
+  assert.equal(await page.locator("#pulls .status").textContent(), "done");
+  assert.match(await page.locator("#pulls .pull-outcome").textContent(), /picked as the base model below/);
+  assert.equal(await modelSelect.inputValue(), `${REPO_NEW_RUN}/${FILE}`);
+  await screenshot(page, "new-run-pulled");
+
+  await page.locator("select[name='form[preset]']").selectOption("quick");
+  await page.locator("#start").click();
+  await page.waitForURL(/\/runs\/\d+$/);
+  const run = await (await fetch(`${server.baseUrl}/api/runs/${page.url().split("/").pop()}`)).json();
+  assert.equal(run.model, `${REPO_NEW_RUN}/${FILE}`);
+  await fetch(`${server.baseUrl}/api/runs/${run.id}/stop`, { method: "POST" });
 });

@@ -227,6 +227,15 @@ async fn follow_until(
 #[tokio::test]
 async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     let setup = tiny_setup();
+    // The random tiny model may greedily pick its end token within a few
+    // dozen tokens, before a stop could land; without one (an end token
+    // outside the vocabulary is no stop token) a long generation runs
+    // until it is stopped.
+    let tokenizer_config = setup.model_dir.join("tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokenizer_config).unwrap()).unwrap();
+    config["eos_token"] = json!("<|no-such-token|>");
+    std::fs::write(&tokenizer_config, config.to_string()).unwrap();
     let server = Server::start_with_env(
         setup.data_dir.clone(),
         &[],

@@ -21,15 +21,25 @@ pub async fn import_model(name: Option<String>, path: String) -> Result<(), Serv
     Ok(())
 }
 
-/// Starts a pull from the Hugging Face Hub and comes back to the models
-/// page, which shows the pull (live with JavaScript, on reload without).
+/// Starts a pull from the Hugging Face Hub and comes back to the page that
+/// asked, which shows the pull (live with JavaScript, on reload without):
+/// the models page, or the new-run page when `then` is `new-run` (that page
+/// picks the model once it is pulled).
 #[server(prefix = "/fn", endpoint = "models/pull")]
-pub async fn pull_model(repo: String, revision: Option<String>) -> Result<(), ServerFnError> {
+pub async fn pull_model(
+    repo: String,
+    revision: Option<String>,
+    then: Option<String>,
+) -> Result<(), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
     let id = backend
         .start_pull(repo, revision)
         .map_err(ServerFnError::new)?;
-    backend.redirect(&format!("/models#pull-{id}"));
+    if then.as_deref() == Some("new-run") {
+        backend.redirect(&format!("/runs/new?pull={id}"));
+    } else {
+        backend.redirect(&format!("/models#pull-{id}"));
+    }
     Ok(())
 }
 
@@ -157,8 +167,10 @@ pub(crate) fn pull_bytes_text(pull: &PullView) -> String {
     text
 }
 
+/// One pull. `on_new_run`: shown on the new-run page, which picks the
+/// pulled model itself.
 #[component]
-fn PullItem(pull: PullView) -> impl IntoView {
+pub(crate) fn PullItem(pull: PullView, #[prop(optional)] on_new_run: bool) -> impl IntoView {
     let width = format!("width: {:.1}%", pull.progress() * 100.0);
     let events =
         (pull.status == "running").then(|| format!("/api/models/pulls/{}/events", pull.id));
@@ -183,6 +195,14 @@ fn PullItem(pull: PullView) -> impl IntoView {
         })
         .collect_view();
     let outcome = match pull.status.as_str() {
+        "done" if on_new_run => Some(
+            view! {
+                <p class="pull-outcome">
+                    "Registered as "<strong>{pull.spec.clone()}</strong>" and picked as the base model below."
+                </p>
+            }
+            .into_any(),
+        ),
         "done" => Some(
             view! {
                 <p class="pull-outcome">
@@ -216,6 +236,23 @@ fn PullItem(pull: PullView) -> impl IntoView {
     }
 }
 
+/// The repo id and revision fields of a pull form.
+#[component]
+pub(crate) fn PullFields() -> impl IntoView {
+    view! {
+        <div class="grid-2">
+            <label>
+                <span>"Repo id"</span>
+                <input type="text" name="repo" required placeholder="HuggingFaceTB/SmolLM2-135M-Instruct" />
+            </label>
+            <label>
+                <span>"Revision (optional: main)"</span>
+                <input type="text" name="revision" placeholder="main" />
+            </label>
+        </div>
+    }
+}
+
 /// Starts a background pull from the Hugging Face Hub.
 #[component]
 fn PullModelForm() -> impl IntoView {
@@ -229,16 +266,7 @@ fn PullModelForm() -> impl IntoView {
                 "(HF_HUB_CACHE or ~/.cache/huggingface/hub), shared with mlx-lm and transformers; "
                 "what is already there is not downloaded again. Private and gated repos need HF_TOKEN."
             </p>
-            <div class="grid-2">
-                <label>
-                    <span>"Repo id"</span>
-                    <input type="text" name="repo" required placeholder="HuggingFaceTB/SmolLM2-135M-Instruct" />
-                </label>
-                <label>
-                    <span>"Revision (optional: main)"</span>
-                    <input type="text" name="revision" placeholder="main" />
-                </label>
-            </div>
+            <PullFields />
             <button type="submit" class="primary" id="pull">"Pull"</button>
         </form>
     }

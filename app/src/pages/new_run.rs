@@ -5,6 +5,7 @@ use leptos::prelude::*;
 
 use crate::dto::{DatasetSummary, ModelSummary, NewRunForm, RunCheck};
 use crate::layout::Page;
+use crate::pages::catalog::{PullFields, PullItem};
 use crate::pages::{posted_error, ErrorBox};
 
 #[server(prefix = "/fn", endpoint = "runs/create")]
@@ -132,14 +133,25 @@ fn NumberField(
 
 #[component]
 pub fn NewRunPage() -> impl IntoView {
-    // `?clone=ID` fills the form from a run; `?dataset=NAME` picks a dataset.
-    let (clone, dataset) = leptos_router::hooks::use_query_map().with_untracked(|query| {
+    // `?clone=ID` fills the form from a run; `?dataset=NAME` picks a
+    // dataset; `?pull=ID` follows a pull from the Hub started here, and picks
+    // its model once it is registered.
+    let (clone, dataset, pull_id) = leptos_router::hooks::use_query_map().with_untracked(|query| {
         (
             query.get("clone").and_then(|id| id.parse::<i64>().ok()),
             query.get("dataset"),
+            query.get("pull").and_then(|id| id.parse::<u64>().ok()),
         )
     });
     let choices = Resource::new_blocking(move || clone, run_choices);
+    let pull = Resource::new_blocking(
+        move || pull_id,
+        |id| async move {
+            let id = id?;
+            let pulls = crate::pages::catalog::list_pulls().await.ok()?;
+            pulls.into_iter().find(|pull| pull.id == id)
+        },
+    );
     let checked = checked_form();
     let check = Resource::new_blocking(
         {
@@ -164,7 +176,24 @@ pub fn NewRunPage() -> impl IntoView {
                     let dataset = dataset.clone();
                     let checked = checked.clone();
                     Suspend::new(async move {
-                    match choices.await {
+                    let pull = pull.await;
+                    let pulled_model = pull
+                        .as_ref()
+                        .filter(|pull| pull.status == "done")
+                        .map(|pull| pull.spec.clone());
+                    let pull_panel = pull.map(|pull| {
+                        let refresh = (pull.status == "running").then(|| {
+                            let url = format!("3; url=/runs/new?pull={}", pull.id);
+                            view! { <noscript><meta http-equiv="refresh" content=url /></noscript> }
+                        });
+                        view! {
+                            <div class="panel" id="pulls">
+                                {refresh}
+                                <PullItem pull on_new_run=true />
+                            </div>
+                        }
+                    });
+                    let form = match choices.await {
                         Ok(_) if !can_mutate => view! {
                             <p class="error-box" id="viewer-only">
                                 "You are watching as a viewer: only the owner or an operator can start runs."
@@ -173,16 +202,18 @@ pub fn NewRunPage() -> impl IntoView {
                         .into_any(),
                         Ok((models, datasets, cloned)) => {
                             let initial = checked.clone().or(cloned).unwrap_or_else(|| NewRunForm {
+                                model: pulled_model.unwrap_or_default(),
                                 dataset: dataset.clone().unwrap_or_default(),
                                 ..NewRunForm::default()
                             });
-                            view! { <NewRunForm models datasets initial /> }.into_any()
+                            view! { <NewRunForm models datasets initial /> <PullOnNewRun /> }.into_any()
                         }
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load models and datasets: {error}")}</p>
                         }
                         .into_any(),
-                    }
+                    };
+                    view! { {pull_panel} {form} }
                 })}}
             </Suspense>
             <Suspense fallback=|| ()>
@@ -198,6 +229,22 @@ pub fn NewRunPage() -> impl IntoView {
                 })}
             </Suspense>
         </Page>
+    }
+}
+
+/// A base model that is not here yet, pulled from the Hub without leaving
+/// the page (a form of its own: forms do not nest).
+#[component]
+fn PullOnNewRun() -> impl IntoView {
+    view! {
+        <details class="panel" id="pull-on-new-run">
+            <summary>"Base model not listed? Pull it from the Hugging Face Hub"</summary>
+            <form class="stacked" method="post" action="/fn/models/pull">
+                <input type="hidden" name="then" value="new-run" />
+                <PullFields />
+                <button type="submit" id="pull">"Pull"</button>
+            </form>
+        </details>
     }
 }
 

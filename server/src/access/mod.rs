@@ -196,14 +196,14 @@ async fn check_and_run(access: &Access, request: Request, next: Next) -> Respons
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
         // Refused before any handler runs: nothing of it reaches the disk.
-        return refuse(
+        return close_if_refused_body(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!(
                 "request body is {} bytes; this route takes at most {limit}",
                 declared.unwrap_or(0)
             ),
             html,
-        );
+        ));
     }
     // A body without a length (chunked) is cut at the limit while read.
     let mut request = request.map(|body| {
@@ -222,7 +222,20 @@ async fn check_and_run(access: &Access, request: Request, next: Next) -> Respons
         streams: access.streams.clone(),
     });
     request.extensions_mut().insert(role);
-    next.run(request).await
+    close_if_refused_body(next.run(request).await)
+}
+
+/// A 413 leaves the rest of the body unread, so its connection cannot carry
+/// another request: say so, or a client that pools connections sends its
+/// next request into a socket the server is closing.
+fn close_if_refused_body(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+    }
+    response
 }
 
 /// Browsers navigating or posting a form ask for HTML; API clients get JSON.
