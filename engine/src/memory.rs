@@ -155,6 +155,17 @@ pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig)
     }
 }
 
+/// Bytes an inference worker holds for a model: its weights, and a KV cache
+/// of `context` tokens (prompt and reply) in the compute precision.
+pub fn inference(config: &ModelConfig, format: WeightFormat, context: usize) -> u64 {
+    let kv_per_token = 2
+        * config.num_hidden_layers as u64
+        * config.num_key_value_heads() as u64
+        * config.head_dim() as u64
+        * format.activation_bytes();
+    format.bytes(parameter_count(config)) + kv_per_token * context as u64
+}
+
 /// Memory the system can give a new process now (Linux: `MemAvailable`),
 /// or `None` where it cannot be read.
 pub fn available_memory() -> Option<u64> {
@@ -207,6 +218,21 @@ mod tests {
         assert!(
             (1.8..2.6).contains(&gb),
             "measured 2.13 GB, estimated {gb:.2}"
+        );
+    }
+
+    #[test]
+    fn inference_holds_the_weights_and_a_kv_cache() {
+        let config = smollm2_135m();
+        // 30 layers, 3 KV heads of 64 values, keys and values, f32.
+        let kv_per_token = 2 * 30 * 3 * 64 * 4;
+        assert_eq!(
+            inference(&config, WeightFormat::F32, 4096),
+            134_515_008 * 4 + kv_per_token * 4096
+        );
+        assert!(
+            inference(&config, WeightFormat::Half, 4096) * 2
+                == inference(&config, WeightFormat::F32, 4096)
         );
     }
 

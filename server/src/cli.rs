@@ -100,7 +100,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             data_dir.runs(),
             SupervisorSettings::from_env(&device)?,
         )?;
-        let inference = Inference::start(supervisor.clone(), InferenceSettings::from_env()?);
+        let inference = Inference::start(supervisor.clone(), InferenceSettings::from_env(&device)?);
         let state = Arc::new(AppState {
             store,
             data_dir,

@@ -48,6 +48,22 @@ pub fn estimate_run(
     })
 }
 
+/// Tokens of prompt and reply an inference worker's KV cache is counted for.
+const INFERENCE_CONTEXT: usize = 4096;
+
+/// What the inference worker holds with the base model at `path` loaded on
+/// `device` ("cpu" or "gpu"): weights in the compute format and a KV cache.
+pub fn estimate_inference(device: &str, path: &Path) -> anyhow::Result<u64> {
+    let architecture = model_architecture(path)
+        .with_context(|| format!("cannot read the architecture of {}", path.display()))?;
+    let (format, _) = weight_format(device, &architecture, &TrainConfig::default());
+    Ok(engine::memory::inference(
+        &architecture,
+        format,
+        INFERENCE_CONTEXT,
+    ))
+}
+
 /// The longest training example in tokens; `None` when the dataset cannot
 /// be tokenized (its problems are reported elsewhere).
 fn longest_example(state: &AppState, model: &ModelRecord, config: &TrainConfig) -> Option<usize> {

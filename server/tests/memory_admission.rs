@@ -1,6 +1,7 @@
 //! The supervisor's memory budget: a second run starts beside a first one
 //! only when both memory estimates fit the budget together; otherwise it
-//! waits, queued, until the first one ends (first in, first out).
+//! waits, queued, until the first one ends (first in, first out). The
+//! inference worker is weighed the same way, and gives way to a training.
 
 mod common;
 
@@ -20,6 +21,32 @@ async fn create(client: &reqwest::Client, server: &Server, name: &str, iters: u6
         .await
         .unwrap();
     created["id"].as_i64().expect("a run id")
+}
+
+/// A comparison of the base on one short prompt, followed to its end.
+async fn compare(client: &reqwest::Client, server: &Server) -> Value {
+    let created: Value = client
+        .post(server.url("/api/compare"))
+        .json(&json!({"model": "tiny", "columns": ["base"], "prompt": "Hi", "settings": {"max_tokens": 4}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = server.url(&format!("/api/compare/{}", created["id"]));
+    for _ in 0..600 {
+        let comparison = get_json(client, &url).await;
+        if comparison["status"] != "running" && comparison["status"] != "queued" {
+            return comparison;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("comparison {} never ended", created["id"]);
+}
+
+async fn inference_running(client: &reqwest::Client, server: &Server) -> bool {
+    get_json(client, &server.url("/api/compare/inference")).await["running"] == true
 }
 
 async fn status(client: &reqwest::Client, server: &Server, id: i64) -> String {
@@ -99,4 +126,68 @@ async fn a_run_that_does_not_fit_waits_for_the_one_running() {
     })
     .await;
     assert_eq!(done["step"], 3);
+}
+
+#[tokio::test]
+async fn the_inference_worker_runs_beside_a_training_only_within_the_budget() {
+    for (budget, beside) in [("100000", true), ("0", false)] {
+        let setup = tiny_setup();
+        let server = Server::start_with_env(
+            setup.data_dir.clone(),
+            &[],
+            &[
+                ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
+                ("LORALAB_MEMORY_BUDGET_MB", budget),
+            ],
+        );
+        let client = reqwest::Client::new();
+        let run = create(&client, &server, "long", 100_000).await;
+        wait_for(&client, &server, run, 300, "running", |r| {
+            r["status"] == "running"
+        })
+        .await;
+        let comparison = compare(&client, &server).await;
+        if beside {
+            assert_eq!(comparison["status"], "done", "{comparison}");
+        } else {
+            assert_eq!(comparison["status"], "failed", "{comparison}");
+            let failure = comparison["failure"].as_str().unwrap();
+            assert!(failure.contains("LORALAB_MEMORY_BUDGET_MB"), "{failure}");
+        }
+        assert_eq!(status(&client, &server, run).await, "running");
+        client
+            .post(server.url(&format!("/api/runs/{run}/stop")))
+            .send()
+            .await
+            .unwrap();
+        wait_for(&client, &server, run, 300, "stopped", |r| {
+            r["status"] == "stopped"
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_queued_training_stops_an_inference_worker_it_does_not_fit_beside() {
+    let setup = tiny_setup();
+    let server = Server::start_with_env(
+        setup.data_dir.clone(),
+        &[],
+        &[
+            ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
+            ("LORALAB_MEMORY_BUDGET_MB", "0"),
+            ("LORALAB_INFERENCE_IDLE_SECS", "600"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    // Alone, the inference worker starts whatever the budget.
+    assert_eq!(compare(&client, &server).await["status"], "done");
+    assert!(inference_running(&client, &server).await);
+    let run = create(&client, &server, "short", 3).await;
+    let done = wait_for(&client, &server, run, 300, "done", |r| {
+        r["status"] == "done"
+    })
+    .await;
+    assert_eq!(done["step"], 3);
+    assert!(!inference_running(&client, &server).await);
 }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use engine::device::DeviceInfo;
 use engine::protocol::{GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -37,11 +38,14 @@ pub struct InferenceSettings {
     pub idle_timeout: Duration,
     /// The binary to run as `<exe> inference-worker`.
     pub worker_exe: PathBuf,
+    /// `cpu` or `gpu`: the format the worker holds weights in, for its
+    /// memory estimate.
+    pub device: String,
 }
 
 impl InferenceSettings {
     /// Defaults, overridden by `LORALAB_INFERENCE_IDLE_SECS` (300).
-    pub fn from_env() -> Result<Self> {
+    pub fn from_env(device: &DeviceInfo) -> Result<Self> {
         let idle = match std::env::var("LORALAB_INFERENCE_IDLE_SECS") {
             Ok(text) => text.trim().parse::<u64>().map_err(|_| {
                 anyhow!("LORALAB_INFERENCE_IDLE_SECS must be a whole number, got {text:?}")
@@ -51,6 +55,7 @@ impl InferenceSettings {
         Ok(Self {
             idle_timeout: Duration::from_secs(idle),
             worker_exe: std::env::current_exe().context("cannot locate the loralab binary")?,
+            device: device.kind.clone(),
         })
     }
 }
@@ -353,10 +358,12 @@ impl Inference {
         let mut guard = inner.worker.lock().await;
         *lock(&inner.last_used) = Instant::now();
         if guard.is_none() {
-            if !inner.supervisor.try_take_inference_slot() {
+            let estimate = estimate_inference(&inner.settings.device, model);
+            if !inner.supervisor.try_take_inference_slot(estimate) {
                 return Err(InferenceError::Busy(
-                    "every worker slot is taken by a training (LORALAB_MAX_CONCURRENT_RUNS); \
-                     wait for it to finish or raise the limit"
+                    "the trainings running take every worker slot (LORALAB_MAX_CONCURRENT_RUNS) \
+                     or the memory budget (LORALAB_MEMORY_BUDGET_MB) has no room for this model \
+                     beside them; wait for them to finish or raise the limit"
                         .into(),
                 ));
             }
@@ -375,6 +382,14 @@ impl Inference {
         }
         let outcome = {
             let worker = guard.as_mut().expect("started above");
+            if worker
+                .model
+                .as_deref()
+                .is_some_and(|loaded| loaded != model)
+            {
+                let estimate = estimate_inference(&inner.settings.device, model);
+                inner.supervisor.set_inference_estimate(estimate);
+            }
             request(inner, worker, model, job, on_update, cancel).await
         };
         *lock(&inner.last_used) = Instant::now();
@@ -421,6 +436,14 @@ impl Inference {
 
 /// Runs one request on a live worker. The outer error means the worker
 /// itself broke; the inner one that only this request failed.
+/// What the worker holds with `model` loaded; `None` (it then never runs
+/// beside a training) when the model's files cannot be read.
+fn estimate_inference(device: &str, model: &str) -> Option<u64> {
+    crate::estimate::estimate_inference(device, std::path::Path::new(model))
+        .map_err(|error| tracing::warn!(%error, "no memory estimate for the inference worker"))
+        .ok()
+}
+
 async fn request(
     inner: &Inner,
     worker: &mut Worker,

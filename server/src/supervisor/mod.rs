@@ -7,7 +7,6 @@ mod worker_process;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use engine::protocol::Event;
@@ -55,8 +54,9 @@ struct Inner {
     /// Memory estimates of runs queued or started by this server, in bytes
     /// (runs queued before a restart have none and run alone).
     estimates: Mutex<HashMap<i64, u64>>,
-    /// The inference worker (see `crate::inference`) holds one slot.
-    inference_slot: AtomicBool,
+    /// The inference worker (see `crate::inference`), while it runs: it
+    /// holds one slot, and its memory estimate when its model could be read.
+    inference: Mutex<Option<Option<u64>>>,
     /// Tells the inference manager that a queued run waits for its slot.
     inference_preempt: Notify,
 }
@@ -83,7 +83,7 @@ impl Supervisor {
                 events,
                 updates,
                 shutdown,
-                inference_slot: AtomicBool::new(false),
+                inference: Mutex::new(None),
                 inference_preempt: Notify::new(),
             }),
         };
@@ -134,20 +134,38 @@ impl Supervisor {
                 return;
             }
         };
-        let inference = usize::from(self.inner.inference_slot.load(Ordering::SeqCst));
+        let inference = *self.inner.inference();
         for id in queued {
             if active.contains_key(&id) {
                 continue;
             }
-            if active.len() + inference >= self.inner.settings.max_concurrent {
-                if inference > 0 {
+            if active.len() + usize::from(inference.is_some()) >= self.inner.settings.max_concurrent
+            {
+                if inference.is_some() {
                     self.inner.inference_preempt.notify_one();
                 }
                 break;
             }
             // First in, first out: a run that does not fit holds back the
-            // ones queued after it, so that a large run is not starved.
-            if !active.is_empty() && !self.inner.fits_beside(id, active.keys()) {
+            // ones queued after it, so that a large run is not starved. A
+            // run alone always starts (its estimate was shown at launch);
+            // training comes first, so an inference worker in the way is
+            // asked to stop when the run would fit without it.
+            let runs = self.inner.estimates_of(active.keys().copied());
+            let fits = |with_inference: bool| {
+                let mut beside = runs.clone();
+                if with_inference {
+                    beside.extend(inference);
+                }
+                beside.is_empty()
+                    || self
+                        .inner
+                        .fits(self.inner.estimates_of([id]).into_iter().chain(beside))
+            };
+            if !fits(true) {
+                if inference.is_some() && fits(false) {
+                    self.inner.inference_preempt.notify_one();
+                }
                 break;
             }
             if let Err(error) = self.inner.store.set_status(id, "running", None) {
@@ -167,35 +185,50 @@ impl Supervisor {
         }
     }
 
-    /// Takes a slot for the inference worker, if one is free.
-    pub fn try_take_inference_slot(&self) -> bool {
+    /// Takes a slot for the inference worker that will hold `estimate`
+    /// bytes, if one is free and the memory budget has room for it beside
+    /// the runs (when none runs, it always does).
+    pub fn try_take_inference_slot(&self, estimate: Option<u64>) -> bool {
         let active = self.inner.active();
-        if self.inner.inference_slot.load(Ordering::SeqCst) {
+        let mut inference = self.inner.inference();
+        if inference.is_some() {
             return true;
         }
         // A run's final status is stored just before its driver lets go of
         // its slot; a run already stopped, done or failed is on its way out
         // and does not hold a user who saw it end.
-        let busy = active
+        let busy: Vec<i64> = active
             .keys()
+            .copied()
             .filter(|id| {
-                self.inner.store.run_update(**id).is_ok_and(|run| {
+                self.inner.store.run_update(*id).is_ok_and(|run| {
                     run.is_some_and(|run| {
                         matches!(run.status.as_str(), "queued" | "running" | "stopping")
                     })
                 })
             })
-            .count();
-        if busy >= self.inner.settings.max_concurrent {
+            .collect();
+        if busy.len() >= self.inner.settings.max_concurrent {
             return false;
         }
-        self.inner.inference_slot.store(true, Ordering::SeqCst);
+        let runs = self.inner.estimates_of(busy.iter().copied());
+        if !runs.is_empty() && !self.inner.fits(runs.into_iter().chain([estimate])) {
+            return false;
+        }
+        *inference = Some(estimate);
         true
+    }
+
+    /// The inference worker loaded another model, which holds `estimate`.
+    pub fn set_inference_estimate(&self, estimate: Option<u64>) {
+        if let Some(held) = self.inner.inference().as_mut() {
+            *held = estimate;
+        }
     }
 
     /// The inference worker ended: its slot goes to queued runs.
     pub fn release_inference_slot(&self) {
-        self.inner.inference_slot.store(false, Ordering::SeqCst);
+        *self.inner.inference() = None;
         self.kick();
     }
 
@@ -298,20 +331,28 @@ impl Inner {
         self.estimates.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether run `id` fits in the memory budget beside the `running` ones:
-    /// only when every estimate involved is known.
-    fn fits_beside<'a>(&self, id: i64, running: impl Iterator<Item = &'a i64>) -> bool {
+    fn inference(&self) -> MutexGuard<'_, Option<Option<u64>>> {
+        self.inference.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The memory estimates of runs `ids` (`None` where there is none).
+    fn estimates_of(&self, ids: impl IntoIterator<Item = i64>) -> Vec<Option<u64>> {
+        let estimates = self.estimates();
+        ids.into_iter()
+            .map(|id| estimates.get(&id).copied())
+            .collect()
+    }
+
+    /// Whether these estimates add up within the memory budget: only when
+    /// the budget and every estimate are known.
+    fn fits(&self, estimates: impl IntoIterator<Item = Option<u64>>) -> bool {
         let Some(budget) = self.settings.memory_budget else {
             return false;
         };
-        let estimates = self.estimates();
-        let mut total = match estimates.get(&id) {
-            Some(bytes) => *bytes,
-            None => return false,
-        };
-        for other in running {
-            match estimates.get(other) {
-                Some(bytes) => total += bytes,
+        let mut total = 0u64;
+        for estimate in estimates {
+            match estimate {
+                Some(bytes) => total = total.saturating_add(bytes),
                 None => return false,
             }
         }
