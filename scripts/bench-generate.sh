@@ -44,29 +44,37 @@ for round in $(seq 1 "$rounds"); do
     exit 1
   }
   # The worker: load once, generate twice (the first pays for MLX's kernel
-  # compilation), keep the second.
-  python3 - "$gguf" "$prompt" >"$work/commands" <<'PY'
-import json, sys
-gguf, prompt = sys.argv[1], sys.argv[2]
-print(json.dumps({"command": "load", "model": gguf}))
+  # compilation), keep the second. Each command waits for the answer to the
+  # one before: a worker whose input ends (or is told to shut down) stops the
+  # request it is on, as it does when the server goes away.
+  python3 - "$work/loralab" "$gguf" "$prompt" "$round" "$before" 2>>"$work/stderr" <<'PY' | tee -a "$work/worker"
+import json, os, subprocess, sys
+exe, gguf, prompt, round_, before = sys.argv[1:6]
+worker = subprocess.Popen([exe, "inference-worker"], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+
+def ask(command, until):
+    worker.stdin.write(json.dumps(command) + "\n")
+    worker.stdin.flush()
+    for line in worker.stdout:
+        event = json.loads(line)
+        if event["event"] == "error":
+            sys.exit(f"the worker failed: {event['reason']}")
+        if event["event"] == until:
+            return event
+    sys.exit("the worker exited before answering")
+
+loaded = ask({"command": "load", "model": gguf}, "loaded")
 for request in (1, 2):
-    print(json.dumps({"command": "generate", "request": request, "adapter": None,
-                      "prompt": {"kind": "text", "text": prompt},
-                      "settings": {"max_tokens": 128}}))
-print(json.dumps({"command": "shutdown"}))
-PY
-  "$work/loralab" inference-worker <"$work/commands" 2>>"$work/stderr" >"$work/events"
-  python3 - "$work/events" "$round" "$before" "$(load)" <<'PY' | tee -a "$work/worker"
-import json, sys
-events = [json.loads(line) for line in open(sys.argv[1])]
-errors = [e for e in events if e["event"] == "error"]
-if errors:
-    sys.exit(f"the worker failed: {errors[0]['reason']}")
-loaded = next(e for e in events if e["event"] == "loaded")
-done = [e for e in events if e["event"] == "finished" and e["request"] == 2][0]
-print(f"round {sys.argv[2]}  worker     prompt {done['prompt_tokens_per_sec']:7.1f} tok/s  "
+    done = ask({"command": "generate", "request": request, "adapter": None,
+                "prompt": {"kind": "text", "text": prompt},
+                "settings": {"max_tokens": 128}}, "finished")
+worker.stdin.close()
+worker.wait()
+after = " ".join(open("/proc/loadavg").read().split()[:3])
+print(f"round {round_}  worker     prompt {done['prompt_tokens_per_sec']:7.1f} tok/s  "
       f"generation {done['generation_tokens_per_sec']:6.1f} tok/s  {done['generated_tokens']} tokens  "
-      f"(model load {loaded['seconds']:.1f} s; load {sys.argv[3]} -> {sys.argv[4]})")
+      f"(model load {loaded['seconds']:.1f} s; load {before} -> {after})")
 PY
 done
 
