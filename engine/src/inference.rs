@@ -9,7 +9,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::{anyhow, bail, Result};
 
 use crate::batch::Batch;
-use crate::config::{ComputeDtype, TrainConfig};
+use crate::config::ComputeDtype;
 use crate::data::{load_dataset, Split, SplitSource};
 use crate::generate::{
     chat_prompt, generate_text, text_prompt, FinishReason, GenerateParams, Generation,
@@ -17,7 +17,7 @@ use crate::generate::{
 };
 use crate::lora;
 use crate::models::{build_model, load_hf_folder, Model, Pass};
-use crate::protocol::{GenerationSettings, InferencePrompt};
+use crate::protocol::{EvalSettings, GenerationSettings, InferencePrompt};
 use crate::tokenizer::TokenizerBundle;
 use crate::train::loss::{batch_loss, loss_inputs};
 
@@ -39,41 +39,6 @@ impl AdapterSource {
             dir: dir.to_path_buf(),
             weights: None,
         }
-    }
-}
-
-/// How a dataset split is read and batched for an evaluation: the fields
-/// of a run's config that change which batches training evaluated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvalSettings {
-    pub max_seq_length: usize,
-    pub batch_size: usize,
-    pub mask_prompt: bool,
-    pub split_fraction: f64,
-    pub seed: u64,
-    /// Batches from the first; -1 for all (mlx-lm's `val_batches`).
-    pub limit: i64,
-}
-
-impl EvalSettings {
-    fn train_config(&self) -> TrainConfig {
-        TrainConfig {
-            max_seq_length: self.max_seq_length,
-            batch_size: self.batch_size,
-            mask_prompt: self.mask_prompt,
-            split_fraction: self.split_fraction,
-            seed: self.seed,
-            ..TrainConfig::default()
-        }
-    }
-
-    /// The parts that decide the batches (not the limit).
-    fn same_batches(&self, other: &Self) -> bool {
-        self.max_seq_length == other.max_seq_length
-            && self.batch_size == other.batch_size
-            && self.mask_prompt == other.mask_prompt
-            && self.split_fraction.to_bits() == other.split_fraction.to_bits()
-            && self.seed == other.seed
     }
 }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
+use crate::data::Split;
 
 /// Server -> worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,17 +102,8 @@ pub enum InferenceCommand {
         dataset: String,
         /// `train`, `valid` or `test`.
         split: String,
-        max_seq_length: usize,
-        batch_size: usize,
-        mask_prompt: bool,
-        /// Batches to evaluate, from the first; -1 for all.
-        limit: i64,
-        /// How a single file is split (as the run's config says), so a
-        /// held-out split is the one training held out.
-        #[serde(default = "default_split_fraction")]
-        split_fraction: f64,
-        #[serde(default)]
-        seed: u64,
+        #[serde(flatten)]
+        settings: EvalSettings,
     },
     /// Stop request `request` (a generation between two tokens, an
     /// evaluation between two batches). Ignored when it is not running.
@@ -122,6 +114,65 @@ pub enum InferenceCommand {
 
 fn default_split_fraction() -> f64 {
     TrainConfig::default().split_fraction
+}
+
+/// How a dataset split is read and batched for an evaluation: the fields
+/// of a run's config that decide which batches training evaluated, and how
+/// many of them. The server stores it as JSON with each evaluation, as its
+/// key: the field order is fixed, so equal settings give equal JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalSettings {
+    pub max_seq_length: usize,
+    pub batch_size: usize,
+    pub mask_prompt: bool,
+    /// How a single file is split (as the run's config says), so a
+    /// held-out split is the one training held out.
+    #[serde(default = "default_split_fraction")]
+    pub split_fraction: f64,
+    #[serde(default)]
+    pub seed: u64,
+    /// Batches from the first; -1 for all (mlx-lm's `val_batches`).
+    pub limit: i64,
+}
+
+impl EvalSettings {
+    /// A run's own settings, so its evaluation uses the batches its
+    /// training evaluated: `val_batches` for valid (and train),
+    /// `test_batches` for test.
+    pub fn of_run(config: &TrainConfig, split: Split) -> Self {
+        Self {
+            max_seq_length: config.max_seq_length,
+            batch_size: config.batch_size,
+            mask_prompt: config.mask_prompt,
+            split_fraction: config.split_fraction,
+            seed: config.seed,
+            limit: match split {
+                Split::Test => config.test_batches,
+                Split::Train | Split::Valid => config.val_batches,
+            },
+        }
+    }
+
+    /// A training config that reads and batches data as these settings say.
+    pub fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            max_seq_length: self.max_seq_length,
+            batch_size: self.batch_size,
+            mask_prompt: self.mask_prompt,
+            split_fraction: self.split_fraction,
+            seed: self.seed,
+            ..TrainConfig::default()
+        }
+    }
+
+    /// The parts that decide the batches (not the limit).
+    pub fn same_batches(&self, other: &Self) -> bool {
+        self.max_seq_length == other.max_seq_length
+            && self.batch_size == other.batch_size
+            && self.mask_prompt == other.mask_prompt
+            && self.split_fraction.to_bits() == other.split_fraction.to_bits()
+            && self.seed == other.seed
+    }
 }
 
 /// What to generate after.

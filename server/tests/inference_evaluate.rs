@@ -12,9 +12,12 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 use engine::config::{ComputeDtype, LoraParameters, TrainConfig};
+use engine::data::Split;
 use engine::lora::{self, AdapterSettings};
 use engine::models::load_hf_folder;
-use engine::protocol::{GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt};
+use engine::protocol::{
+    EvalSettings, GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt,
+};
 use mlx_rs::{random, Array};
 
 /// A running worker: commands in, events out (read on a thread so a test
@@ -175,12 +178,10 @@ fn evaluate(
         adapter_weights: weights.map(|p| p.display().to_string()),
         dataset: dataset.display().to_string(),
         split: split.into(),
-        max_seq_length: cfg.max_seq_length,
-        batch_size: cfg.batch_size,
-        mask_prompt: cfg.mask_prompt,
-        limit,
-        split_fraction: cfg.split_fraction,
-        seed: cfg.seed,
+        settings: EvalSettings {
+            limit,
+            ..EvalSettings::of_run(&cfg, Split::Valid)
+        },
     }
 }
 

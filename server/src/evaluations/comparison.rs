@@ -87,7 +87,7 @@ fn comparison_plan(
     let dataset = state.store.dataset_by_name(dataset_name)?.ok_or_else(|| {
         ApiError::invalid("dataset", format!("no dataset named {dataset_name:?}"))
     })?;
-    let settings = EvalSettings::for_comparison(&dataset);
+    let settings = super::comparison_settings(&dataset);
     let targets = record
         .columns
         .iter()
@@ -114,7 +114,7 @@ impl ComparisonPlan {
             dataset_id: Some(self.dataset.id),
             dataset_name: self.dataset.name.clone(),
             split: split_name(self.split).to_string(),
-            settings_json: self.settings.json(),
+            settings_json: super::settings_key(&self.settings),
         }
     }
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use app::compare_dto::EvaluationView;
 use engine::config::TrainConfig;
 use engine::data::{inspect_dataset, FormatKeys, Split};
-use serde::Serialize;
+use engine::protocol::EvalSettings;
 
 use crate::api::ApiError;
 use crate::inference::{EvalJob, InferenceError};
@@ -27,66 +27,24 @@ pub use run::{evaluate_run, run_evaluations};
 /// `val_batches`): enough for a stable figure, short on a CPU.
 pub const COMPARE_EVAL_BATCHES: i64 = 25;
 
-/// How a split is read and batched; stored with each evaluation as its key.
-/// The field order is fixed, so equal settings give equal JSON.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EvalSettings {
-    pub max_seq_length: usize,
-    pub batch_size: usize,
-    pub mask_prompt: bool,
-    pub split_fraction: f64,
-    pub seed: u64,
-    /// Batches from the first; -1 for all.
-    pub limit: i64,
+/// The same settings for every column of a comparison, so their losses
+/// compare: training's defaults, with the prompt masked where the format
+/// has one (the new-run form's default).
+pub fn comparison_settings(dataset: &DatasetRecord) -> EvalSettings {
+    let defaults = TrainConfig::default();
+    EvalSettings {
+        max_seq_length: defaults.max_seq_length,
+        batch_size: defaults.batch_size,
+        mask_prompt: dataset.format.as_deref() != Some("text"),
+        split_fraction: defaults.split_fraction,
+        seed: defaults.seed,
+        limit: COMPARE_EVAL_BATCHES,
+    }
 }
 
-impl EvalSettings {
-    /// A run's own settings, so its evaluation uses the batches its
-    /// training evaluated: `val_batches` for valid (and train),
-    /// `test_batches` for test.
-    pub fn of_run(config: &TrainConfig, split: Split) -> Self {
-        Self {
-            max_seq_length: config.max_seq_length,
-            batch_size: config.batch_size,
-            mask_prompt: config.mask_prompt,
-            split_fraction: config.split_fraction,
-            seed: config.seed,
-            limit: match split {
-                Split::Test => config.test_batches,
-                Split::Train | Split::Valid => config.val_batches,
-            },
-        }
-    }
-
-    /// The same settings for every column of a comparison, so their losses
-    /// compare: training's defaults, with the prompt masked where the
-    /// format has one (the new-run form's default).
-    pub fn for_comparison(dataset: &DatasetRecord) -> Self {
-        let defaults = TrainConfig::default();
-        Self {
-            max_seq_length: defaults.max_seq_length,
-            batch_size: defaults.batch_size,
-            mask_prompt: dataset.format.as_deref() != Some("text"),
-            split_fraction: defaults.split_fraction,
-            seed: defaults.seed,
-            limit: COMPARE_EVAL_BATCHES,
-        }
-    }
-
-    fn train_config(&self) -> TrainConfig {
-        TrainConfig {
-            max_seq_length: self.max_seq_length,
-            batch_size: self.batch_size,
-            mask_prompt: self.mask_prompt,
-            split_fraction: self.split_fraction,
-            seed: self.seed,
-            ..TrainConfig::default()
-        }
-    }
-
-    fn json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
-    }
+/// The settings as stored with an evaluation: its key.
+fn settings_key(settings: &EvalSettings) -> String {
+    serde_json::to_string(settings).unwrap_or_default()
 }
 
 /// `train`, `valid` or `test`, else a 422 naming `field`.
@@ -226,11 +184,6 @@ pub(crate) fn job(
         adapter_weights,
         dataset: dataset.directory.clone(),
         split: split_name(split).to_string(),
-        max_seq_length: settings.max_seq_length,
-        batch_size: settings.batch_size,
-        mask_prompt: settings.mask_prompt,
-        split_fraction: settings.split_fraction,
-        seed: settings.seed,
-        limit: settings.limit,
+        settings: settings.clone(),
     }
 }

@@ -100,7 +100,7 @@ pub async fn evaluate_run(
         dataset_id: Some(dataset.id),
         dataset_name: dataset.name.clone(),
         split: split_name(split).to_string(),
-        settings_json: settings.json(),
+        settings_json: super::settings_key(&settings),
     };
     let job = job(
         Some(state.supervisor.run_dir(run_id).display().to_string()),

@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use engine::device::DeviceInfo;
-use engine::protocol::{GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt};
+use engine::protocol::{
+    EvalSettings, GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt,
+};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
@@ -99,13 +101,7 @@ pub struct EvalJob {
     pub dataset: String,
     /// `train`, `valid` or `test`.
     pub split: String,
-    pub max_seq_length: usize,
-    pub batch_size: usize,
-    pub mask_prompt: bool,
-    pub split_fraction: f64,
-    pub seed: u64,
-    /// Batches from the first; -1 for all.
-    pub limit: i64,
+    pub settings: EvalSettings,
 }
 
 /// A finished evaluation.
@@ -500,12 +496,7 @@ async fn request(
             adapter_weights: job.adapter_weights,
             dataset: job.dataset,
             split: job.split,
-            max_seq_length: job.max_seq_length,
-            batch_size: job.batch_size,
-            mask_prompt: job.mask_prompt,
-            limit: job.limit,
-            split_fraction: job.split_fraction,
-            seed: job.seed,
+            settings: job.settings,
         },
     };
     send(&mut worker.stdin, &command).await?;

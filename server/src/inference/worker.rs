@@ -17,8 +17,10 @@ use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Instant;
 
-use engine::inference::{AdapterSource, EvalSettings, InferenceSession};
-use engine::protocol::{GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt};
+use engine::inference::{AdapterSource, InferenceSession};
+use engine::protocol::{
+    EvalSettings, GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt,
+};
 
 fn emit(event: &InferenceEvent) -> bool {
     let Ok(line) = serde_json::to_string(event) else {
@@ -153,12 +155,7 @@ pub fn run() -> ExitCode {
                 adapter_weights,
                 dataset,
                 split,
-                max_seq_length,
-                batch_size,
-                mask_prompt,
-                limit,
-                split_fraction,
-                seed,
+                settings,
             } => match session.as_mut() {
                 None => no_model(request),
                 Some(session) => {
@@ -166,14 +163,6 @@ pub fn run() -> ExitCode {
                         dir: dir.into(),
                         weights: adapter_weights.as_deref().map(Into::into),
                     });
-                    let settings = EvalSettings {
-                        max_seq_length,
-                        batch_size,
-                        mask_prompt,
-                        split_fraction,
-                        seed,
-                        limit,
-                    };
                     evaluate(
                         session,
                         &mut inbox,
