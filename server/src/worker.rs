@@ -16,9 +16,10 @@ use engine::protocol::{Command, Event};
 use engine::tokenizer::TokenizerBundle;
 use engine::train::TrainData;
 
-/// Events the server could not take (it died mid-run) go to this file in
-/// the run dir, so a restarted server can still record them.
-pub const UNDELIVERED_FILE: &str = "undelivered.jsonl";
+/// Every event also goes to this file in the run dir, before stdout: a
+/// server killed mid-run loses what sat unread in the pipe, and whatever
+/// comes after, but a restarted server records them from here.
+pub const EVENTS_JOURNAL: &str = "events.jsonl";
 
 /// Log text on stderr. Never panics: once the server is gone, stderr is a
 /// broken pipe, and the worker must still save its checkpoint.
@@ -95,9 +96,10 @@ fn load_model(path: &Path, cfg: &TrainConfig) -> Result<(Model, TokenizerBundle)
     )
 }
 
-/// Writes events as JSON lines on stdout, flushed one by one.
+/// Writes events as JSON lines to the journal and on stdout, flushed one
+/// by one.
 struct Emitter {
-    undelivered: PathBuf,
+    journal: Option<std::fs::File>,
     stdout_broken: bool,
 }
 
@@ -110,21 +112,17 @@ impl Emitter {
                 return;
             }
         };
+        if let Some(journal) = &mut self.journal {
+            // One write per line, so a reader never sees half of one
+            // (short of the worker being killed mid-write).
+            if let Err(error) = journal.write_all(format!("{line}\n").as_bytes()) {
+                log!("cannot journal an event: {error}");
+            }
+        }
         if !self.stdout_broken {
             let mut stdout = std::io::stdout().lock();
             let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
-            if written.is_ok() {
-                return;
-            }
-            self.stdout_broken = true;
-        }
-        let appended = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.undelivered)
-            .and_then(|mut file| writeln!(file, "{line}"));
-        if let Err(error) = appended {
-            log!("cannot keep an undelivered event: {error}");
+            self.stdout_broken = written.is_err();
         }
     }
 }
@@ -155,8 +153,14 @@ pub fn run() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let journal = run_dir.join(EVENTS_JOURNAL);
     let mut emitter = Emitter {
-        undelivered: run_dir.join(UNDELIVERED_FILE),
+        journal: std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&journal)
+            .map_err(|error| log!("cannot open {}: {error}", journal.display()))
+            .ok(),
         stdout_broken: false,
     };
     let stop = Arc::new(AtomicBool::new(false));

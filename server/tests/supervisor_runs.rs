@@ -226,6 +226,13 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
     )
     .await;
     assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
+    // Every journaled event is stored: the journal is gone.
+    let journal = setup
+        .data_dir
+        .join("runs")
+        .join(id.to_string())
+        .join("events.jsonl");
+    assert!(!journal.exists(), "{} is left", journal.display());
 }
 
 /// Process ids whose parent is `parent` (Linux `/proc`).

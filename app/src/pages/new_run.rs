@@ -302,6 +302,9 @@ fn NewRunForm(
                         <span>"Base model"</span>
                         <select name="form[model]" required>{model_options}</select>
                     </label>
+                    <p class="muted field-note">
+                        <a href="#pull-on-new-run">"Not listed? Pull it from the Hugging Face Hub"</a>
+                    </p>
                     <label>
                         <span>"Dataset"</span>
                         <select name="form[dataset]" required>{dataset_options}</select>

@@ -360,6 +360,17 @@ impl Store {
         Ok(events)
     }
 
+    /// The bodies of run `run_id`'s stored events (to tell which events of
+    /// a worker's journal are already here).
+    pub fn event_bodies(&self, run_id: i64) -> StoreResult<std::collections::HashSet<String>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare("SELECT body FROM run_events WHERE run_id = ?1")?;
+        let bodies = statement
+            .query_map([run_id], |row| row.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(bodies)
+    }
+
     pub fn checkpoints(&self, run_id: i64) -> StoreResult<Vec<CheckpointRecord>> {
         let connection = self.connection();
         let mut statement = connection.prepare(

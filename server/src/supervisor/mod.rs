@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc, watch, Notify};
 pub use settings::SupervisorSettings;
 
 use crate::store::{RunUpdate, Store, StoreError, StoredEvent};
-use crate::worker::UNDELIVERED_FILE;
+use crate::worker::EVENTS_JOURNAL;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -88,7 +88,7 @@ impl Supervisor {
             }),
         };
         for id in supervisor.inner.store.interrupt_orphans()? {
-            supervisor.inner.import_undelivered(id);
+            supervisor.inner.import_journal(id);
             // Imported events may say `stopped`; the run is still only resumable.
             supervisor.inner.store.set_status(id, "interrupted", None)?;
             tracing::info!(run = id, "run interrupted by the previous server's end");
@@ -389,21 +389,42 @@ impl Inner {
         }
     }
 
-    /// Records what a worker wrote to `undelivered.jsonl` while no server
-    /// listened, then removes the file.
-    fn import_undelivered(&self, id: i64) {
-        let path = self.runs_dir.join(id.to_string()).join(UNDELIVERED_FILE);
+    /// Records the events of a worker's journal that the store lacks (they
+    /// came while no server listened, or sat unread in the pipe when the
+    /// server died), then removes the journal.
+    fn import_journal(&self, id: i64) {
+        let path = self.runs_dir.join(id.to_string()).join(EVENTS_JOURNAL);
         let Ok(text) = std::fs::read_to_string(&path) else {
             return;
         };
+        let mut stored = match self.store.event_bodies(id) {
+            Ok(bodies) => bodies,
+            Err(error) => {
+                tracing::error!(%error, run = id, "reading the run's events; journal kept");
+                return;
+            }
+        };
         for line in text.lines() {
             match serde_json::from_str::<Event>(line) {
-                Ok(event) => self.record(id, &event),
+                // Stored bodies are the events re-encoded the same way.
+                Ok(event) => match serde_json::to_value(&event) {
+                    Ok(body) if stored.insert(body.to_string()) => self.record(id, &event),
+                    _ => {}
+                },
+                // The last line of a worker killed mid-write.
                 Err(error) => tracing::warn!(%error, path = %path.display(), "skipping a bad line"),
             }
         }
-        if let Err(error) = std::fs::remove_file(&path) {
-            tracing::warn!(%error, path = %path.display(), "cannot remove");
+        self.forget_journal(id);
+    }
+
+    /// Removes run `id`'s journal once every event in it is stored.
+    fn forget_journal(&self, id: i64) {
+        let path = self.runs_dir.join(id.to_string()).join(EVENTS_JOURNAL);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => tracing::warn!(%error, path = %path.display(), "cannot remove"),
         }
     }
 }

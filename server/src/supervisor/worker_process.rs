@@ -40,7 +40,7 @@ pub(super) async fn drive(
     if let Err(error) = std::fs::create_dir_all(&run_dir) {
         return fail(format!("cannot create {}: {error}", run_dir.display()));
     }
-    inner.import_undelivered(id);
+    inner.import_journal(id);
     let resume = run_dir.join(TRAINER_STATE_FILE).is_file();
     let command = Command::Train {
         config: Box::new(config),
@@ -137,6 +137,8 @@ pub(super) async fn drive(
         }
     }
     let status = child.wait().await;
+    // Its stdout read to the end, every event of the journal is stored.
+    inner.forget_journal(id);
     let _ = tail_task.await;
     if ended {
         return;
