@@ -9,7 +9,7 @@ use mlx_rs::{
     Array,
 };
 
-use super::fused::causal_attention;
+use super::fused::{causal_attention, written_out};
 use super::layers::{Linear, Pass, RmsNorm, Rope};
 use super::weights::WeightMap;
 use crate::model_config::ModelConfig;
@@ -168,7 +168,7 @@ impl Attention {
             *slot = Some((k.clone(), v.clone()));
         }
         let scale = (self.head_dim as f32).powf(-0.5);
-        let out = if whole_sequence && l > 1 {
+        let out = if whole_sequence && l > 1 && written_out() {
             // Training and evaluation: see `fused` for why not MLX's kernel.
             causal_attention(&q, &k, &v, scale)?
         } else {

@@ -9,10 +9,20 @@
 //! out, the exps fall inside the compiled step's fused elementwise kernels,
 //! which MLX builds at run time against `patches/mlx-jit-preamble.h`: AVX2,
 //! a vectorized exp, memory-bound. Outside a compiled step these forms cost
-//! an extra pass or two, so generation keeps the primitives.
+//! an extra pass or two, so generation keeps the primitives. So does the
+//! GPU, whose own kernels are fused already (and whose attention kernel
+//! never holds the whole score matrix): see [`written_out`].
+
+use std::sync::OnceLock;
 
 use anyhow::Result;
-use mlx_rs::{stop_gradient, Array};
+use mlx_rs::{stop_gradient, Array, Device, DeviceType};
+
+/// Whether the training step uses these forms: on the CPU only.
+pub(crate) fn written_out() -> bool {
+    static CPU: OnceLock<bool> = OnceLock::new();
+    *CPU.get_or_init(|| !matches!(Device::default().get_type(), Ok(DeviceType::Gpu)))
+}
 
 /// Row maximum over the last axis, kept for broadcasting. A constant for
 /// the gradient: softmax and log-sum-exp do not depend on the shift.
@@ -22,6 +32,9 @@ fn shift(x: &Array) -> Result<Array> {
 
 /// `log(sum(exp(x)))` over the last axis (which is dropped).
 pub(crate) fn logsumexp_last(x: &Array) -> Result<Array> {
+    if !written_out() {
+        return Ok(x.logsumexp_axis(-1, false)?);
+    }
     let m = shift(x)?;
     let sum = x.subtract(&m)?.exp()?.sum_axis(-1, true)?;
     Ok(sum.log()?.add(&m)?.squeeze_axes(&[-1])?)
