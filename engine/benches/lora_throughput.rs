@@ -203,11 +203,7 @@ fn profile_step(model: &engine::models::Model, batch: &Batch, gemms: &[(usize, u
     });
     let mut compiled = engine::train::compiled_loss_and_grads(model);
     let mut args = params.clone();
-    args.extend([
-        inputs.inputs.clone(),
-        inputs.targets.clone(),
-        inputs.mask.clone(),
-    ]);
+    args.extend(inputs.arrays());
     let tic = Instant::now();
     eval(compiled(&args).unwrap().iter()).unwrap();
     let first_compiled = tic.elapsed().as_secs_f64();

@@ -8,13 +8,56 @@ use mlx_rs::{error::Exception, transforms::compile::compile, Array, Dtype};
 use crate::batch::Batch;
 use crate::models::{logsumexp_last, Model, Pass};
 
-/// A batch as the arrays the loss reads.
+/// A batch as the arrays the loss reads. Only the positions whose target
+/// counts go through the output head: with the prompt masked, that skips
+/// most of the lm_head's work (the largest matmul of a small model) and its
+/// logits. Their number is rounded up to [`POSITION_BUCKET`] with weight-0
+/// padding, so that a compiled step is traced for a few sizes, not for
+/// every batch.
 pub struct LossInputs {
+    /// `[rows, width - 1]` tokens the model reads.
     pub inputs: Array,
+    /// `[n]` flat indices (into `rows x (width - 1)`) of the positions whose
+    /// targets count, then padding.
+    pub positions: Array,
+    /// `[n]` the targets at those positions.
     pub targets: Array,
-    pub mask: Array,
-    /// Number of targets that count (the mask's sum).
+    /// `[n]` 1 for a target that counts, 0 for padding.
+    pub weights: Array,
+    /// Number of targets that count (the weights' sum).
     pub tokens: usize,
+}
+
+/// Counted positions are padded to a multiple of this.
+pub const POSITION_BUCKET: usize = 128;
+
+impl LossInputs {
+    /// The arrays a compiled loss takes, in [`Self::from_arrays`]'s order.
+    pub fn arrays(&self) -> [Array; 4] {
+        [
+            self.inputs.clone(),
+            self.positions.clone(),
+            self.targets.clone(),
+            self.weights.clone(),
+        ]
+    }
+
+    /// The inputs inside a compiled function (`tokens` is not needed there).
+    pub fn from_arrays(arrays: &[Array]) -> Result<Self, Exception> {
+        let [inputs, positions, targets, weights] = arrays else {
+            return Err(Exception::custom(format!(
+                "the loss takes 4 batch arrays, got {}",
+                arrays.len()
+            )));
+        };
+        Ok(Self {
+            inputs: inputs.clone(),
+            positions: positions.clone(),
+            targets: targets.clone(),
+            weights: weights.clone(),
+            tokens: 0,
+        })
+    }
 }
 
 /// mlx-lm's mask, computed on the host. Note: with `t` up to `length`, each
@@ -59,18 +102,32 @@ pub fn loss_inputs(batch: &Batch) -> Result<LossInputs> {
     }
     let steps = width - 1;
     let mut inputs = Vec::with_capacity(rows * steps);
-    let mut targets = Vec::with_capacity(rows * steps);
     for row in batch.tokens.chunks(width) {
         inputs.extend_from_slice(&row[..steps]);
-        targets.extend_from_slice(&row[1..]);
     }
     let mask = loss_mask(batch);
-    let tokens = mask.iter().filter(|&&m| m > 0.0).count();
-    let shape = [rows as i32, steps as i32];
+    let mut positions: Vec<i32> = Vec::new();
+    let mut targets: Vec<u32> = Vec::new();
+    for (flat, _) in mask.iter().enumerate().filter(|(_, &m)| m > 0.0) {
+        let (row, step) = (flat / steps, flat % steps);
+        positions.push(flat as i32);
+        targets.push(batch.tokens[row * width + step + 1]);
+    }
+    let tokens = positions.len();
+    let padded = tokens
+        .div_ceil(POSITION_BUCKET)
+        .max(1)
+        .saturating_mul(POSITION_BUCKET)
+        .min(rows * steps);
+    let mut weights = vec![1.0f32; tokens];
+    positions.resize(padded, 0);
+    targets.resize(padded, 0);
+    weights.resize(padded, 0.0);
     Ok(LossInputs {
-        inputs: Array::from_slice(&inputs, &shape),
-        targets: Array::from_slice(&targets, &shape),
-        mask: Array::from_slice(&mask, &shape),
+        inputs: Array::from_slice(&inputs, &[rows as i32, steps as i32]),
+        positions: Array::from_slice(&positions, &[padded as i32]),
+        targets: Array::from_slice(&targets, &[padded as i32]),
+        weights: Array::from_slice(&weights, &[padded as i32]),
         tokens,
     })
 }
@@ -78,6 +135,8 @@ pub fn loss_inputs(batch: &Batch) -> Result<LossInputs> {
 /// Mean masked cross entropy (a scalar f32 array) of one batch.
 pub fn batch_loss(model: &Model, pass: &Pass, batch: &LossInputs) -> Result<Array> {
     let h = model.hidden(&batch.inputs, pass, None)?;
+    let hidden = *h.shape().last().unwrap_or(&0);
+    let h = h.reshape(&[-1, hidden])?.take_axis(&batch.positions, 0)?;
     let logits = model.head(&h, pass)?.as_dtype(Dtype::Float32)?;
     let lse = logsumexp_last(&logits)?;
     // The target's logit as a dot product with its output row: its gradient
@@ -92,9 +151,9 @@ pub fn batch_loss(model: &Model, pass: &Pass, batch: &LossInputs) -> Result<Arra
             .take_along_axis(&batch.targets.expand_dims(-1)?, -1)?
             .squeeze_axes(&[-1])?,
     };
-    let ce = lse.subtract(&picked)?.multiply(&batch.mask)?;
+    let ce = lse.subtract(&picked)?.multiply(&batch.weights)?;
     // An all-masked batch gives 0/0 in mlx-lm too; keep its NaN visible.
-    Ok(ce.sum(false)?.divide(batch.mask.sum(false)?)?)
+    Ok(ce.sum(false)?.divide(batch.weights.sum(false)?)?)
 }
 
 /// Loss of `batches` as mlx-lm's `evaluate` computes it: the token-weighted
@@ -117,18 +176,10 @@ pub fn evaluate(model: &Model, batches: &[Batch], limit: i64) -> Result<f64> {
     let mut loss_of = compile(
         move |args: &[Array]| -> Result<Vec<Array>, Exception> {
             let (lora, batch) = args.split_at(n);
-            let [inputs, targets, mask] = batch else {
-                return Err(Exception::custom("the loss takes 3 batch arrays"));
-            };
+            let batch = LossInputs::from_arrays(batch)?;
             let pass = Pass {
                 lora,
                 dropout_seed: None,
-            };
-            let batch = LossInputs {
-                inputs: inputs.clone(),
-                targets: targets.clone(),
-                mask: mask.clone(),
-                tokens: 0,
             };
             batch_loss(&copy, &pass, &batch)
                 .map(|loss| vec![loss])
@@ -140,11 +191,7 @@ pub fn evaluate(model: &Model, batches: &[Batch], limit: i64) -> Result<f64> {
     for batch in &batches[..count] {
         let inputs = loss_inputs(batch)?;
         let mut args = params.clone();
-        args.extend([
-            inputs.inputs.clone(),
-            inputs.targets.clone(),
-            inputs.mask.clone(),
-        ]);
+        args.extend(inputs.arrays());
         let loss = loss_of(&args)?
             .pop()
             .ok_or_else(|| anyhow::anyhow!("the compiled loss returned nothing"))?;

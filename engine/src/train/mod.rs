@@ -104,7 +104,7 @@ pub fn loss_and_grads(
 /// graph, as mlx-lm compiles its step: MLX merges repeated work and fuses
 /// chains of elementwise ops (the loss's softmax gradient, RMSNorm, RoPE,
 /// SwiGLU) into single kernels. The arguments are the adapter parameters
-/// followed by the batch's inputs, targets and mask; the results are the loss
+/// followed by the batch's arrays (`LossInputs::arrays`); the results are the loss
 /// followed by the gradients. Dropout draws fresh masks each step from a
 /// seed, which a traced graph would freeze, so it is for dropout-free runs.
 ///
@@ -116,19 +116,8 @@ pub fn compiled_loss_and_grads(
     let model = model.clone();
     let n = model.lora_params().len();
     let step = move |args: &[Array]| -> Result<Vec<Array>, Exception> {
-        let (params, batch) = args.split_at(n);
-        let [inputs, targets, mask] = batch else {
-            return Err(Exception::custom(format!(
-                "the compiled step takes {n} parameters and 3 batch arrays, got {} arrays",
-                args.len()
-            )));
-        };
-        let batch = LossInputs {
-            inputs: inputs.clone(),
-            targets: targets.clone(),
-            mask: mask.clone(),
-            tokens: 0,
-        };
+        let (params, batch) = args.split_at(n.min(args.len()));
+        let batch = LossInputs::from_arrays(batch)?;
         let (loss, grads) = loss_and_grads(&model, params, &batch, None)
             .map_err(|e| Exception::custom(format!("{e:#}")))?;
         let mut out = Vec::with_capacity(n + 1);
@@ -300,11 +289,7 @@ pub fn train(
         let (loss, mut grads) = match &mut compiled {
             Some(step) => {
                 let mut args = params.clone();
-                args.extend([
-                    batch.inputs.clone(),
-                    batch.targets.clone(),
-                    batch.mask.clone(),
-                ]);
+                args.extend(batch.arrays());
                 let mut out = step(&args)?.into_iter();
                 let loss = out
                     .next()
