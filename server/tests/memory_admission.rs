@@ -49,6 +49,20 @@ async fn inference_running(client: &reqwest::Client, server: &Server) -> bool {
     get_json(client, &server.url("/api/compare/inference")).await["running"] == true
 }
 
+/// Stops run `id` and waits until it is stopped.
+async fn stop(client: &reqwest::Client, server: &Server, id: i64) {
+    let response = client
+        .post(server.url(&format!("/api/runs/{id}/stop")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    wait_for(client, server, id, 300, "stopped", |r| {
+        r["status"] == "stopped"
+    })
+    .await;
+}
+
 async fn status(client: &reqwest::Client, server: &Server, id: i64) -> String {
     let run = get_json(client, &server.url(&format!("/api/runs/{id}"))).await;
     run["status"].as_str().unwrap().to_string()
@@ -76,17 +90,7 @@ async fn two_runs_share_a_budget_that_holds_both() {
     }
     assert_eq!(status(&client, &server, first).await, "running");
     for id in [first, second] {
-        client
-            .post(server.url(&format!("/api/runs/{id}/stop")))
-            .send()
-            .await
-            .unwrap();
-    }
-    for id in [first, second] {
-        wait_for(&client, &server, id, 300, "stopped", |r| {
-            r["status"] == "stopped"
-        })
-        .await;
+        stop(&client, &server, id).await;
     }
 }
 
@@ -112,15 +116,7 @@ async fn a_run_that_does_not_fit_waits_for_the_one_running() {
     .await;
     assert_eq!(status(&client, &server, second).await, "queued");
 
-    client
-        .post(server.url(&format!("/api/runs/{first}/stop")))
-        .send()
-        .await
-        .unwrap();
-    wait_for(&client, &server, first, 300, "stopped", |r| {
-        r["status"] == "stopped"
-    })
-    .await;
+    stop(&client, &server, first).await;
     let done = wait_for(&client, &server, second, 300, "done", |r| {
         r["status"] == "done"
     })
@@ -155,15 +151,7 @@ async fn the_inference_worker_runs_beside_a_training_only_within_the_budget() {
             assert!(failure.contains("LORALAB_MEMORY_BUDGET_MB"), "{failure}");
         }
         assert_eq!(status(&client, &server, run).await, "running");
-        client
-            .post(server.url(&format!("/api/runs/{run}/stop")))
-            .send()
-            .await
-            .unwrap();
-        wait_for(&client, &server, run, 300, "stopped", |r| {
-            r["status"] == "stopped"
-        })
-        .await;
+        stop(&client, &server, run).await;
     }
 }
 
