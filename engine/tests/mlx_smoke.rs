@@ -30,7 +30,9 @@ fn value_and_grad_of_sum_of_squares() {
 }
 
 #[test]
-fn device_is_reported() {
+fn device_is_reported_with_its_memory() {
     let info = engine::device::current();
-    assert!(info.kind == "cpu" || info.kind == "gpu");
+    assert_eq!(info.kind == "gpu", engine::device::is_gpu(), "{info:?}");
+    let memory = info.memory.expect("the device's memory is known");
+    assert!(memory > 64 << 20, "{memory} bytes available");
 }

@@ -59,6 +59,7 @@ enum Command {
 
 pub fn main() -> ExitCode {
     engine::device::use_own_kernel_cache();
+    engine::device::use_installed_cuda_headers();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

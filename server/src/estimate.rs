@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context;
 use app::dto::MemoryEstimate;
 use engine::config::TrainConfig;
-use engine::memory::{available_memory, WeightFormat};
+use engine::memory::WeightFormat;
 use engine::model_config::ModelConfig;
 
 use crate::state::AppState;
@@ -36,7 +36,7 @@ pub fn estimate_run(
         ..config.clone()
     };
     let estimate = engine::memory::estimate(&architecture, format, &padded);
-    let available = available_memory();
+    let available = state.device.memory_now();
     Ok(MemoryEstimate {
         weights: estimate.weights,
         adapters: estimate.adapters,

@@ -82,7 +82,7 @@ fn load_model(path: &Path, cfg: &TrainConfig) -> Result<(Model, TokenizerBundle)
             .map_err(|e| anyhow!("model {}: {e}", path.display()))?;
         // Dense f32 is what the CPU computes fast; the legacy quants
         // dequantize exactly.
-        if engine::device::current().kind == "cpu" {
+        if !engine::device::is_gpu() {
             gguf.dequantize_weights()
                 .map_err(|e| anyhow!("model {}: {e}", path.display()))?;
         }

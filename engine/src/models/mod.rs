@@ -147,7 +147,7 @@ fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
 fn placement(compute: ComputeDtype) -> Placement {
     match compute {
         ComputeDtype::Auto => {
-            if crate::device::current().kind == "gpu" {
+            if crate::device::is_gpu() {
                 Placement::Keep
             } else {
                 Placement::Dense(Dtype::Float32)

@@ -24,8 +24,8 @@ pub struct SupervisorSettings {
 
 impl SupervisorSettings {
     /// Defaults for the device, overridden by `LORALAB_MAX_CONCURRENT_RUNS`,
-    /// `LORALAB_MEMORY_BUDGET_MB` (default: the memory available when the
-    /// server starts) and `LORALAB_STOP_GRACE_SECS` (tests shorten the grace
+    /// `LORALAB_MEMORY_BUDGET_MB` (default: the memory the device had
+    /// available when the server started) and `LORALAB_STOP_GRACE_SECS` (tests shorten the grace
     /// period).
     pub fn from_env(device: &engine::device::DeviceInfo) -> Result<Self> {
         let number = |name: &str, default: u64| -> Result<u64> {
@@ -40,7 +40,7 @@ impl SupervisorSettings {
         let default_concurrent = if device.kind == "gpu" { 4 } else { 1 };
         let memory_budget = match std::env::var("LORALAB_MEMORY_BUDGET_MB") {
             Ok(_) => Some(number("LORALAB_MEMORY_BUDGET_MB", 0)? * 1024 * 1024),
-            Err(_) => engine::memory::available_memory(),
+            Err(_) => device.memory,
         };
         Ok(Self {
             max_concurrent: number("LORALAB_MAX_CONCURRENT_RUNS", default_concurrent)?.max(1)
