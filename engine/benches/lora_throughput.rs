@@ -60,6 +60,8 @@ fn main() {
         .unwrap_or(6);
     let side = std::env::var("LORALAB_BENCH_SIDE").unwrap_or_else(|_| "both".into());
     let profile = std::env::var("LORALAB_BENCH_PROFILE").is_ok_and(|v| v == "1");
+    // Both sides recompute each layer's activations in the backward pass.
+    let grad_checkpoint = std::env::var("LORALAB_BENCH_GRAD_CHECKPOINT").is_ok_and(|v| v == "1");
     let every = (iters / 2).max(1);
     let dir = tempfile::tempdir().unwrap();
     let model_dir = match std::env::var("LORALAB_BENCH_MODEL") {
@@ -75,10 +77,18 @@ fn main() {
         write_tiny(&model_dir, &t);
     }
     if side == "ours" || side == "both" {
-        run_ours(&model_dir, dir.path(), t.dims.vocab, iters, every, profile);
+        run_ours(
+            &model_dir,
+            dir.path(),
+            t.dims.vocab,
+            iters,
+            every,
+            profile,
+            grad_checkpoint,
+        );
     }
     if side == "peer" || side == "both" {
-        run_mlx_lm(&model_dir, iters, every);
+        run_mlx_lm(&model_dir, iters, every, grad_checkpoint);
     }
 }
 
@@ -89,6 +99,7 @@ fn run_ours(
     iters: usize,
     every: usize,
     profile: bool,
+    grad_checkpoint: bool,
 ) {
     let mut model = load_hf_folder(model_dir, ComputeDtype::Auto).unwrap();
     let data = TrainData {
@@ -103,6 +114,7 @@ fn run_ours(
             rank: RANK,
             ..Default::default()
         },
+        grad_checkpoint,
         ..Default::default()
     };
     let mut last = None;
@@ -190,18 +202,19 @@ fn profile_step(model: &engine::models::Model, batch: &Batch, gemms: &[(usize, u
     let pass = engine::models::Pass {
         lora: &params,
         dropout_seed: None,
+        grad_checkpoint: false,
     };
     let forward = seconds(reps, || {
         let loss = batch_loss(model, &pass, &inputs).unwrap();
         eval([&loss]).unwrap();
     });
     let forward_backward = seconds(reps, || {
-        let (loss, grads) = loss_and_grads(model, &params, &inputs, None).unwrap();
+        let (loss, grads) = loss_and_grads(model, &params, &inputs, None, false).unwrap();
         let mut all = vec![&loss];
         all.extend(grads.iter());
         eval(all).unwrap();
     });
-    let mut compiled = engine::train::compiled_loss_and_grads(model);
+    let mut compiled = engine::train::compiled_loss_and_grads(model, false);
     let mut args = params.clone();
     args.extend(inputs.arrays());
     let tic = Instant::now();
@@ -288,7 +301,7 @@ fn profile_step(model: &engine::models::Model, batch: &Batch, gemms: &[(usize, u
     );
 }
 
-fn run_mlx_lm(model_dir: &Path, iters: usize, every: usize) {
+fn run_mlx_lm(model_dir: &Path, iters: usize, every: usize, grad_checkpoint: bool) {
     let report = run_peer(
         "peer_bench.py",
         &[
@@ -299,6 +312,7 @@ fn run_mlx_lm(model_dir: &Path, iters: usize, every: usize) {
             &SEQ.to_string(),
             &RANK.to_string(),
             &LAYERS_TRAINED.to_string(),
+            if grad_checkpoint { "1" } else { "0" },
         ],
     );
     // mlx-lm's progress UI shares stdout; the JSON is the last line.

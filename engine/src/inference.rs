@@ -318,6 +318,7 @@ impl InferenceSession {
         let pass = Pass {
             lora: &params,
             dropout_seed: None,
+            grad_checkpoint: false,
         };
         let (mut total, mut tokens) = (0.0f64, 0usize);
         for (done, batch) in batches[..count].iter().enumerate() {

@@ -145,7 +145,14 @@ pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig)
         // Attention weights and their softmax, per head.
         + 2 * train.batch_size as u64 * heads * (train.max_seq_length as u64).pow(2) * value;
     let logits = tokens * config.vocab_size as u64 * 4 * LOGIT_COPIES;
-    let activations = per_block * layers + logits;
+    let blocks = if train.grad_checkpoint {
+        // Each block keeps only its input; the backward pass rebuilds one
+        // block's intermediates at a time.
+        layers * tokens * config.hidden_size as u64 * value + per_block
+    } else {
+        per_block * layers
+    };
+    let activations = blocks + logits;
 
     MemoryEstimate {
         weights,
@@ -260,5 +267,38 @@ mod tests {
         );
         assert!(smaller.activations * 3 < dense.activations);
         assert_eq!(smaller.weights, dense.weights);
+    }
+
+    #[test]
+    fn grad_checkpoint_keeps_one_block_of_intermediates() {
+        let config = smollm2_135m();
+        let train = TrainConfig {
+            batch_size: 4,
+            max_seq_length: 256,
+            num_layers: 16,
+            ..TrainConfig::default()
+        };
+        let kept = estimate(&config, WeightFormat::F32, &train);
+        let recomputed = estimate(
+            &config,
+            WeightFormat::F32,
+            &TrainConfig {
+                grad_checkpoint: true,
+                ..train
+            },
+        );
+        assert_eq!(recomputed.weights, kept.weights);
+        assert_eq!(recomputed.adapters, kept.adapters);
+        // 16 block inputs of 4 x 256 tokens x 576 f32 values, one block's
+        // intermediates, and the logits.
+        let inputs = 16 * 4 * 256 * 576 * 4;
+        let logits = 4 * 256 * 49152 * 4 * 3;
+        let one_block = (kept.activations - logits) / 16;
+        assert_eq!(recomputed.activations, inputs + one_block + logits);
+        let gb = recomputed.total as f64 / 1e9;
+        assert!(
+            (1.1..1.6).contains(&gb),
+            "`scripts/bench-train.sh` with LORALAB_BENCH_GRAD_CHECKPOINT=1 measured 1.34 GB, estimated {gb:.2}"
+        );
     }
 }

@@ -45,6 +45,7 @@ fn check_against_peer(t: Tiny) {
     let pass = Pass {
         lora: &params,
         dropout_seed: None,
+        grad_checkpoint: false,
     };
     let loss = batch_loss(&model, &pass, &inputs)
         .unwrap()

@@ -2,7 +2,7 @@
 //! blocks of grouped-query attention (RoPE, optional Q/K norms, separate or
 //! fused projections) and a SwiGLU MLP.
 
-use anyhow::Result;
+use anyhow::{anyhow, Result};
 use mlx_rs::{
     fast::{self, ScaledDotProductAttentionMask},
     nn::silu,
@@ -10,6 +10,7 @@ use mlx_rs::{
 };
 
 use super::fused::{causal_attention, written_out};
+use super::grad_checkpoint::checkpointed;
 use super::layers::{Linear, Pass, RmsNorm, Rope};
 use super::weights::WeightMap;
 use crate::model_config::ModelConfig;
@@ -267,6 +268,40 @@ impl DecoderLayer {
             .mlp
             .forward(&self.post_attention_layernorm.forward(&h)?, pass)?;
         Ok(h.add(out)?)
+    }
+
+    /// `forward` without a cache, its activations recomputed in the
+    /// backward pass rather than kept. The checkpointed function's inputs
+    /// are `x` and this layer's adapter parameters, so that their gradients
+    /// flow; it holds a copy of the layer (base weights shared).
+    pub(crate) fn forward_checkpointed(&self, x: &Array, pass: &Pass) -> Result<Array> {
+        let slots: Vec<usize> = self
+            .linears()
+            .iter()
+            .filter_map(|linear| linear.lora.as_ref())
+            .flat_map(|slot| [slot.index, slot.index + 1])
+            .collect();
+        let mut inputs = vec![x.clone()];
+        inputs.extend(slots.iter().map(|&slot| pass.lora[slot].clone()));
+        let layer = self.clone();
+        let (count, dropout_seed) = (pass.lora.len(), pass.dropout_seed);
+        // Stands in for the other layers' parameters, which this one never reads.
+        let unused = Array::from_f32(0.0);
+        let mut outputs = checkpointed(&inputs, move |arguments| {
+            let mut lora = vec![unused.clone(); count];
+            for (&slot, value) in slots.iter().zip(&arguments[1..]) {
+                lora[slot] = value.clone();
+            }
+            let pass = Pass {
+                lora: &lora,
+                dropout_seed,
+                grad_checkpoint: false,
+            };
+            Ok(vec![layer.forward(&arguments[0], &pass, None)?])
+        })?;
+        outputs
+            .pop()
+            .ok_or_else(|| anyhow!("a checkpointed layer returned nothing"))
     }
 
     pub(crate) fn linears(&self) -> Vec<&Linear> {

@@ -18,6 +18,10 @@ use crate::model_config::ModelConfig;
 pub struct Pass<'a> {
     pub lora: &'a [Array],
     pub dropout_seed: Option<u64>,
+    /// Recompute each decoder layer's activations in the backward pass
+    /// rather than keep them (`grad_checkpoint`); passes with a KV cache
+    /// ignore it.
+    pub grad_checkpoint: bool,
 }
 
 #[derive(Clone)]

@@ -5,6 +5,7 @@
 
 mod decoder;
 mod fused;
+mod grad_checkpoint;
 mod layers;
 mod llama;
 mod phi3;
@@ -272,6 +273,7 @@ impl Model {
             &Pass {
                 lora: &params,
                 dropout_seed: None,
+                grad_checkpoint: false,
             },
             None,
         )
@@ -284,6 +286,7 @@ impl Model {
         let pass = Pass {
             lora: &params,
             dropout_seed: None,
+            grad_checkpoint: false,
         };
         let logits = self.forward_with(tokens, &pass, Some(cache))?;
         cache.advance(tokens.dim(1) as usize);
@@ -321,8 +324,11 @@ impl Model {
         }
         let mut h = self.embed_tokens.lookup(tokens)?;
         for (i, layer) in self.layers.iter().enumerate() {
-            let slot = cache.as_mut().map(|c| c.slot(i));
-            h = layer.forward(&h, pass, slot)?;
+            h = match cache.as_mut() {
+                Some(cache) => layer.forward(&h, pass, Some(cache.slot(i)))?,
+                None if pass.grad_checkpoint => layer.forward_checkpointed(&h, pass)?,
+                None => layer.forward(&h, pass, None)?,
+            };
         }
         self.norm.forward(&h)
     }

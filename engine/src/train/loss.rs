@@ -180,6 +180,7 @@ pub fn evaluate(model: &Model, batches: &[Batch], limit: i64) -> Result<f64> {
             let pass = Pass {
                 lora,
                 dropout_seed: None,
+                grad_checkpoint: false,
             };
             batch_loss(&copy, &pass, &batch)
                 .map(|loss| vec![loss])

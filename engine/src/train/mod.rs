@@ -74,11 +74,14 @@ fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
 }
 
 /// Mean loss of one batch and the gradients with respect to the adapters.
+/// `grad_checkpoint` recomputes each layer's activations in the backward
+/// pass (same values, less memory).
 pub fn loss_and_grads(
     model: &Model,
     params: &[Array],
     batch: &LossInputs,
     dropout_seed: Option<u64>,
+    grad_checkpoint: bool,
 ) -> Result<(Array, Vec<Array>)> {
     let n = params.len();
     let argnums: Vec<i32> = (0..n as i32).collect();
@@ -86,6 +89,7 @@ pub fn loss_and_grads(
         let pass = Pass {
             lora: inputs,
             dropout_seed,
+            grad_checkpoint,
         };
         batch_loss(model, &pass, batch)
             .map(|l| vec![l])
@@ -112,13 +116,14 @@ pub fn loss_and_grads(
 /// buffers), whose base weights enter the graph as constants.
 pub fn compiled_loss_and_grads(
     model: &Model,
+    grad_checkpoint: bool,
 ) -> impl FnMut(&[Array]) -> Result<Vec<Array>, Exception> {
     let model = model.clone();
     let n = model.lora_params().len();
     let step = move |args: &[Array]| -> Result<Vec<Array>, Exception> {
         let (params, batch) = args.split_at(n.min(args.len()));
         let batch = LossInputs::from_arrays(batch)?;
-        let (loss, grads) = loss_and_grads(&model, params, &batch, None)
+        let (loss, grads) = loss_and_grads(&model, params, &batch, None, grad_checkpoint)
             .map_err(|e| Exception::custom(format!("{e:#}")))?;
         let mut out = Vec::with_capacity(n + 1);
         out.push(loss);
@@ -208,12 +213,6 @@ pub fn train(
         params = model.lora_params();
     }
     lora::write_adapter_config(run_dir, cfg)?;
-    if cfg.grad_checkpoint {
-        emit(Event::Log {
-            message: "grad_checkpoint is not implemented yet; training without it".into(),
-        });
-    }
-
     emit(Event::Started {
         total_steps: total,
         start_step: state.step,
@@ -227,7 +226,7 @@ pub fn train(
     // Built after the adapters are attached and loaded: the copy it holds
     // must carry the slots. Dropout needs per-step masks (see the function).
     let mut compiled = (cfg.lora_parameters.dropout == 0.0 && !compile_disabled())
-        .then(|| compiled_loss_and_grads(model));
+        .then(|| compiled_loss_and_grads(model, cfg.grad_checkpoint));
     let mut order_epoch = usize::MAX;
     let mut order = Vec::new();
     let mut window_time = 0.0f64;
@@ -298,7 +297,7 @@ pub fn train(
             }
             None => {
                 let dropout_seed = Some(order::dropout_seed(cfg.seed, it));
-                loss_and_grads(model, &params, &batch, dropout_seed)?
+                loss_and_grads(model, &params, &batch, dropout_seed, cfg.grad_checkpoint)?
             }
         };
         if let Some(previous) = accumulated.take() {

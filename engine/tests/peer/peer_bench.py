@@ -1,6 +1,6 @@
 """mlx-lm's LoRA trainer on random token rows, for throughput comparison.
 
-usage: peer_bench.py MODEL_DIR ITERS REPORT_EVERY BATCH SEQ RANK NUM_LAYERS
+usage: peer_bench.py MODEL_DIR ITERS REPORT_EVERY BATCH SEQ RANK NUM_LAYERS GRAD_CHECKPOINT
 Prints the last training report (mlx-lm's callback dict) as JSON.
 """
 
@@ -39,7 +39,7 @@ class Last(TrainingCallback):
 
 
 def main():
-    model_dir, iters, every, batch, seq, rank, layers = sys.argv[1:8]
+    model_dir, iters, every, batch, seq, rank, layers, grad_checkpoint = sys.argv[1:9]
     model, config = load_model(Path(model_dir))
     rng = np.random.default_rng(0)
     rows = [
@@ -59,6 +59,7 @@ def main():
             steps_per_eval=10**9,
             save_every=10**9,
             max_seq_length=int(seq) + 1,
+            grad_checkpoint=grad_checkpoint == "1",
             lora_parameters={"rank": int(rank), "dropout": 0.0, "scale": 20.0},
         )
         callback = Last()
