@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 async fn a_viewer_sees_a_run_update_live() {
     let setup = tiny_setup();
     let server = Server::start_in(setup.data_dir.clone(), &["--lan", "--host", "127.0.0.1"]);
-    let token = std::fs::read_to_string(setup.data_dir.join("access/owner.token")).unwrap();
+    let token = owner_token(&server);
     let viewer = reqwest::Client::new();
 
     // The viewer watches the runs list before anything happens.
@@ -36,7 +36,7 @@ async fn a_viewer_sees_a_run_update_live() {
     // ...the owner may.
     let created = viewer
         .post(server.url("/api/runs"))
-        .bearer_auth(token.trim())
+        .bearer_auth(&token)
         .json(&tiny_run(json!({"iters": 8})))
         .send()
         .await
@@ -66,27 +66,12 @@ async fn a_viewer_sees_a_run_update_live() {
     assert_eq!(events.first().unwrap().1, "started");
 
     let updates = updates.await.unwrap();
-    let statuses: Vec<String> = updates
-        .iter()
-        .map(|(_, _, data)| {
-            serde_json::from_str::<Value>(data).unwrap()["status"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let statuses = statuses(&updates);
     assert!(statuses.contains(&"running".to_string()), "{statuses:?}");
     assert_eq!(statuses.last().unwrap(), "done");
 
     // The run page a viewer loads has the live stream and no buttons.
-    let page = viewer
-        .get(server.url(&format!("/runs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(viewer.get(server.url(&format!("/runs/{id}")))).await;
     assert!(
         page.contains(&format!("data-live-run=\"/api/runs/{id}/events?after=")),
         "{page}"

@@ -39,7 +39,7 @@ async fn upload(client: &reqwest::Client, server: &Server, form: Form) -> (u16, 
 #[tokio::test]
 async fn an_upload_is_stored_checked_inspected_and_deleted() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let sample = std::fs::read(setup.data_dir.join("datasets/1/train.jsonl")).unwrap();
 
@@ -157,7 +157,7 @@ async fn an_upload_is_stored_checked_inspected_and_deleted() {
 #[tokio::test]
 async fn problems_name_file_line_and_field_and_block_runs() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let train = b"{\"prompt\": \"a\", \"completion\": \"b\"}\nnot json\n{\"prompt\": 3, \"completion\": \"c\"}\n";
     let (status, body) = upload(
@@ -205,7 +205,7 @@ async fn problems_name_file_line_and_field_and_block_runs() {
 #[tokio::test]
 async fn refused_uploads_leave_nothing_behind() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let before = dataset_folders(&setup.data_dir);
     let line = b"{\"text\": \"hello\"}\n";
@@ -259,7 +259,7 @@ async fn refused_uploads_leave_nothing_behind() {
 #[tokio::test]
 async fn a_browser_post_is_redirected_to_the_page_or_back_with_the_error() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -20,7 +20,7 @@ async fn import(client: &reqwest::Client, server: &Server, body: Value) -> (u16,
 #[tokio::test]
 async fn folders_and_gguf_files_are_registered_from_their_metadata() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
 
     let (status, folder) = import(

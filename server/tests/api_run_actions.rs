@@ -25,7 +25,7 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
 #[tokio::test]
 async fn download_clone_and_delete_a_finished_run() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let created: Value = client
         .post(server.url("/api/runs"))
@@ -54,7 +54,7 @@ async fn download_clone_and_delete_a_finished_run() {
         "{early}"
     );
 
-    let run = wait_for(&client, &server, id, 300, "done", |r| r["status"] == "done").await;
+    let run = wait_for_status(&client, &server, id, 300, "done").await;
     let checkpoints = run["checkpoints"].as_array().unwrap();
     let best = checkpoints
         .iter()
@@ -164,7 +164,7 @@ async fn download_clone_and_delete_a_finished_run() {
 #[tokio::test]
 async fn a_run_is_estimated_before_it_starts() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let estimate = |body: Value| {
         client
