@@ -107,12 +107,8 @@ async fn streams_per_client_address_are_capped() {
         r#"{"error":"too many live streams from this address (at most 3); close a tab or wait"}"#
     );
     // The comparison and chat streams count against the same cap.
-    let comparison = client
-        .get(server.url("/api/compare/1/events"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(comparison.status(), 429);
+    let comparison = get_status(&client, &server.url("/api/compare/1/events")).await;
+    assert_eq!(comparison, 429);
     let chat = client
         .post(server.url("/api/chat/1/messages"))
         .json(&serde_json::json!({"content": "hi"}))
@@ -126,12 +122,8 @@ async fn streams_per_client_address_are_capped() {
         .local_address(other)
         .build()
         .unwrap();
-    let response = teammate
-        .get(server.url("/api/runs/events"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let response = get_status(&teammate, &server.url("/api/runs/events")).await;
+    assert_eq!(response, 200);
     // Pages and the API are not streams and stay available.
     assert_eq!(
         client

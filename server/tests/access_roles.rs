@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{get_json, no_redirects, owner_token, post_head_only, text_of, Server};
+use common::{badge, get_json, no_redirects, owner_token, post_head_only, text_of, Server};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
@@ -83,15 +83,6 @@ async fn send(
     let status = response.status();
     let headers = response.headers().clone();
     (status, headers, response.text().await.unwrap())
-}
-
-/// The role badge's text in a rendered page.
-fn badge(html: &str) -> &str {
-    let at = html.find(r#"id="role""#).expect("a role badge");
-    let text = &html[at..];
-    let start = text.find('>').unwrap() + 1;
-    let end = text.find("</span>").unwrap();
-    &text[start..end]
 }
 
 #[tokio::test]

@@ -128,14 +128,7 @@ async fn an_upload_is_stored_checked_inspected_and_deleted() {
     assert_eq!(kept, 64, "the kept segments fill max_seq_length");
 
     // The page renders the same figures for a browser.
-    let page = client
-        .get(server.url(&format!("/datasets/{id}?model=tiny")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url(&format!("/datasets/{id}?model=tiny")))).await;
     assert!(page.contains("class=\"seg-trained\""), "{page}");
     assert!(page.contains("held out of train.jsonl"));
 
@@ -146,12 +139,8 @@ async fn an_upload_is_stored_checked_inspected_and_deleted() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     assert!(!stored.parent().unwrap().exists(), "files removed");
-    let gone = client
-        .get(server.url(&format!("/api/datasets/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404);
+    let gone = get_status(&client, &server.url(&format!("/api/datasets/{id}"))).await;
+    assert_eq!(gone, 404);
 }
 
 #[tokio::test]
@@ -282,14 +271,7 @@ async fn a_browser_post_is_redirected_to_the_page_or_back_with_the_error() {
     assert_eq!(refused.status(), 303);
     let location = refused.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("/datasets?error="), "{location}");
-    let page = client
-        .get(server.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url(&location))).await;
     assert!(
         page.contains("a dataset named &quot;hello&quot; already exists")
             || page.contains("a dataset named \"hello\" already exists"),

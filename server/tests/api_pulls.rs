@@ -9,7 +9,7 @@ mod fake_hub;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{get_json, no_redirects, poll_json, post_json, read_sse, text_of, Server};
+use common::{get_json, get_status, no_redirects, poll_json, post_json, read_sse, text_of, Server};
 use fake_hub::{FakeHub, FakeRepo};
 use serde_json::{json, Value};
 
@@ -179,12 +179,8 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     );
     let list = get_json(&client, &server.url("/api/models/pulls")).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
-    let unknown = client
-        .get(server.url("/api/models/pulls/99"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
+    let unknown = get_status(&client, &server.url("/api/models/pulls/99")).await;
+    assert_eq!(unknown, 404);
 }
 
 #[tokio::test]

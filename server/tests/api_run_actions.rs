@@ -119,12 +119,12 @@ async fn download_clone_and_delete_a_finished_run() {
         files[0].1,
         std::fs::read(run_dir.join("0000005_adapters.safetensors")).unwrap()
     );
-    let missing = client
-        .get(server.url(&format!("/api/runs/{id}/adapter.zip?step=7")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    let missing = get_status(
+        &client,
+        &server.url(&format!("/api/runs/{id}/adapter.zip?step=7")),
+    )
+    .await;
+    assert_eq!(missing, 404);
 
     // Clone: the new-run form comes back filled with this run's settings.
     let form = client
@@ -147,18 +147,14 @@ async fn download_clone_and_delete_a_finished_run() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     assert!(!run_dir.exists(), "its folder is removed");
-    let gone = client
-        .get(server.url(&format!("/api/runs/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404);
-    let metrics = client
-        .get(server.url(&format!("/api/runs/{id}/metrics.json")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 404);
+    let gone = get_status(&client, &server.url(&format!("/api/runs/{id}"))).await;
+    assert_eq!(gone, 404);
+    let metrics = get_status(
+        &client,
+        &server.url(&format!("/api/runs/{id}/metrics.json")),
+    )
+    .await;
+    assert_eq!(metrics, 404);
 }
 
 #[tokio::test]

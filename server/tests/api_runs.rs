@@ -18,12 +18,7 @@ async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
     assert_eq!(datasets[0]["train_count"], 300);
     assert_eq!(datasets[0]["valid_count"], 40);
     let models = get_json(&client, &server.url("/api/models")).await;
-    let names: Vec<&str> = models
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
+    let names = names(&models);
     assert!(names.contains(&"tiny"), "{models}");
 
     let created = client

@@ -173,11 +173,34 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     response.json().await.expect("JSON")
 }
 
+/// GETs `url`: the answer's status.
+pub async fn get_status(client: &reqwest::Client, url: &str) -> u16 {
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
 /// GETs a page that must answer 200; its HTML.
 pub async fn page(client: &reqwest::Client, url: &str) -> String {
     let response = client.get(url).send().await.unwrap();
     assert_eq!(response.status(), 200, "GET {url}");
     response.text().await.unwrap()
+}
+
+/// The role badge's text in a rendered page.
+pub fn badge(html: &str) -> &str {
+    let at = html.find(r#"id="role""#).expect("a role badge");
+    let text = &html[at..];
+    let start = text.find('>').unwrap() + 1;
+    let end = text.find("</span>").unwrap();
+    &text[start..end]
+}
+
+/// The `name` of each item of a JSON list (models, datasets).
+pub fn names(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect()
 }
 
 /// Sends a request and reads the answer's body as text, whatever its status.
