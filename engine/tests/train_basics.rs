@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::sync::atomic::AtomicBool;
-
 use common::*;
 use engine::config::{FineTuneType, LoraParameters, LrSchedule, TrainConfig};
 use engine::models::{load_hf_folder, Model};
@@ -13,30 +11,11 @@ use engine::protocol::Event;
 use engine::train::loss::{evaluate, loss_mask};
 use engine::train::order::epoch_order;
 use engine::train::schedule::Schedule;
-use engine::train::{train, TrainData};
+use engine::train::TrainData;
 
 fn tiny_model(dir: &std::path::Path) -> Model {
     write_tiny(dir, &Tiny::llama());
     load_hf_folder(dir, engine::config::ComputeDtype::Auto).unwrap()
-}
-
-fn run(
-    cfg: &TrainConfig,
-    model: &mut Model,
-    data: &TrainData,
-    run_dir: &std::path::Path,
-) -> anyhow::Result<Vec<Event>> {
-    let mut events = Vec::new();
-    train(
-        cfg,
-        model,
-        data,
-        run_dir,
-        false,
-        &AtomicBool::new(false),
-        &mut |e| events.push(e),
-    )?;
-    Ok(events)
 }
 
 #[test]
@@ -72,7 +51,7 @@ fn loss_decreases_on_a_repeated_batch() {
         steps_per_report: 5,
         ..Default::default()
     };
-    let events = run(&cfg, &mut model, &data, &dir.path().join("run")).unwrap();
+    let events = train_run(&cfg, &mut model, &data, &dir.path().join("run")).unwrap();
     let losses: Vec<f64> = events
         .iter()
         .filter_map(|e| match e {
@@ -162,7 +141,7 @@ fn run_writes_mlx_lm_files_checkpoints_and_events() {
         ..Default::default()
     };
     let run_dir = dir.path().join("run");
-    let events = run(&cfg, &mut model, &data, &run_dir).unwrap();
+    let events = train_run(&cfg, &mut model, &data, &run_dir).unwrap();
 
     match &events[0] {
         Event::Started {
@@ -312,7 +291,7 @@ fn bad_configs_are_rejected_naming_the_field() {
             engine::config::ComputeDtype::Auto,
         )
         .unwrap();
-        let err = run(&cfg, &mut model, &data, &dir.path().join("run")).unwrap_err();
+        let err = train_run(&cfg, &mut model, &data, &dir.path().join("run")).unwrap_err();
         assert_eq!(format!("{err:#}"), want);
     }
 }

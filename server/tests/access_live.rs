@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 async fn a_viewer_sees_a_run_update_live() {
     let setup = tiny_setup();
     let server = Server::start_in(setup.data_dir.clone(), &["--lan", "--host", "127.0.0.1"]);
-    let token = std::fs::read_to_string(setup.data_dir.join("access/owner.token")).unwrap();
+    let token = owner_token(&server);
     let viewer = reqwest::Client::new();
 
     // The viewer watches the runs list before anything happens.
@@ -36,7 +36,7 @@ async fn a_viewer_sees_a_run_update_live() {
     // ...the owner may.
     let created = viewer
         .post(server.url("/api/runs"))
-        .bearer_auth(token.trim())
+        .bearer_auth(&token)
         .json(&tiny_run(json!({"iters": 8})))
         .send()
         .await
@@ -66,27 +66,12 @@ async fn a_viewer_sees_a_run_update_live() {
     assert_eq!(events.first().unwrap().1, "started");
 
     let updates = updates.await.unwrap();
-    let statuses: Vec<String> = updates
-        .iter()
-        .map(|(_, _, data)| {
-            serde_json::from_str::<Value>(data).unwrap()["status"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let statuses = statuses(&updates);
     assert!(statuses.contains(&"running".to_string()), "{statuses:?}");
     assert_eq!(statuses.last().unwrap(), "done");
 
     // The run page a viewer loads has the live stream and no buttons.
-    let page = viewer
-        .get(server.url(&format!("/runs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(viewer.get(server.url(&format!("/runs/{id}")))).await;
     assert!(
         page.contains(&format!("data-live-run=\"/api/runs/{id}/events?after=")),
         "{page}"
@@ -122,12 +107,8 @@ async fn streams_per_client_address_are_capped() {
         r#"{"error":"too many live streams from this address (at most 3); close a tab or wait"}"#
     );
     // The comparison and chat streams count against the same cap.
-    let comparison = client
-        .get(server.url("/api/compare/1/events"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(comparison.status(), 429);
+    let comparison = get_status(&client, &server.url("/api/compare/1/events")).await;
+    assert_eq!(comparison, 429);
     let chat = client
         .post(server.url("/api/chat/1/messages"))
         .json(&serde_json::json!({"content": "hi"}))
@@ -141,12 +122,8 @@ async fn streams_per_client_address_are_capped() {
         .local_address(other)
         .build()
         .unwrap();
-    let response = teammate
-        .get(server.url("/api/runs/events"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
+    let response = get_status(&teammate, &server.url("/api/runs/events")).await;
+    assert_eq!(response, 200);
     // Pages and the API are not streams and stay available.
     assert_eq!(
         client

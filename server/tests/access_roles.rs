@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Server;
+use common::{badge, get_json, no_redirects, owner_token, post_head_only, text_of, Server};
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
@@ -19,20 +19,6 @@ fn lan_server(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
         env,
     );
     (temp, server)
-}
-
-fn owner_token(server: &Server) -> String {
-    std::fs::read_to_string(server.data_dir.join("access/owner.token"))
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-fn no_redirects() -> Client {
-    Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// Every mutating route the server has today: the JSON API's, and every
@@ -99,15 +85,6 @@ async fn send(
     (status, headers, response.text().await.unwrap())
 }
 
-/// The role badge's text in a rendered page.
-fn badge(html: &str) -> &str {
-    let at = html.find(r#"id="role""#).expect("a role badge");
-    let text = &html[at..];
-    let start = text.find('>').unwrap() + 1;
-    let end = text.find("</span>").unwrap();
-    &text[start..end]
-}
-
 #[tokio::test]
 async fn a_viewer_is_refused_on_every_mutating_route() {
     let (_temp, server) = lan_server(&[]);
@@ -138,14 +115,7 @@ async fn a_viewer_is_refused_on_every_mutating_route() {
         "{body}"
     );
     // Nothing was created.
-    let runs: Value = client
-        .get(server.url("/api/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = get_json(&client, &server.url("/api/runs")).await;
     assert_eq!(runs, Value::Array(vec![]));
 
     // The owner's token passes the same routes' access check (what the
@@ -182,14 +152,7 @@ async fn a_viewer_neither_sees_nor_reaches_model_pulls() {
             "{path}"
         );
     }
-    let page = client
-        .get(server.url("/models"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url("/models"))).await;
     assert_eq!(badge(&page), "viewer");
     assert!(!page.contains("pull-model"), "{page}");
     assert!(!page.contains("/fn/models/pull"), "{page}");
@@ -302,25 +265,10 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
     let session = format!("loralab_session={token}");
 
     // As the owner: the badge, the buttons, and a post that reaches its handler.
-    let page = client
-        .get(server.url("/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url("/")).header("cookie", &session)).await;
     assert_eq!(badge(&page), "owner");
     assert!(page.contains(r#"href="/runs/new""#));
-    let viewer_page = client
-        .get(server.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let viewer_page = text_of(client.get(server.url("/"))).await;
     assert!(badge(&viewer_page) == "viewer", "{viewer_page}");
     assert!(
         !viewer_page.contains(r#"href="/runs/new""#),
@@ -331,20 +279,13 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
         if let Some(cookie) = cookie {
             request = request.header("cookie", cookie);
         }
-        async move { request.send().await.unwrap().text().await.unwrap() }
+        text_of(request)
     };
     assert!(!datasets(None).await.contains(r#"id="upload-dataset""#));
     assert!(datasets(Some(session.clone()))
         .await
         .contains(r#"id="upload-dataset""#));
-    let new_run = client
-        .get(server.url("/runs/new"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let new_run = text_of(client.get(server.url("/runs/new"))).await;
     assert!(
         new_run.contains(r#"id="viewer-only""#) && !new_run.contains(r#"id="new-run""#),
         "{new_run}"
@@ -375,15 +316,12 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
     let operator = std::fs::read_to_string(server.data_dir.join("access/operator.token")).unwrap();
     let operator_session = format!("loralab_session={}", operator.trim());
     assert_eq!(stop(operator_session.clone()).await, 404);
-    let page = client
-        .get(server.url("/"))
-        .header("cookie", &operator_session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(
+        client
+            .get(server.url("/"))
+            .header("cookie", &operator_session),
+    )
+    .await;
     assert_eq!(badge(&page), "operator");
 
     // Rotation while the server runs: the old session is a viewer at once.
@@ -477,15 +415,7 @@ async fn the_viewer_password_guards_reading() {
         .await
         .unwrap();
     assert_eq!(runs.status(), 200);
-    let page = client
-        .get(server.url("/"))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url("/")).header("cookie", &session)).await;
     assert_eq!(badge(&page), "viewer");
     let post = client
         .post(server.url("/api/runs"))
@@ -586,33 +516,18 @@ async fn without_lan_the_local_user_is_the_owner_on_local_names_only() {
     assert_eq!(origin.status(), 403);
 }
 
-/// Sends only the head of a POST that declares `length` bytes, and reads
-/// the answer: the server must refuse without waiting for the body.
-async fn post_head_only(server: &Server, path: &str, length: usize) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let address = server.base_url.trim_start_matches("http://");
-    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {length}\r\n\r\n"
-    );
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        socket.read_to_end(&mut answer),
-    )
-    .await
-    .expect("the server waited for a body it must refuse")
-    .unwrap();
-    String::from_utf8(answer).unwrap()
-}
-
 #[tokio::test]
 async fn oversized_bodies_are_refused_before_any_handler() {
     let server = Server::start(&[]);
     let client = Client::new();
     for path in ["/api/runs", "/fn/runs/create"] {
-        let answer = post_head_only(&server, path, 1024 * 1024 + 1).await;
+        let answer = post_head_only(
+            server.base_url.trim_start_matches("http://"),
+            path,
+            1024 * 1024 + 1,
+            "Content-Type: application/x-www-form-urlencoded\r\n",
+        )
+        .await;
         assert!(
             answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
             "{path}: {answer}"
@@ -642,14 +557,7 @@ async fn oversized_bodies_are_refused_before_any_handler() {
         Ok(response) => assert_eq!(response.status(), 413),
         Err(error) => assert!(error.is_request(), "{error:?}"),
     }
-    let runs: Value = client
-        .get(server.url("/api/runs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let runs = get_json(&client, &server.url("/api/runs")).await;
     assert_eq!(runs, Value::Array(vec![]));
     // Just under the limit reaches the handler, which names the problem.
     let mut fits = b"{\"model\": 1}".to_vec();

@@ -3,6 +3,8 @@
 //! leaves nothing on disk. The route here is this test's own; the layer,
 //! limits and name check are the server's.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use common::post_head_only;
 use futures_util::StreamExt;
 use server::access::{self, Access, AccessSettings, BodyLimits};
 use tokio::io::AsyncWriteExt;
@@ -86,23 +89,6 @@ async fn serve(data: &Path, uploads: PathBuf) -> SocketAddr {
     address
 }
 
-async fn post_head_only(address: SocketAddr, path: &str, length: u64) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
-    let head =
-        format!("POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {length}\r\n\r\n");
-    socket.write_all(head.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        socket.read_to_end(&mut answer),
-    )
-    .await
-    .expect("the server waited for a body it must refuse")
-    .unwrap();
-    String::from_utf8(answer).unwrap()
-}
-
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -171,7 +157,13 @@ async fn traversal_names_and_oversize_uploads_leave_nothing_behind() {
 
     // Declared too large: refused before the handler runs (only the head
     // is sent: the answer must not wait for the body).
-    let answer = post_head_only(address, "/api/uploads/datasets/big", UPLOAD_LIMIT + 1).await;
+    let answer = post_head_only(
+        &address.to_string(),
+        "/api/uploads/datasets/big",
+        UPLOAD_LIMIT + 1,
+        "",
+    )
+    .await;
     assert!(
         answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
         "{answer}"
@@ -200,7 +192,13 @@ async fn traversal_names_and_oversize_uploads_leave_nothing_behind() {
     assert_eq!(listing(&uploads), ["chat-logs"]);
 
     // The same handler outside /api/uploads/ keeps the 1 MiB default.
-    let answer = post_head_only(address, "/api/datasets/large", 1024 * 1024 + 1).await;
+    let answer = post_head_only(
+        &address.to_string(),
+        "/api/datasets/large",
+        1024 * 1024 + 1,
+        "",
+    )
+    .await;
     assert!(
         answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"),
         "{answer}"

@@ -39,7 +39,7 @@ async fn upload(client: &reqwest::Client, server: &Server, form: Form) -> (u16, 
 #[tokio::test]
 async fn an_upload_is_stored_checked_inspected_and_deleted() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let sample = std::fs::read(setup.data_dir.join("datasets/1/train.jsonl")).unwrap();
 
@@ -128,14 +128,7 @@ async fn an_upload_is_stored_checked_inspected_and_deleted() {
     assert_eq!(kept, 64, "the kept segments fill max_seq_length");
 
     // The page renders the same figures for a browser.
-    let page = client
-        .get(server.url(&format!("/datasets/{id}?model=tiny")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url(&format!("/datasets/{id}?model=tiny")))).await;
     assert!(page.contains("class=\"seg-trained\""), "{page}");
     assert!(page.contains("held out of train.jsonl"));
 
@@ -146,18 +139,14 @@ async fn an_upload_is_stored_checked_inspected_and_deleted() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     assert!(!stored.parent().unwrap().exists(), "files removed");
-    let gone = client
-        .get(server.url(&format!("/api/datasets/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404);
+    let gone = get_status(&client, &server.url(&format!("/api/datasets/{id}"))).await;
+    assert_eq!(gone, 404);
 }
 
 #[tokio::test]
 async fn problems_name_file_line_and_field_and_block_runs() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let train = b"{\"prompt\": \"a\", \"completion\": \"b\"}\nnot json\n{\"prompt\": 3, \"completion\": \"c\"}\n";
     let (status, body) = upload(
@@ -205,7 +194,7 @@ async fn problems_name_file_line_and_field_and_block_runs() {
 #[tokio::test]
 async fn refused_uploads_leave_nothing_behind() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let before = dataset_folders(&setup.data_dir);
     let line = b"{\"text\": \"hello\"}\n";
@@ -259,7 +248,7 @@ async fn refused_uploads_leave_nothing_behind() {
 #[tokio::test]
 async fn a_browser_post_is_redirected_to_the_page_or_back_with_the_error() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -282,14 +271,7 @@ async fn a_browser_post_is_redirected_to_the_page_or_back_with_the_error() {
     assert_eq!(refused.status(), 303);
     let location = refused.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("/datasets?error="), "{location}");
-    let page = client
-        .get(server.url(&location))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url(&location))).await;
     assert!(
         page.contains("a dataset named &quot;hello&quot; already exists")
             || page.contains("a dataset named \"hello\" already exists"),

@@ -20,7 +20,7 @@ async fn import(client: &reqwest::Client, server: &Server, body: Value) -> (u16,
 #[tokio::test]
 async fn folders_and_gguf_files_are_registered_from_their_metadata() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
 
     let (status, folder) = import(
@@ -108,12 +108,7 @@ async fn folders_and_gguf_files_are_registered_from_their_metadata() {
         .unwrap();
     assert_eq!(removed.status(), 204);
     let models = get_json(&client, &server.url("/api/models")).await;
-    let names: Vec<&str> = models
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
+    let names = names(&models);
     assert!(!names.contains(&"tiny again"), "{names:?}");
     assert!(names.contains(&"SmolLM2-135M-Instruct.Q4_1"), "{names:?}");
     assert!(setup.model_dir.join("config.json").is_file(), "files stay");

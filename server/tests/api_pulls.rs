@@ -6,32 +6,41 @@
 mod common;
 mod fake_hub;
 
+use std::path::Path;
 use std::time::Duration;
 
-use common::{get_json, read_sse, Server};
+use common::{get_json, get_status, no_redirects, poll_json, post_json, read_sse, text_of, Server};
 use fake_hub::{FakeHub, FakeRepo};
 use serde_json::{json, Value};
 
 const COMMIT: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f9001122334";
 
 async fn wait_pull(client: &reqwest::Client, server: &Server, id: u64) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let pull = get_json(client, &server.url(&format!("/api/models/pulls/{id}"))).await;
-        if pull["status"] != "running" {
-            return pull;
-        }
-        assert!(std::time::Instant::now() < deadline, "{pull:#}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = server.url(&format!("/api/models/pulls/{id}"));
+    poll_json(client, &url, 60, "its end", |pull| {
+        pull["status"] != "running"
+    })
+    .await
+}
+
+/// A server that pulls from `hub` into the HF cache `cache`.
+fn hub_server(temp: &Path, hub: &FakeHub, cache: &Path) -> Server {
+    let cache = cache.display().to_string();
+    Server::start_with_env(
+        temp.join("data"),
+        &[],
+        &[
+            ("HF_ENDPOINT", hub.url.as_str()),
+            ("HF_HUB_CACHE", cache.as_str()),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pull_shows_progress_and_registers_the_model() {
     let temp = tempfile::tempdir().unwrap();
     let upstream = temp.path().join("upstream");
-    engine::fixtures::write_tiny_llama(&upstream, 3).unwrap();
-    let repo = FakeRepo::from_folder(&upstream, COMMIT);
+    let repo = FakeRepo::tiny_llama(&upstream, 3, COMMIT);
     let total: u64 = repo.files.iter().map(|(_, b)| b.len() as u64).sum();
     // Each ranged answer waits, so the pull is still running when the
     // second request and the event stream arrive.
@@ -41,49 +50,34 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     )
     .await;
     let cache = temp.path().join("hf-cache");
-    let cache_env = cache.display().to_string();
-    let server = Server::start_with_env(
-        temp.path().join("data"),
-        &[],
-        &[
-            ("HF_ENDPOINT", hub.url.as_str()),
-            ("HF_HUB_CACHE", cache_env.as_str()),
-        ],
-    );
+    let server = hub_server(temp.path(), &hub, &cache);
     let client = reqwest::Client::new();
 
-    let started = client
-        .post(server.url("/api/models/pull"))
-        .json(&json!({"repo": "test-org/tiny-llama"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(started.status(), 202);
-    let started: Value = started.json().await.unwrap();
+    let pull_url = server.url("/api/models/pull");
+    let (status, started) =
+        post_json(&client, &pull_url, json!({"repo": "test-org/tiny-llama"})).await;
+    assert_eq!(status, 202);
     let id = started["id"].as_u64().unwrap();
     assert_eq!(started["status"], "running");
     assert_eq!(started["spec"], "test-org/tiny-llama");
     assert_eq!(started["revision"], "main");
 
-    let joined: Value = client
-        .post(server.url("/api/models/pull"))
-        .json(&json!({"repo": "test-org/tiny-llama", "revision": ""}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, joined) = post_json(
+        &client,
+        &pull_url,
+        json!({"repo": "test-org/tiny-llama", "revision": ""}),
+    )
+    .await;
     assert_eq!(joined["id"].as_u64(), Some(id), "{joined:#}");
-    let other = client
-        .post(server.url("/api/models/pull"))
-        .json(&json!({"repo": "test-org/tiny-llama", "revision": "v2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), 409);
+    let (status, other) = post_json(
+        &client,
+        &pull_url,
+        json!({"repo": "test-org/tiny-llama", "revision": "v2"}),
+    )
+    .await;
+    assert_eq!(status, 409);
     assert_eq!(
-        other.json::<Value>().await.unwrap()["error"],
+        other["error"],
         "test-org/tiny-llama is being pulled; wait for it to end before pulling test-org/tiny-llama@v2"
     );
 
@@ -143,14 +137,7 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     assert_eq!(model["size_bytes"].as_u64(), Some(total));
 
     // The models page lists the pull and the model.
-    let page = client
-        .get(server.url("/models"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url("/models"))).await;
     assert!(page.contains(&format!("id=\"pull-{id}\"")), "{page}");
     assert!(
         page.contains("Registered as <strong>test-org/tiny-llama</strong>"),
@@ -169,15 +156,7 @@ async fn a_pull_shows_progress_and_registers_the_model() {
 
     // A repo the Hub does not know: the pull fails, saying so, and no
     // model appears.
-    let failed: Value = client
-        .post(server.url("/api/models/pull"))
-        .json(&json!({"repo": "test-org/missing"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, failed) = post_json(&client, &pull_url, json!({"repo": "test-org/missing"})).await;
     let failed = wait_pull(&client, &server, failed["id"].as_u64().unwrap()).await;
     assert_eq!(failed["status"], "failed");
     assert_eq!(
@@ -191,14 +170,8 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     assert!(!models.to_string().contains("test-org/missing"));
 
     // A bad id is a 422 naming the field.
-    let bad = client
-        .post(server.url("/api/models/pull"))
-        .json(&json!({"repo": "not-a-repo"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 422);
-    let bad: Value = bad.json().await.unwrap();
+    let (status, bad) = post_json(&client, &pull_url, json!({"repo": "not-a-repo"})).await;
+    assert_eq!(status, 422);
     assert_eq!(bad["field"], "repo");
     assert_eq!(
         bad["error"],
@@ -206,40 +179,18 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     );
     let list = get_json(&client, &server.url("/api/models/pulls")).await;
     assert_eq!(list.as_array().unwrap().len(), 2);
-    let unknown = client
-        .get(server.url("/api/models/pulls/99"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
+    let unknown = get_status(&client, &server.url("/api/models/pulls/99")).await;
+    assert_eq!(unknown, 404);
 }
 
 #[tokio::test]
 async fn a_no_js_form_post_starts_a_pull_the_page_shows() {
     let temp = tempfile::tempdir().unwrap();
     let upstream = temp.path().join("upstream");
-    engine::fixtures::write_tiny_llama(&upstream, 5).unwrap();
-    let hub = FakeHub::start(
-        vec![(
-            "test-org/tiny-llama",
-            FakeRepo::from_folder(&upstream, COMMIT),
-        )],
-        Duration::ZERO,
-    )
-    .await;
-    let cache = temp.path().join("hf-cache").display().to_string();
-    let server = Server::start_with_env(
-        temp.path().join("data"),
-        &[],
-        &[
-            ("HF_ENDPOINT", hub.url.as_str()),
-            ("HF_HUB_CACHE", cache.as_str()),
-        ],
-    );
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let repo = FakeRepo::tiny_llama(&upstream, 5, COMMIT);
+    let hub = FakeHub::start(vec![("test-org/tiny-llama", repo)], Duration::ZERO).await;
+    let server = hub_server(temp.path(), &hub, &temp.path().join("hf-cache"));
+    let client = no_redirects();
     let posted = client
         .post(server.url("/fn/models/pull"))
         .header("accept", "text/html")
@@ -251,14 +202,7 @@ async fn a_no_js_form_post_starts_a_pull_the_page_shows() {
     assert_eq!(posted.headers()["location"], "/models#pull-1");
     let pull = wait_pull(&client, &server, 1).await;
     assert_eq!(pull["status"], "done", "{pull:#}");
-    let page = client
-        .get(server.url("/models"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text_of(client.get(server.url("/models"))).await;
     assert!(page.contains("id=\"pull-1\""), "{page}");
     assert!(
         page.contains("<span class=\"status done\">done</span>"),

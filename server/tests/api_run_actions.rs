@@ -25,7 +25,7 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
 #[tokio::test]
 async fn download_clone_and_delete_a_finished_run() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let created: Value = client
         .post(server.url("/api/runs"))
@@ -54,7 +54,7 @@ async fn download_clone_and_delete_a_finished_run() {
         "{early}"
     );
 
-    let run = wait_for(&client, &server, id, 300, "done", |r| r["status"] == "done").await;
+    let run = wait_for_status(&client, &server, id, 300, "done").await;
     let checkpoints = run["checkpoints"].as_array().unwrap();
     let best = checkpoints
         .iter()
@@ -119,12 +119,12 @@ async fn download_clone_and_delete_a_finished_run() {
         files[0].1,
         std::fs::read(run_dir.join("0000005_adapters.safetensors")).unwrap()
     );
-    let missing = client
-        .get(server.url(&format!("/api/runs/{id}/adapter.zip?step=7")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), 404);
+    let missing = get_status(
+        &client,
+        &server.url(&format!("/api/runs/{id}/adapter.zip?step=7")),
+    )
+    .await;
+    assert_eq!(missing, 404);
 
     // Clone: the new-run form comes back filled with this run's settings.
     let form = client
@@ -147,24 +147,20 @@ async fn download_clone_and_delete_a_finished_run() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     assert!(!run_dir.exists(), "its folder is removed");
-    let gone = client
-        .get(server.url(&format!("/api/runs/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 404);
-    let metrics = client
-        .get(server.url(&format!("/api/runs/{id}/metrics.json")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(metrics.status(), 404);
+    let gone = get_status(&client, &server.url(&format!("/api/runs/{id}"))).await;
+    assert_eq!(gone, 404);
+    let metrics = get_status(
+        &client,
+        &server.url(&format!("/api/runs/{id}/metrics.json")),
+    )
+    .await;
+    assert_eq!(metrics, 404);
 }
 
 #[tokio::test]
 async fn a_run_is_estimated_before_it_starts() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
     let estimate = |body: Value| {
         client

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 #[tokio::test]
 async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
 
     let datasets = get_json(&client, &server.url("/api/datasets")).await;
@@ -18,12 +18,7 @@ async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
     assert_eq!(datasets[0]["train_count"], 300);
     assert_eq!(datasets[0]["valid_count"], 40);
     let models = get_json(&client, &server.url("/api/models")).await;
-    let names: Vec<&str> = models
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["name"].as_str().unwrap())
-        .collect();
+    let names = names(&models);
     assert!(names.contains(&"tiny"), "{models}");
 
     let created = client
@@ -68,7 +63,7 @@ async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
         "a random model's loss is near ln(vocab): {first_loss}"
     );
 
-    let run = wait_for(&client, &server, id, 300, "done", |r| r["status"] == "done").await;
+    let run = wait_for_status(&client, &server, id, 300, "done").await;
     assert_eq!(run["step"], 10);
     assert_eq!(run["total_steps"], 10);
     assert!(run["started_at"].is_string() && run["finished_at"].is_string());
@@ -155,7 +150,7 @@ async fn post_run(server: &Server, body: Value) -> (u16, Value) {
 #[tokio::test]
 async fn bad_requests_name_the_field() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let cases = [
         (
             json!({"dataset": "sample-ahoy"}),

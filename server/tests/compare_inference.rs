@@ -6,39 +6,23 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use serde_json::{json, Value};
 
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let response = client.post(url).json(&body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 async fn train(client: &reqwest::Client, server: &Server, name: &str, lr: f64) -> i64 {
-    let (status, run) = post(
+    let id = create_run(
         client,
-        &server.url("/api/runs"),
+        server,
         tiny_run(json!({"name": name, "iters": 30, "learning_rate": lr, "steps_per_eval": 30, "save_every": 30})),
     )
     .await;
-    assert_eq!(status, 201, "{run}");
-    let id = run["id"].as_i64().unwrap();
-    wait_for(client, server, id, 120, "done", |r| r["status"] == "done").await;
+    wait_for_status(client, server, id, 120, "done").await;
     id
 }
 
 /// Follows a comparison's SSE stream to its end; returns its events.
 async fn follow(client: &reqwest::Client, server: &Server, id: i64) -> Vec<(String, Value)> {
-    let response = client
-        .get(server.url(&format!("/api/compare/{id}/events")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    read_sse(response, |(_, kind, _)| kind == "done")
+    follow_comparison(client, server, id, |(_, kind, _)| kind == "done")
         .await
         .into_iter()
         .map(|(_, kind, data)| (kind, serde_json::from_str(&data).unwrap()))
@@ -71,17 +55,13 @@ fn texts(comparison: &Value) -> Vec<Vec<String>> {
 #[tokio::test]
 async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     let setup = tiny_setup();
-    let server = Server::start_with_env(
-        setup.data_dir.clone(),
-        &[],
-        &[("LORALAB_INFERENCE_IDLE_SECS", "600")],
-    );
+    let server = setup.serve(&[("LORALAB_INFERENCE_IDLE_SECS", "600")]);
     let client = reqwest::Client::new();
     let first = train(&client, &server, "gentle", 1e-3).await;
     let second = train(&client, &server, "strong", 3e-2).await;
 
     let columns = json!(["base", format!("run:{first}"), format!("run:{second}")]);
-    let (status, created) = post(
+    let (status, created) = post_json(
         &client,
         &server.url("/api/compare"),
         json!({"model": "tiny", "columns": columns, "prompt": "Hello there", "settings": {"max_tokens": 12}}),
@@ -131,7 +111,7 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
         "the strong adapter changed nothing"
     );
 
-    let (status, created) = post(
+    let (status, created) = post_json(
         &client,
         &server.url("/api/compare"),
         json!({"model": "tiny", "columns": columns, "dataset": "sample-ahoy", "split": "valid", "count": 3, "settings": {"max_tokens": 8}}),
@@ -158,7 +138,7 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     assert_eq!(figures["running"], true, "{figures}");
 
     // The same settings give the same outputs again (greedy, seeded).
-    let (_, again) = post(
+    let (_, again) = post_json(
         &client,
         &server.url("/api/compare"),
         json!({"model": "tiny", "columns": columns, "prompt": "Hello there", "settings": {"max_tokens": 12}}),
@@ -181,7 +161,7 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     let strong_output = comparison["prompts"][1]["outputs"][2]["id"]
         .as_i64()
         .unwrap();
-    let (status, voted) = post(
+    let (status, voted) = post_json(
         &client,
         &server.url(&format!("/api/compare/{drawn}/votes")),
         json!({"prompt": 1, "output": strong_output}),
@@ -191,7 +171,7 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     let base_output = comparison["prompts"][2]["outputs"][0]["id"]
         .as_i64()
         .unwrap();
-    let (_, voted) = post(
+    let (_, voted) = post_json(
         &client,
         &server.url(&format!("/api/compare/{drawn}/votes")),
         json!({"prompt": 2, "output": base_output}),
@@ -206,7 +186,7 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
         .collect();
     assert_eq!(rates, vec![json!(0.5), json!(0.0), json!(0.5)]);
     // An output of another prompt is not a valid vote.
-    let (status, error) = post(
+    let (status, error) = post_json(
         &client,
         &server.url(&format!("/api/compare/{drawn}/votes")),
         json!({"prompt": 0, "output": base_output}),
@@ -216,32 +196,18 @@ async fn adapters_swap_without_reloading_the_base_and_votes_give_win_rates() {
     assert_eq!(error["field"], "output");
 
     // A queued training takes the idle worker's slot at once.
-    let (status, run) = post(
-        &client,
-        &server.url("/api/runs"),
-        tiny_run(json!({"iters": 3})),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let run_id = run["id"].as_i64().unwrap();
-    wait_for(&client, &server, run_id, 300, "done", |r| {
-        r["status"] == "done"
-    })
-    .await;
+    let run_id = create_run(&client, &server, tiny_run(json!({"iters": 3}))).await;
+    wait_for_status(&client, &server, run_id, 300, "done").await;
     assert_eq!(stats(&client, &server).await["running"], false);
 }
 
 #[tokio::test]
 async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     let setup = tiny_setup();
-    let server = Server::start_with_env(
-        setup.data_dir.clone(),
-        &[],
-        &[
-            ("LORALAB_INFERENCE_IDLE_SECS", "1"),
-            ("LORALAB_STOP_GRACE_SECS", "20"),
-        ],
-    );
+    let server = setup.serve(&[
+        ("LORALAB_INFERENCE_IDLE_SECS", "1"),
+        ("LORALAB_STOP_GRACE_SECS", "20"),
+    ]);
     let client = reqwest::Client::new();
     let url = server.url("/api/compare");
     for (body, field, needle) in [
@@ -296,7 +262,7 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
             "unknown field",
         ),
     ] {
-        let (status, error) = post(&client, &url, body.clone()).await;
+        let (status, error) = post_json(&client, &url, body.clone()).await;
         assert_eq!(status, 422, "{body} -> {error}");
         assert_eq!(error["field"], field, "{body} -> {error}");
         assert!(
@@ -308,7 +274,7 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     // Importing: a folder without adapter files is refused, naming the file.
     let empty = setup.temp.path().join("not-an-adapter");
     std::fs::create_dir_all(&empty).unwrap();
-    let (status, error) = post(
+    let (status, error) = post_json(
         &client,
         &server.url("/api/compare/adapters"),
         json!({"name": "x", "path": empty.display().to_string()}),
@@ -324,18 +290,14 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     );
 
     // While a training holds the only slot, a comparison fails and says why.
-    let (_, run) = post(
+    let run_id = create_run(
         &client,
-        &server.url("/api/runs"),
+        &server,
         tiny_run(json!({"iters": 1500, "save_every": 1000})),
     )
     .await;
-    let run_id = run["id"].as_i64().unwrap();
-    wait_for(&client, &server, run_id, 300, "running", |r| {
-        r["status"] == "running"
-    })
-    .await;
-    let (status, created) = post(
+    wait_for_status(&client, &server, run_id, 300, "running").await;
+    let (status, created) = post_json(
         &client,
         &url,
         json!({"model": "tiny", "columns": ["base"], "prompt": "Hi", "settings": {"max_tokens": 4}}),
@@ -350,19 +312,10 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
         failed["failure"].as_str().unwrap().contains("worker slot"),
         "{failed}"
     );
-    let stop = client
-        .post(server.url(&format!("/api/runs/{run_id}/stop")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stop.status(), 200);
-    wait_for(&client, &server, run_id, 300, "stopped", |r| {
-        r["status"] == "stopped"
-    })
-    .await;
+    stop_run(&client, &server, run_id).await;
 
     // Now it runs; then the worker stops after a second idle.
-    let (_, created) = post(
+    let (_, created) = post_json(
         &client,
         &url,
         json!({"model": "tiny", "columns": ["base"], "prompt": "Hi", "settings": {"max_tokens": 4}}),
@@ -372,17 +325,13 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     follow(&client, &server, id).await;
     let done = get_json(&client, &server.url(&format!("/api/compare/{id}"))).await;
     assert_eq!(done["status"], "done", "{done}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    loop {
-        let figures = stats(&client, &server).await;
-        if figures["running"] == false {
-            assert_eq!(figures["workers_started"], 1, "{figures}");
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle worker never stopped: {figures}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let figures = poll_json(
+        &client,
+        &server.url("/api/compare/inference"),
+        15,
+        "the idle worker stopped",
+        |figures| figures["running"] == false,
+    )
+    .await;
+    assert_eq!(figures["workers_started"], 1, "{figures}");
 }

@@ -10,26 +10,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-async fn post(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
-    let response = client.post(url).json(&body).send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
-/// A client that shows redirects instead of following them.
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn page(client: &reqwest::Client, url: &str) -> String {
-    let response = client.get(url).send().await.unwrap();
-    assert_eq!(response.status(), 200, "GET {url}");
-    response.text().await.unwrap()
-}
-
 /// The validation loss the run reported at `step`.
 async fn reported_val_loss(client: &reqwest::Client, server: &Server, id: i64, step: u64) -> f64 {
     let metrics = get_json(client, &server.url(&format!("/api/runs/{id}/metrics.json"))).await;
@@ -46,28 +26,22 @@ async fn reported_val_loss(client: &reqwest::Client, server: &Server, id: i64, s
 #[tokio::test]
 async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     let setup = tiny_setup();
-    let server = Server::start_with_env(
-        setup.data_dir.clone(),
-        &[],
-        &[("LORALAB_INFERENCE_IDLE_SECS", "600")],
-    );
+    let server = setup.serve(&[("LORALAB_INFERENCE_IDLE_SECS", "600")]);
     let client = reqwest::Client::new();
     // Evaluations happen before step `it` (as mlx-lm's): at steps 0, 4, 7;
     // checkpoints after steps 4 and 8. Step 4 has both: the loss the run
     // reported there is the loss of the weights saved there.
-    let (status, run) = post(
+    let id = create_run(
         &client,
-        &server.url("/api/runs"),
+        &server,
         tiny_run(json!({"name": "evaluated", "iters": 8, "steps_per_eval": 5, "save_every": 4, "val_batches": -1, "test": true})),
     )
     .await;
-    assert_eq!(status, 201, "{run}");
-    let id = run["id"].as_i64().unwrap();
-    wait_for(&client, &server, id, 300, "done", |r| r["status"] == "done").await;
+    wait_for_status(&client, &server, id, 300, "done").await;
     let reported = reported_val_loss(&client, &server, id, 4).await;
 
     let url = server.url(&format!("/api/runs/{id}/evaluate"));
-    let (status, evaluation) = post(&client, &url, json!({"split": "valid", "step": 4})).await;
+    let (status, evaluation) = post_json(&client, &url, json!({"split": "valid", "step": 4})).await;
     assert_eq!(status, 200, "{evaluation}");
     let loss = evaluation["loss"].as_f64().unwrap();
     assert!(
@@ -89,7 +63,7 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     assert_eq!(evaluation["reused"], false);
 
     // The same question again is answered from the store.
-    let (status, again) = post(&client, &url, json!({"split": "valid", "step": 4})).await;
+    let (status, again) = post_json(&client, &url, json!({"split": "valid", "step": 4})).await;
     assert_eq!(status, 200);
     assert_eq!(again["id"], evaluation["id"]);
     assert_eq!(again["reused"], true);
@@ -119,7 +93,7 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     assert_eq!(on_test["step"], best);
     // On the last weights with all test batches: the test loss the run
     // reported when it finished.
-    let at_end = post(&client, &url, json!({"split": "test", "step": 8}))
+    let at_end = post_json(&client, &url, json!({"split": "test", "step": 8}))
         .await
         .1;
     let response = client
@@ -146,7 +120,7 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
         ),
         (json!({"colour": 1}), "colour", "unknown field"),
     ] {
-        let (status, error) = post(&client, &url, body.clone()).await;
+        let (status, error) = post_json(&client, &url, body.clone()).await;
         assert_eq!(status, 422, "{body} -> {error}");
         assert_eq!(error["field"], field, "{body} -> {error}");
         assert!(
@@ -154,7 +128,7 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
             "{body} -> {error}"
         );
     }
-    let (status, _) = post(&client, &server.url("/api/runs/999/evaluate"), json!({})).await;
+    let (status, _) = post_json(&client, &server.url("/api/runs/999/evaluate"), json!({})).await;
     assert_eq!(status, 404);
 
     let listed = get_json(&client, &server.url(&format!("/api/runs/{id}/evaluations"))).await;
@@ -208,22 +182,6 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     assert_eq!(inference["base_loads"], 1, "{inference}");
 }
 
-/// Follows a comparison's SSE stream until `stop` says so.
-async fn follow_until(
-    client: &reqwest::Client,
-    server: &Server,
-    id: i64,
-    stop: impl Fn(&(i64, String, String)) -> bool,
-) -> Vec<(i64, String, String)> {
-    let response = client
-        .get(server.url(&format!("/api/compare/{id}/events")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    read_sse(response, stop).await
-}
-
 #[tokio::test]
 async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     let setup = tiny_setup();
@@ -236,35 +194,23 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
         serde_json::from_str(&std::fs::read_to_string(&tokenizer_config).unwrap()).unwrap();
     config["eos_token"] = json!("<|no-such-token|>");
     std::fs::write(&tokenizer_config, config.to_string()).unwrap();
-    let server = Server::start_with_env(
-        setup.data_dir.clone(),
-        &[],
-        &[("LORALAB_INFERENCE_IDLE_SECS", "600")],
-    );
+    let server = setup.serve(&[("LORALAB_INFERENCE_IDLE_SECS", "600")]);
     let client = reqwest::Client::new();
     let mut runs = Vec::new();
     for (name, lr) in [("gentle", 1e-3), ("strong", 3e-2)] {
-        let (status, run) = post(
-            &client,
-            &server.url("/api/runs"),
-            tiny_run(json!({"name": name, "iters": 10, "learning_rate": lr, "save_every": 10})),
-        )
-        .await;
-        assert_eq!(status, 201, "{run}");
-        runs.push(run["id"].as_i64().unwrap());
+        let body =
+            tiny_run(json!({"name": name, "iters": 10, "learning_rate": lr, "save_every": 10}));
+        runs.push(create_run(&client, &server, body).await);
     }
     for id in &runs {
-        wait_for(&client, &server, *id, 300, "done", |r| {
-            r["status"] == "done"
-        })
-        .await;
+        wait_for_status(&client, &server, *id, 300, "done").await;
     }
     let columns = json!([
         "base",
         format!("run:{}", runs[0]),
         format!("run:{}", runs[1])
     ]);
-    let (status, created) = post(
+    let (status, created) = post_json(
         &client,
         &server.url("/api/compare"),
         json!({"model": "tiny", "columns": columns, "prompt": "Hi", "settings": {"max_tokens": 4}}),
@@ -272,11 +218,11 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     .await;
     assert_eq!(status, 201, "{created}");
     let cid = created["id"].as_i64().unwrap();
-    follow_until(&client, &server, cid, |(_, kind, _)| kind == "done").await;
+    follow_comparison(&client, &server, cid, |(_, kind, _)| kind == "done").await;
 
     // Losses per column on the sample dataset's valid split.
     let url = server.url(&format!("/api/compare/{cid}/evaluate"));
-    let (status, losses) = post(
+    let (status, losses) = post_json(
         &client,
         &url,
         json!({"dataset": "sample-ahoy", "split": "valid"}),
@@ -308,7 +254,7 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     assert_eq!(inference["adapter_loads"], 4, "{inference}");
 
     // Asked again: all stored, nothing computed.
-    let (_, again) = post(
+    let (_, again) = post_json(
         &client,
         &url,
         json!({"dataset": "sample-ahoy", "split": "valid"}),
@@ -376,7 +322,7 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
             "no such split \"dev\"",
         ),
     ] {
-        let (status, error) = post(&client, &url, body.clone()).await;
+        let (status, error) = post_json(&client, &url, body.clone()).await;
         assert_eq!(status, 422, "{body} -> {error}");
         assert_eq!(error["field"], field);
         assert!(error["error"].as_str().unwrap().contains(needle), "{error}");
@@ -384,15 +330,15 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
 
     // Stop: a long generation ends early and keeps its text; the outputs
     // not started are not generated.
-    let (_, long) = post(
+    let (_, long) = post_json(
         &client,
         &server.url("/api/compare"),
         json!({"model": "tiny", "columns": ["base", format!("run:{}", runs[1])], "prompt": "Tell me a story", "settings": {"max_tokens": 1024}}),
     )
     .await;
     let long_id = long["id"].as_i64().unwrap();
-    follow_until(&client, &server, long_id, |(_, kind, _)| kind == "text").await;
-    let (status, cancelled) = post(
+    follow_comparison(&client, &server, long_id, |(_, kind, _)| kind == "text").await;
+    let (status, cancelled) = post_json(
         &client,
         &server.url(&format!("/api/compare/{long_id}/cancel")),
         json!({}),
@@ -411,7 +357,7 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     assert_eq!(outputs[1]["status"], "cancelled", "{stopped}");
     assert_eq!(outputs[1]["generated_tokens"], 0);
     // Nothing left to stop.
-    let (_, again) = post(
+    let (_, again) = post_json(
         &client,
         &server.url(&format!("/api/compare/{long_id}/cancel")),
         json!({}),
@@ -420,7 +366,7 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     assert_eq!(again["cancelled"], false);
 
     // A chat reply stopped mid-way is kept and marked.
-    let (status, chat) = post(
+    let (status, chat) = post_json(
         &client,
         &server.url("/api/chat"),
         json!({"model": "tiny", "adapter": "base"}),
@@ -441,7 +387,7 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     // Cancel as soon as the reply is being generated.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let (_, answer) = post(
+        let (_, answer) = post_json(
             &client,
             &server.url(&format!("/api/chat/{chat_id}/cancel")),
             json!({}),
@@ -500,17 +446,15 @@ async fn a_dataset_without_a_test_split_is_said_so_and_valid_is_offered() {
         })
         .unwrap();
     drop(store);
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
-    let (status, run) = post(
+    let id = create_run(
         &client,
-        &server.url("/api/runs"),
+        &server,
         tiny_run(json!({"dataset": "no-test", "iters": 4, "save_every": 4})),
     )
     .await;
-    assert_eq!(status, 201, "{run}");
-    let id = run["id"].as_i64().unwrap();
-    wait_for(&client, &server, id, 300, "done", |r| r["status"] == "done").await;
+    wait_for_status(&client, &server, id, 300, "done").await;
 
     let html = page(&client, &server.url(&format!("/runs/{id}"))).await;
     assert!(
@@ -521,14 +465,14 @@ async fn a_dataset_without_a_test_split_is_said_so_and_valid_is_offered() {
     assert!(html.contains(r#"id="evaluate-valid""#));
 
     let url = server.url(&format!("/api/runs/{id}/evaluate"));
-    let (status, error) = post(&client, &url, json!({})).await;
+    let (status, error) = post_json(&client, &url, json!({})).await;
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["field"], "split");
     assert_eq!(
         error["error"],
         "split: dataset \"no-test\" has no test split (it has: train, valid)"
     );
-    let (status, evaluation) = post(&client, &url, json!({"split": "valid"})).await;
+    let (status, evaluation) = post_json(&client, &url, json!({"split": "valid"})).await;
     assert_eq!(status, 200, "{evaluation}");
     assert_eq!(evaluation["step"], 4);
     assert_eq!(evaluation["batches"], 1, "the run's val_batches");

@@ -25,6 +25,17 @@ fn peer_python() -> PathBuf {
     python
 }
 
+/// Runs a command that must succeed; its stdout, trimmed.
+async fn stdout_of(command: &mut Command) -> String {
+    let output = command.output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 const PEER: &str = r#"
 import json, os, sys
 from huggingface_hub import snapshot_download, try_to_load_from_cache
@@ -44,15 +55,8 @@ async fn huggingface_hub_and_mlx_lm_use_what_we_pulled() {
     let python = peer_python();
     let temp = tempfile::tempdir().unwrap();
     let upstream = temp.path().join("upstream");
-    engine::fixtures::write_tiny_llama(&upstream, 9).unwrap();
-    let hub = FakeHub::start(
-        vec![(
-            "test-org/tiny-llama",
-            FakeRepo::from_folder(&upstream, COMMIT),
-        )],
-        Duration::ZERO,
-    )
-    .await;
+    let repo = FakeRepo::tiny_llama(&upstream, 9, COMMIT);
+    let hub = FakeHub::start(vec![("test-org/tiny-llama", repo)], Duration::ZERO).await;
     let cache = temp.path().join("hub-cache");
     let settings = HubSettings {
         endpoint: hub.url.clone(),
@@ -69,27 +73,22 @@ async fn huggingface_hub_and_mlx_lm_use_what_we_pulled() {
     // The other way: huggingface_hub downloads into a second cache, which
     // we then read offline.
     let python_cache = temp.path().join("python-cache");
-    let output = Command::new(&python)
-        .args([
-            "-c",
-            "import os, sys; from huggingface_hub import hf_hub_download; \
-             names = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors']; \
-             print(os.path.dirname([hf_hub_download(sys.argv[1], n) for n in names][0]))",
-            "test-org/tiny-llama",
-        ])
-        .env("HF_HUB_CACHE", &python_cache)
-        .env("HF_ENDPOINT", &hub.url)
-        .env("HF_HUB_DISABLE_XET", "1")
-        .env_remove("HF_HOME")
-        .env_remove("HF_HUB_OFFLINE")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let downloaded = stdout_of(
+        Command::new(&python)
+            .args([
+                "-c",
+                "import os, sys; from huggingface_hub import hf_hub_download; \
+                 names = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'model.safetensors']; \
+                 print(os.path.dirname([hf_hub_download(sys.argv[1], n) for n in names][0]))",
+                "test-org/tiny-llama",
+            ])
+            .env("HF_HUB_CACHE", &python_cache)
+            .env("HF_ENDPOINT", &hub.url)
+            .env("HF_HUB_DISABLE_XET", "1")
+            .env_remove("HF_HOME")
+            .env_remove("HF_HUB_OFFLINE"),
+    )
+    .await;
     hub.stop().await;
     let offline = HubSettings {
         cache_dir: python_cache.clone(),
@@ -99,28 +98,19 @@ async fn huggingface_hub_and_mlx_lm_use_what_we_pulled() {
     let theirs = server::hub::pull(&offline, &spec, Arc::new(|_| {}))
         .await
         .unwrap();
-    assert_eq!(
-        theirs.path.display().to_string(),
-        String::from_utf8_lossy(&output.stdout).trim()
-    );
+    assert_eq!(theirs.path.display().to_string(), downloaded);
     engine::models::load_hf_folder(&theirs.path, Default::default()).unwrap();
 
-    let output = Command::new(&python)
-        .args(["-c", PEER, "test-org/tiny-llama"])
-        .env("HF_HUB_CACHE", &cache)
-        .env("HF_HUB_OFFLINE", "1")
-        .env_remove("HF_HOME")
-        .env_remove("HF_ENDPOINT")
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let answer: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    let answer = stdout_of(
+        Command::new(&python)
+            .args(["-c", PEER, "test-org/tiny-llama"])
+            .env("HF_HUB_CACHE", &cache)
+            .env("HF_HUB_OFFLINE", "1")
+            .env_remove("HF_HOME")
+            .env_remove("HF_ENDPOINT"),
+    )
+    .await;
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
     assert_eq!(answer["snapshot"], pulled.path.display().to_string());
     assert_eq!(
         answer["weights"],

@@ -17,9 +17,7 @@ use server::hub::{HubEvent, HubSettings, HubSpec};
 const COMMIT: &str = "5f2b1c0d9e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c";
 
 fn tiny_repo(temp: &Path) -> FakeRepo {
-    let dir = temp.join("upstream");
-    engine::fixtures::write_tiny_llama(&dir, 7).unwrap();
-    FakeRepo::from_folder(&dir, COMMIT)
+    FakeRepo::tiny_llama(&temp.join("upstream"), 7, COMMIT)
 }
 
 fn settings(hub: &str, cache: &Path) -> HubSettings {
@@ -38,6 +36,18 @@ fn recorder() -> (Events, server::hub::ProgressFn) {
     let events: Events = Default::default();
     let sink = events.clone();
     (events, Arc::new(move |e| sink.lock().unwrap().push(e)))
+}
+
+/// A pull that must fail: what its error says.
+async fn pull_error(
+    settings: &HubSettings,
+    spec: &HubSpec,
+    progress: server::hub::ProgressFn,
+) -> String {
+    server::hub::pull(settings, spec, progress)
+        .await
+        .unwrap_err()
+        .to_string()
 }
 
 #[tokio::test]
@@ -139,10 +149,7 @@ async fn a_pull_fills_the_hf_cache_and_the_next_one_reads_it() {
         .unwrap();
     assert_eq!(cached.path, snapshot);
     let other = HubSpec::parse("test-org/other").unwrap();
-    let error = server::hub::pull(&settings(&url, &cache), &other, progress.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&settings(&url, &cache), &other, progress.clone()).await;
     assert!(
         error.starts_with(&format!(
             "test-org/other: the Hub at {url} cannot be reached ("
@@ -158,10 +165,7 @@ async fn a_pull_fills_the_hf_cache_and_the_next_one_reads_it() {
     );
     // Offline with a file gone from the snapshot: what is missing is named.
     std::fs::remove_file(snapshot.join("model.safetensors")).unwrap();
-    let error = server::hub::pull(&offline, &spec, progress)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&offline, &spec, progress).await;
     assert_eq!(
         error,
         format!(
@@ -292,10 +296,7 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
     let (_, progress) = recorder();
 
     let missing = HubSpec::parse("test-org/no-such-model").unwrap();
-    let error = server::hub::pull(&settings(&hub.url, &cache), &missing, progress.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&settings(&hub.url, &cache), &missing, progress.clone()).await;
     assert_eq!(
         error,
         format!(
@@ -305,39 +306,27 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
     );
 
     let gated = HubSpec::parse("test-org/gated-llama").unwrap();
-    let error = server::hub::pull(&settings(&hub.url, &cache), &gated, progress.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&settings(&hub.url, &cache), &gated, progress.clone()).await;
     assert_eq!(
         error,
         "test-org/gated-llama is gated: accept its terms on its Hub page, then set HF_TOKEN to a token of that account"
     );
     let branch = HubSpec::parse("test-org/tiny-llama@no-such-branch").unwrap();
-    let error = server::hub::pull(&settings(&hub.url, &cache), &branch, progress.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&settings(&hub.url, &cache), &branch, progress.clone()).await;
     assert_eq!(
         error,
         "test-org/tiny-llama has no revision \"no-such-branch\""
     );
 
     let gguf = HubSpec::parse("test-org/tiny-llama/tiny-q4_0.gguf").unwrap();
-    let error = server::hub::pull(&settings(&hub.url, &cache), &gguf, progress.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&settings(&hub.url, &cache), &gguf, progress.clone()).await;
     assert_eq!(error, "test-org/tiny-llama has no file \"tiny-q4_0.gguf\"");
 
     // More than any disk holds: refused before a byte is written.
     let spec = HubSpec::parse("test-org/tiny-llama").unwrap();
     hub.claim_size("model.safetensors", 1 << 60);
     let files_before = hub.counters.files.load(Ordering::SeqCst);
-    let error = server::hub::pull(&settings(&hub.url, &cache), &spec, progress.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&settings(&hub.url, &cache), &spec, progress.clone()).await;
     let expected = format!(
         "test-org/tiny-llama: not enough disk space for the Hugging Face cache {}: the download needs 1048576.0 TiB, ",
         cache.display()
@@ -348,10 +337,7 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
     hub.mend();
 
     hub.break_file("model.safetensors");
-    let error = server::hub::pull(&settings(&hub.url, &cache), &spec, progress.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&settings(&hub.url, &cache), &spec, progress.clone()).await;
     assert_eq!(
         error,
         "test-org/tiny-llama: the Hub answered 500 for model.safetensors"
@@ -371,10 +357,7 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
 
     hub.mend();
     hub.cut_file("model.safetensors");
-    let error = server::hub::pull(&settings(&hub.url, &cache), &spec, progress.clone())
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&settings(&hub.url, &cache), &spec, progress.clone()).await;
     let expected = format!(
         "test-org/tiny-llama: the connection to the Hub at {} failed while downloading model.safetensors (",
         hub.url
@@ -433,10 +416,7 @@ async fn errors_name_the_repo_and_the_file_and_a_failed_pull_keeps_only_partial_
         ..settings(&slow.url, &temp.path().join("cache-2"))
     };
     let (_, progress) = recorder();
-    let error = server::hub::pull(&quick_to_judge, &spec, progress)
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = pull_error(&quick_to_judge, &spec, progress).await;
     assert_eq!(
         error,
         "test-org/tiny-llama: the Hub sent nothing for 0.3 s while config.json was downloading; pull again to resume"
@@ -458,29 +438,30 @@ async fn train_and_models_pull_take_a_repo_id() {
          adapter_path: adapters\nlora_parameters:\n  rank: 2\n",
     )
     .unwrap();
+    // `loralab --data-dir <data> ARGS` against the stand-in Hub: whether
+    // it succeeded, its stdout and its stderr.
     let loralab = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_loralab"))
-            .args(args)
-            .current_dir(&dir)
-            .env("HF_ENDPOINT", &hub.url)
-            .env("HF_HOME", &hf_home)
-            .env_remove("HF_HUB_CACHE")
-            .env_remove("HF_HUB_OFFLINE")
-            .output()
-            .unwrap()
+        let output = tokio::task::block_in_place(|| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_loralab"))
+                .arg("--data-dir")
+                .arg(&setup.data_dir)
+                .args(args)
+                .current_dir(&dir)
+                .env("HF_ENDPOINT", &hub.url)
+                .env("HF_HOME", &hf_home)
+                .env_remove("HF_HUB_CACHE")
+                .env_remove("HF_HUB_OFFLINE")
+                .output()
+                .unwrap()
+        });
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
-    let output = tokio::task::block_in_place(|| {
-        loralab(&[
-            "--data-dir",
-            &setup.data_dir.display().to_string(),
-            "train",
-            "--config",
-            "lora.yaml",
-        ])
-    });
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let (success, stdout, stderr) = loralab(&["train", "--config", "lora.yaml"]);
+    assert!(success, "{stdout}\n{stderr}");
     assert!(
         stderr.contains(&format!(
             "Pulling test-org/tiny-llama from {} into {}",
@@ -495,18 +476,8 @@ async fn train_and_models_pull_take_a_repo_id() {
 
     // `models pull` registers it; every file is in the cache already.
     let files_before = hub.counters.files.load(Ordering::SeqCst);
-    let output = tokio::task::block_in_place(|| {
-        loralab(&[
-            "--data-dir",
-            &setup.data_dir.display().to_string(),
-            "models",
-            "pull",
-            "test-org/tiny-llama",
-        ])
-    });
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let (success, stdout, stderr) = loralab(&["models", "pull", "test-org/tiny-llama"]);
+    assert!(success, "{stdout}\n{stderr}");
     let snapshot = hf_home.join(format!(
         "hub/models--test-org--tiny-llama/snapshots/{COMMIT}"
     ));
@@ -519,29 +490,15 @@ async fn train_and_models_pull_take_a_repo_id() {
         "{stderr}"
     );
     assert_eq!(hub.counters.files.load(Ordering::SeqCst), files_before);
-    let output = tokio::task::block_in_place(|| {
-        loralab(&[
-            "--data-dir",
-            &setup.data_dir.display().to_string(),
-            "models",
-        ])
-    });
-    assert!(String::from_utf8_lossy(&output.stdout)
+    let (_, stdout, _) = loralab(&["models"]);
+    assert!(stdout
         .lines()
         .any(|line| line.starts_with("test-org/tiny-llama\thub\t")));
 
-    let output = tokio::task::block_in_place(|| {
-        loralab(&[
-            "--data-dir",
-            &setup.data_dir.display().to_string(),
-            "models",
-            "pull",
-            "test-org/none",
-        ])
-    });
-    assert!(!output.status.success());
+    let (success, _, stderr) = loralab(&["models", "pull", "test-org/none"]);
+    assert!(!success);
     assert_eq!(
-        String::from_utf8_lossy(&output.stderr).lines().last().unwrap(),
+        stderr.lines().last().unwrap(),
         format!(
             "error: test-org/none: no such model repo on {}, or it is private (set HF_TOKEN to a token that can read it)",
             hub.url

@@ -16,7 +16,8 @@ use engine::data::Split;
 use engine::lora::{self, AdapterSettings};
 use engine::models::load_hf_folder;
 use engine::protocol::{
-    EvalSettings, GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt,
+    EvalSettings, Evaluated, Finished, GenerationSettings, InferenceCommand, InferenceEvent,
+    InferencePrompt,
 };
 use mlx_rs::{random, Array};
 
@@ -197,10 +198,14 @@ fn evaluated(events: &[InferenceEvent]) -> (f64, usize, usize) {
         .collect();
     match events.last().unwrap() {
         InferenceEvent::Evaluated {
-            loss,
-            perplexity,
-            tokens,
-            batches,
+            result:
+                Evaluated {
+                    loss,
+                    perplexity,
+                    tokens,
+                    batches,
+                    ..
+                },
             ..
         } => {
             let expected: Vec<(usize, usize)> = (1..=*batches).map(|b| (b, *batches)).collect();
@@ -525,10 +530,13 @@ fn cancel_stops_a_generation_between_tokens() {
     match finished {
         InferenceEvent::Finished {
             request,
-            text,
-            generated_tokens,
-            finish_reason,
-            ..
+            result:
+                Finished {
+                    text,
+                    generated_tokens,
+                    finish_reason,
+                    ..
+                },
         } => {
             assert_eq!(request, 1);
             assert_eq!(finish_reason, "cancelled");
@@ -553,9 +561,12 @@ fn cancel_stops_a_generation_between_tokens() {
     match worker.until_end().last().unwrap() {
         InferenceEvent::Finished {
             request,
-            generated_tokens,
-            finish_reason,
-            ..
+            result:
+                Finished {
+                    generated_tokens,
+                    finish_reason,
+                    ..
+                },
         } => {
             assert_eq!(*request, 2);
             // The tiny model's greedy text from this prompt has no end token.

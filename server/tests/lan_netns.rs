@@ -8,7 +8,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::Server;
+use common::{badge, Server};
 
 /// The namespace and veth pair, removed when dropped.
 struct Link {
@@ -106,15 +106,6 @@ impl Drop for Link {
             .args(["link", "del", &self.host_end])
             .output();
     }
-}
-
-/// The role badge's text in a rendered page.
-fn badge(html: &str) -> &str {
-    let at = html.find(r#"id="role""#).expect("a role badge");
-    let text = &html[at..];
-    let start = text.find('>').unwrap() + 1;
-    let end = text.find("</span>").unwrap();
-    &text[start..end]
 }
 
 #[test]

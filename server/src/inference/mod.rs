@@ -77,17 +77,9 @@ pub struct InferenceStats {
     pub evaluations: u64,
 }
 
-/// A finished generation.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Finished {
-    pub text: String,
-    pub prompt_tokens: usize,
-    pub generated_tokens: usize,
-    pub finish_reason: String,
-    pub prompt_tokens_per_sec: f64,
-    pub generation_tokens_per_sec: f64,
-    pub seconds: f64,
-}
+/// A finished generation and a finished evaluation, as the worker
+/// reports them.
+pub use engine::protocol::{Evaluated, Finished};
 
 /// An evaluation to run: an adapter (or none) on one split of a dataset,
 /// read and batched with a run's settings.
@@ -102,16 +94,6 @@ pub struct EvalJob {
     /// `train`, `valid` or `test`.
     pub split: String,
     pub settings: EvalSettings,
-}
-
-/// A finished evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Evaluated {
-    pub loss: f64,
-    pub perplexity: f64,
-    pub tokens: usize,
-    pub batches: usize,
-    pub seconds: f64,
 }
 
 /// Asked by a request between tokens or batches: once it reads true, the
@@ -539,41 +521,11 @@ async fn request(
                 batches,
                 total,
             } if request == id => on_update(Update::Progress { batches, total }),
-            InferenceEvent::Finished {
-                request,
-                text,
-                prompt_tokens,
-                generated_tokens,
-                finish_reason,
-                prompt_tokens_per_sec,
-                generation_tokens_per_sec,
-                seconds,
-            } if request == id => {
-                return Ok(Ok(Outcome::Finished(Finished {
-                    text,
-                    prompt_tokens,
-                    generated_tokens,
-                    finish_reason,
-                    prompt_tokens_per_sec,
-                    generation_tokens_per_sec,
-                    seconds,
-                })))
+            InferenceEvent::Finished { request, result } if request == id => {
+                return Ok(Ok(Outcome::Finished(result)))
             }
-            InferenceEvent::Evaluated {
-                request,
-                loss,
-                perplexity,
-                tokens,
-                batches,
-                seconds,
-            } if request == id => {
-                return Ok(Ok(Outcome::Evaluated(Evaluated {
-                    loss,
-                    perplexity,
-                    tokens,
-                    batches,
-                    seconds,
-                })))
+            InferenceEvent::Evaluated { request, result } if request == id => {
+                return Ok(Ok(Outcome::Evaluated(result)))
             }
             InferenceEvent::Error { request, reason } if request == Some(id) => {
                 // A failed swap leaves the bare base in place; a failure

@@ -19,7 +19,8 @@ use std::time::Instant;
 
 use engine::inference::{AdapterSource, InferenceSession};
 use engine::protocol::{
-    EvalSettings, GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt,
+    EvalSettings, Evaluated, Finished, GenerationSettings, InferenceCommand, InferenceEvent,
+    InferencePrompt,
 };
 
 fn emit(event: &InferenceEvent) -> bool {
@@ -284,13 +285,15 @@ fn generate(
     match result {
         Ok(generation) => emit(&InferenceEvent::Finished {
             request,
-            text: generation.text,
-            prompt_tokens: generation.stats.prompt_tokens,
-            generated_tokens: generation.stats.generated_tokens,
-            finish_reason: generation.finish_reason.to_string(),
-            prompt_tokens_per_sec: generation.stats.prompt_tokens_per_second(),
-            generation_tokens_per_sec: generation.stats.generation_tokens_per_second(),
-            seconds: started.elapsed().as_secs_f64(),
+            result: Finished {
+                text: generation.text,
+                prompt_tokens: generation.stats.prompt_tokens,
+                generated_tokens: generation.stats.generated_tokens,
+                finish_reason: generation.finish_reason.to_string(),
+                prompt_tokens_per_sec: generation.stats.prompt_tokens_per_second(),
+                generation_tokens_per_sec: generation.stats.generation_tokens_per_second(),
+                seconds: started.elapsed().as_secs_f64(),
+            },
         }),
         Err(error) => emit(&InferenceEvent::Error {
             request: Some(request),
@@ -335,11 +338,13 @@ fn evaluate(
     match result {
         Ok(evaluation) => emit(&InferenceEvent::Evaluated {
             request,
-            loss: evaluation.loss,
-            perplexity: evaluation.perplexity,
-            tokens: evaluation.tokens,
-            batches: evaluation.batches,
-            seconds: evaluation.seconds,
+            result: Evaluated {
+                loss: evaluation.loss,
+                perplexity: evaluation.perplexity,
+                tokens: evaluation.tokens,
+                batches: evaluation.batches,
+                seconds: evaluation.seconds,
+            },
         }),
         Err(error) => emit(&InferenceEvent::Error {
             request: Some(request),

@@ -3,7 +3,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{Store, StoreResult};
+use super::{all_rows, Store, StoreResult};
 
 /// A model to register.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,49 +66,39 @@ impl Store {
     }
 
     fn write_model(&self, model: &NewModel, replace: bool) -> StoreResult<Option<i64>> {
-        let on_conflict = if replace {
-            "DO UPDATE SET
-                 source = excluded.source, location = excluded.location,
-                 architecture = excluded.architecture, parameters = excluded.parameters,
-                 quantization = excluded.quantization, size_bytes = excluded.size_bytes,
-                 builtin = excluded.builtin"
-        } else {
-            "DO NOTHING"
-        };
-        let id = self
-            .connection()
-            .query_row(
-                &format!(
-                    "INSERT INTO models (name, source, location, architecture, parameters,
-                                         quantization, size_bytes, builtin)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (name) {on_conflict}
-                     RETURNING id"
-                ),
-                params![
-                    model.name,
-                    model.source,
-                    model.location,
-                    model.architecture,
-                    model.parameters,
-                    model.quantization,
-                    model.size_bytes,
-                    model.builtin
-                ],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(id)
+        self.write_named(
+            "models",
+            &[
+                "name",
+                "source",
+                "location",
+                "architecture",
+                "parameters",
+                "quantization",
+                "size_bytes",
+                "builtin",
+            ],
+            params![
+                model.name,
+                model.source,
+                model.location,
+                model.architecture,
+                model.parameters,
+                model.quantization,
+                model.size_bytes,
+                model.builtin
+            ],
+            replace,
+        )
     }
 
     pub fn list_models(&self) -> StoreResult<Vec<ModelRecord>> {
-        let connection = self.connection();
-        let mut statement =
-            connection.prepare(&format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name"))?;
-        let models = statement
-            .query_map([], model_from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(models)
+        all_rows(
+            &self.connection(),
+            &format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name"),
+            [],
+            model_from_row,
+        )
     }
 
     pub fn model_by_name(&self, name: &str) -> StoreResult<Option<ModelRecord>> {

@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{Store, StoreResult};
+use super::{all_rows, Store, StoreResult};
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 
@@ -215,14 +215,16 @@ impl Store {
         condition: &str,
         values: impl rusqlite::Params,
     ) -> StoreResult<Vec<AdapterRecord>> {
-        let connection = self.connection();
-        let mut statement = connection.prepare(&format!(
-            "SELECT a.id, a.name, a.directory, m.name, a.rank, a.num_layers, a.source, a.created_at
-               FROM adapters a LEFT JOIN models m ON m.id = a.model_id
-              WHERE {condition} ORDER BY a.name"
-        ))?;
-        let rows = statement
-            .query_map(values, |row| {
+        all_rows(
+            &self.connection(),
+            &format!(
+                "SELECT a.id, a.name, a.directory, m.name, a.rank, a.num_layers, a.source,
+                        a.created_at
+                   FROM adapters a LEFT JOIN models m ON m.id = a.model_id
+                  WHERE {condition} ORDER BY a.name"
+            ),
+            values,
+            |row| {
                 Ok(AdapterRecord {
                     id: row.get(0)?,
                     name: row.get(1)?,
@@ -233,9 +235,8 @@ impl Store {
                     source: row.get(6)?,
                     created_at: row.get(7)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// A run's last validation loss and its test loss, from its events.
@@ -355,13 +356,13 @@ impl Store {
         let Some(mut record) = header else {
             return Ok(None);
         };
-        let mut statement = connection.prepare(
+        record.columns = all_rows(
+            &connection,
             "SELECT position, label, adapter_ref, adapter_path, run_id, adapter_id, val_loss,
                     test_loss
                FROM comparison_columns WHERE comparison_id = ?1 ORDER BY position",
-        )?;
-        record.columns = statement
-            .query_map([id], |row| {
+            [id],
+            |row| {
                 Ok(ColumnRecord {
                     position: row.get::<_, i64>(0)? as usize,
                     label: row.get(1)?,
@@ -372,14 +373,14 @@ impl Store {
                     val_loss: row.get(6)?,
                     test_loss: row.get(7)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut statement = connection.prepare(
+            },
+        )?;
+        record.prompts = all_rows(
+            &connection,
             "SELECT position, prompt_json, display, reference, origin
                FROM comparison_prompts WHERE comparison_id = ?1 ORDER BY position",
-        )?;
-        record.prompts = statement
-            .query_map([id], |row| {
+            [id],
+            |row| {
                 Ok(PromptRecord {
                     position: row.get::<_, i64>(0)? as usize,
                     prompt_json: row.get(1)?,
@@ -387,39 +388,39 @@ impl Store {
                     reference: row.get(3)?,
                     origin: row.get(4)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut statement = connection.prepare(&format!(
-            "SELECT {OUTPUT_COLUMNS} FROM comparison_outputs WHERE comparison_id = ?1
-              ORDER BY prompt_index, column_index"
-        ))?;
-        record.outputs = statement
-            .query_map([id], output_from_row)?
-            .collect::<Result<_, _>>()?;
-        let mut statement = connection.prepare(
-            "SELECT prompt_index, output_id FROM comparison_votes WHERE comparison_id = ?1 ORDER BY id",
+            },
         )?;
-        record.votes = statement
-            .query_map([id], |row| {
-                Ok((row.get::<_, i64>(0)? as usize, row.get::<_, i64>(1)?))
-            })?
-            .collect::<Result<_, _>>()?;
+        record.outputs = all_rows(
+            &connection,
+            &format!(
+                "SELECT {OUTPUT_COLUMNS} FROM comparison_outputs WHERE comparison_id = ?1
+              ORDER BY prompt_index, column_index"
+            ),
+            [id],
+            output_from_row,
+        )?;
+        record.votes = all_rows(
+            &connection,
+            "SELECT prompt_index, output_id FROM comparison_votes
+              WHERE comparison_id = ?1 ORDER BY id",
+            [id],
+            |row| Ok((row.get::<_, i64>(0)? as usize, row.get::<_, i64>(1)?)),
+        )?;
         Ok(Some(record))
     }
 
     /// Every comparison, newest first: (id, model, column labels, prompt
     /// count, status, created_at).
     pub fn list_comparisons(&self) -> StoreResult<Vec<app::compare_dto::ComparisonSummary>> {
-        let connection = self.connection();
-        let mut statement = connection.prepare(
+        all_rows(
+            &self.connection(),
             "SELECT c.id, c.model_name, c.status, c.created_at,
                     (SELECT group_concat(label, char(31)) FROM
                         (SELECT label FROM comparison_columns WHERE comparison_id = c.id ORDER BY position)),
                     (SELECT count(*) FROM comparison_prompts WHERE comparison_id = c.id)
                FROM comparisons c ORDER BY c.id DESC",
-        )?;
-        let rows = statement
-            .query_map([], |row| {
+            [],
+            |row| {
                 let labels: Option<String> = row.get(4)?;
                 Ok(app::compare_dto::ComparisonSummary {
                     id: row.get(0)?,
@@ -431,20 +432,18 @@ impl Store {
                         .unwrap_or_default(),
                     prompts: row.get::<_, i64>(5)? as usize,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// Ids of comparisons still generating (after a restart: to continue).
     pub fn running_comparisons(&self) -> StoreResult<Vec<i64>> {
-        let connection = self.connection();
-        let mut statement = connection
-            .prepare("SELECT id FROM comparisons WHERE status = 'running' ORDER BY id")?;
-        let ids = statement
-            .query_map([], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
+        all_rows(
+            &self.connection(),
+            "SELECT id FROM comparisons WHERE status = 'running' ORDER BY id",
+            [],
+            |row| row.get(0),
+        )
     }
 
     pub fn finish_output(&self, output_id: i64, result: &OutputResult) -> StoreResult<()> {

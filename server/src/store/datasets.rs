@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{Store, StoreResult};
+use super::{all_rows, Store, StoreResult};
 use crate::setup::DataDir;
 
 /// Name of the sample dataset every data dir gets.
@@ -70,39 +70,30 @@ impl Store {
     }
 
     fn write_dataset(&self, dataset: &NewDataset, replace: bool) -> StoreResult<Option<i64>> {
-        let on_conflict = if replace {
-            "DO UPDATE SET
-                 directory = excluded.directory, format = excluded.format,
-                 train_count = excluded.train_count, valid_count = excluded.valid_count,
-                 test_count = excluded.test_count, problems = excluded.problems,
-                 builtin = excluded.builtin"
-        } else {
-            "DO NOTHING"
-        };
-        let id = self
-            .connection()
-            .query_row(
-                &format!(
-                    "INSERT INTO datasets
-                         (name, directory, format, train_count, valid_count, test_count, problems, builtin)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT (name) {on_conflict}
-                     RETURNING id"
-                ),
-                params![
-                    dataset.name,
-                    dataset.directory,
-                    dataset.format,
-                    dataset.train_count as i64,
-                    dataset.valid_count as i64,
-                    dataset.test_count as i64,
-                    dataset.problems as i64,
-                    dataset.builtin
-                ],
-                |row| row.get(0),
-            )
-            .optional()?;
-        Ok(id)
+        self.write_named(
+            "datasets",
+            &[
+                "name",
+                "directory",
+                "format",
+                "train_count",
+                "valid_count",
+                "test_count",
+                "problems",
+                "builtin",
+            ],
+            params![
+                dataset.name,
+                dataset.directory,
+                dataset.format,
+                dataset.train_count as i64,
+                dataset.valid_count as i64,
+                dataset.test_count as i64,
+                dataset.problems as i64,
+                dataset.builtin
+            ],
+            replace,
+        )
     }
 
     /// Where a dataset's files are, once they are in place.
@@ -147,13 +138,12 @@ impl Store {
     }
 
     pub fn list_datasets(&self) -> StoreResult<Vec<DatasetRecord>> {
-        let connection = self.connection();
-        let mut statement =
-            connection.prepare(&format!("SELECT {COLUMNS} FROM datasets ORDER BY name"))?;
-        let rows = statement
-            .query_map([], from_row)?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        all_rows(
+            &self.connection(),
+            &format!("SELECT {COLUMNS} FROM datasets ORDER BY name"),
+            [],
+            from_row,
+        )
     }
 
     pub fn dataset_by_name(&self, name: &str) -> StoreResult<Option<DatasetRecord>> {

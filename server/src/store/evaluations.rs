@@ -4,7 +4,7 @@
 use rusqlite::{params, OptionalExtension, Row};
 use serde::Serialize;
 
-use super::{Store, StoreResult};
+use super::{all_rows, Store, StoreResult};
 
 /// Where the evaluated weights came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,11 +167,11 @@ impl Store {
 
     /// A run's evaluations, newest first.
     pub fn run_evaluations(&self, run_id: i64) -> StoreResult<Vec<EvaluationRecord>> {
-        let connection = self.connection();
-        let mut statement = connection.prepare(&format!(
-            "SELECT {COLUMNS} FROM evaluations WHERE run_id = ?1 ORDER BY id DESC"
-        ))?;
-        let rows = statement.query_map([run_id], from_row)?;
-        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        all_rows(
+            &self.connection(),
+            &format!("SELECT {COLUMNS} FROM evaluations WHERE run_id = ?1 ORDER BY id DESC"),
+            [run_id],
+            from_row,
+        )
     }
 }

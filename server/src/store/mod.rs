@@ -10,7 +10,7 @@ mod runs;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension, Params, Row, ToSql};
 
 pub use catalog::{ModelRecord, NewModel};
 pub use comparisons::{
@@ -91,10 +91,64 @@ impl Store {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Inserts a row into `table`, whose `name` column is unique, and
+    /// returns its id. With `replace` a row of the same name takes the new
+    /// values (all of `columns` but the name); without, that row is left
+    /// alone and the answer is `None`. Models and datasets are registered
+    /// this way.
+    fn write_named(
+        &self,
+        table: &str,
+        columns: &[&str],
+        values: &[&dyn ToSql],
+        replace: bool,
+    ) -> StoreResult<Option<i64>> {
+        let on_conflict = if replace {
+            let updates: Vec<String> = columns
+                .iter()
+                .filter(|column| **column != "name")
+                .map(|column| format!("{column} = excluded.{column}"))
+                .collect();
+            format!("DO UPDATE SET {}", updates.join(", "))
+        } else {
+            "DO NOTHING".to_string()
+        };
+        let placeholders: Vec<String> = (1..=columns.len()).map(|n| format!("?{n}")).collect();
+        let id = self
+            .connection()
+            .query_row(
+                &format!(
+                    "INSERT INTO {table} ({}) VALUES ({})
+                     ON CONFLICT (name) {on_conflict}
+                     RETURNING id",
+                    columns.join(", "),
+                    placeholders.join(", ")
+                ),
+                values,
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(id)
+    }
+
     /// The number of applied migrations.
     pub fn schema_version(&self) -> StoreResult<usize> {
         schema_version(&self.connection())
     }
+}
+
+/// Every row `sql` answers with, each turned into a value by `from_row`.
+fn all_rows<T, C: FromIterator<T>>(
+    connection: &Connection,
+    sql: &str,
+    params: impl Params,
+    from_row: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<C> {
+    let mut statement = connection.prepare(sql)?;
+    let rows = statement
+        .query_map(params, from_row)?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
 }
 
 fn schema_version(connection: &Connection) -> StoreResult<usize> {

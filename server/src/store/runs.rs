@@ -5,14 +5,14 @@ use engine::protocol::Event;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
-use super::{Store, StoreResult};
+use super::{all_rows, Store, StoreResult};
 
 impl Store {
     /// Every run, newest first, with its latest and best validation loss and
     /// its latest throughput.
     pub fn list_runs(&self) -> StoreResult<Vec<RunSummary>> {
-        let connection = self.connection();
-        let mut statement = connection.prepare(
+        all_rows(
+            &self.connection(),
             "SELECT r.id, r.name, r.status, coalesce(m.name, '(deleted model)'),
                     coalesce(d.name, '(deleted dataset)'), r.step, r.total_steps,
                     (SELECT json_extract(body, '$.val_loss') FROM run_events
@@ -29,9 +29,8 @@ impl Store {
                LEFT JOIN models m ON m.id = r.model_id
                LEFT JOIN datasets d ON d.id = r.dataset_id
               ORDER BY r.id DESC",
-        )?;
-        let runs = statement
-            .query_map([], |row| {
+            [],
+            |row| {
                 Ok(RunSummary {
                     id: row.get(0)?,
                     name: row.get(1)?,
@@ -48,9 +47,8 @@ impl Store {
                     started_at: row.get(12)?,
                     elapsed_seconds: row.get(13)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(runs)
+            },
+        )
     }
 }
 
@@ -222,13 +220,12 @@ impl Store {
 
     /// Ids of queued runs, oldest first.
     pub fn queued_runs(&self) -> StoreResult<Vec<i64>> {
-        let connection = self.connection();
-        let mut statement =
-            connection.prepare("SELECT id FROM runs WHERE status = 'queued' ORDER BY id")?;
-        let ids = statement
-            .query_map([], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
+        all_rows(
+            &self.connection(),
+            "SELECT id FROM runs WHERE status = 'queued' ORDER BY id",
+            [],
+            |row| row.get(0),
+        )
     }
 
     /// Sets a run's status. `running` stamps `started_at`; an ending status
@@ -341,13 +338,12 @@ impl Store {
 
     /// A run's events after `after_seq`, in order.
     pub fn events_since(&self, run_id: i64, after_seq: i64) -> StoreResult<Vec<StoredEvent>> {
-        let connection = self.connection();
-        let mut statement = connection.prepare(
+        all_rows(
+            &self.connection(),
             "SELECT run_id, seq, kind, step, body FROM run_events
               WHERE run_id = ?1 AND seq > ?2 ORDER BY seq",
-        )?;
-        let events = statement
-            .query_map(params![run_id, after_seq], |row| {
+            params![run_id, after_seq],
+            |row| {
                 Ok(StoredEvent {
                     run_id: row.get(0)?,
                     seq: row.get(1)?,
@@ -355,50 +351,45 @@ impl Store {
                     step: row.get(3)?,
                     body: row.get(4)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(events)
+            },
+        )
     }
 
     /// The bodies of run `run_id`'s stored events (to tell which events of
     /// a worker's journal are already here).
     pub fn event_bodies(&self, run_id: i64) -> StoreResult<std::collections::HashSet<String>> {
-        let connection = self.connection();
-        let mut statement = connection.prepare("SELECT body FROM run_events WHERE run_id = ?1")?;
-        let bodies = statement
-            .query_map([run_id], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(bodies)
+        all_rows(
+            &self.connection(),
+            "SELECT body FROM run_events WHERE run_id = ?1",
+            [run_id],
+            |row| row.get(0),
+        )
     }
 
     pub fn checkpoints(&self, run_id: i64) -> StoreResult<Vec<CheckpointRecord>> {
-        let connection = self.connection();
-        let mut statement = connection.prepare(
+        all_rows(
+            &self.connection(),
             "SELECT step, path, val_loss FROM checkpoints WHERE run_id = ?1 ORDER BY step",
-        )?;
-        let rows = statement
-            .query_map([run_id], |row| {
+            [run_id],
+            |row| {
                 Ok(CheckpointRecord {
                     step: row.get(0)?,
                     path: row.get(1)?,
                     val_loss: row.get(2)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+            },
+        )
     }
 
     /// After a restart: runs whose worker belonged to the previous server
     /// become `interrupted`. Returns their ids.
     pub fn interrupt_orphans(&self) -> StoreResult<Vec<i64>> {
-        let connection = self.connection();
-        let mut statement = connection.prepare(
+        all_rows(
+            &self.connection(),
             "UPDATE runs SET status = 'interrupted'
               WHERE status IN ('running', 'stopping') RETURNING id",
-        )?;
-        let ids = statement
-            .query_map([], |row| row.get(0))?
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
+            [],
+            |row| row.get(0),
+        )
     }
 }

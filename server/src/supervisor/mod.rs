@@ -251,15 +251,20 @@ impl Supervisor {
         self.kick();
     }
 
-    /// Stops a queued run at once, or asks a running one's worker to
-    /// checkpoint and exit.
-    pub fn stop(&self, id: i64) -> Result<(), SupervisorError> {
+    /// The run's status now; `NotFound` when there is no such run.
+    fn status_of(&self, id: i64) -> Result<String, SupervisorError> {
         let run = self
             .inner
             .store
             .run_update(id)?
             .ok_or(SupervisorError::NotFound(id))?;
-        match run.status.as_str() {
+        Ok(run.status)
+    }
+
+    /// Stops a queued run at once, or asks a running one's worker to
+    /// checkpoint and exit.
+    pub fn stop(&self, id: i64) -> Result<(), SupervisorError> {
+        match self.status_of(id)?.as_str() {
             "queued" => {
                 self.inner.store.set_status(id, "stopped", None)?;
                 self.inner.publish_update(id);
@@ -282,12 +287,7 @@ impl Supervisor {
     /// Queues a stopped, interrupted or failed run again; its worker resumes
     /// from the run folder's last checkpoint.
     pub fn resume(&self, id: i64) -> Result<(), SupervisorError> {
-        let run = self
-            .inner
-            .store
-            .run_update(id)?
-            .ok_or(SupervisorError::NotFound(id))?;
-        match run.status.as_str() {
+        match self.status_of(id)?.as_str() {
             "stopped" | "interrupted" | "failed" => {
                 self.inner.store.set_status(id, "queued", None)?;
                 self.queue(id);
@@ -304,15 +304,11 @@ impl Supervisor {
     /// Deletes a run that no worker is busy with, and its folder (adapters,
     /// checkpoints). A running run must be stopped first.
     pub fn delete(&self, id: i64) -> Result<(), SupervisorError> {
-        let run = self
-            .inner
-            .store
-            .run_update(id)?
-            .ok_or(SupervisorError::NotFound(id))?;
+        let status = self.status_of(id)?;
         if !self.inner.store.delete_finished_run(id)? {
             return Err(SupervisorError::Conflict {
                 id,
-                status: run.status,
+                status,
                 action: "stop it before deleting it",
             });
         }

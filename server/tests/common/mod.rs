@@ -92,6 +92,14 @@ pub struct TinySetup {
     pub model_dir: PathBuf,
 }
 
+impl TinySetup {
+    /// `loralab serve` on this data dir, with environment variables
+    /// (supervisor and inference settings).
+    pub fn serve(&self, env: &[(&str, &str)]) -> Server {
+        Server::start_with_env(self.data_dir.clone(), &[], env)
+    }
+}
+
 pub fn tiny_setup() -> TinySetup {
     let temp = tempfile::tempdir().expect("temp dir");
     let data_dir = temp.path().join("data");
@@ -139,6 +147,22 @@ pub fn tiny_run(extra: serde_json::Value) -> serde_json::Value {
     body
 }
 
+/// The owner's token of a server started with `--lan`.
+pub fn owner_token(server: &Server) -> String {
+    std::fs::read_to_string(server.data_dir.join("access/owner.token"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// A client that shows redirects instead of following them.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
     let response = client.get(url).send().await.expect("GET");
     assert!(
@@ -149,9 +173,102 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     response.json().await.expect("JSON")
 }
 
-/// Polls `GET /api/runs/{id}` until `done(run)` holds; panics after `secs`
-/// (a guard against hangs, not a speed check: a loaded 2-core machine
-/// trains the tiny model several times slower than a quiet one).
+/// GETs `url`: the answer's status.
+pub async fn get_status(client: &reqwest::Client, url: &str) -> u16 {
+    client.get(url).send().await.unwrap().status().as_u16()
+}
+
+/// GETs a page that must answer 200; its HTML.
+pub async fn page(client: &reqwest::Client, url: &str) -> String {
+    let response = client.get(url).send().await.unwrap();
+    assert_eq!(response.status(), 200, "GET {url}");
+    response.text().await.unwrap()
+}
+
+/// The role badge's text in a rendered page.
+pub fn badge(html: &str) -> &str {
+    let at = html.find(r#"id="role""#).expect("a role badge");
+    let text = &html[at..];
+    let start = text.find('>').unwrap() + 1;
+    let end = text.find("</span>").unwrap();
+    &text[start..end]
+}
+
+/// The `name` of each item of a JSON list (models, datasets).
+pub fn names(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["name"].as_str().unwrap())
+        .collect()
+}
+
+/// Sends a request and reads the answer's body as text, whatever its status.
+pub async fn text_of(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
+/// POSTs `body` as JSON: the answer's status and its JSON body.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+/// Creates a run (`POST /api/runs`), which must answer 201; its id.
+pub async fn create_run(client: &reqwest::Client, server: &Server, body: serde_json::Value) -> i64 {
+    let (status, run) = post_json(client, &server.url("/api/runs"), body).await;
+    assert_eq!(status, 201, "{run}");
+    run["id"].as_i64().expect("a run id")
+}
+
+/// POSTs a run action without a body (`stop`, `resume`): the answer's status.
+pub async fn run_action(client: &reqwest::Client, server: &Server, id: i64, action: &str) -> u16 {
+    client
+        .post(server.url(&format!("/api/runs/{id}/{action}")))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Stops run `id`, which must answer 200, and waits until it is stopped;
+/// the stopped run.
+pub async fn stop_run(client: &reqwest::Client, server: &Server, id: i64) -> serde_json::Value {
+    assert_eq!(run_action(client, server, id, "stop").await, 200);
+    wait_for_status(client, server, id, 300, "stopped").await
+}
+
+/// Polls `GET url` until `done(answer)` holds; panics after `secs` (a
+/// guard against hangs, not a speed check: a loaded 2-core machine trains
+/// the tiny model several times slower than a quiet one).
+pub async fn poll_json(
+    client: &reqwest::Client,
+    url: &str,
+    secs: u64,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let answer = get_json(client, url).await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never reached {what}: {answer:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `GET /api/runs/{id}` until `done(run)` holds; panics after `secs`.
 pub async fn wait_for(
     client: &reqwest::Client,
     server: &Server,
@@ -160,18 +277,78 @@ pub async fn wait_for(
     what: &str,
     done: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    loop {
-        let run = get_json(client, &server.url(&format!("/api/runs/{id}"))).await;
-        if done(&run) {
-            return run;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run {id} never reached {what}: {run:#}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    poll_json(
+        client,
+        &server.url(&format!("/api/runs/{id}")),
+        secs,
+        what,
+        done,
+    )
+    .await
+}
+
+/// Waits until run `id` has `status`; panics after `secs`.
+pub async fn wait_for_status(
+    client: &reqwest::Client,
+    server: &Server,
+    id: i64,
+    secs: u64,
+    status: &str,
+) -> serde_json::Value {
+    wait_for(client, server, id, secs, status, |run| {
+        run["status"] == status
+    })
+    .await
+}
+
+/// Follows a comparison's SSE stream until `stop` says so.
+pub async fn follow_comparison(
+    client: &reqwest::Client,
+    server: &Server,
+    id: i64,
+    stop: impl Fn(&(i64, String, String)) -> bool,
+) -> Vec<(i64, String, String)> {
+    let response = client
+        .get(server.url(&format!("/api/compare/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    read_sse(response, stop).await
+}
+
+/// The `status` of each SSE event (the runs list's updates).
+pub fn statuses(events: &[(i64, String, String)]) -> Vec<String> {
+    events
+        .iter()
+        .map(|(_, _, data)| {
+            serde_json::from_str::<serde_json::Value>(data).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Sends only the head of a POST to `address` (host:port) that declares
+/// `length` bytes, with `headers` (each `Name: value\r\n`), and reads the
+/// answer: the server must refuse without waiting for the body.
+pub async fn post_head_only(address: &str, path: &str, length: u64, headers: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\n{headers}Content-Length: {length}\r\n\r\n"
+    );
+    socket.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server waited for a body it must refuse")
+    .unwrap();
+    String::from_utf8(answer).unwrap()
 }
 
 /// Reads SSE frames from a response until `stop` says so: (id, event, data).

@@ -45,6 +45,12 @@ impl FakeRepo {
         }
     }
 
+    /// A tiny random Llama (`seed`) written to `dir`, as a repo at `commit`.
+    pub fn tiny_llama(dir: &Path, seed: u64, commit: &str) -> Self {
+        engine::fixtures::write_tiny_llama(dir, seed).unwrap();
+        Self::from_folder(dir, commit)
+    }
+
     pub fn size_of(&self, name: &str) -> u64 {
         self.files
             .iter()
