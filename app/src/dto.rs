@@ -316,6 +316,8 @@ pub struct NewRunForm {
     pub num_layers: Option<String>,
     pub max_seq_length: Option<String>,
     pub mask_prompt: Option<String>,
+    /// `true`: recompute activations in the backward pass (less memory).
+    pub grad_checkpoint: Option<String>,
     pub steps_per_eval: Option<String>,
     pub save_every: Option<String>,
     pub seed: Option<String>,

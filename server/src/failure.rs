@@ -13,8 +13,8 @@ const OUT_OF_MEMORY_SIGNS: [&str; 6] = [
 ];
 
 const OUT_OF_MEMORY_ADVICE: &str = "The machine ran out of memory. Lower batch_size or \
-max_seq_length, adapt fewer layers (num_layers), or use QLoRA; \"Check memory and config\" \
-on the new-run page estimates what a setting needs.";
+max_seq_length, adapt fewer layers (num_layers), recompute activations (grad_checkpoint), \
+or use QLoRA; \"Check memory and config\" on the new-run page estimates what a setting needs.";
 
 /// `reason`, followed by advice when the cause is recognisable.
 pub fn explain(reason: String) -> String {

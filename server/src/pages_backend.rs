@@ -467,6 +467,8 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
     );
     let mask_prompt = form.mask_prompt.as_deref().unwrap_or("true") == "true";
     request.insert("mask_prompt".into(), json!(mask_prompt));
+    let grad_checkpoint = form.grad_checkpoint.as_deref() == Some("true");
+    request.insert("grad_checkpoint".into(), json!(grad_checkpoint));
     match form.fine_tune.as_deref().unwrap_or("lora") {
         "lora" => {}
         "qlora" => {
@@ -516,6 +518,7 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         num_layers: text("num_layers"),
         max_seq_length: text("max_seq_length"),
         mask_prompt: text("mask_prompt"),
+        grad_checkpoint: text("grad_checkpoint"),
         steps_per_eval: text("steps_per_eval"),
         save_every: text("save_every"),
         seed: text("seed"),

@@ -29,7 +29,10 @@ async fn download_clone_and_delete_a_finished_run() {
     let client = reqwest::Client::new();
     let created: Value = client
         .post(server.url("/api/runs"))
-        .json(&tiny_run(json!({"iters": 10, "name": "keeper"})))
+        // Recomputing activations (grad_checkpoint) trains as well.
+        .json(&tiny_run(
+            json!({"iters": 10, "name": "keeper", "grad_checkpoint": true}),
+        ))
         .send()
         .await
         .unwrap()
@@ -139,6 +142,14 @@ async fn download_clone_and_delete_a_finished_run() {
     assert!(form.contains("name=\"form[iters]\""));
     assert!(form.contains("value=\"10\""), "iters 10 is filled in");
     assert!(form.contains("<option value=\"tiny\" selected>"), "{form}");
+    let recompute = form
+        .split("name=\"form[grad_checkpoint]\"")
+        .nth(1)
+        .expect("the gradient checkpointing field");
+    assert!(
+        recompute.starts_with(">") && recompute.contains("<option value=\"true\" selected>"),
+        "{recompute}"
+    );
 
     let deleted = client
         .delete(server.url(&format!("/api/runs/{id}")))
@@ -197,6 +208,17 @@ async fn a_run_is_estimated_before_it_starts() {
         .unwrap();
     assert_eq!(large["weights"], small["weights"]);
     assert!(large["activations"].as_u64().unwrap() > 3 * small["activations"].as_u64().unwrap());
+    let recomputed: Value = estimate(tiny_run(json!({"batch_size": 8, "grad_checkpoint": true})))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(recomputed["weights"], large["weights"]);
+    assert!(
+        recomputed["activations"].as_u64().unwrap() < large["activations"].as_u64().unwrap(),
+        "grad_checkpoint keeps less: {recomputed} vs {large}"
+    );
 
     let huge: Value = estimate(tiny_run(json!({"batch_size": 100000})))
         .await

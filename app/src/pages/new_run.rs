@@ -58,6 +58,7 @@ fn checked_form() -> Option<NewRunForm> {
             num_layers: field("num_layers"),
             max_seq_length: field("max_seq_length"),
             mask_prompt: field("mask_prompt"),
+            grad_checkpoint: field("grad_checkpoint"),
             steps_per_eval: field("steps_per_eval"),
             save_every: field("save_every"),
             seed: field("seed"),
@@ -290,6 +291,7 @@ fn NewRunForm(
     let qlora = initial.fine_tune.as_deref() == Some("qlora");
     let eight_bits = initial.bits.as_deref() == Some("8");
     let unmasked = initial.mask_prompt.as_deref() == Some("false");
+    let recompute = initial.grad_checkpoint.as_deref() == Some("true");
     view! {
         <form class="stacked panel" method="post" action="/fn/runs/create" id="new-run">
             <div class="grid-2">
@@ -348,6 +350,15 @@ fn NewRunForm(
                         <select name="form[mask_prompt]">
                             <option value="true" selected=!unmasked>"Yes"</option>
                             <option value="false" selected=unmasked>"No"</option>
+                        </select>
+                    </label>
+                    <label>
+                        <span>"Activations (gradient checkpointing)"</span>
+                        <select name="form[grad_checkpoint]">
+                            <option value="false" selected=!recompute>"Keep: faster"</option>
+                            <option value="true" selected=recompute>
+                                "Recompute: less memory, about a third slower"
+                            </option>
                         </select>
                     </label>
                 </div>
