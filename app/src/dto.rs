@@ -306,7 +306,7 @@ pub struct NewRunForm {
     pub model: String,
     pub dataset: String,
     pub preset: Option<String>,
-    /// `lora` or `qlora`.
+    /// `lora`, `qlora` or `dora`.
     pub fine_tune: Option<String>,
     pub bits: Option<String>,
     pub iters: Option<String>,

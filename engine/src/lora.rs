@@ -3,6 +3,11 @@
 //! `[in, rank]` drawn from U(-1/sqrt(in), 1/sqrt(in)) and `lora_b` `[rank, out]`
 //! zero, on the top `num_layers` blocks, base weights frozen.
 //!
+//! DoRA (`fine_tune_type: dora`) adds a learned magnitude `m` `[out]` per
+//! layer, initialised to the row norms of `W`, and rescales each output row:
+//! `y = m / ||W + scale * (lora_a @ lora_b)^T||_row * (W x + scale * ...)`,
+//! the norm taken as a constant for the gradient, as mlx-lm does.
+//!
 //! Adapters are stored exactly as mlx-lm stores them (`adapters.safetensors`
 //! with keys like `model.layers.3.self_attn.q_proj.lora_a`, and
 //! `adapter_config.json`), so `mlx_lm.generate --adapter-path` loads ours and
@@ -12,22 +17,24 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
-use mlx_rs::{random, Array, Dtype};
+use mlx_rs::{random, stop_gradient, Array, Dtype};
 use serde::Deserialize;
 
 use crate::config::{FineTuneType, LoraParameters, TrainConfig};
-use crate::models::{Model, Pass};
+use crate::models::{LinearWeight, Model, Pass};
 
 pub const ADAPTER_WEIGHTS_FILE: &str = "adapters.safetensors";
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
 
 /// Where one linear layer finds its adapter: `lora_a` is `params[index]`,
-/// `lora_b` is `params[index + 1]`.
+/// `lora_b` is `params[index + 1]`, and with DoRA the magnitude `m` is
+/// `params[index + 2]`.
 #[derive(Debug, Clone)]
 pub(crate) struct LoraSlot {
     pub(crate) index: usize,
     pub(crate) scale: f32,
     pub(crate) dropout: f32,
+    pub(crate) dora: bool,
 }
 
 impl LoraSlot {
@@ -41,6 +48,32 @@ impl LoraSlot {
         let z = z.multiply(Array::from_f32(self.scale))?;
         Ok(z.as_dtype(x.dtype())?)
     }
+
+    /// The indices of this slot's parameters in `Pass::lora`.
+    pub(crate) fn param_indices(&self) -> std::ops::Range<usize> {
+        self.index..self.index + if self.dora { 3 } else { 2 }
+    }
+
+    /// DoRA's per-row factor `m / ||W + scale * (A B)^T||`, `[out]`. The
+    /// norm is a constant for the gradient (mlx-lm's `stop_gradient`), so
+    /// the adapted weight it is taken of is not kept for the backward pass.
+    pub(crate) fn magnitude_scale(&self, weight: &LinearWeight, pass: &Pass) -> Result<Array> {
+        let (a, b, m) = (
+            &pass.lora[self.index],
+            &pass.lora[self.index + 1],
+            &pass.lora[self.index + 2],
+        );
+        let update = b.t().matmul(a.t())?.multiply(Array::from_f32(self.scale))?;
+        let adapted = weight.dense()?.add(update)?;
+        let norm = stop_gradient(&row_norms(&adapted)?)?;
+        Ok(m.divide(norm)?)
+    }
+}
+
+/// The L2 norm of each row of `w` `[out, in]`, in f32.
+fn row_norms(w: &Array) -> Result<Array> {
+    let w = w.as_dtype(Dtype::Float32)?;
+    Ok(w.square()?.sum_axis(1, None)?.sqrt()?)
 }
 
 /// Inverted dropout; the mask depends only on (seed, slot), so a resumed run
@@ -70,11 +103,16 @@ pub struct AdapterSettings {
     pub scale: f32,
     pub dropout: f32,
     pub keys: Option<Vec<String>>,
+    /// DoRA: each adapted layer also learns a magnitude per output row.
+    pub dora: bool,
 }
 
 impl AdapterSettings {
     pub fn from_train_config(cfg: &TrainConfig) -> Self {
-        Self::from_parameters(cfg.num_layers, &cfg.lora_parameters)
+        Self {
+            dora: cfg.fine_tune_type == FineTuneType::Dora,
+            ..Self::from_parameters(cfg.num_layers, &cfg.lora_parameters)
+        }
     }
 
     pub fn from_parameters(num_layers: i64, p: &LoraParameters) -> Self {
@@ -84,6 +122,7 @@ impl AdapterSettings {
             scale: p.effective_scale(),
             dropout: p.dropout,
             keys: p.keys.clone(),
+            dora: false,
         }
     }
 }
@@ -137,12 +176,18 @@ pub fn attach(model: &mut Model, settings: &AdapterSettings, seed: u64) -> Resul
                 index: params.len(),
                 scale: settings.scale,
                 dropout: settings.dropout,
+                dora: settings.dora,
             });
             let prefix = format!("model.layers.{layer_index}.{module_key}");
             names.push(format!("{prefix}.lora_a"));
             names.push(format!("{prefix}.lora_b"));
             params.push(a);
             params.push(b);
+            if settings.dora {
+                // With lora_b zero, m / ||W|| is 1: the output is unchanged.
+                names.push(format!("{prefix}.m"));
+                params.push(row_norms(&linear.weight.dense()?)?);
+            }
         }
     }
     if let Some(keys) = &settings.keys {
@@ -316,19 +361,21 @@ pub fn read_adapter_settings(dir: &Path) -> Result<AdapterSettings> {
         .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
     let file: AdapterConfigFile =
         serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
-    match file.fine_tune_type.as_deref().unwrap_or("lora") {
-        "lora" => {}
+    let dora = match file.fine_tune_type.as_deref().unwrap_or("lora") {
+        "lora" => false,
+        "dora" => true,
         other => bail!(
-            "{}: fine_tune_type `{other}` is not supported (only `lora`)",
+            "{}: fine_tune_type `{other}` is not supported (only `lora` and `dora`)",
             path.display()
         ),
-    }
+    };
     Ok(AdapterSettings {
         num_layers: file.num_layers,
         rank: file.lora_parameters.rank,
         scale: file.lora_parameters.scale,
         dropout: file.lora_parameters.dropout,
         keys: file.lora_parameters.keys,
+        dora,
     })
 }
 
@@ -357,8 +404,10 @@ pub fn detach(model: &mut Model) {
 /// Checks a training configuration's fine-tuning choice.
 pub fn check_fine_tune_type(cfg: &TrainConfig) -> Result<()> {
     match cfg.fine_tune_type {
-        FineTuneType::Lora => Ok(()),
-        other => bail!("fine_tune_type `{other:?}` is not supported yet (only `lora`)"),
+        FineTuneType::Lora | FineTuneType::Dora => Ok(()),
+        FineTuneType::Full => {
+            bail!("fine_tune_type `full` is not supported (only `lora` and `dora`)")
+        }
     }
 }
 

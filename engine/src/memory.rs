@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{OptimizerKind, TrainConfig};
+use crate::config::{FineTuneType, OptimizerKind, TrainConfig};
 use crate::model_config::ModelConfig;
 
 /// Linear layers of a decoder block: (name, inputs, outputs).
@@ -126,7 +126,15 @@ pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig)
             None => true,
             Some(keys) => keys.iter().any(|key| key == name),
         })
-        .map(|&(_, inputs, outputs)| rank * (inputs + outputs) as u64)
+        .map(|&(_, inputs, outputs)| {
+            // DoRA also learns a magnitude per output row.
+            let magnitude = if train.fine_tune_type == FineTuneType::Dora {
+                outputs as u64
+            } else {
+                0
+            };
+            rank * (inputs + outputs) as u64 + magnitude
+        })
         .sum();
     // Weights and gradients, plus Adam's two moments (SGD keeps none).
     let copies = match train.optimizer {
@@ -299,6 +307,26 @@ mod tests {
         assert!(
             (1.1..1.6).contains(&gb),
             "`scripts/bench-train.sh` with LORALAB_BENCH_GRAD_CHECKPOINT=1 measured 1.34 GB, estimated {gb:.2}"
+        );
+    }
+
+    #[test]
+    fn dora_adds_a_magnitude_per_output_row() {
+        let config = smollm2_135m();
+        let lora = TrainConfig {
+            num_layers: 16,
+            ..TrainConfig::default()
+        };
+        let dora = TrainConfig {
+            fine_tune_type: FineTuneType::Dora,
+            ..lora.clone()
+        };
+        let outputs_per_block = 576 + 192 + 192 + 576 + 1536 + 1536 + 576;
+        // f32 values, times weights, gradients and Adam's two moments.
+        assert_eq!(
+            estimate(&config, WeightFormat::F32, &dora).adapters
+                - estimate(&config, WeightFormat::F32, &lora).adapters,
+            outputs_per_block * 16 * 4 * 4
         );
     }
 }

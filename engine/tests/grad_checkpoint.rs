@@ -12,10 +12,10 @@ use engine::train::loss::{loss_inputs, LossInputs};
 use engine::train::{compiled_loss_and_grads, loss_and_grads};
 use mlx_rs::{random, transforms::eval, Array};
 
-/// A tiny Llama of `layers` layers with adapters on all of them, random
-/// nonzero adapter values (a fresh B is zero, which would leave A without a
-/// gradient), and a batch of `rows` x `width` tokens.
-fn setup(layers: usize, rows: usize, width: usize) -> (Model, Vec<Array>, LossInputs) {
+/// A tiny Llama of `layers` layers with adapters (DoRA ones with `dora`)
+/// on all of them, random nonzero adapter values (a fresh B is zero, which
+/// would leave A without a gradient), and a batch of `rows` x `width` tokens.
+fn setup(layers: usize, rows: usize, width: usize, dora: bool) -> (Model, Vec<Array>, LossInputs) {
     let dir = tempfile::tempdir().unwrap();
     let tiny = Tiny {
         dims: Dims {
@@ -26,15 +26,18 @@ fn setup(layers: usize, rows: usize, width: usize) -> (Model, Vec<Array>, LossIn
     };
     write_tiny(dir.path(), &tiny);
     let mut model = load_hf_folder(dir.path(), ComputeDtype::Auto).unwrap();
-    let settings = AdapterSettings::from_parameters(
-        -1,
-        &LoraParameters {
-            rank: 8,
-            scale: 10.0,
-            dropout: 0.1,
-            ..LoraParameters::default()
-        },
-    );
+    let settings = AdapterSettings {
+        dora,
+        ..AdapterSettings::from_parameters(
+            -1,
+            &LoraParameters {
+                rank: 8,
+                scale: 10.0,
+                dropout: 0.1,
+                ..LoraParameters::default()
+            },
+        )
+    };
     lora::attach(&mut model, &settings, 0).unwrap();
     let mut key = random::key(11).unwrap();
     let params: Vec<Array> = model
@@ -78,7 +81,14 @@ fn assert_close(name: &str, plain: &Array, checkpointed: &Array) {
 
 #[test]
 fn checkpointed_layers_give_the_same_loss_and_gradients() {
-    let (model, params, inputs) = setup(3, 3, 24);
+    for dora in [false, true] {
+        same_loss_and_gradients(dora);
+    }
+}
+
+fn same_loss_and_gradients(dora: bool) {
+    let (model, params, inputs) = setup(3, 3, 24, dora);
+    let per_linear = if dora { 3 } else { 2 };
     // Eagerly, also with dropout: the recomputation draws the same masks.
     for dropout_seed in [None, Some(5)] {
         let (plain_loss, plain) =
@@ -88,8 +98,8 @@ fn checkpointed_layers_give_the_same_loss_and_gradients() {
         assert_eq!(plain.len(), grads.len());
         assert_eq!(
             plain.len(),
-            3 * 7 * 2,
-            "A and B of 7 adapted linears a layer"
+            3 * 7 * per_linear,
+            "A, B (and DoRA's m) of 7 adapted linears a layer"
         );
         for (i, (p, g)) in plain.iter().zip(&grads).enumerate() {
             assert!(values(p).iter().any(|v| *v != 0.0), "gradient {i} is zero");
@@ -125,7 +135,7 @@ fn peak_bytes(
 fn checkpointed_layers_keep_less_memory() {
     // Long rows make each layer's activations (attention scores above all)
     // outweigh the weights, as they do when a real model runs out of memory.
-    let (model, params, inputs) = setup(6, 4, 384);
+    let (model, params, inputs) = setup(6, 4, 384, false);
     eval(params.iter()).unwrap();
     let plain = peak_bytes(&model, &params, &inputs, false);
     let checkpointed = peak_bytes(&model, &params, &inputs, true);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use engine::config::{ComputeDtype, LoraParameters, TrainConfig};
+use engine::config::{ComputeDtype, FineTuneType, LoraParameters, TrainConfig};
 use engine::lora;
 use engine::models::load_hf_folder;
 use engine::protocol::Event;
@@ -39,6 +39,24 @@ fn peer_logits(
 
 #[test]
 fn adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
+    trained_here_gives_mlx_lm_our_logits(FineTuneType::Lora);
+}
+
+#[test]
+fn dora_adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
+    trained_here_gives_mlx_lm_our_logits(FineTuneType::Dora);
+}
+
+/// Parameters per adapted linear layer: lora_a and lora_b, and DoRA's m.
+fn params_per_layer(kind: FineTuneType) -> usize {
+    if kind == FineTuneType::Dora {
+        3
+    } else {
+        2
+    }
+}
+
+fn trained_here_gives_mlx_lm_our_logits(kind: FineTuneType) {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
     write_tiny(&model_dir, &Tiny::llama());
@@ -54,6 +72,7 @@ fn adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
         learning_rate: 1e-2,
         num_layers: 2,
         steps_per_report: 3,
+        fine_tune_type: kind,
         lora_parameters: LoraParameters {
             rank: 4,
             scale: 10.0,
@@ -68,9 +87,13 @@ fn adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
         "{events:?}"
     );
     // Only the top two blocks carry adapters, 7 linear layers each.
-    let names = &model_names(&model);
-    assert_eq!(names.len(), 2 * 7 * 2);
+    let names = &lora::adapter_names(&model);
+    assert_eq!(names.len(), 2 * 7 * params_per_layer(kind));
     assert!(names.contains(&"model.layers.3.mlp.down_proj.lora_b".to_string()));
+    assert_eq!(
+        names.contains(&"model.layers.3.mlp.down_proj.m".to_string()),
+        kind == FineTuneType::Dora
+    );
     assert!(!names.iter().any(|n| n.starts_with("model.layers.1.")));
 
     let probe = batch(&pattern_rows(2, 18, 9), 20, &[0, 0]);
@@ -87,12 +110,17 @@ fn adapter_trained_here_loads_in_mlx_lm_with_the_same_logits() {
     assert!(diff < 1e-3, "mlx-lm with our adapter differs by {diff}");
 }
 
-fn model_names(model: &engine::models::Model) -> Vec<String> {
-    lora::adapter_names(model)
+#[test]
+fn adapter_trained_by_mlx_lm_loads_here_with_the_same_logits() {
+    trained_by_mlx_lm_gives_us_its_logits(FineTuneType::Lora, "lora");
 }
 
 #[test]
-fn adapter_trained_by_mlx_lm_loads_here_with_the_same_logits() {
+fn dora_adapter_trained_by_mlx_lm_loads_here_with_the_same_logits() {
+    trained_by_mlx_lm_gives_us_its_logits(FineTuneType::Dora, "dora");
+}
+
+fn trained_by_mlx_lm_gives_us_its_logits(kind: FineTuneType, name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("model");
     write_tiny(&model_dir, &Tiny::llama());
@@ -108,6 +136,7 @@ fn adapter_trained_by_mlx_lm_loads_here_with_the_same_logits() {
             adapter_dir.to_str().unwrap(),
             "5",
             "0.01",
+            name,
         ],
     );
     let probe = batch(&pattern_rows(2, 18, 9), 20, &[0, 0]);
@@ -122,7 +151,10 @@ fn adapter_trained_by_mlx_lm_loads_here_with_the_same_logits() {
     let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
     lora::load_adapters(&mut model, &adapter_dir).unwrap();
     // mlx-lm was asked for all layers, rank 4.
-    assert_eq!(lora::adapter_names(&model).len(), LAYERS * 7 * 2);
+    assert_eq!(
+        lora::adapter_names(&model).len(),
+        LAYERS * 7 * params_per_layer(kind)
+    );
     let ours = model.forward(&loss_inputs(&probe).unwrap().inputs).unwrap();
     let diff = max_abs_diff(&ours, &theirs);
     assert!(

@@ -257,7 +257,7 @@ fn bad_configs_are_rejected_naming_the_field() {
         (TrainConfig { grad_accumulation_steps: 0, ..base.clone() }, data.clone(), "`grad_accumulation_steps` must be at least 1"),
         (TrainConfig { epochs: Some(0), ..base.clone() }, data.clone(), "`epochs` must be at least 1"),
         (TrainConfig { num_layers: 9, ..base.clone() }, data.clone(), "num_layers is 9 but the model only has 4 layers"),
-        (TrainConfig { fine_tune_type: FineTuneType::Dora, ..base.clone() }, data.clone(), "fine_tune_type `Dora` is not supported yet (only `lora`)"),
+        (TrainConfig { fine_tune_type: FineTuneType::Full, ..base.clone() }, data.clone(), "fine_tune_type `full` is not supported (only `lora` and `dora`)"),
         (
             TrainConfig {
                 lr_schedule: Some(LrSchedule { name: "warp".into(), arguments: vec![1e-3], warmup: 0, warmup_init: 0.0 }),

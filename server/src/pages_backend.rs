@@ -471,6 +471,9 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
     request.insert("grad_checkpoint".into(), json!(grad_checkpoint));
     match form.fine_tune.as_deref().unwrap_or("lora") {
         "lora" => {}
+        "dora" => {
+            request.insert("fine_tune_type".into(), json!("dora"));
+        }
         "qlora" => {
             let bits: u8 = form
                 .bits
@@ -483,7 +486,11 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
             }
             request.insert("quantize".into(), json!({ "bits": bits, "group_size": 64 }));
         }
-        other => return Err(format!("fine_tune: unknown type {other:?} (lora or qlora)")),
+        other => {
+            return Err(format!(
+                "fine_tune: unknown type {other:?} (lora, qlora or dora)"
+            ))
+        }
     }
     Ok(Value::Object(request))
 }
@@ -507,7 +514,14 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         model: run.model.clone().unwrap_or_default(),
         dataset: run.dataset.clone().unwrap_or_default(),
         preset: None,
-        fine_tune: Some(if bits.is_some() { "qlora" } else { "lora" }.to_string()),
+        fine_tune: Some(
+            match (config.get("fine_tune_type").and_then(Value::as_str), &bits) {
+                (Some("dora"), _) => "dora",
+                (_, Some(_)) => "qlora",
+                _ => "lora",
+            }
+            .to_string(),
+        ),
         bits,
         iters: text("iters"),
         batch_size: text("batch_size"),

@@ -29,10 +29,13 @@ async fn download_clone_and_delete_a_finished_run() {
     let client = reqwest::Client::new();
     let created: Value = client
         .post(server.url("/api/runs"))
-        // Recomputing activations (grad_checkpoint) trains as well.
-        .json(&tiny_run(
-            json!({"iters": 10, "name": "keeper", "grad_checkpoint": true}),
-        ))
+        // DoRA, recomputing activations (grad_checkpoint): both train.
+        .json(&tiny_run(json!({
+            "iters": 10,
+            "name": "keeper",
+            "fine_tune_type": "dora",
+            "grad_checkpoint": true
+        })))
         .send()
         .await
         .unwrap()
@@ -109,6 +112,13 @@ async fn download_clone_and_delete_a_finished_run() {
         files[1].1,
         std::fs::read(run_dir.join("adapter_config.json")).unwrap()
     );
+    let config: Value = serde_json::from_slice(&files[1].1).unwrap();
+    assert_eq!(config["fine_tune_type"], "dora", "{config}");
+    let magnitudes = String::from_utf8_lossy(&files[0].1);
+    assert!(
+        magnitudes.contains("model.layers.0.mlp.down_proj.m"),
+        "DoRA's magnitudes are in the adapter file"
+    );
 
     // A chosen step, and one that does not exist.
     let first = client
@@ -142,6 +152,10 @@ async fn download_clone_and_delete_a_finished_run() {
     assert!(form.contains("name=\"form[iters]\""));
     assert!(form.contains("value=\"10\""), "iters 10 is filled in");
     assert!(form.contains("<option value=\"tiny\" selected>"), "{form}");
+    assert!(
+        form.contains("<option value=\"dora\" selected>"),
+        "the fine-tune type is DoRA"
+    );
     let recompute = form
         .split("name=\"form[grad_checkpoint]\"")
         .nth(1)

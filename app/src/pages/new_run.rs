@@ -289,6 +289,7 @@ fn NewRunForm(
     // A checked form keeps its preset; otherwise "balanced".
     let preset = crate::presets::preset(initial.preset.as_deref()).map_or("balanced", |p| p.key);
     let qlora = initial.fine_tune.as_deref() == Some("qlora");
+    let dora = initial.fine_tune.as_deref() == Some("dora");
     let eight_bits = initial.bits.as_deref() == Some("8");
     let unmasked = initial.mask_prompt.as_deref() == Some("false");
     let recompute = initial.grad_checkpoint.as_deref() == Some("true");
@@ -322,8 +323,9 @@ fn NewRunForm(
                     <label>
                         <span>"Fine-tune type"</span>
                         <select name="form[fine_tune]">
-                            <option value="lora" selected=!qlora>"LoRA"</option>
+                            <option value="lora" selected=!qlora && !dora>"LoRA"</option>
                             <option value="qlora" selected=qlora>"QLoRA (quantized base)"</option>
+                            <option value="dora" selected=dora>"DoRA (LoRA plus a learned magnitude per row)"</option>
                         </select>
                     </label>
                     <label>

@@ -279,7 +279,7 @@ impl DecoderLayer {
             .linears()
             .iter()
             .filter_map(|linear| linear.lora.as_ref())
-            .flat_map(|slot| [slot.index, slot.index + 1])
+            .flat_map(|slot| slot.param_indices())
             .collect();
         let mut inputs = vec![x.clone()];
         inputs.extend(slots.iter().map(|&slot| pass.lora[slot].clone()));

@@ -51,6 +51,20 @@ impl LinearWeight {
         })
     }
 
+    /// The whole weight `[out, in]`, dequantized if need be.
+    pub(crate) fn dense(&self) -> Result<Array> {
+        Ok(match self {
+            LinearWeight::Dense(w) => w.clone(),
+            LinearWeight::Quantized {
+                weight,
+                scales,
+                biases,
+                group_size,
+                bits,
+            } => dequantize(weight, scales, biases, *group_size, *bits)?,
+        })
+    }
+
     /// Rows `tokens` of the weight (`W[tokens]`), dequantized if need be.
     pub(crate) fn rows(&self, tokens: &Array) -> Result<Array> {
         Ok(match self {
@@ -100,6 +114,18 @@ pub struct Linear {
 impl Linear {
     pub(crate) fn forward(&self, x: &Array, pass: &Pass) -> Result<Array> {
         let mut y = self.weight.apply(x)?;
+        if let Some(slot) = self.lora.as_ref().filter(|slot| slot.dora) {
+            // DoRA rescales the adapted output's rows before the bias.
+            y = y.add(slot.delta(x, pass)?)?;
+            y = y.multiply(
+                slot.magnitude_scale(&self.weight, pass)?
+                    .as_dtype(x.dtype())?,
+            )?;
+            if let Some(bias) = &self.bias {
+                y = y.add(bias)?;
+            }
+            return Ok(y);
+        }
         if let Some(bias) = &self.bias {
             y = y.add(bias)?;
         }

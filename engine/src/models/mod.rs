@@ -21,6 +21,7 @@ use mlx_rs::{Array, Dtype};
 
 pub use decoder::{BlockLayout, KvCache};
 pub(crate) use fused::logsumexp_last;
+pub(crate) use layers::LinearWeight;
 pub use layers::{Linear, Pass};
 
 use crate::config::{ComputeDtype, QuantizeOnLoad};

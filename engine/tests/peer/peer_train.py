@@ -1,7 +1,7 @@
 """Train LoRA adapters with mlx-lm's own code path (mlx_lm.lora.train_model)
 on given token rows, writing adapters.safetensors + adapter_config.json.
 
-usage: peer_train.py MODEL_DIR ROWS_JSON ADAPTER_DIR ITERS LEARNING_RATE
+usage: peer_train.py MODEL_DIR ROWS_JSON ADAPTER_DIR ITERS LEARNING_RATE [FINE_TUNE_TYPE]
 ROWS_JSON: {"rows": [[token ids], ...]}
 """
 
@@ -33,6 +33,7 @@ class TokenRows:
 
 def main():
     model_dir, rows_json, adapter_dir, iters, lr = sys.argv[1:6]
+    fine_tune_type = sys.argv[6] if len(sys.argv) > 6 else "lora"
     rows = json.loads(Path(rows_json).read_text())["rows"]
     model, _ = load_model(Path(model_dir))
     args = dict(CONFIG_DEFAULTS)
@@ -48,6 +49,7 @@ def main():
         steps_per_eval=1000,
         save_every=1000,
         lora_parameters={"rank": 4, "dropout": 0.0, "scale": 10.0},
+        fine_tune_type=fine_tune_type,
     )
     train_model(types.SimpleNamespace(**args), model, TokenRows(rows), TokenRows([]))
     mx.eval(model.parameters())
