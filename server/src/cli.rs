@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use engine::device::DeviceInfo;
 
 use crate::access::{self, Access, TokenKind, TokenStore};
+use crate::hub::pulls::Pulls;
 use crate::inference::{Inference, InferenceSettings};
 use crate::settings::{DataDirArgs, ServeArgs};
 use crate::state::AppState;
@@ -102,6 +103,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             SupervisorSettings::from_env(&device)?,
         )?;
         let inference = Inference::start(supervisor.clone(), InferenceSettings::from_env(&device)?);
+        let pulls = Arc::new(Pulls::load(&store)?);
         let state = Arc::new(AppState {
             store,
             data_dir,
@@ -110,7 +112,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             tokenizers: Default::default(),
             inference,
             comparisons: Default::default(),
-            pulls: Default::default(),
+            pulls,
         });
         let access = Access::new(args.access(), &state.data_dir.root)?;
         crate::compare::resume_unfinished(&state);

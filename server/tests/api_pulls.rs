@@ -1,7 +1,9 @@
 //! `POST /api/models/pull` on the real binary against a local stand-in for
 //! the Hub: the pull runs in the background, a second request joins it, its
 //! SSE stream ends with `done`, and the model is registered like an
-//! imported folder; a failed pull registers nothing; viewers reach none of it.
+//! imported folder; a failed pull registers nothing; pulls are still listed
+//! after a restart (one the restart cut short says so, and pulling again
+//! finishes it); viewers reach none of it.
 
 mod common;
 mod fake_hub;
@@ -42,10 +44,14 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     let upstream = temp.path().join("upstream");
     let repo = FakeRepo::tiny_llama(&upstream, 3, COMMIT);
     let total: u64 = repo.files.iter().map(|(_, b)| b.len() as u64).sum();
+    let other = FakeRepo::tiny_llama(&temp.path().join("upstream-other"), 4, COMMIT);
     // Each ranged answer waits, so the pull is still running when the
     // second request and the event stream arrive.
     let hub = FakeHub::start(
-        vec![("test-org/tiny-llama", repo)],
+        vec![
+            ("test-org/tiny-llama", repo),
+            ("test-org/tiny-other", other),
+        ],
         Duration::from_millis(300),
     )
     .await;
@@ -181,6 +187,43 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     assert_eq!(list.as_array().unwrap().len(), 2);
     let unknown = get_status(&client, &server.url("/api/models/pulls/99")).await;
     assert_eq!(unknown, 404);
+
+    // The server is killed during a pull, and started again.
+    let (status, cut) = post_json(&client, &pull_url, json!({"repo": "test-org/tiny-other"})).await;
+    assert_eq!((status, &cut["status"]), (202, &json!("running")));
+    let cut = cut["id"].as_u64().unwrap();
+    server.kill();
+    let server = hub_server(temp.path(), &hub, &cache);
+    let list = get_json(&client, &server.url("/api/models/pulls")).await;
+    let listed: Vec<(u64, &str)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_u64().unwrap(), p["status"].as_str().unwrap()))
+        .collect();
+    let missing = failed["id"].as_u64().unwrap();
+    assert_eq!(
+        listed,
+        [(cut, "failed"), (missing, "failed"), (id, "done")],
+        "newest first: {list:#}"
+    );
+    assert_eq!(
+        list[0]["error"],
+        "the server stopped during this pull; pull again to resume from what was downloaded"
+    );
+    let kept = get_json(&client, &server.url(&format!("/api/models/pulls/{id}"))).await;
+    assert_eq!(kept, pull, "the finished pull as it was");
+    let page = text_of(client.get(server.url("/models"))).await;
+    assert!(page.contains(&format!("id=\"pull-{cut}\"")), "{page}");
+
+    // Pulling it again finishes it, under a new id.
+    let pull_url = server.url("/api/models/pull");
+    let (status, again) =
+        post_json(&client, &pull_url, json!({"repo": "test-org/tiny-other"})).await;
+    assert_eq!(status, 202);
+    let again = again["id"].as_u64().unwrap();
+    assert!(again > cut);
+    assert_eq!(wait_pull(&client, &server, again).await["status"], "done");
 }
 
 #[tokio::test]

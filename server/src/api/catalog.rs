@@ -124,7 +124,7 @@ pub async fn show_pull(
 
 fn pull_not_found(id: u64) -> ApiError {
     ApiError::NotFound(format!(
-        "pull {id} does not exist (pulls are kept until the server restarts)"
+        "pull {id} does not exist (the last 20 finished pulls are kept)"
     ))
 }
 
@@ -198,6 +198,7 @@ impl From<pulls::PullError> for ApiError {
         match error {
             pulls::PullError::Invalid { field, message } => ApiError::invalid(field, message),
             busy @ pulls::PullError::Busy { .. } => ApiError::Conflict(busy.to_string()),
+            pulls::PullError::Store(error) => ApiError::Internal(error.into()),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! Pulls the server runs in the background: one task per pull, its state
 //! in a `watch` channel (pages read the latest, SSE streams follow it), and
 //! the model registered in the catalog only once every file is in the
-//! cache, so a failed pull leaves no model behind. Kept in memory: after a
-//! restart, pulling again resumes from hf-hub's partial files.
+//! cache, so a failed pull leaves no model behind. Each pull is stored when
+//! it starts and when it ends, so the list outlives a restart; one that was
+//! running then is failed at the next start (pulling again resumes from
+//! hf-hub's partial files).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,7 +13,7 @@ use app::dto::{PullFile, PullView};
 use tokio::sync::watch;
 
 use super::{HubEvent, HubSettings, HubSpec};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How many finished pulls the models page keeps listing.
 const KEEP_FINISHED: usize = 20;
@@ -25,9 +27,15 @@ pub enum PullError {
     },
     #[error("{running} is being pulled; wait for it to end before pulling {asked}")]
     Busy { running: String, asked: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// Every pull of this server's lifetime (the last few finished ones).
+/// Why a pull stored as running is failed when the server starts again.
+pub const INTERRUPTED: &str =
+    "the server stopped during this pull; pull again to resume from what was downloaded";
+
+/// The running pulls and the last few finished ones.
 #[derive(Default)]
 pub struct Pulls {
     inner: Mutex<Inner>,
@@ -35,7 +43,6 @@ pub struct Pulls {
 
 #[derive(Default)]
 struct Inner {
-    next_id: u64,
     pulls: Vec<Arc<Pull>>,
 }
 
@@ -56,6 +63,25 @@ impl Pull {
 }
 
 impl Pulls {
+    /// The pulls stored by earlier runs of the server, those it left
+    /// running failed.
+    pub fn load(store: &Store) -> Result<Self, StoreError> {
+        store.fail_running_pulls(INTERRUPTED)?;
+        let pulls = store
+            .recent_pulls(KEEP_FINISHED)?
+            .into_iter()
+            .filter_map(|view| {
+                let spec = HubSpec::parse(&view.spec).ok()?;
+                let id = view.id;
+                let (state, _) = watch::channel(view);
+                Some(Arc::new(Pull { id, spec, state }))
+            })
+            .collect();
+        Ok(Self {
+            inner: Mutex::new(Inner { pulls }),
+        })
+    }
+
     /// Starts pulling `spec`, or returns the running pull of the same spec
     /// (`true`: joined). A different pull of the same repo is refused
     /// while one runs: they would share blobs.
@@ -78,10 +104,8 @@ impl Pulls {
                 asked: spec.to_string(),
             });
         }
-        inner.next_id += 1;
-        let id = inner.next_id;
-        let (state, _) = watch::channel(PullView {
-            id,
+        let mut view = PullView {
+            id: 0,
             spec: spec.to_string(),
             repo: spec.repo.clone(),
             revision: spec.revision().to_string(),
@@ -96,7 +120,10 @@ impl Pulls {
             model_id: None,
             path: None,
             elapsed_seconds: 0.0,
-        });
+        };
+        view.id = store.insert_pull(&view)?;
+        let id = view.id;
+        let (state, _) = watch::channel(view);
         let pull = Arc::new(Pull { id, spec, state });
         inner.pulls.push(pull.clone());
         // Forget the oldest finished pulls beyond the few the page shows.
@@ -167,7 +194,7 @@ async fn run(pull: Arc<Pull>, store: Arc<Store>) {
     let settings = HubSettings::from_env();
     let outcome = match super::pull(&settings, &pull.spec, progress).await {
         Ok(pulled) => {
-            let spec = pull.spec.clone();
+            let (spec, store) = (pull.spec.clone(), store.clone());
             let registered = tokio::task::spawn_blocking(move || {
                 crate::models::register_pulled(&store, &spec, &pulled).map(|m| (m, pulled))
             })
@@ -198,6 +225,14 @@ async fn run(pull: Arc<Pull>, store: Arc<Store>) {
             }
         }
     });
+    let view = pull.view();
+    let saved = tokio::task::spawn_blocking(move || store.save_pull(&view)).await;
+    if let Some(error) = match saved {
+        Ok(result) => result.err().map(|e| e.to_string()),
+        Err(error) => Some(error.to_string()),
+    } {
+        tracing::warn!(pull = pull.id, %error, "cannot store the pull's end");
+    }
 }
 
 fn apply(view: &mut PullView, event: HubEvent) {

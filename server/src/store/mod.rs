@@ -5,6 +5,7 @@ mod catalog;
 mod comparisons;
 mod datasets;
 mod evaluations;
+mod pulls;
 mod runs;
 
 use std::path::Path;
@@ -28,6 +29,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_dataset_problems.sql"),
     include_str!("../../migrations/0004_comparisons.sql"),
     include_str!("../../migrations/0005_evaluations.sql"),
+    include_str!("../../migrations/0006_pulls.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
