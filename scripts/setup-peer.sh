@@ -27,22 +27,11 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
   printf '%s\n' "$wanted" > "$stamp"
 fi
 
-# Same BLAS as our build (see scripts/setup.sh): the wheel finds these names
-# through its RPATH; the wheel's files themselves stay as published.
-openblas=/usr/lib/x86_64-linux-gnu/openblas-pthread
-libs_dir=$("$venv/bin/python" - <<'PY'
+# Same BLAS as our build (see scripts/openblas.sh).
+# shellcheck source=scripts/openblas.sh
+source "$root/scripts/openblas.sh"
+use_openblas "$("$venv/bin/python" - <<'PY'
 import pathlib, sysconfig
 print(pathlib.Path(sysconfig.get_paths()["purelib"]) / "mlx_cpu.libs")
 PY
-)
-for lib in "$libs_dir"/libblas-*.so.* "$libs_dir"/liblapack-*.so.*; do
-  [[ -e "$lib" || -L "$lib" ]] || continue
-  case "$lib" in
-    */libblas-*) target="$openblas/libblas.so.3" ;;
-    *) target="$openblas/liblapack.so.3" ;;
-  esac
-  if [[ "$(readlink "$lib" || true)" != "$target" ]]; then
-    log "linking $(basename "$lib") to OpenBLAS"
-    ln -sf "$target" "$lib"
-  fi
-done
+)"

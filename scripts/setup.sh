@@ -67,23 +67,9 @@ if [[ ! -f "$mlx_prefix/lib/libmlx.so" ]]; then
   unzip -q "$wheel" -d "$deps/mlx-cpu"
 fi
 
-# The wheels bundle reference BLAS/LAPACK next to libmlx.so (found through
-# its RPATH); they are ten times slower than OpenBLAS. Point those names at
-# Debian's OpenBLAS instead; the wheels themselves stay as published.
-use_openblas() { # folder of a wheel's bundled libraries
-  local openblas=/usr/lib/x86_64-linux-gnu/openblas-pthread lib target
-  for lib in "$1"/libblas-*.so.* "$1"/liblapack-*.so.*; do
-    [[ -e "$lib" || -L "$lib" ]] || continue
-    case "$lib" in
-      */libblas-*) target="$openblas/libblas.so.3" ;;
-      *) target="$openblas/liblapack.so.3" ;;
-    esac
-    if [[ "$(readlink "$lib" || true)" != "$target" ]]; then
-      log "linking $(basename "$lib") to OpenBLAS"
-      ln -sf "$target" "$lib"
-    fi
-  done
-}
+# The wheels' bundled reference BLAS is ten times slower than OpenBLAS.
+# shellcheck source=scripts/openblas.sh
+source "$root/scripts/openblas.sh"
 use_openblas "$deps/mlx-cpu/mlx_cpu.libs"
 
 # MLX compiles fused elementwise kernels at run time against this header; our
