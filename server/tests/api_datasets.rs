@@ -286,8 +286,10 @@ async fn an_upload_over_the_limit_is_refused_and_leaves_nothing() {
     let client = reqwest::Client::new();
     let before = dataset_folders(&setup.data_dir);
     let line = b"{\"text\": \"a line of a dataset that is far too big\"}\n";
-    let big: Vec<u8> = line.iter().copied().cycle().take(2 << 20).collect();
-    // Streamed without a length, so the limit is met while reading.
+    let big: Vec<u8> = line.iter().copied().cycle().take(16 << 20).collect();
+    // Streamed without a length, so the limit is met while reading; 16
+    // times the limit, so the client is still sending when the 413 is ready
+    // (it must read it, not a reset connection).
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(
         big.chunks(64 << 10)
             .map(|chunk| Ok::<_, std::io::Error>(chunk.to_vec()))

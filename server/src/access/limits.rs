@@ -5,9 +5,11 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use http_body_util::{BodyExt, Limited};
 use serde_json::json;
 
 /// Every request body but uploads: forms and JSON are a few kilobytes.
@@ -55,6 +57,64 @@ pub fn is_too_large(error: &(dyn std::error::Error + 'static)) -> bool {
         current = error.source();
     }
     false
+}
+
+/// How much of a refused body is still read, and thrown away, before the
+/// 413 goes out. A server that answers while the client is still sending
+/// and then closes the connection resets it, and the client never reads the
+/// answer: it sees a broken pipe, not "too large". Past this much (or this
+/// long), the connection is closed anyway.
+const DRAIN_BYTES: u64 = 64 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// A request body that the handler reads (cut at the route's limit) while
+/// the access layer keeps a hold on it, to read the rest of a refused one.
+pub struct RefusableBody(Arc<tokio::sync::Mutex<Option<Body>>>);
+
+impl RefusableBody {
+    pub fn new(body: Body) -> Self {
+        Self(Arc::new(tokio::sync::Mutex::new(Some(body))))
+    }
+
+    /// The body for the handler: an error once it passes `limit` bytes.
+    pub fn limited(&self, limit: u64) -> Body {
+        let frames = futures_util::stream::unfold(self.0.clone(), |slot| async move {
+            loop {
+                let next = match slot.lock().await.as_mut() {
+                    Some(body) => body.frame().await,
+                    None => None,
+                };
+                match next? {
+                    // Trailers carry nothing an upload needs.
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => return Some((Ok(data), slot)),
+                        Err(_) => continue,
+                    },
+                    Err(error) => return Some((Err(error), slot)),
+                }
+            }
+        });
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Body::new(Limited::new(Body::from_stream(frames), limit))
+    }
+
+    /// Reads and drops what the client still sends of a refused body (up
+    /// to `DRAIN_BYTES` or `DRAIN_TIME`), so that it reads the answer.
+    pub async fn drain(&self) {
+        let Some(mut body) = self.0.lock().await.take() else {
+            return;
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, async {
+            let mut read = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                read += frame.data_ref().map_or(0, |data| data.len() as u64);
+                if read > DRAIN_BYTES {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
 }
 
 /// How long a peer may leave sent data unacknowledged (a laptop that went

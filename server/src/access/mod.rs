@@ -22,7 +22,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use anyhow::Result;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -35,8 +34,8 @@ pub use headers::{
     add_security_headers, content_security_policy_with_nonce, CONTENT_SECURITY_POLICY,
 };
 pub use limits::{
-    cut_stalled_clients, is_too_large, BodyLimits, StreamSlot, StreamSlots, TooManyStreams,
-    DEFAULT_BODY_LIMIT, UPLOAD_ROUTES,
+    cut_stalled_clients, is_too_large, BodyLimits, RefusableBody, StreamSlot, StreamSlots,
+    TooManyStreams, DEFAULT_BODY_LIMIT, UPLOAD_ROUTES,
 };
 pub use names::{safe_name, NameError, MAX_NAME_BYTES};
 pub use session::COOKIE;
@@ -194,24 +193,20 @@ async fn check_and_run(access: &Access, request: Request, next: Next) -> Respons
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
+    if let Some(length) = declared.filter(|length| *length > limit) {
         // Refused before any handler runs: nothing of it reaches the disk.
+        // Answered at once: a client may wait for the answer before sending
+        // the body (`Expect: 100-continue`).
         return close_if_refused_body(refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
-            &format!(
-                "request body is {} bytes; this route takes at most {limit}",
-                declared.unwrap_or(0)
-            ),
+            &format!("request body is {length} bytes; this route takes at most {limit}"),
             html,
         ));
     }
     // A body without a length (chunked) is cut at the limit while read.
-    let mut request = request.map(|body| {
-        Body::new(http_body_util::Limited::new(
-            body,
-            usize::try_from(limit).unwrap_or(usize::MAX),
-        ))
-    });
+    let (parts, body) = request.into_parts();
+    let body = RefusableBody::new(body);
+    let mut request = Request::from_parts(parts, body.limited(limit));
     let address = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -222,7 +217,11 @@ async fn check_and_run(access: &Access, request: Request, next: Next) -> Respons
         streams: access.streams.clone(),
     });
     request.extensions_mut().insert(role);
-    close_if_refused_body(next.run(request).await)
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        body.drain().await;
+    }
+    close_if_refused_body(response)
 }
 
 /// A 413 leaves the rest of the body unread, so its connection cannot carry
