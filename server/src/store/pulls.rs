@@ -1,4 +1,5 @@
-//! Stored Hub pulls: each pull's view as the API shows it.
+//! Stored Hub pulls: each pull's view as the API shows it. The row's id is
+//! the pull's id; the one inside the JSON is not read back.
 
 use app::dto::PullView;
 use rusqlite::params;
@@ -13,13 +14,7 @@ impl Store {
             "INSERT INTO pulls (view_json) VALUES (?1)",
             params![to_json(view)],
         )?;
-        let id = connection.last_insert_rowid() as u64;
-        let view = PullView { id, ..view.clone() };
-        connection.execute(
-            "UPDATE pulls SET view_json = ?2 WHERE id = ?1",
-            params![id as i64, to_json(&view)],
-        )?;
-        Ok(id)
+        Ok(connection.last_insert_rowid() as u64)
     }
 
     /// Replaces the stored view of pull `view.id`.
@@ -46,16 +41,22 @@ impl Store {
     /// The newest `limit` pulls, oldest first. A view that no longer parses
     /// (written by another version) is left out.
     pub fn recent_pulls(&self, limit: usize) -> StoreResult<Vec<PullView>> {
-        let rows: Vec<String> = all_rows(
+        let rows: Vec<(i64, String)> = all_rows(
             &self.connection(),
-            "SELECT view_json FROM (SELECT id, view_json FROM pulls ORDER BY id DESC LIMIT ?1)
+            "SELECT id, view_json FROM (SELECT id, view_json FROM pulls ORDER BY id DESC LIMIT ?1)
              ORDER BY id",
             params![limit as i64],
-            |row| row.get(0),
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
         Ok(rows
-            .iter()
-            .filter_map(|json| serde_json::from_str(json).ok())
+            .into_iter()
+            .filter_map(|(id, json)| {
+                let view: PullView = serde_json::from_str(&json).ok()?;
+                Some(PullView {
+                    id: id as u64,
+                    ..view
+                })
+            })
             .collect())
     }
 }
