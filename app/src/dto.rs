@@ -322,3 +322,40 @@ pub struct NewRunForm {
     pub save_every: Option<String>,
     pub seed: Option<String>,
 }
+
+/// An export of a fine-tune (a fused model, an MLX-quantized one or a PEFT
+/// adapter): the Exports page, the run page and `GET /api/exports/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportView {
+    pub id: i64,
+    pub run_id: Option<i64>,
+    pub run_name: Option<String>,
+    /// The checkpoint step exported; None for the run's latest weights.
+    pub step: Option<i64>,
+    /// The base model's registered name.
+    pub model: String,
+    /// `hf`, `mlx` or `peft`.
+    pub format: String,
+    /// `bf16`, `f16` or `f32`.
+    pub dtype: String,
+    /// Bits of an MLX-quantized export.
+    pub bits: Option<u8>,
+    /// `queued`, `running`, `done`, `failed` or `cancelled`.
+    pub status: String,
+    pub error: Option<String>,
+    /// The export's folder, once done.
+    pub path: Option<String>,
+    pub tensors_done: usize,
+    pub tensors_total: usize,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Base tensors the adapter changed (fused exports).
+    pub fused: Option<usize>,
+    /// The export's files and their sizes, once done.
+    pub files: Vec<(String, u64)>,
+    pub size_bytes: u64,
+    /// The command that uses it.
+    pub usage: String,
+    pub created_at: String,
+    pub elapsed_seconds: f64,
+}

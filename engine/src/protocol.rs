@@ -344,3 +344,25 @@ mod tests {
         );
     }
 }
+
+/// Server -> export worker (`loralab export-worker`): the export first,
+/// then at most a `Cancel`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum ExportCommand {
+    Export {
+        request: Box<crate::export::ExportRequest>,
+    },
+    /// Stop between two tensors; the staging folder is removed.
+    Cancel,
+}
+
+/// Export worker -> server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ExportEvent {
+    Progress(crate::export::ExportProgress),
+    Done(crate::export::ExportReport),
+    Cancelled,
+    Failed { reason: String },
+}

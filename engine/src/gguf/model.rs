@@ -8,7 +8,7 @@ use mlx_rs::Array;
 
 use super::config::{architecture, model_config};
 use super::error::{GgufError, Result};
-use super::names::{hf_name, is_auxiliary, permuted_heads, unpermute_rows};
+use super::names::{hf_name, is_auxiliary, permuted_heads, permuted_row_count, unpermute_rows};
 use super::reader::GgufFile;
 use super::to_mlx::{mlx_quantization, tensor_to_mlx, MlxTensor};
 use crate::model_config::{ModelConfig, Quantization};
@@ -69,13 +69,7 @@ pub fn load_gguf_model(path: &Path) -> Result<GgufModel> {
         let Some(name) = name else { continue };
         let mut bytes = file.tensor_data(info)?;
         if let Some(heads) = permuted_heads(arch, &info.name, n_head, n_head_kv) {
-            // A bias permutes like a one-column weight.
-            let rows = match info.dims.as_slice() {
-                [len] => *len,
-                [_, outer @ ..] => outer.iter().product(),
-                [] => 0,
-            } as usize;
-            bytes = unpermute_rows(&bytes, rows, heads)
+            bytes = unpermute_rows(&bytes, permuted_row_count(&info.dims), heads)
                 .map_err(|e| file.tensor_error(&info.name, e))?;
         }
         match tensor_to_mlx(info, &bytes).map_err(|e| file.tensor_error(&info.name, e))? {

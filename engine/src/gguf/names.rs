@@ -69,6 +69,16 @@ pub fn permuted_heads(
     }
 }
 
+/// The rows llama.cpp's Q/K permutation moves for a tensor of GGUF `dims`
+/// (the contiguous one first): a bias permutes like a one-column weight.
+pub fn permuted_row_count(dims: &[u64]) -> usize {
+    match dims {
+        [len] => *len as usize,
+        [_, outer @ ..] => outer.iter().product::<u64>() as usize,
+        [] => 0,
+    }
+}
+
 /// Undoes llama.cpp's Q/K row permutation on raw tensor bytes. llama.cpp
 /// stores head `h`'s row `2i + j` (interleaved RoPE pairs) where HF has row
 /// `j * head_dim / 2 + i` (rotate-half pairs). Rows are moved whole, so this

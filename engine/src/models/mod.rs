@@ -103,7 +103,7 @@ pub fn load_hf_folder(dir: &Path, compute: ComputeDtype) -> Result<Model> {
     build_model(&config, tensors, compute).map_err(|e| anyhow!("{}: {e:#}", dir.display()))
 }
 
-fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index_path = dir.join("model.safetensors.index.json");
     if index_path.exists() {
         let text = std::fs::read_to_string(&index_path)
