@@ -9,8 +9,8 @@ use crate::compare_dto::{
     ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
 };
 use crate::dto::{
-    DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary, NewRunForm, PullView,
-    RunCheck, RunDetail, RunSummary,
+    DatasetDetail, DatasetQuery, DatasetSummary, ExportView, HealthInfo, ModelSummary, NewRunForm,
+    PullView, RunCheck, RunDetail, RunSummary,
 };
 
 /// The server's state as pages see it. Errors are messages fit for a user.
@@ -49,6 +49,10 @@ pub trait Backend: Send + Sync + 'static {
     /// `None` when there is no such run.
     fn run_form(&self, id: i64) -> Result<Option<NewRunForm>, String>;
     fn resume_run(&self, id: i64) -> Result<(), String>;
+    /// Exports (of run `run_id` only, when given), newest first.
+    fn list_exports(&self, run_id: Option<i64>) -> Result<Vec<ExportView>, String>;
+    /// One export as it is now; `None` when there is no such export.
+    fn export(&self, id: i64) -> Result<Option<ExportView>, String>;
     /// After a server function succeeds: where the browser goes next (a
     /// plain form post without JavaScript follows this redirect).
     fn redirect(&self, path: &str);

@@ -107,6 +107,8 @@ pub struct RunDetail {
     pub finished_at: Option<String>,
     /// The last stored event shown here; the live stream continues after it.
     pub last_event_seq: i64,
+    /// This run's exports, newest first.
+    pub exports: Vec<ExportView>,
 }
 
 /// A model as pickers and the models page show it.

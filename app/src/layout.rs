@@ -12,6 +12,7 @@ const NAV: &[(&str, &str, bool)] = &[
     ("/models", "Models", false),
     ("/datasets", "Datasets", false),
     ("/compare", "Compare", false),
+    ("/exports", "Exports", false),
     // Chatting generates (a post): viewers cannot.
     ("/chat", "Chat", true),
 ];

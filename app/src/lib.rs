@@ -42,6 +42,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <script src="/assets/live.js" defer></script>
                 <script src="/assets/compare.js" defer></script>
                 <script src="/assets/pulls.js" defer></script>
+                <script src="/assets/exports.js" defer></script>
                 <MetaTags />
             </head>
             <body>
@@ -69,6 +70,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/compare/:id/vote") view=pages::compare::VotePage ssr=SsrMode::Async />
                 <Route path=path!("/chat") view=pages::chat::NewChatPage ssr=SsrMode::Async />
                 <Route path=path!("/chat/:id") view=pages::chat::ChatPage ssr=SsrMode::Async />
+                <Route path=path!("/exports") view=pages::exports::ExportsPage ssr=SsrMode::Async />
+                <Route path=path!("/exports/:id") view=pages::exports::ExportPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

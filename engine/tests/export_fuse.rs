@@ -76,7 +76,7 @@ fn random_adapter(model: &mut Model, kind: FineTuneType, layers: i64, dir: &Path
 fn request(base: &Path, adapter: &Path, out: &Path, options: ExportOptions) -> ExportRequest {
     ExportRequest {
         base: base.to_path_buf(),
-        adapter_dir: adapter.to_path_buf(),
+        adapter_dir: Some(adapter.to_path_buf()),
         adapter_weights: None,
         options,
         out: out.to_path_buf(),

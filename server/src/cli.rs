@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use engine::device::DeviceInfo;
 
 use crate::access::{self, Access, TokenKind, TokenStore};
+use crate::exports::Exports;
 use crate::hub::pulls::Pulls;
 use crate::inference::{Inference, InferenceSettings};
 use crate::settings::{DataDirArgs, ServeArgs};
@@ -47,6 +48,9 @@ enum Command {
     Device,
     /// Fine-tune from an mlx-lm style YAML or TOML config, without the web UI.
     Train(crate::train_cli::TrainArgs),
+    /// Take a fine-tune out: fuse it into its base (HF or MLX folder) or
+    /// write it as a PEFT adapter.
+    Export(crate::export_cli::ExportArgs),
     /// Show, rotate or remove the owner and operator tokens of `--lan`.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -56,6 +60,9 @@ enum Command {
     /// Internal: the inference worker (generation with swappable adapters).
     #[command(hide = true)]
     InferenceWorker,
+    /// Internal: one export, driven over stdin/stdout by the server.
+    #[command(hide = true)]
+    ExportWorker,
 }
 
 pub fn main() -> ExitCode {
@@ -80,6 +87,8 @@ pub fn main() -> ExitCode {
         Command::Token(command) => token(&data_dir, command),
         Command::Worker => return crate::worker::run(),
         Command::InferenceWorker => return crate::inference::worker::run(),
+        Command::ExportWorker => return crate::exports::worker::run(),
+        Command::Export(args) => crate::export_cli::run(&args, &data_dir),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,6 +113,13 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
         )?;
         let inference = Inference::start(supervisor.clone(), InferenceSettings::from_env(&device)?);
         let pulls = Arc::new(Pulls::load(&store)?);
+        let exports = Exports::start(
+            store.clone(),
+            supervisor.clone(),
+            data_dir.exports(),
+            data_dir.runs(),
+            std::env::current_exe().context("cannot locate the loralab binary")?,
+        )?;
         let state = Arc::new(AppState {
             store,
             data_dir,
@@ -113,6 +129,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             inference,
             comparisons: Default::default(),
             pulls,
+            exports,
         });
         let access = Access::new(args.access(), &state.data_dir.root)?;
         crate::compare::resume_unfinished(&state);

@@ -4,12 +4,16 @@
 
 pub mod access;
 pub mod api;
+mod archive;
 pub mod chat;
+mod child;
 pub mod cli;
 pub mod compare;
 pub mod datasets;
 pub mod estimate;
 pub mod evaluations;
+pub mod export_cli;
+pub mod exports;
 pub mod failure;
 pub mod http;
 pub mod hub;

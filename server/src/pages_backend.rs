@@ -3,8 +3,8 @@
 //! as `POST /api/runs`, so the form and the API cannot drift apart.
 
 use app::dto::{
-    CheckpointInfo, DatasetDetail, DatasetQuery, DatasetSummary, HealthInfo, ModelSummary,
-    NewRunForm, RunCheck, RunDetail, RunSummary, TrainPoint, ValPoint,
+    CheckpointInfo, DatasetDetail, DatasetQuery, DatasetSummary, ExportView, HealthInfo,
+    ModelSummary, NewRunForm, RunCheck, RunDetail, RunSummary, TrainPoint, ValPoint,
 };
 use engine::protocol::Event;
 use serde_json::{json, Map, Value};
@@ -79,6 +79,7 @@ impl app::Backend for AppState {
             started_at: run.started_at,
             finished_at: run.finished_at,
             last_event_seq: 0,
+            exports: self.list_exports(Some(id))?,
         };
         for stored in self.store.events_since(id, 0).map_err(read)? {
             detail.last_event_seq = stored.seq;
@@ -245,6 +246,20 @@ impl app::Backend for AppState {
         self.supervisor
             .resume(id)
             .map_err(|error| error.to_string())
+    }
+
+    fn list_exports(&self, run_id: Option<i64>) -> Result<Vec<ExportView>, String> {
+        self.exports
+            .list(run_id)
+            .map_err(|error| user_error("reading the exports", error))
+    }
+
+    fn export(&self, id: i64) -> Result<Option<ExportView>, String> {
+        match self.exports.view(id) {
+            Ok(view) => Ok(Some(view)),
+            Err(crate::exports::ExportError::NotFound(_)) => Ok(None),
+            Err(error) => Err(user_error("reading the export", error)),
+        }
     }
 
     fn redirect(&self, path: &str) {

@@ -25,6 +25,9 @@ impl DataDir {
     pub fn runs(&self) -> PathBuf {
         self.root.join("runs")
     }
+    pub fn exports(&self) -> PathBuf {
+        self.root.join("exports")
+    }
 }
 
 /// Creates the data dir's folders and database (applying migrations) and

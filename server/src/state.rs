@@ -26,6 +26,8 @@ pub struct AppState {
     pub comparisons: Arc<ComparisonHub>,
     /// Models being pulled from the Hugging Face Hub.
     pub pulls: Arc<crate::hub::pulls::Pulls>,
+    /// Exports of fine-tunes (fused models, PEFT adapters).
+    pub exports: crate::exports::Exports,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -88,7 +88,10 @@ pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
     let mut cfg = load_config(&args.config)?;
     resolve_names(&mut cfg, data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
-    stop_on_interrupt(stop.clone());
+    stop_on_interrupt(
+        stop.clone(),
+        "Interrupted: saving a checkpoint (resume with --resume)",
+    );
     let Prepared { mut model, data } = prepare(&cfg, &mut |line| println!("{line}"))?;
     let adapter_path = PathBuf::from(&cfg.adapter_path);
     let total = engine::train::total_steps(&cfg, data.train.len());
@@ -150,8 +153,9 @@ fn resolve_names(cfg: &mut TrainConfig, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Ctrl-C sets `stop`: the trainer checkpoints at the next step and returns.
-fn stop_on_interrupt(stop: Arc<AtomicBool>) {
+/// Ctrl-C sets `stop` (and says `message`): the trainer checkpoints at the
+/// next step and returns, an export removes its staging folder.
+pub(crate) fn stop_on_interrupt(stop: Arc<AtomicBool>, message: &'static str) {
     std::thread::spawn(move || {
         let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -161,7 +165,7 @@ fn stop_on_interrupt(stop: Arc<AtomicBool>) {
         };
         runtime.block_on(async {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("Interrupted: saving a checkpoint (resume with --resume)");
+                eprintln!("{message}");
                 stop.store(true, Ordering::SeqCst);
             }
         });

@@ -4,6 +4,7 @@ pub mod catalog;
 pub mod chat;
 pub mod compare;
 pub mod dataset;
+pub mod exports;
 pub mod new_run;
 pub mod run;
 pub mod runs;

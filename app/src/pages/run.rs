@@ -7,6 +7,7 @@ use crate::chart::{LineChart, Series};
 use crate::compare_dto::RunEvaluations;
 use crate::dto::{RunDetail, TrainPoint};
 use crate::layout::Page;
+use crate::pages::exports::RunExports;
 use crate::pages::{format_duration, format_optional, posted_error, ErrorBox};
 
 #[server(prefix = "/fn", endpoint = "runs/detail")]
@@ -317,6 +318,7 @@ fn RunView(
             }
             .into_any(),
         }}
+        <RunExports run_id=id checkpoints=detail.checkpoints.clone() exports=detail.exports.clone() can_mutate />
         <h2>"Log"</h2>
         <pre class="log" id="log">{log}</pre>
         <h2>"Configuration"</h2>

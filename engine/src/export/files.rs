@@ -192,7 +192,14 @@ pub fn usage(format: ExportFormat, path: &str, base_ref: &str) -> String {
     }
 }
 
-pub fn write_card(dir: &Path, card: &ModelCard, options: &ExportOptions) -> Result<()> {
+/// The model card; `fused` says whether an adapter was folded in (else the
+/// base was only converted).
+pub fn write_card(
+    dir: &Path,
+    card: &ModelCard,
+    options: &ExportOptions,
+    fused: bool,
+) -> Result<()> {
     let base_ref = card.hub_repo.as_deref().unwrap_or(&card.base_name);
     let mut text = String::new();
     text.push_str("---\n");
@@ -206,19 +213,24 @@ pub fn write_card(dir: &Path, card: &ModelCard, options: &ExportOptions) -> Resu
     });
     text.push_str("tags:\n- loralab\n- lora\n---\n\n");
     text.push_str(&format!("# {}\n\n", card.title));
+    let how = if fused {
+        "with its adapter fused in"
+    } else {
+        "converted"
+    };
     let what = match options.format {
         ExportFormat::Hf => format!(
-            "`{}` with its adapter fused in, as {} safetensors.",
+            "`{}` {how}, as {} safetensors.",
             card.base_name,
             options.dtype.torch_name()
         ),
         ExportFormat::Mlx => format!(
-            "`{}` with its adapter fused in, quantized by MLX to {} bits (groups of {}).",
+            "`{}` {how}, quantized by MLX to {} bits (groups of {}).",
             card.base_name, options.bits, options.group_size
         ),
         ExportFormat::Peft => format!("A PEFT LoRA adapter for `{base_ref}` (not fused)."),
     };
-    text.push_str(&format!("{what} Fine-tuned with Loralab.\n\n"));
+    text.push_str(&format!("{what} Made with Loralab.\n\n"));
     text.push_str("| | |\n|---|---|\n");
     text.push_str(&format!("| base model | `{}` |\n", card.base_name));
     if let Some(dataset) = &card.dataset {

@@ -169,12 +169,13 @@ pub struct ModelCard {
 }
 
 /// One export: the base, the adapter (a folder with `adapter_config.json`;
-/// `adapter_weights` a checkpoint file to use instead of its own weights),
-/// and where the result goes.
+/// `adapter_weights` a checkpoint file to use instead of its own weights;
+/// none: the base alone, converted), and where the result goes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportRequest {
     pub base: PathBuf,
-    pub adapter_dir: PathBuf,
+    #[serde(default)]
+    pub adapter_dir: Option<PathBuf>,
     #[serde(default)]
     pub adapter_weights: Option<PathBuf>,
     pub options: ExportOptions,
@@ -224,7 +225,7 @@ enum Make {
 /// Everything decided before writing: what each file holds and its size.
 pub struct ExportPlan {
     base: BaseModel,
-    adapter: Adapter,
+    adapter: Option<Adapter>,
     options: ExportOptions,
     entries: Vec<TensorEntry>,
     makes: Vec<Make>,
@@ -238,17 +239,26 @@ pub fn plan(request: &ExportRequest) -> Result<ExportPlan> {
     let options = request.options;
     options.check().map_err(|(_, message)| anyhow!(message))?;
     let base = BaseModel::open(&request.base)?;
-    let adapter = Adapter::open(&request.adapter_dir, request.adapter_weights.as_deref())?;
-    adapter.check_against(|name| {
-        base.tensors
-            .iter()
-            .find(|t| t.name == name)
-            .map(|t| t.shape.clone())
-    })?;
+    let adapter = match &request.adapter_dir {
+        Some(dir) => Some(Adapter::open(dir, request.adapter_weights.as_deref())?),
+        None if options.format == ExportFormat::Peft => {
+            bail!("a PEFT export needs an adapter")
+        }
+        None => None,
+    };
+    if let Some(adapter) = &adapter {
+        adapter.check_against(|name| {
+            base.tensors
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| t.shape.clone())
+        })?;
+    }
     let mut entries = Vec::new();
     let mut makes = Vec::new();
     match options.format {
         ExportFormat::Peft => {
+            let adapter = adapter.as_ref().expect("checked above");
             for (module, layer) in &adapter.layers {
                 let prefix = format!("base_model.model.{module}");
                 let (a, b) = (layer.lora_a.shape(), layer.lora_b.shape());
@@ -327,8 +337,8 @@ impl ExportPlan {
         &self.base
     }
 
-    pub fn adapter(&self) -> &Adapter {
-        &self.adapter
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_ref()
     }
 
     /// Peak memory of writing, in bytes: the largest base tensor as f32,
@@ -344,8 +354,8 @@ impl ExportPlan {
             .unwrap_or(0);
         let adapter: u64 = self
             .adapter
-            .layers
-            .values()
+            .iter()
+            .flat_map(|a| a.layers.values())
             .map(|l| (l.lora_a.size() + l.lora_b.size()) as u64 * 4)
             .sum();
         largest * 3 + adapter
@@ -476,7 +486,7 @@ impl ExportPlan {
                 files::write_tokenizer_files(dir, &self.base, tokenizer.as_ref())?;
             }
         }
-        files::write_card(dir, &request.card, &self.options)?;
+        files::write_card(dir, &request.card, &self.options, self.adapter.is_some())?;
         let mut listed = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -503,9 +513,13 @@ impl ExportPlan {
     fn fused(&self, i: usize) -> Result<(Array, bool)> {
         let tensor = &self.base.tensors[i];
         let weight = self.base.dense(i)?;
-        match self.adapter.layer_for(&tensor.name) {
-            Some(layer) => {
-                let fused = self.adapter.fuse(layer, &weight)?;
+        let adapted = self
+            .adapter
+            .as_ref()
+            .and_then(|a| Some((a, a.layer_for(&tensor.name)?)));
+        match adapted {
+            Some((adapter, layer)) => {
+                let fused = adapter.fuse(layer, &weight)?;
                 fused.eval()?;
                 Ok((fused, true))
             }
@@ -513,10 +527,15 @@ impl ExportPlan {
         }
     }
 
+    /// The adapter of a PEFT export (checked by `plan`).
+    fn peft_adapter(&self) -> &Adapter {
+        self.adapter.as_ref().expect("a PEFT plan has an adapter")
+    }
+
     fn peft_tensors(&self) -> Result<Vec<(TensorEntry, Vec<u8>)>> {
         let dtype = self.options.dtype.mlx();
         let mut arrays = Vec::new();
-        for layer in self.adapter.layers.values() {
+        for layer in self.peft_adapter().layers.values() {
             arrays.push(layer.lora_a.t().as_dtype(dtype)?);
             arrays.push(layer.lora_b.t().as_dtype(dtype)?);
             if let Some(m) = &layer.magnitude {
@@ -533,7 +552,8 @@ impl ExportPlan {
     /// PEFT's `adapter_config.json`: mlx-lm's `scale` is PEFT's
     /// `lora_alpha / r`.
     fn peft_config(&self, card: &ModelCard) -> serde_json::Value {
-        let settings = &self.adapter.settings;
+        let adapter = self.peft_adapter();
+        let settings = &adapter.settings;
         let base = card
             .hub_repo
             .clone()
@@ -545,8 +565,8 @@ impl ExportPlan {
             "r": settings.rank,
             "lora_alpha": f64::from(settings.scale) * settings.rank as f64,
             "lora_dropout": settings.dropout,
-            "target_modules": self.adapter.target_modules(),
-            "layers_to_transform": self.adapter.layer_indices(),
+            "target_modules": adapter.target_modules(),
+            "layers_to_transform": adapter.layer_indices(),
             "layers_pattern": "layers",
             "use_dora": settings.dora,
             "use_rslora": false,

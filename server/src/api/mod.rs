@@ -7,6 +7,7 @@ mod datasets;
 mod error;
 mod evaluations;
 mod events;
+mod exports;
 mod metrics;
 pub(crate) mod runs;
 
@@ -47,6 +48,17 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/runs/{id}", get(runs::show).delete(runs::delete))
         .route("/api/runs/{id}/adapter.zip", get(adapter::download))
         .route("/api/runs/{id}/stop", post(runs::stop))
+        .route("/api/runs/{id}/exports", post(exports::create))
+        .route("/api/exports", get(exports::list))
+        .route(
+            "/api/exports/{id}",
+            get(exports::show).delete(exports::delete),
+        )
+        .route("/api/exports/{id}/events", get(exports::events))
+        .route("/api/exports/{id}/cancel", post(exports::cancel))
+        // The export page's delete button: forms cannot send DELETE.
+        .route("/api/exports/{id}/delete", post(exports::delete))
+        .route("/api/exports/{id}/download", get(exports::download))
         .route("/api/runs/{id}/resume", post(runs::resume))
         .route("/api/runs/{id}/metrics.json", get(metrics::json))
         .route("/api/runs/{id}/metrics.csv", get(metrics::csv))

@@ -5,6 +5,7 @@ mod catalog;
 mod comparisons;
 mod datasets;
 mod evaluations;
+mod exports;
 mod pulls;
 mod runs;
 
@@ -30,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_comparisons.sql"),
     include_str!("../../migrations/0005_evaluations.sql"),
     include_str!("../../migrations/0006_pulls.sql"),
+    include_str!("../../migrations/0007_exports.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

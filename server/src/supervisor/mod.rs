@@ -59,6 +59,8 @@ struct Inner {
     inference: Mutex<Option<Option<u64>>>,
     /// Tells the inference manager that a queued run waits for its slot.
     inference_preempt: Notify,
+    /// Memory estimates of running exports (see `crate::exports`), by id.
+    exports: Mutex<HashMap<i64, u64>>,
 }
 
 impl Supervisor {
@@ -85,6 +87,7 @@ impl Supervisor {
                 shutdown,
                 inference: Mutex::new(None),
                 inference_preempt: Notify::new(),
+                exports: Mutex::default(),
             }),
         };
         for id in supervisor.inner.store.interrupt_orphans()? {
@@ -151,7 +154,8 @@ impl Supervisor {
             // run alone always starts (its estimate was shown at launch);
             // training comes first, so an inference worker in the way is
             // asked to stop when the run would fit without it.
-            let runs = self.inner.estimates_of(active.keys().copied());
+            let mut runs = self.inner.estimates_of(active.keys().copied());
+            runs.extend(self.inner.exports().values().map(|&bytes| Some(bytes)));
             let fits = |with_inference: bool| {
                 let mut beside = runs.clone();
                 if with_inference {
@@ -217,6 +221,30 @@ impl Supervisor {
         }
         *inference = Some(estimate);
         true
+    }
+
+    /// Admits export `id`, which needs `estimate` bytes, when the memory
+    /// budget has room for it beside the runs, the inference worker and
+    /// other exports (alone, it always starts). Exports take no worker
+    /// slot: they are short and mostly read and write files.
+    pub fn try_admit_export(&self, id: i64, estimate: u64) -> bool {
+        let active = self.inner.active();
+        let inference = *self.inner.inference();
+        let mut exports = self.inner.exports();
+        let mut beside = self.inner.estimates_of(active.keys().copied());
+        beside.extend(inference);
+        beside.extend(exports.values().map(|&bytes| Some(bytes)));
+        if !beside.is_empty() && !self.inner.fits(beside.into_iter().chain([Some(estimate)])) {
+            return false;
+        }
+        exports.insert(id, estimate);
+        true
+    }
+
+    /// Export `id` ended: its memory goes back to queued runs.
+    pub fn release_export(&self, id: i64) {
+        self.inner.exports().remove(&id);
+        self.kick();
     }
 
     /// The inference worker loaded another model, which holds `estimate`.
@@ -353,6 +381,10 @@ impl Inner {
             }
         }
         total <= budget
+    }
+
+    fn exports(&self) -> MutexGuard<'_, HashMap<i64, u64>> {
+        self.exports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn active(&self) -> MutexGuard<'_, HashMap<i64, mpsc::UnboundedSender<Control>>> {
