@@ -11,7 +11,10 @@ mod fake_hub;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{get_json, get_status, no_redirects, poll_json, post_json, read_sse, text_of, Server};
+use common::{
+    create_run, get_json, get_status, no_redirects, poll_json, post_json, read_sse, text_of,
+    tiny_run, wait_for_status, Server,
+};
 use fake_hub::{FakeHub, FakeRepo};
 use serde_json::{json, Value};
 
@@ -159,6 +162,42 @@ async fn a_pull_shows_progress_and_registers_the_model() {
         .await
         .unwrap();
     assert_eq!(run.status(), 200, "{}", run.text().await.unwrap());
+
+    // Its adapter zip names the Hub repo, not this machine's snapshot path,
+    // so `mlx_lm.generate --adapter-path` works elsewhere; the run's own
+    // config keeps the local path.
+    let run = create_run(
+        &client,
+        &server,
+        tiny_run(json!({"model": "test-org/tiny-llama", "iters": 5})),
+    )
+    .await;
+    wait_for_status(&client, &server, run, 120, "done").await;
+    let zip = client
+        .get(server.url(&format!("/api/runs/{run}/adapter.zip")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(zip.status(), 200);
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(zip.bytes().await.unwrap())).unwrap();
+    let shipped: Value = serde_json::from_reader(
+        archive
+            .by_name(&format!("run-{run}-step-5/adapter_config.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(shipped["model"], "test-org/tiny-llama", "{shipped:#}");
+    let local: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            temp.path()
+                .join(format!("data/runs/{run}/adapter_config.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(local["model"], snapshot.display().to_string());
+    assert_eq!(shipped["lora_parameters"], local["lora_parameters"]);
 
     // A repo the Hub does not know: the pull fails, saying so, and no
     // model appears.

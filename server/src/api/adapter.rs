@@ -1,7 +1,9 @@
 //! `GET /api/runs/{id}/adapter.zip[?step=N]`: a run's adapter as mlx-lm
 //! lays it out (`adapters.safetensors` + `adapter_config.json`), ready for
 //! `mlx_lm.generate --adapter-path`. Without a step: the checkpoint with the
-//! best validation loss, else the latest weights.
+//! best validation loss, else the latest weights. Where the run's base came
+//! from the Hub, the config's `model` names the Hub repo instead of this
+//! machine's path, so the zip works on another machine.
 
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
@@ -27,10 +29,18 @@ pub async fn download(
     UrlPath(id): UrlPath<i64>,
     Query(query): Query<AdapterQuery>,
 ) -> Result<Response, ApiError> {
-    state
+    let run = state
         .store
-        .run_update(id)?
+        .run(id)?
         .ok_or_else(|| ApiError::run_not_found(id))?;
+    let hub_repo = match &run.model {
+        Some(name) => state
+            .store
+            .model_by_name(name)?
+            .filter(|model| model.source == "hub")
+            .map(|model| crate::exports::hub_repo_of(&model.name)),
+        None => None,
+    };
     let run_dir = state.supervisor.run_dir(id);
     let (step, weights) = choose_weights(&state, id, &run_dir, query.step)?;
     let folder = match step {
@@ -40,7 +50,7 @@ pub async fn download(
     let config = run_dir.join(ADAPTER_CONFIG_FILE);
     let archive = tokio::task::spawn_blocking({
         let folder = folder.clone();
-        move || zip_adapter(&folder, &weights, &config)
+        move || zip_adapter(&folder, &weights, &config, hub_repo.as_deref())
     })
     .await
     .map_err(|error| anyhow::anyhow!("packing the adapter stopped: {error}"))??;
@@ -88,15 +98,25 @@ fn choose_weights(
 
 /// A zip of one folder with the two files, stored uncompressed: safetensors
 /// of floats barely compress.
-fn zip_adapter(folder: &str, weights: &Path, config: &Path) -> Result<Vec<u8>, ApiError> {
+fn zip_adapter(
+    folder: &str,
+    weights: &Path,
+    config: &Path,
+    hub_repo: Option<&str>,
+) -> Result<Vec<u8>, ApiError> {
     let mut archive = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let options = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, path) in [
-        (ADAPTER_WEIGHTS_FILE, weights),
-        (ADAPTER_CONFIG_FILE, config),
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let config_bytes = match hub_repo {
+        Some(repo) => with_model(&read(config)?, repo)?,
+        None => read(config)?,
+    };
+    for (name, bytes) in [
+        (ADAPTER_WEIGHTS_FILE, read(weights)?),
+        (ADAPTER_CONFIG_FILE, config_bytes),
     ] {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
         archive
             .start_file(format!("{folder}/{name}"), options)
             .context("cannot pack the adapter")?;
@@ -106,4 +126,16 @@ fn zip_adapter(folder: &str, weights: &Path, config: &Path) -> Result<Vec<u8>, A
     }
     let archive = archive.finish().context("cannot pack the adapter")?;
     Ok(archive.into_inner())
+}
+
+/// The adapter config with `model` set to a Hub repo id, which mlx-lm
+/// resolves on any machine (the run's own copy keeps the local path).
+fn with_model(config: &[u8], repo: &str) -> Result<Vec<u8>, ApiError> {
+    let mut config: serde_json::Value =
+        serde_json::from_slice(config).context("the run's adapter_config.json is not JSON")?;
+    let object = config
+        .as_object_mut()
+        .context("the run's adapter_config.json is not a JSON object")?;
+    object.insert("model".into(), serde_json::Value::String(repo.into()));
+    Ok(serde_json::to_vec_pretty(&config).context("cannot write adapter_config.json")?)
 }
