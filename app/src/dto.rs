@@ -323,6 +323,9 @@ pub struct NewRunForm {
     pub steps_per_eval: Option<String>,
     pub save_every: Option<String>,
     pub seed: Option<String>,
+    /// The run this form was cloned from: its stored config is the base the
+    /// fields apply to (not a preset), so an unchanged clone is an exact copy.
+    pub clone_of: Option<String>,
 }
 
 /// An export of a fine-tune (a fused model, an MLX-quantized one or a PEFT

@@ -398,3 +398,28 @@ fn qwen3_reads_head_dim_and_qk_norms() {
     let q = &model.weights["model.layers.0.self_attn.q_proj.weight"];
     assert_eq!(first_column(q)[..4], [0.0, 1.0, 2.0, 3.0]);
 }
+
+/// A file's quantization is the mix `general.file_type` names (llama.cpp's
+/// Q4_K_M keeps some tensors at Q6_K and, on small models, falls back to
+/// Q5_0 for most), not its most common tensor type.
+#[test]
+fn the_file_type_names_the_quantization_mix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = tiny_model("llama");
+    w.kv("general.file_type", V::U32(15));
+    let (_, summary) = engine::gguf::inspect_gguf(&w.write(dir.path(), "m.gguf")).unwrap();
+    assert_eq!(summary.file_type.as_deref(), Some("Q4_K_M"));
+    assert!(
+        !summary.tensor_types.contains_key("Q4_K"),
+        "the name is the file's, not its tensors': {:?}",
+        summary.tensor_types
+    );
+
+    let mut unknown = tiny_model("llama");
+    unknown.kv("general.file_type", V::U32(999));
+    let (_, summary) = engine::gguf::inspect_gguf(&unknown.write(dir.path(), "u.gguf")).unwrap();
+    assert_eq!(summary.file_type, None);
+    let (_, summary) =
+        engine::gguf::inspect_gguf(&tiny_model("llama").write(dir.path(), "n.gguf")).unwrap();
+    assert_eq!(summary.file_type, None);
+}

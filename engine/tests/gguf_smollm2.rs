@@ -88,6 +88,7 @@ fn config_weights_and_summary() {
     assert_eq!(s.version, 3);
     assert_eq!(s.architecture, "llama");
     assert_eq!(s.name.as_deref(), Some("Smollm2 135M 8k Lc100K Mix1 Ep2"));
+    assert_eq!(s.file_type.as_deref(), Some("Q4_1"));
     assert_eq!(s.parameter_count, 134_515_008);
     let types: BTreeMap<&str, usize> = s
         .tensor_types

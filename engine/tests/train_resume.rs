@@ -183,3 +183,52 @@ fn stop_after_10_and_resume_matches_20_straight() {
 fn resume_mid_accumulation_matches_straight() {
     check_resume(2, 7);
 }
+
+/// Each evaluation measures the weights after its step's update (step 0:
+/// before any), so a checkpoint's stored loss is its own weights' loss: a
+/// fresh evaluation of each numbered checkpoint gives the number the run
+/// reported for its step.
+#[test]
+fn a_checkpoint_is_evaluated_on_its_own_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    write_tiny(&model_dir, &Tiny::llama());
+    let cfg = TrainConfig {
+        save_every: 5,
+        lora_parameters: LoraParameters {
+            rank: 4,
+            ..Default::default()
+        },
+        ..config(1)
+    };
+    let run_dir = dir.path().join("run");
+    let events = run(&model_dir, &cfg, &run_dir, false, None).events;
+    let evaluated: Vec<(usize, f64)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Eval { step, val_loss, .. } => Some((*step, *val_loss)),
+            _ => None,
+        })
+        .collect();
+    let steps: Vec<usize> = evaluated.iter().map(|(step, _)| *step).collect();
+    assert_eq!(steps, [0, 5, 10, 15, 20]);
+    for (step, reported) in &evaluated[1..] {
+        let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
+        engine::lora::attach(
+            &mut model,
+            &engine::lora::AdapterSettings::from_train_config(&cfg),
+            cfg.seed,
+        )
+        .unwrap();
+        engine::lora::load_weights(
+            &mut model,
+            &run_dir.join(format!("{step:07}_adapters.safetensors")),
+        )
+        .unwrap();
+        let fresh = engine::train::loss::evaluate(&model, &data().valid, cfg.val_batches).unwrap();
+        assert!(
+            (fresh - reported).abs() <= 1e-6 * reported.abs(),
+            "step {step}: reported {reported}, its checkpoint evaluates to {fresh}"
+        );
+    }
+}

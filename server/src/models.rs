@@ -68,11 +68,15 @@ pub fn describe(name: &str, path: &Path, builtin: bool) -> Result<NewModel> {
         location,
         architecture: Some(config.model_type),
         parameters: Some(summary.parameter_count),
-        quantization: summary
-            .tensor_types
-            .iter()
-            .max_by_key(|(_, count)| **count)
-            .map(|(name, _)| name.clone()),
+        // The mix the file names; a file without `general.file_type` by its
+        // most common tensor type.
+        quantization: summary.file_type.clone().or_else(|| {
+            summary
+                .tensor_types
+                .iter()
+                .max_by_key(|(_, count)| **count)
+                .map(|(name, _)| name.clone())
+        }),
         size_bytes: Some(size),
         builtin,
     })

@@ -210,7 +210,8 @@ impl app::Backend for AppState {
     }
 
     fn check_run(&self, form: NewRunForm) -> Result<RunCheck, String> {
-        let run = validate_run(self, form_request(form)?).map_err(|error| error.to_string())?;
+        let request = form_request(form, |id| self.cloned_config(id))?;
+        let run = validate_run(self, request).map_err(|error| error.to_string())?;
         let memory = crate::estimate::estimate_run(self, &run.model, &run.config)
             .map_err(|error| format!("{error:#}"))?;
         Ok(RunCheck {
@@ -220,7 +221,7 @@ impl app::Backend for AppState {
     }
 
     fn create_run(&self, form: NewRunForm) -> Result<i64, String> {
-        let request = form_request(form)?;
+        let request = form_request(form, |id| self.cloned_config(id))?;
         create_run(self, request).map_err(|error| error.to_string())
     }
 
@@ -385,23 +386,56 @@ impl app::Backend for AppState {
     }
 }
 
-/// The new-run form as a `POST /api/runs` body: the preset's settings, then
-/// every filled-in field over them. Fields are text (a plain HTML form), so
-/// each number is parsed here and a bad one is named.
-fn form_request(form: NewRunForm) -> Result<Value, String> {
+impl AppState {
+    /// A stored run's config as a request body for a clone: every key but
+    /// those Loralab sets from the chosen model and dataset.
+    fn cloned_config(&self, id: &str) -> Result<Map<String, Value>, String> {
+        let id: i64 = id
+            .parse()
+            .map_err(|_| format!("clone_of: {id:?} is not a run id"))?;
+        let run = self
+            .store
+            .run(id)
+            .map_err(|error| user_error("reading the run", error))?
+            .ok_or_else(|| format!("clone_of: run {id} no longer exists"))?;
+        let Value::Object(mut config) = run.config else {
+            return Err(format!(
+                "clone_of: run {id}'s stored config is not an object"
+            ));
+        };
+        for key in crate::api::runs::MANAGED_KEYS.iter().chain(&["model"]) {
+            config.remove(*key);
+        }
+        Ok(config)
+    }
+}
+
+/// The new-run form as a `POST /api/runs` body: the preset's settings (or,
+/// for a clone, the original run's whole config), then every filled-in field
+/// over them. Fields are text (a plain HTML form), so each number is parsed
+/// here and a bad one is named.
+fn form_request(
+    form: NewRunForm,
+    cloned_config: impl Fn(&str) -> Result<Map<String, Value>, String>,
+) -> Result<Value, String> {
     let preset = app::presets::preset(form.preset.as_deref()).ok_or_else(|| {
         format!(
             "preset: unknown preset {:?}",
             form.preset.unwrap_or_default()
         )
     })?;
-    let mut request = Map::new();
+    let base = match form.clone_of.as_deref().filter(|id| !id.is_empty()) {
+        Some(id) => Some(cloned_config(id)?),
+        None => None,
+    };
+    let mut request = base.clone().unwrap_or_default();
     request.insert("model".into(), json!(form.model));
     request.insert("dataset".into(), json!(form.dataset));
     if let Some(name) = form.name.filter(|name| !name.trim().is_empty()) {
         request.insert("name".into(), json!(name.trim()));
     }
     let mut rank = preset.rank;
+    // An empty field keeps the clone's value, else takes the preset's.
     let mut set =
         |key: &str, field: Option<String>, default: Value, parse: fn(&str) -> Option<Value>| {
             let value = match field
@@ -412,7 +446,10 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
                 Some(text) => {
                     parse(text).ok_or_else(|| format!("{key}: {text:?} is not a valid number"))?
                 }
-                None => default,
+                None => match request.get(key) {
+                    Some(kept) if base.is_some() => kept.clone(),
+                    _ => default,
+                },
             };
             request.insert(key.to_string(), value);
             Ok::<(), String>(())
@@ -463,9 +500,11 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
         whole,
     )?;
     set("seed", form.seed, json!(0), whole)?;
-    request.insert("steps_per_report".into(), json!(preset.steps_per_report));
-    request.insert("val_batches".into(), json!(preset.val_batches));
-    request.insert("test".into(), json!(true));
+    if base.is_none() {
+        request.insert("steps_per_report".into(), json!(preset.steps_per_report));
+        request.insert("val_batches".into(), json!(preset.val_batches));
+        request.insert("test".into(), json!(true));
+    }
     if let Some(text) = form
         .rank
         .as_deref()
@@ -476,14 +515,25 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
             .parse()
             .map_err(|_| format!("rank: {text:?} is not a whole number"))?;
     }
-    request.insert(
-        "lora_parameters".into(),
-        json!({ "rank": rank, "scale": 20.0, "dropout": 0.0 }),
-    );
+    // A clone keeps its scale, dropout and target keys; a new run takes the
+    // engine's defaults for all but the rank.
+    let lora = match request.get("lora_parameters") {
+        Some(Value::Object(kept)) => {
+            let mut kept = kept.clone();
+            kept.insert("rank".into(), json!(rank));
+            Value::Object(kept)
+        }
+        _ => json!({ "rank": rank }),
+    };
+    request.insert("lora_parameters".into(), lora);
     let mask_prompt = form.mask_prompt.as_deref().unwrap_or("true") == "true";
     request.insert("mask_prompt".into(), json!(mask_prompt));
     let grad_checkpoint = form.grad_checkpoint.as_deref() == Some("true");
     request.insert("grad_checkpoint".into(), json!(grad_checkpoint));
+    let kept_group_size = request
+        .remove("quantize")
+        .and_then(|quantize| quantize.get("group_size").cloned());
+    request.remove("fine_tune_type");
     match form.fine_tune.as_deref().unwrap_or("lora") {
         "lora" => {}
         "dora" => {
@@ -499,7 +549,11 @@ fn form_request(form: NewRunForm) -> Result<Value, String> {
             if bits != 4 && bits != 8 {
                 return Err("bits: must be 4 or 8".into());
             }
-            request.insert("quantize".into(), json!({ "bits": bits, "group_size": 64 }));
+            let mut quantize = json!({ "bits": bits });
+            if let Some(group_size) = kept_group_size {
+                quantize["group_size"] = group_size;
+            }
+            request.insert("quantize".into(), quantize);
         }
         other => {
             return Err(format!(
@@ -551,5 +605,6 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         steps_per_eval: text("steps_per_eval"),
         save_every: text("save_every"),
         seed: text("seed"),
+        clone_of: Some(run.id.to_string()),
     }
 }

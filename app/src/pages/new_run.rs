@@ -62,6 +62,7 @@ fn checked_form() -> Option<NewRunForm> {
             steps_per_eval: field("steps_per_eval"),
             save_every: field("save_every"),
             seed: field("seed"),
+            clone_of: field("clone_of"),
         })
     })
 }
@@ -295,6 +296,7 @@ fn NewRunForm(
     let recompute = initial.grad_checkpoint.as_deref() == Some("true");
     view! {
         <form class="stacked panel" method="post" action="/fn/runs/create" id="new-run">
+            {initial.clone_of.clone().map(|id| view! { <input type="hidden" name="form[clone_of]" value=id /> })}
             <div class="grid-2">
                 <div>
                     <label>

@@ -8,6 +8,7 @@ use mlx_rs::Array;
 
 use super::config::{architecture, model_config};
 use super::error::{GgufError, Result};
+use super::ggml_type::file_type_name;
 use super::names::{hf_name, is_auxiliary, permuted_heads, permuted_row_count, unpermute_rows};
 use super::reader::GgufFile;
 use super::to_mlx::{mlx_quantization, tensor_to_mlx, MlxTensor};
@@ -33,6 +34,9 @@ pub struct GgufSummary {
     pub name: Option<String>,
     pub file_size: u64,
     pub parameter_count: u64,
+    /// The quantization mix `general.file_type` names ("Q4_K_M"), where the
+    /// file says one we know.
+    pub file_type: Option<String>,
     /// Tensor count per ggml type name ("Q4_1" -> 210).
     pub tensor_types: BTreeMap<String, usize>,
     /// Quantization of each quantized module, by HF module path
@@ -157,6 +161,11 @@ fn plan(file: &GgufFile) -> Result<Plan> {
             })?
             .len(),
         parameter_count,
+        file_type: file
+            .get("general.file_type")
+            .and_then(|v| v.as_u64())
+            .and_then(file_type_name)
+            .map(str::to_string),
         tensor_types,
         quantized,
         metadata: file

@@ -270,6 +270,20 @@ pub fn train(
         Ok(())
     };
 
+    let validate = |model: &Model, step: usize, emit: &mut dyn FnMut(Event)| -> Result<()> {
+        if data.valid.is_empty() {
+            return Ok(());
+        }
+        let tic = Instant::now();
+        let val_loss = evaluate(model, &data.valid, cfg.val_batches)?;
+        emit(Event::Eval {
+            step,
+            val_loss,
+            val_time_sec: tic.elapsed().as_secs_f64(),
+        });
+        Ok(())
+    };
+
     for it in (state.step + 1)..=total {
         if stop.load(Ordering::SeqCst) {
             state.window = window;
@@ -277,14 +291,8 @@ pub fn train(
             emit(Event::Stopped { step: state.step });
             return Ok(());
         }
-        if !data.valid.is_empty() && (it == 1 || it % cfg.steps_per_eval == 0 || it == total) {
-            let tic = Instant::now();
-            let val_loss = evaluate(model, &data.valid, cfg.val_batches)?;
-            emit(Event::Eval {
-                step: it - 1,
-                val_loss,
-                val_time_sec: tic.elapsed().as_secs_f64(),
-            });
+        if it == 1 {
+            validate(model, 0, emit)?;
         }
 
         let tic = Instant::now();
@@ -370,6 +378,12 @@ pub fn train(
             });
             window = Window::default();
             window_time = 0.0;
+        }
+        // After the update, so the loss of step `it` is that of the weights a
+        // checkpoint at `it` holds (mlx-lm measures before it, which pins a
+        // checkpoint's number on the previous step's weights).
+        if it % cfg.steps_per_eval == 0 || it == total {
+            validate(model, it, emit)?;
         }
         if it % cfg.save_every == 0 {
             state.window = window;

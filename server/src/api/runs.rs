@@ -41,7 +41,7 @@ fn detail(state: &AppState, id: i64) -> Result<RunDetail, ApiError> {
 }
 
 /// Keys Loralab sets itself from the registered model and dataset.
-const MANAGED_KEYS: &[&str] = &["data", "adapter_path", "resume_adapter_file"];
+pub(crate) const MANAGED_KEYS: &[&str] = &["data", "adapter_path", "resume_adapter_file"];
 
 pub async fn create(
     State(state): State<SharedState>,

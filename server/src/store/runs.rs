@@ -293,7 +293,7 @@ impl Store {
                     "INSERT INTO checkpoints (run_id, step, path, val_loss)
                      VALUES (?1, ?2, ?3,
                         (SELECT json_extract(body, '$.val_loss') FROM run_events
-                          WHERE run_id = ?1 AND kind = 'eval' AND step <= ?2
+                          WHERE run_id = ?1 AND kind = 'eval' AND step = ?2
                           ORDER BY seq DESC LIMIT 1))
                      ON CONFLICT (run_id, step) DO UPDATE SET
                         path = excluded.path, val_loss = excluded.val_loss",
