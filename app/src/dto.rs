@@ -326,6 +326,8 @@ pub struct NewRunForm {
     /// The run this form was cloned from: its stored config is the base the
     /// fields apply to (not a preset), so an unchanged clone is an exact copy.
     pub clone_of: Option<String>,
+    /// `true`: queue it even if the memory estimate does not fit.
+    pub force: Option<String>,
 }
 
 /// An export of a fine-tune (a fused model, an MLX-quantized one or a PEFT

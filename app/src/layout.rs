@@ -2,19 +2,22 @@
 
 use leptos::prelude::*;
 
-use crate::role::current_role;
+use crate::role::{current_role, Role};
 use crate::SharedBackend;
 
-/// Pages in the navigation bar: (path, label, only for roles that may mutate).
-const NAV: &[(&str, &str, bool)] = &[
-    ("/", "Runs", false),
-    ("/runs/new", "New run", true),
-    ("/models", "Models", false),
-    ("/datasets", "Datasets", false),
-    ("/compare", "Compare", false),
-    ("/exports", "Exports", false),
-    // Chatting generates (a post): viewers cannot.
-    ("/chat", "Chat", true),
+/// Whether a role may use a page.
+type MayUse = fn(Role) -> bool;
+
+/// Pages in the navigation bar: (path, label, who may use it).
+const NAV: &[(&str, &str, MayUse)] = &[
+    ("/", "Runs", |_| true),
+    ("/runs/new", "New run", Role::can_run),
+    ("/models", "Models", |_| true),
+    ("/datasets", "Datasets", |_| true),
+    ("/compare", "Compare", |_| true),
+    ("/exports", "Exports", |_| true),
+    // Chatting generates (a post) on the owner's machine.
+    ("/chat", "Chat", Role::can_manage),
 ];
 
 #[component]
@@ -27,7 +30,7 @@ pub fn Page(current: &'static str, children: Children) -> impl IntoView {
             <nav>
                 {NAV
                     .iter()
-                    .filter(|&&(_, _, mutates)| !mutates || role.can_mutate())
+                    .filter(|&&(_, _, may_use)| may_use(role))
                     .map(|&(href, label, _)| {
                         let aria_current = (href == current).then_some("page");
                         view! {
@@ -49,11 +52,21 @@ pub fn Page(current: &'static str, children: Children) -> impl IntoView {
     }
 }
 
+/// A page's heading, which is also its `<title>` ("pirate-voice · Loralab"),
+/// so tabs and history tell pages apart.
+#[component]
+pub fn Heading(#[prop(into)] text: String) -> impl IntoView {
+    view! {
+        <leptos_meta::Title text=format!("{text} · Loralab") />
+        <h1>{text}</h1>
+    }
+}
+
 #[component]
 pub fn NotFound() -> impl IntoView {
     view! {
         <Page current="">
-            <h1>"Not found"</h1>
+            <Heading text="Not found" />
             <p class="muted">"There is no page at this address."</p>
         </Page>
     }

@@ -16,8 +16,15 @@ pub enum Role {
 }
 
 impl Role {
-    pub fn can_mutate(self) -> bool {
+    /// Start, stop and resume runs: the owner and an operator.
+    pub fn can_run(self) -> bool {
         matches!(self, Self::Owner | Self::Operator)
+    }
+
+    /// Every other change (models, datasets, deletions, exports,
+    /// comparisons, votes, chat, evaluations): the owner only.
+    pub fn can_manage(self) -> bool {
+        self == Self::Owner
     }
 
     pub fn label(self) -> &'static str {

@@ -195,3 +195,148 @@ mod defaults {
         64
     }
 }
+
+/// A setting a run cannot start with: the field (dotted for nested keys)
+/// and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {reason}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl TrainConfig {
+    /// Every check that needs neither the model nor the data. The server
+    /// runs it before a run is stored and the trainer before it starts, so
+    /// a config is refused at the door, not in the worker.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, value) in [
+            ("batch_size", self.batch_size),
+            ("steps_per_report", self.steps_per_report),
+            ("steps_per_eval", self.steps_per_eval),
+            ("save_every", self.save_every),
+            ("grad_accumulation_steps", self.grad_accumulation_steps),
+            ("max_seq_length", self.max_seq_length),
+        ] {
+            if value == 0 {
+                return Err(invalid(field, "must be at least 1"));
+            }
+        }
+        if self.epochs == Some(0) {
+            return Err(invalid("epochs", "must be at least 1"));
+        }
+        if self.epochs.is_none() && self.iters == 0 {
+            return Err(invalid("iters", "must be at least 1"));
+        }
+        if self.num_layers == 0 || self.num_layers < -1 {
+            return Err(invalid(
+                "num_layers",
+                format!("must be -1 (all) or positive, got {}", self.num_layers),
+            ));
+        }
+        for (field, value) in [
+            ("val_batches", self.val_batches),
+            ("test_batches", self.test_batches),
+        ] {
+            if value == 0 || value < -1 {
+                return Err(invalid(
+                    field,
+                    format!("must be -1 (all) or positive, got {value}"),
+                ));
+            }
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            return Err(invalid(
+                "learning_rate",
+                format!("must be a positive number, got {}", self.learning_rate),
+            ));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(invalid(
+                "weight_decay",
+                format!("must be zero or positive, got {}", self.weight_decay),
+            ));
+        }
+        if let Some(clip) = self.grad_clip {
+            if !(clip.is_finite() && clip > 0.0) {
+                return Err(invalid(
+                    "grad_clip",
+                    format!("must be positive, got {clip}"),
+                ));
+            }
+        }
+        if !(0.0..=0.5).contains(&self.split_fraction) {
+            return Err(invalid(
+                "split_fraction",
+                format!("must be from 0 to 0.5, got {}", self.split_fraction),
+            ));
+        }
+        if self.fine_tune_type == FineTuneType::Full {
+            return Err(invalid(
+                "fine_tune_type",
+                "`full` is not supported (only `lora` and `dora`)",
+            ));
+        }
+        let lora = &self.lora_parameters;
+        if lora.rank == 0 {
+            return Err(invalid("lora_parameters.rank", "must be at least 1"));
+        }
+        if !(0.0..1.0).contains(&lora.dropout) {
+            return Err(invalid(
+                "lora_parameters.dropout",
+                format!("must be at least 0 and below 1, got {}", lora.dropout),
+            ));
+        }
+        if !lora.scale.is_finite() || lora.alpha.is_some_and(|alpha| !alpha.is_finite()) {
+            return Err(invalid("lora_parameters.scale", "must be a finite number"));
+        }
+        if lora.keys.as_ref().is_some_and(|keys| keys.is_empty()) {
+            return Err(invalid(
+                "lora_parameters.keys",
+                "must name at least one module (or be left out for all)",
+            ));
+        }
+        if let Some(quantize) = &self.quantize {
+            if ![2, 3, 4, 5, 6, 8].contains(&quantize.bits) {
+                return Err(invalid(
+                    "quantize.bits",
+                    format!("must be one of 2, 3, 4, 5, 6, 8, got {}", quantize.bits),
+                ));
+            }
+            if ![32, 64, 128].contains(&quantize.group_size) {
+                return Err(invalid(
+                    "quantize.group_size",
+                    format!("must be 32, 64 or 128, got {}", quantize.group_size),
+                ));
+            }
+        }
+        if let Some(schedule) = &self.lr_schedule {
+            crate::train::schedule::Schedule::from_lr_schedule(schedule)
+                .map_err(|error| invalid("lr_schedule", format!("is not usable: {error}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// How many blocks `num_layers` (-1: all) adapts on a model of `total`.
+pub fn adapted_layers(num_layers: i64, total: usize) -> Result<usize, ConfigError> {
+    match num_layers {
+        -1 => Ok(total),
+        n if n > 0 && n as usize <= total => Ok(n as usize),
+        n if n > 0 => Err(invalid(
+            "num_layers",
+            format!("is {n} but the model only has {total} layers"),
+        )),
+        n => Err(invalid(
+            "num_layers",
+            format!("must be -1 (all) or positive, got {n}"),
+        )),
+    }
+}

@@ -143,12 +143,7 @@ pub fn attach(model: &mut Model, settings: &AdapterSettings, seed: u64) -> Resul
         );
     }
     let total = model.num_layers();
-    let n = match settings.num_layers {
-        -1 => total,
-        n if n < -1 => bail!("num_layers must be -1 (all) or positive, got {n}"),
-        n if n as usize > total => bail!("num_layers is {n} but the model only has {total} layers"),
-        n => n as usize,
-    };
+    let n = crate::config::adapted_layers(settings.num_layers, total)?;
     let mut key = random::key(seed)?;
     let mut names = Vec::new();
     let mut params = Vec::new();
@@ -397,16 +392,6 @@ pub fn detach(model: &mut Model) {
     for layer in &mut model.layers {
         for (_, linear) in layer.linears_mut() {
             linear.lora = None;
-        }
-    }
-}
-
-/// Checks a training configuration's fine-tuning choice.
-pub fn check_fine_tune_type(cfg: &TrainConfig) -> Result<()> {
-    match cfg.fine_tune_type {
-        FineTuneType::Lora | FineTuneType::Dora => Ok(()),
-        FineTuneType::Full => {
-            bail!("fine_tune_type `full` is not supported (only `lora` and `dora`)")
         }
     }
 }

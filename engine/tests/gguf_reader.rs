@@ -109,9 +109,7 @@ fn bad_magic_and_versions_are_named() {
     let (path, err) = open_err(b"GGML\x03\0\0\0");
     assert_eq!(
         err.to_string(),
-        format!(
-            "{path}: not a GGUF file: magic at offset 0 is [71, 71, 77, 76], expected \"GGUF\""
-        )
+        format!("{path}: not a GGUF file: it does not start with the bytes \"GGUF\"")
     );
 
     let w = GgufWriter {

@@ -165,7 +165,9 @@ fn run_writes_mlx_lm_files_checkpoints_and_events() {
             _ => None,
         })
         .collect();
-    assert_eq!(evals, vec![0, 1, 3, 5]);
+    // Step 0 before any update, then after the update of every second step
+    // and of the last one, so each loss belongs to the weights saved there.
+    assert_eq!(evals, vec![0, 2, 4, 6]);
     let reports: Vec<(usize, f64, u64)> = events
         .iter()
         .filter_map(|e| match e {
@@ -256,15 +258,15 @@ fn bad_configs_are_rejected_naming_the_field() {
         (TrainConfig { steps_per_report: 0, ..base.clone() }, data.clone(), "`steps_per_report` must be at least 1"),
         (TrainConfig { grad_accumulation_steps: 0, ..base.clone() }, data.clone(), "`grad_accumulation_steps` must be at least 1"),
         (TrainConfig { epochs: Some(0), ..base.clone() }, data.clone(), "`epochs` must be at least 1"),
-        (TrainConfig { num_layers: 9, ..base.clone() }, data.clone(), "num_layers is 9 but the model only has 4 layers"),
-        (TrainConfig { fine_tune_type: FineTuneType::Full, ..base.clone() }, data.clone(), "fine_tune_type `full` is not supported (only `lora` and `dora`)"),
+        (TrainConfig { num_layers: 9, ..base.clone() }, data.clone(), "`num_layers` is 9 but the model only has 4 layers"),
+        (TrainConfig { fine_tune_type: FineTuneType::Full, ..base.clone() }, data.clone(), "`fine_tune_type` `full` is not supported (only `lora` and `dora`)"),
         (
             TrainConfig {
                 lr_schedule: Some(LrSchedule { name: "warp".into(), arguments: vec![1e-3], warmup: 0, warmup_init: 0.0 }),
                 ..base.clone()
             },
             data.clone(),
-            "lr_schedule name `warp` is not supported (cosine_decay, linear_schedule, exponential_decay, step_decay)",
+            "`lr_schedule` is not usable: lr_schedule name `warp` is not supported (cosine_decay, linear_schedule, exponential_decay, step_decay)",
         ),
         (
             TrainConfig {
@@ -272,7 +274,7 @@ fn bad_configs_are_rejected_naming_the_field() {
                 ..base.clone()
             },
             data.clone(),
-            "lr_schedule `cosine_decay` needs arguments [init, decay_steps, end], got 1 value(s)",
+            "`lr_schedule` is not usable: lr_schedule `cosine_decay` needs arguments [init, decay_steps, end], got 1 value(s)",
         ),
         (
             TrainConfig {

@@ -103,6 +103,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let (data_dir, store) = setup::prepare(data_dir, args.default_model.as_deref())?;
+        crate::datasets::remove_unfinished_uploads(&data_dir.datasets());
         register_sample_dataset(&store, &data_dir)?;
         let device = probe_device().await?;
         let store = Arc::new(store);

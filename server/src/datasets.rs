@@ -62,6 +62,29 @@ pub fn check_dataset_name(name: &str) -> Result<String, DatasetError> {
     })
 }
 
+/// Removes the `.upload-*` folders of uploads a server killed midway left
+/// behind. Called when `serve` starts, before it takes uploads, so no live
+/// upload owns one; says in the log what it removed.
+pub fn remove_unfinished_uploads(datasets_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(datasets_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(".upload-") {
+            continue;
+        }
+        let path = entry.path();
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed an unfinished upload's folder")
+            }
+            Err(error) => {
+                tracing::warn!(%error, path = %path.display(), "cannot remove an unfinished upload's folder")
+            }
+        }
+    }
+}
+
 /// An upload being received: files land in a hidden folder next to the
 /// datasets and are removed with it unless [`Staging::commit`] moves them
 /// into place.

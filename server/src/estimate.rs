@@ -84,7 +84,7 @@ fn longest_example(state: &AppState, model: &ModelRecord, config: &TrainConfig) 
     (tokens.examples > 0).then_some(tokens.max_length)
 }
 
-fn model_architecture(path: &Path) -> anyhow::Result<ModelConfig> {
+pub(crate) fn model_architecture(path: &Path) -> anyhow::Result<ModelConfig> {
     if path.is_dir() {
         return engine::models::read_config(path);
     }

@@ -36,7 +36,7 @@ pub fn describe(name: &str, path: &Path, builtin: bool) -> Result<NewModel> {
         .display()
         .to_string();
     if path.is_dir() {
-        let config = engine::models::read_config(path)?;
+        let config = engine::models::check_model_folder(path)?;
         let size = std::fs::read_dir(path)
             .with_context(|| format!("cannot list {}", path.display()))?
             // Followed links: a Hub snapshot's files link into `blobs/`.

@@ -528,6 +528,9 @@ fn form_request(
     request.insert("lora_parameters".into(), lora);
     let mask_prompt = form.mask_prompt.as_deref().unwrap_or("true") == "true";
     request.insert("mask_prompt".into(), json!(mask_prompt));
+    if form.force.as_deref() == Some("true") {
+        request.insert("force".into(), json!(true));
+    }
     let grad_checkpoint = form.grad_checkpoint.as_deref() == Some("true");
     request.insert("grad_checkpoint".into(), json!(grad_checkpoint));
     let kept_group_size = request
@@ -606,5 +609,6 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         save_every: text("save_every"),
         seed: text("seed"),
         clone_of: Some(run.id.to_string()),
+        force: None,
     }
 }

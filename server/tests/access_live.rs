@@ -80,6 +80,46 @@ async fn a_viewer_sees_a_run_update_live() {
         !page.contains("id=\"resume\"") && !page.contains("Clone"),
         "{page}"
     );
+
+    // This machine's paths are the owner's: checkpoints, model and dataset
+    // locations, the config's paths, on every JSON route and stream.
+    let root = setup.temp.path().display().to_string();
+    let mut checked = 0;
+    for path in [
+        format!("/api/runs/{id}"),
+        "/api/runs".to_string(),
+        "/api/models".to_string(),
+        "/api/datasets".to_string(),
+        "/api/datasets/1".to_string(),
+        "/api/exports".to_string(),
+        "/api/compare/adapters".to_string(),
+    ] {
+        let as_owner = text_of(viewer.get(server.url(&path)).bearer_auth(&token)).await;
+        let as_viewer = text_of(viewer.get(server.url(&path))).await;
+        assert!(!as_viewer.contains(&root), "{path}: {as_viewer}");
+        if as_owner.contains(&root) {
+            checked += 1;
+            assert!(as_viewer.contains("[path hidden]"), "{path}: {as_viewer}");
+            // Only the paths differ.
+            let shown: Value = serde_json::from_str(&as_viewer).unwrap();
+            let full: Value = serde_json::from_str(&as_owner).unwrap();
+            assert_eq!(
+                shown.as_array().map(Vec::len),
+                full.as_array().map(Vec::len)
+            );
+        }
+    }
+    assert!(checked >= 3, "the owner sees paths on {checked} routes");
+    let replay = viewer
+        .get(server.url(&format!("/api/runs/{id}/events")))
+        .send()
+        .await
+        .unwrap();
+    let replayed = read_sse(replay, |(_, kind, _)| kind == "done").await;
+    assert!(
+        replayed.iter().all(|(_, _, data)| !data.contains(&root)),
+        "{replayed:?}"
+    );
 }
 
 #[tokio::test]

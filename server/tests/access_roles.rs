@@ -258,11 +258,19 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
         .to_str()
         .unwrap()
         .to_string();
+    let session = cookie.split(';').next().unwrap().to_string();
     assert_eq!(
         cookie,
-        format!("loralab_session={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000")
+        format!("{session}; Path=/; HttpOnly; SameSite=Strict; Max-Age=31536000")
     );
-    let session = format!("loralab_session={token}");
+    // The cookie is a session id, not the token: a copied cookie does not
+    // give the token away, and the token itself in a cookie grants nothing.
+    let id = session.strip_prefix("loralab_session=").unwrap();
+    assert_eq!(id.len(), 64);
+    assert_ne!(id, token);
+    let sessions_file =
+        std::fs::read_to_string(server.data_dir.join("access/sessions.json")).unwrap();
+    assert!(!sessions_file.contains(id) && !sessions_file.contains(&token));
 
     // As the owner: the badge, the buttons, and a post that reaches its handler.
     let page = text_of(client.get(server.url("/")).header("cookie", &session)).await;
@@ -305,8 +313,9 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
         }
     };
     assert_eq!(stop(session.clone()).await, 404);
+    assert_eq!(stop(format!("loralab_session={token}")).await, 403);
 
-    // An operator token: may mutate, and the page says so.
+    // An operator link: may run, and the page says so.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_loralab"))
         .args(["token", "rotate", "--operator", "--data-dir"])
         .arg(&server.data_dir)
@@ -314,7 +323,7 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
         .unwrap();
     assert!(output.status.success());
     let operator = std::fs::read_to_string(server.data_dir.join("access/operator.token")).unwrap();
-    let operator_session = format!("loralab_session={}", operator.trim());
+    let operator_session = sign_in(&client, &server, operator.trim()).await;
     assert_eq!(stop(operator_session.clone()).await, 404);
     let page = text_of(
         client
@@ -343,7 +352,8 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
         "{stdout}"
     );
     assert_eq!(stop(session).await, 403);
-    assert_eq!(stop(format!("loralab_session={rotated}")).await, 404);
+    let rotated_session = sign_in(&client, &server, &rotated).await;
+    assert_eq!(stop(rotated_session.clone()).await, 404);
 
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_loralab"))
         .args(["token", "remove-operator", "--data-dir"])
@@ -352,6 +362,142 @@ async fn the_owner_link_becomes_a_strict_cookie_and_rotation_revokes_it() {
         .unwrap();
     assert!(output.status.success());
     assert_eq!(stop(operator_session).await, 403);
+
+    // Signing out everywhere is the owner's; it ends every session. Sessions
+    // outlive a restart.
+    let owner_session = rotated_session;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loralab"))
+        .args(["token", "rotate", "--operator", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let operator = std::fs::read_to_string(server.data_dir.join("access/operator.token")).unwrap();
+    let operator_session = sign_in(&client, &server, operator.trim()).await;
+    let data_dir = server.data_dir.clone();
+    server.kill();
+    let server = Server::start_in(data_dir, &["--lan", "--host", "127.0.0.1"]);
+    let post = |path: &str, cookie: &str| {
+        client
+            .post(server.url(path))
+            .header("cookie", cookie)
+            .send()
+    };
+    let status = |response: reqwest::Result<reqwest::Response>| response.unwrap().status();
+    assert_eq!(
+        status(post("/api/runs/999/stop", &owner_session).await),
+        404
+    );
+    assert_eq!(
+        status(post("/api/runs/999/stop", &operator_session).await),
+        404
+    );
+    let everywhere = "/auth/logout?everywhere=true";
+    assert_eq!(status(post(everywhere, &operator_session).await), 403);
+    assert_eq!(status(post(everywhere, &owner_session).await), 303);
+    assert_eq!(
+        status(post("/api/runs/999/stop", &owner_session).await),
+        403
+    );
+    assert_eq!(
+        status(post("/api/runs/999/stop", &operator_session).await),
+        403
+    );
+}
+
+/// Exchanges a token's link for a session: the `cookie` header to send.
+async fn sign_in(client: &Client, server: &Server, token: &str) -> String {
+    let response = client
+        .get(server.url(&format!("/auth?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"].to_str().unwrap();
+    cookie.split(';').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn an_operator_may_start_stop_and_resume_runs_only() {
+    let (_temp, server) = lan_server(&[]);
+    let client = no_redirects();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loralab"))
+        .args(["token", "rotate", "--operator", "--data-dir"])
+        .arg(&server.data_dir)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let operator = std::fs::read_to_string(server.data_dir.join("access/operator.token")).unwrap();
+    let bearer = format!("Bearer {}", operator.trim());
+    let running = [
+        "/api/runs",
+        "/api/runs/1/stop",
+        "/api/runs/1/resume",
+        "/fn/runs/create",
+        "/fn/runs/check",
+        "/fn/runs/stop",
+        "/fn/runs/resume",
+    ];
+    let mut routes = mutating_routes();
+    routes.extend(
+        [
+            "/api/runs/1/exports",
+            "/api/exports/1/cancel",
+            "/api/compare",
+            "/api/chat",
+            "/api/models",
+            "/api/datasets",
+        ]
+        .iter()
+        .map(|path| (Method::POST, path.to_string())),
+    );
+    routes.push((Method::DELETE, "/api/datasets/x".to_string()));
+    routes.push((Method::DELETE, "/api/models/1".to_string()));
+    let mut allowed = 0;
+    for (method, path) in &routes {
+        let (status, _, body) = send(
+            &client,
+            &server,
+            method.clone(),
+            path,
+            &[("authorization", bearer.clone())],
+        )
+        .await;
+        if *method == Method::POST && running.contains(&path.as_str()) {
+            allowed += 1;
+            assert_ne!(status, 403, "{method} {path}: {body}");
+        } else {
+            assert_eq!(status, 403, "{method} {path}: {body}");
+            let json: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(
+                json["error"],
+                "an operator may start, stop and resume runs; anything else needs the owner's link",
+                "{method} {path}"
+            );
+        }
+    }
+    assert_eq!(allowed, running.len());
+    // The pages show an operator only what it may do.
+    let cookie = sign_in(&client, &server, operator.trim()).await;
+    let page = text_of(client.get(server.url("/")).header("cookie", &cookie)).await;
+    assert_eq!(badge(&page), "operator");
+    assert!(page.contains(r#"href="/runs/new""#), "{page}");
+    assert!(!page.contains(r#"href="/chat""#), "{page}");
+    let datasets = text_of(
+        client
+            .get(server.url("/datasets"))
+            .header("cookie", &cookie),
+    )
+    .await;
+    assert!(!datasets.contains(r#"id="upload-dataset""#), "{datasets}");
+    // Nor the model pulls.
+    let pulls = client
+        .get(server.url("/api/models/pulls"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pulls.status(), 403);
 }
 
 #[tokio::test]
@@ -554,7 +700,14 @@ async fn oversized_bodies_are_refused_before_any_handler() {
         .send()
         .await
     {
-        Ok(response) => assert_eq!(response.status(), 413),
+        Ok(response) => {
+            assert_eq!(response.status(), 413);
+            assert_eq!(response.headers()["content-type"], "application/json");
+            assert_eq!(
+                response.text().await.unwrap_or_default(),
+                r#"{"error":"request body is over 1048576 bytes, the most this route takes"}"#
+            );
+        }
         Err(error) => assert!(error.is_request(), "{error:?}"),
     }
     let runs = get_json(&client, &server.url("/api/runs")).await;

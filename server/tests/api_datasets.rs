@@ -208,6 +208,13 @@ async fn refused_uploads_leave_nothing_behind() {
             "name: name contains '/'; path separators are not allowed",
         ),
         (
+            Form::new()
+                .text("name", "abc\u{202e}gpj.exe")
+                .part("file", jsonl_part(line, "a.jsonl")),
+            422,
+            "name: name contains the invisible format character U+202E",
+        ),
+        (
             Form::new().part("file", jsonl_part(line, "a.jsonl")),
             422,
             "name: give the dataset a name",
@@ -307,4 +314,57 @@ async fn an_upload_over_the_limit_is_refused_and_leaves_nothing() {
     assert_eq!(dataset_folders(&setup.data_dir), before);
     let datasets = get_json(&client, &server.url("/api/datasets")).await;
     assert_eq!(datasets.as_array().unwrap().len(), 1, "{datasets}");
+}
+
+#[tokio::test]
+async fn a_killed_uploads_folder_is_removed_at_the_next_start() {
+    let setup = tiny_setup();
+    let server = setup.serve(&[]);
+    let before = dataset_folders(&setup.data_dir);
+    // An upload whose file is still arriving when the server dies.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let chunks = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|chunk| (chunk, receiver))
+    });
+    let form = Form::new().text("name", "half").part(
+        "file",
+        Part::stream(reqwest::Body::wrap_stream(chunks)).file_name("half.jsonl"),
+    );
+    let request = tokio::spawn(
+        reqwest::Client::new()
+            .post(server.url("/api/datasets"))
+            .multipart(form)
+            .send(),
+    );
+    let line = b"{\"text\": \"ahoy\"}\n".repeat(1 << 14);
+    sender.send(Ok(line)).await.unwrap();
+    let datasets = setup.data_dir.join("datasets");
+    let started = std::time::Instant::now();
+    let staging = loop {
+        let received = std::fs::read_dir(&datasets)
+            .unwrap()
+            .flatten()
+            .find(|entry| {
+                entry.file_name().to_string_lossy().starts_with(".upload-")
+                    && std::fs::read_dir(entry.path())
+                        .map(|files| files.flatten().any(|f| f.metadata().unwrap().len() > 0))
+                        .unwrap_or(false)
+            });
+        if let Some(entry) = received {
+            break entry.path();
+        }
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the upload never reached the disk"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    server.kill();
+    drop(sender);
+    let _ = request.await;
+    assert!(staging.is_dir(), "the killed server left its upload folder");
+
+    let _server = setup.serve(&[]);
+    assert!(!staging.exists(), "{} is left", staging.display());
+    assert_eq!(dataset_folders(&setup.data_dir), before);
 }

@@ -83,6 +83,12 @@ async fn folders_and_gguf_files_are_registered_from_their_metadata() {
             "path separators are not allowed",
         ),
         (
+            json!({"name": "abc\u{202e}gpj.exe", "path": gguf}),
+            422,
+            "name",
+            "name contains the invisible format character U+202E",
+        ),
+        (
             json!({"name": "tiny", "path": gguf}),
             409,
             "",
@@ -112,4 +118,92 @@ async fn folders_and_gguf_files_are_registered_from_their_metadata() {
     assert!(!names.contains(&"tiny again"), "{names:?}");
     assert!(names.contains(&"SmolLM2-135M-Instruct.Q4_1"), "{names:?}");
     assert!(setup.model_dir.join("config.json").is_file(), "files stay");
+}
+
+/// A copy of the tiny model with `edit` applied to its folder.
+fn lying_copy(setup: &TinySetup, name: &str, edit: impl FnOnce(&std::path::Path)) -> String {
+    let dir = setup.temp.path().join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&setup.model_dir).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    edit(&dir);
+    dir.display().to_string()
+}
+
+fn set_config(dir: &std::path::Path, key: &str, value: Value) {
+    let path = dir.join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config[key] = value;
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn folders_whose_config_lies_are_refused_naming_the_field() {
+    let setup = tiny_setup();
+    let server = setup.serve(&[]);
+    let client = reqwest::Client::new();
+    let layers = {
+        let config: Value =
+            serde_json::from_slice(&std::fs::read(setup.model_dir.join("config.json")).unwrap())
+                .unwrap();
+        config["num_hidden_layers"].as_u64().unwrap()
+    };
+    let weights_len = std::fs::metadata(setup.model_dir.join("model.safetensors"))
+        .unwrap()
+        .len();
+    let before = get_json(&client, &server.url("/api/models")).await;
+    let cases = [
+        (
+            lying_copy(&setup, "zero-width", |dir| {
+                set_config(dir, "hidden_size", json!(0))
+            }),
+            "config.json: hidden_size is 0; it must be from 1 to 131072".to_string(),
+        ),
+        (
+            lying_copy(&setup, "deep", |dir| {
+                set_config(dir, "num_hidden_layers", json!(1_000_000_000u64))
+            }),
+            "config.json: num_hidden_layers is 1000000000; it must be from 1 to 1024".to_string(),
+        ),
+        (
+            lying_copy(&setup, "one-more", |dir| {
+                set_config(dir, "num_hidden_layers", json!(layers + 1))
+            }),
+            format!(
+                "config.json: num_hidden_layers is {} but the weights have {layers} layers",
+                layers + 1
+            ),
+        ),
+        (
+            lying_copy(&setup, "huge-header", |dir| {
+                let path = dir.join("model.safetensors");
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes[..8].copy_from_slice(&1_000_000_000_000_000u64.to_le_bytes());
+                std::fs::write(&path, bytes).unwrap();
+            }),
+            format!("model.safetensors: the header claims 1000000000000000 bytes but the file has {weights_len}; it is not a safetensors file"),
+        ),
+    ];
+    for (path, error) in &cases {
+        let (status, answer) = import(&client, &server, json!({"path": path})).await;
+        assert_eq!(status, 422, "{path}: {answer}");
+        assert_eq!(answer["field"], "path", "{answer}");
+        let message = answer["error"].as_str().unwrap();
+        assert!(message.ends_with(error.as_str()), "{path}: {message}");
+        assert!(!message.contains("/rustc/"), "{message}");
+    }
+    // None is stored.
+    let after = get_json(&client, &server.url("/api/models")).await;
+    assert_eq!(names(&after), names(&before));
+    // A file that is not a GGUF is refused without its bytes in the error.
+    let (status, answer) = import(&client, &server, json!({"path": "/etc/passwd"})).await;
+    assert_eq!(status, 422, "{answer}");
+    let message = answer["error"].as_str().unwrap();
+    assert!(message.contains("not a GGUF file"), "{message}");
+    assert!(
+        !message.contains("root") && !message.contains('['),
+        "{message}"
+    );
 }

@@ -198,6 +198,31 @@ async fn bad_requests_name_the_field() {
             "data",
             "data: is set by Loralab",
         ),
+        (
+            tiny_run(json!({"num_layers": -5})),
+            "num_layers",
+            "num_layers: must be -1 (all) or positive, got -5",
+        ),
+        (
+            tiny_run(json!({"num_layers": 99})),
+            "num_layers",
+            "num_layers: is 99 but the model only has",
+        ),
+        (
+            tiny_run(json!({"lora_parameters": {"rank": 4, "dropout": 1.5}})),
+            "lora_parameters.dropout",
+            "lora_parameters.dropout: must be at least 0 and below 1",
+        ),
+        (
+            tiny_run(json!({"lr_schedule": {"name": "warp", "arguments": [1e-3]}})),
+            "lr_schedule",
+            "lr_schedule: is not usable: lr_schedule name `warp` is not supported",
+        ),
+        (
+            tiny_run(json!({"force": "yes"})),
+            "force",
+            "force: must be true or false",
+        ),
     ];
     for (body, field, message) in cases {
         let (status, answer) = post_run(&server, body.clone()).await;
@@ -222,4 +247,36 @@ async fn bad_requests_name_the_field() {
     assert_eq!(stop.status(), 404);
     let list = get_json(&client, &server.url("/api/runs")).await;
     assert_eq!(list, json!([]), "no invalid request may queue a run");
+}
+
+#[tokio::test]
+async fn a_run_over_the_memory_budget_is_refused_unless_forced() {
+    let setup = tiny_setup();
+    // 1 MB: less than any run needs, so the estimate is over it.
+    let server = setup.serve(&[("LORALAB_MEMORY_BUDGET_MB", "1")]);
+    let (status, answer) = post_run(&server, tiny_run(json!({"iters": 2}))).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "memory");
+    let error = answer["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("memory: this run needs about ")
+            && error.contains("but 1.0 MiB is available"),
+        "{error}"
+    );
+    assert!(error.contains("force: true"), "{error}");
+    let client = reqwest::Client::new();
+    assert_eq!(get_json(&client, &server.url("/api/runs")).await, json!([]));
+    // Forced, it is queued and trains (alone).
+    let id = create_run(
+        &client,
+        &server,
+        tiny_run(json!({"iters": 2, "force": true})),
+    )
+    .await;
+    let run = wait_for_status(&client, &server, id, 300, "done").await;
+    assert_eq!(run["step"], 2, "{run}");
+    assert!(
+        run["config"]["iters"] == 2 && run["config"].get("force").is_none(),
+        "{run}"
+    );
 }

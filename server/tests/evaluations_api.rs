@@ -28,13 +28,13 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     let setup = tiny_setup();
     let server = setup.serve(&[("LORALAB_INFERENCE_IDLE_SECS", "600")]);
     let client = reqwest::Client::new();
-    // Evaluations happen before step `it` (as mlx-lm's): at steps 0, 4, 7;
-    // checkpoints after steps 4 and 8. Step 4 has both: the loss the run
-    // reported there is the loss of the weights saved there.
+    // Evaluations after the updates of steps 4 and 8 (and at 0), which is
+    // where the checkpoints are saved: the loss the run reported at step 4
+    // is the loss of the weights saved there.
     let id = create_run(
         &client,
         &server,
-        tiny_run(json!({"name": "evaluated", "iters": 8, "steps_per_eval": 5, "save_every": 4, "val_batches": -1, "test": true})),
+        tiny_run(json!({"name": "evaluated", "iters": 8, "steps_per_eval": 4, "save_every": 4, "val_batches": -1, "test": true})),
     )
     .await;
     wait_for_status(&client, &server, id, 300, "done").await;
@@ -347,7 +347,7 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     assert_eq!(status, 200);
     assert_eq!(cancelled["cancelled"], true);
     let stopped = get_json(&client, &server.url(&format!("/api/compare/{long_id}"))).await;
-    assert_eq!(stopped["status"], "done", "{stopped}");
+    assert_eq!(stopped["status"], "cancelled", "{stopped}");
     let outputs = stopped["prompts"][0]["outputs"].as_array().unwrap();
     assert_eq!(outputs[0]["status"], "cancelled", "{stopped}");
     assert_eq!(outputs[0]["finish_reason"], "cancelled");

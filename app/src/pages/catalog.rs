@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::dto::{DatasetSummary, ModelSummary, PullView};
-use crate::layout::Page;
+use crate::layout::{Heading, Page};
 
 #[server(prefix = "/fn", endpoint = "models/list")]
 pub async fn list_models() -> Result<Vec<ModelSummary>, ServerFnError> {
@@ -46,7 +46,7 @@ pub async fn pull_model(
 /// The pulls of this server's lifetime; none for viewers.
 #[server(prefix = "/fn", endpoint = "models/pulls")]
 pub async fn list_pulls() -> Result<Vec<PullView>, ServerFnError> {
-    if !crate::role::current_role().can_mutate() {
+    if !crate::role::current_role().can_manage() {
         return Ok(Vec::new());
     }
     let backend = expect_context::<crate::SharedBackend>();
@@ -98,7 +98,7 @@ pub fn ModelsPage() -> impl IntoView {
     let error = crate::pages::posted_error();
     view! {
         <Page current="/models">
-            <h1>"Models"</h1>
+            <Heading text="Models" />
             <crate::pages::ErrorBox message=error />
             <div class="panel">
                 <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
@@ -117,7 +117,7 @@ pub fn ModelsPage() -> impl IntoView {
                     })}
                 </Suspense>
             </div>
-            {crate::role::current_role().can_mutate().then(|| view! {
+            {crate::role::current_role().can_manage().then(|| view! {
                 <PullsPanel />
                 <PullModelForm />
                 <ImportModelForm />
@@ -297,7 +297,7 @@ fn ImportModelForm() -> impl IntoView {
 
 #[component]
 fn ModelsTable(models: Vec<ModelSummary>) -> impl IntoView {
-    let can_mutate = crate::role::current_role().can_mutate();
+    let can_manage = crate::role::current_role().can_manage();
     let rows = models
         .into_iter()
         .map(|model| {
@@ -311,7 +311,7 @@ fn ModelsTable(models: Vec<ModelSummary>) -> impl IntoView {
                     <td class="num">{model.size_bytes.map_or("–".into(), format_bytes)}</td>
                     <td class="muted"><code>{model.location}</code></td>
                     <td>
-                        {(can_mutate && !model.builtin).then(|| view! {
+                        {(can_manage && !model.builtin).then(|| view! {
                             <details class="inline-confirm">
                                 <summary>"Remove"</summary>
                                 <form method="post" action="/fn/models/delete">
@@ -350,7 +350,7 @@ pub fn DatasetsPage() -> impl IntoView {
         .or_else(crate::pages::posted_error);
     view! {
         <Page current="/datasets">
-            <h1>"Datasets"</h1>
+            <Heading text="Datasets" />
             <crate::pages::ErrorBox message=error />
             <div class="panel">
                 <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
@@ -369,7 +369,7 @@ pub fn DatasetsPage() -> impl IntoView {
                     })}
                 </Suspense>
             </div>
-            {crate::role::current_role().can_mutate().then(|| view! { <UploadForm /> })}
+            {crate::role::current_role().can_manage().then(|| view! { <UploadForm /> })}
         </Page>
     }
 }

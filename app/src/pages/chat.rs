@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::compare_dto::{ChatView, CompareChoices, NewChatForm};
-use crate::layout::Page;
+use crate::layout::{Heading, Page};
 use crate::pages::compare::comparison_choices;
 use crate::pages::{posted_error, ErrorBox};
 
@@ -42,7 +42,7 @@ pub fn NewChatPage() -> impl IntoView {
     let error = posted_error();
     view! {
         <Page current="/chat">
-            <h1>"Chat"</h1>
+            <Heading text="Chat" />
             <ErrorBox message=error />
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                 {move || Suspend::new(async move {
@@ -109,7 +109,7 @@ pub fn ChatPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match chat.await {
                         Ok(Some(chat)) => view! { <Conversation chat /> }.into_any(),
-                        Ok(None) => view! { <h1>"No such chat"</h1> }.into_any(),
+                        Ok(None) => view! { <Heading text="No such chat" /> }.into_any(),
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load the chat: {error}")}</p>
                         }
@@ -140,7 +140,7 @@ fn Conversation(chat: ChatView) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <h1>{format!("Chat with {}", chat.adapter)}</h1>
+        <Heading text=format!("Chat with {}", chat.adapter) />
         <p class="muted">{format!("{}{}", chat.model, chat.system.as_ref().map(|s| format!(" · system: {s}")).unwrap_or_default())}</p>
         <div class="panel chat" id="messages">{messages}</div>
         <form class="stacked panel" method="post" action="/fn/chat/send" id="chat-form" data-chat=id>

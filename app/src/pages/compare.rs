@@ -16,7 +16,7 @@ use crate::compare_dto::{
     ImportAdapterForm, NewComparisonForm, PromptView,
 };
 use crate::dto::DatasetSummary;
-use crate::layout::Page;
+use crate::layout::{Heading, Page};
 use crate::pages::{format_optional, posted_error, ErrorBox};
 
 /// Column pickers on the form: the "up to 6 adapters".
@@ -163,14 +163,14 @@ pub fn ComparePage() -> impl IntoView {
     let imported = use_query_map().with_untracked(|q| q.get("imported").is_some());
     view! {
         <Page current="/compare">
-            <h1>"Compare adapters"</h1>
+            <Heading text="Compare adapters" />
             <ErrorBox message=error />
             <div class="error-box" id="compare-error" role="alert" hidden></div>
             {imported.then(|| view! { <p class="notice" id="imported">"Adapter imported."</p> })}
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                 {move || Suspend::new(async move {
                     match choices.await {
-                        Ok(_) if !crate::role::current_role().can_mutate() => view! {
+                        Ok(_) if !crate::role::current_role().can_manage() => view! {
                             <p class="notice" id="viewer-note">
                                 "You are viewing: saved comparisons open from their links; starting one, importing an adapter or voting needs the owner's or an operator's link."
                             </p>
@@ -410,7 +410,7 @@ pub fn ComparisonPage() -> impl IntoView {
                             <ComparisonBody comparison choices />
                         }
                         .into_any(),
-                        Ok(None) => view! { <h1>"No such comparison"</h1> }.into_any(),
+                        Ok(None) => view! { <Heading text="No such comparison" /> }.into_any(),
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load the comparison: {error}")}</p>
                         }
@@ -609,16 +609,16 @@ fn ComparisonBody(comparison: ComparisonView, choices: Option<EvaluationChoices>
         .into_iter()
         .map(|prompt| view! { <PromptBlock prompt labels=labels.clone() /> })
         .collect_view();
-    let can_mutate = crate::role::current_role().can_mutate();
-    let can_vote = !comparison.is_running() && comparison.columns.len() > 1 && can_mutate;
-    let can_stop = comparison.is_running() && can_mutate;
+    let can_manage = crate::role::current_role().can_manage();
+    let can_vote = !comparison.is_running() && comparison.columns.len() > 1 && can_manage;
+    let can_stop = comparison.is_running() && can_manage;
     let evaluations = choices.as_ref().and_then(|c| c.evaluations.clone());
     let evaluate_form = choices
-        .filter(|_| can_mutate)
+        .filter(|_| can_manage)
         .map(|choices| view! { <EvaluateForm id choices /> });
     view! {
         <div class="toolbar" data-live-compare=live>
-            <h1>{format!("Comparison #{id}")}</h1>
+            <Heading text=format!("Comparison #{id}") />
             <span class=format!("status {}", comparison.status) id="compare-status">{comparison.status.clone()}</span>
             <span class="spacer"></span>
             <div class="actions">
@@ -670,7 +670,7 @@ pub fn VotePage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match ballot.await {
                         Ok(Some(ballot)) => view! { <BallotView ballot /> }.into_any(),
-                        Ok(None) => view! { <h1>"Nothing to vote on here"</h1> }.into_any(),
+                        Ok(None) => view! { <Heading text="Nothing to vote on here" /> }.into_any(),
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load the outputs: {error}")}</p>
                         }
@@ -687,7 +687,7 @@ fn BallotView(ballot: Ballot) -> impl IntoView {
     let id = ballot.comparison;
     let prompt = ballot.prompt;
     let columns = ballot.options.len().max(1);
-    let can_vote = crate::role::current_role().can_mutate();
+    let can_vote = crate::role::current_role().can_manage();
     let options = ballot
         .options
         .iter()
@@ -709,7 +709,7 @@ fn BallotView(ballot: Ballot) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <h1>{format!("Blind vote · prompt {} of {}", prompt + 1, ballot.prompts)}</h1>
+        <Heading text=format!("Blind vote · prompt {} of {}", prompt + 1, ballot.prompts) />
         <p class="muted">"The outputs are shuffled and unlabelled. Pick the one you like best."</p>
         <section class="prompt panel">
             <pre class="prompt-text">{ballot.display.clone()}</pre>

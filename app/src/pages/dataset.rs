@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::dto::{DatasetDetail, DatasetQuery, ExamplePreview, ModelSummary, SplitTokens};
-use crate::layout::Page;
+use crate::layout::{Heading, Page};
 use crate::pages::{posted_error, ErrorBox};
 
 #[server(prefix = "/fn", endpoint = "datasets/detail")]
@@ -68,12 +68,12 @@ pub fn DatasetPage() -> impl IntoView {
                     match loaded.await {
                         Ok((Some(detail), models)) => view! { <DatasetView detail models /> }.into_any(),
                         Ok((None, _)) => view! {
-                            <h1>"No such dataset"</h1>
+                            <Heading text="No such dataset" />
                             <p class="muted">"It may have been deleted."</p>
                         }
                         .into_any(),
                         Err(error) => view! {
-                            <h1>"Dataset"</h1>
+                            <Heading text="Dataset" />
                             <p class="error-box">{format!("Could not check the dataset: {error}")}</p>
                         }
                         .into_any(),
@@ -87,7 +87,7 @@ pub fn DatasetPage() -> impl IntoView {
 #[component]
 fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoView {
     // Viewers get no actions: the server would refuse their posts.
-    let can_mutate = crate::role::current_role().can_mutate();
+    let role = crate::role::current_role();
     let summary = detail.summary.clone();
     let query = detail.query.clone();
     let max_seq_length = query.max_seq_length.unwrap_or(2048);
@@ -108,7 +108,7 @@ fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoVie
         }
         .into_any()
     };
-    let delete_form = can_mutate.then(|| {
+    let delete_form = role.can_manage().then(|| {
         view! {
             <details class="danger-zone panel">
                 <summary>"Delete this dataset..."</summary>
@@ -124,11 +124,11 @@ fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoVie
     });
     view! {
         <div class="toolbar">
-            <h1>{summary.name.clone()}</h1>
+            <Heading text=summary.name.clone() />
             {status}
             <span class="muted">{detail.format.clone().unwrap_or_else(|| "format unknown".into())}</span>
             <span class="spacer"></span>
-            {(detail.problems.is_empty() && can_mutate).then(|| view! {
+            {(detail.problems.is_empty() && role.can_run()).then(|| view! {
                 <a class="button primary" href=new_run_href>"Fine-tune on it"</a>
             })}
         </div>

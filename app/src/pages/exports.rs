@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::dto::{CheckpointInfo, ExportView};
-use crate::layout::Page;
+use crate::layout::{Heading, Page};
 use crate::pages::catalog::format_bytes;
 use crate::pages::format_duration;
 
@@ -108,7 +108,7 @@ pub fn RunExports(
     run_id: i64,
     checkpoints: Vec<CheckpointInfo>,
     exports: Vec<ExportView>,
-    can_mutate: bool,
+    can_manage: bool,
 ) -> impl IntoView {
     let query = use_query_map();
     let error = query.with_untracked(|q| q.get("export_error"));
@@ -123,7 +123,7 @@ pub fn RunExports(
             view! { <option value=c.step.to_string()>{label}</option> }
         })
         .collect_view();
-    let form = (can_mutate && !checkpoints.is_empty()).then(|| {
+    let form = (can_manage && !checkpoints.is_empty()).then(|| {
         view! {
             <form method="post" action=format!("/api/runs/{run_id}/exports") class="export-form" id="export-form">
                 <label>"Format "
@@ -187,7 +187,7 @@ pub fn ExportsPage() -> impl IntoView {
     let exports = Resource::new_blocking(|| (), |_| load_exports());
     view! {
         <Page current="/exports">
-            <h1>"Exports"</h1>
+            <Heading text="Exports" />
             <p class="muted">"Fine-tunes taken out of Loralab. Start one from a run's page."</p>
             <Suspense fallback=|| view! { <p class="muted">"Loading exports..."</p> }>
                 {move || Suspend::new(async move {
@@ -238,7 +238,7 @@ pub fn ExportPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     match export.await {
                         Ok(Some(view)) => view! { <ExportDetail view /> }.into_any(),
-                        Ok(None) => view! { <h1>"No such export"</h1> }.into_any(),
+                        Ok(None) => view! { <Heading text="No such export" /> }.into_any(),
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load the export: {error}")}</p>
                         }
@@ -253,7 +253,7 @@ pub fn ExportPage() -> impl IntoView {
 #[component]
 fn ExportDetail(view: ExportView) -> impl IntoView {
     let id = view.id;
-    let can_mutate = crate::role::current_role().can_mutate();
+    let can_manage = crate::role::current_role().can_manage();
     let live = running(&view);
     let percent = format!("width: {:.1}%", progress_fraction(&view) * 100.0);
     let files = view
@@ -273,14 +273,14 @@ fn ExportDetail(view: ExportView) -> impl IntoView {
     view! {
         {live.then(|| view! { <noscript><meta http-equiv="refresh" content="3" /></noscript> })}
         <div class="toolbar" data-export-events=live.then(|| format!("/api/exports/{id}/events"))>
-            <h1>{format!("Export #{id}")}</h1>
+            <Heading text=format!("Export #{id}") />
             <span class=format!("status {}", view.status) id="export-status">{view.status.clone()}</span>
             <span class="spacer"></span>
             {(view.status == "done").then(|| view! {
                 <a class="button primary" href=format!("/api/exports/{id}/download?as=zip") id="download-zip" download>"Download zip"</a>
                 <a class="button" href=format!("/api/exports/{id}/download?as=tar") id="download-tar" download>"Download tar"</a>
             })}
-            {(can_mutate && live).then(|| view! {
+            {(can_manage && live).then(|| view! {
                 <form method="post" action=format!("/api/exports/{id}/cancel")>
                     <button type="submit" id="export-cancel">"Cancel"</button>
                 </form>
@@ -303,7 +303,7 @@ fn ExportDetail(view: ExportView) -> impl IntoView {
             <h2>"Files"</h2>
             <ul id="export-files">{files}</ul>
         })}
-        {(can_mutate && !live).then(|| view! {
+        {(can_manage && !live).then(|| view! {
             <details class="danger-zone panel">
                 <summary>"Delete this export..."</summary>
                 <form method="post" action=format!("/api/exports/{id}/delete")>

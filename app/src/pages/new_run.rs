@@ -4,7 +4,7 @@
 use leptos::prelude::*;
 
 use crate::dto::{DatasetSummary, ModelSummary, NewRunForm, RunCheck};
-use crate::layout::Page;
+use crate::layout::{Heading, Page};
 use crate::pages::catalog::{PullFields, PullItem};
 use crate::pages::{posted_error, ErrorBox};
 
@@ -62,6 +62,7 @@ fn checked_form() -> Option<NewRunForm> {
             steps_per_eval: field("steps_per_eval"),
             save_every: field("save_every"),
             seed: field("seed"),
+            force: field("force"),
             clone_of: field("clone_of"),
         })
     })
@@ -168,10 +169,10 @@ pub fn NewRunPage() -> impl IntoView {
         },
     );
     let error = posted_error();
-    let can_mutate = crate::role::current_role().can_mutate();
+    let can_run = crate::role::current_role().can_run();
     view! {
         <Page current="/runs/new">
-            <h1>"New run"</h1>
+            <Heading text="New run" />
             <ErrorBox message=error />
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                 {move || {
@@ -196,7 +197,7 @@ pub fn NewRunPage() -> impl IntoView {
                         }
                     });
                     let form = match choices.await {
-                        Ok(_) if !can_mutate => view! {
+                        Ok(_) if !can_run => view! {
                             <p class="error-box" id="viewer-only">
                                 "You are watching as a viewer: only the owner or an operator can start runs."
                             </p>
@@ -367,6 +368,10 @@ fn NewRunForm(
                     </label>
                 </div>
             </div>
+            <label class="inline">
+                <input type="checkbox" name="form[force]" value="true" id="force" checked=initial.force.as_deref() == Some("true") />
+                "Start even if the memory estimate is over what this machine has (it then trains alone)"
+            </label>
             <div class="actions">
                 <button type="submit" class="primary" id="start">"Start fine-tune"</button>
                 <button type="submit" formmethod="get" formaction="/runs/new" id="check">

@@ -6,7 +6,7 @@ use leptos_router::hooks::use_params_map;
 use crate::chart::{LineChart, Series};
 use crate::compare_dto::RunEvaluations;
 use crate::dto::{RunDetail, TrainPoint};
-use crate::layout::Page;
+use crate::layout::{Heading, Page};
 use crate::pages::exports::RunExports;
 use crate::pages::{format_duration, format_optional, posted_error, ErrorBox};
 
@@ -92,7 +92,7 @@ pub fn RunPage() -> impl IntoView {
                     match detail.await {
                         Ok(Some(detail)) => view! { <RunView detail evaluations /> }.into_any(),
                         Ok(None) => view! {
-                            <h1>"No such run"</h1>
+                            <Heading text="No such run" />
                             <p class="muted">"It may have been deleted."</p>
                         }
                         .into_any(),
@@ -226,23 +226,25 @@ fn RunView(
     let eta = summary
         .eta_seconds()
         .map_or_else(|| "–".to_string(), format_duration);
-    // Viewers get no buttons that post: the server would refuse them.
-    let can_mutate = crate::role::current_role().can_mutate();
+    // No buttons the server would refuse: viewers get none, an operator
+    // only those of running.
+    let role = crate::role::current_role();
+    let (can_run, can_manage) = (role.can_run(), role.can_manage());
     let actions = view! {
         <div class="actions">
-            {(can_mutate && summary.is_active()).then(|| view! {
+            {(can_run && summary.is_active()).then(|| view! {
                 <form method="post" action="/fn/runs/stop">
                     <input type="hidden" name="id" value=id />
                     <button type="submit" id="stop">"Stop"</button>
                 </form>
             })}
-            {(can_mutate && summary.is_resumable()).then(|| view! {
+            {(can_run && summary.is_resumable()).then(|| view! {
                 <form method="post" action="/fn/runs/resume">
                     <input type="hidden" name="id" value=id />
                     <button type="submit" class="primary" id="resume">"Resume"</button>
                 </form>
             })}
-            {can_mutate.then(|| view! {
+            {can_run.then(|| view! {
                 <a class="button" href=format!("/runs/new?clone={id}") id="clone">"Clone"</a>
             })}
             {(!detail.checkpoints.is_empty()).then(|| view! {
@@ -273,7 +275,7 @@ fn RunView(
     let log = detail.log_tail.join("\n");
     view! {
         <div class="toolbar" data-live-run=format!("/api/runs/{id}/events?after={}", detail.last_event_seq)>
-            <h1>{summary.name.clone()}</h1>
+            <Heading text=summary.name.clone() />
             <span class=format!("status {}", summary.status) id="run-status">{summary.status.clone()}</span>
             <span class="spacer"></span>
             {actions}
@@ -309,7 +311,7 @@ fn RunView(
         </div>
         {match evaluations {
             Ok(Some(evaluations)) => view! {
-                <EvaluationSection evaluations active=summary.is_active() can_mutate />
+                <EvaluationSection evaluations active=summary.is_active() can_manage />
             }
             .into_any(),
             Ok(None) => ().into_any(),
@@ -318,13 +320,13 @@ fn RunView(
             }
             .into_any(),
         }}
-        <RunExports run_id=id checkpoints=detail.checkpoints.clone() exports=detail.exports.clone() can_mutate />
+        <RunExports run_id=id checkpoints=detail.checkpoints.clone() exports=detail.exports.clone() can_manage />
         <h2>"Log"</h2>
         <pre class="log" id="log">{log}</pre>
         <h2>"Configuration"</h2>
         <p class="muted">"Run it headless with " <code>"loralab train --config run.yaml"</code></p>
         <pre class="log" id="config">{detail.config_yaml.clone()}</pre>
-        {(can_mutate && !summary.is_active()).then(|| view! {
+        {(can_manage && !summary.is_active()).then(|| view! {
             <details class="danger-zone panel">
                 <summary>"Delete this run..."</summary>
                 <form method="post" action="/fn/runs/delete">
@@ -357,7 +359,7 @@ fn evaluate_form(
 /// loss of its best checkpoint on a split of its dataset, computed by the
 /// inference worker as training's validation computes it.
 #[component]
-fn EvaluationSection(evaluations: RunEvaluations, active: bool, can_mutate: bool) -> impl IntoView {
+fn EvaluationSection(evaluations: RunEvaluations, active: bool, can_manage: bool) -> impl IntoView {
     let id = evaluations.run_id;
     let dataset = evaluations
         .dataset
@@ -390,7 +392,7 @@ fn EvaluationSection(evaluations: RunEvaluations, active: bool, can_mutate: bool
             </p>
         }
     });
-    let buttons = (can_mutate && ready).then(|| {
+    let buttons = (can_manage && ready).then(|| {
         view! {
             <div class="actions">
                 {has_test.then(|| evaluate_form(id, "test", "Evaluate on test split", true))}

@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 
 use crate::dto::RunSummary;
-use crate::layout::Page;
+use crate::layout::{Heading, Page};
 use crate::pages::{format_duration, format_optional};
 
 #[server(prefix = "/fn", endpoint = "runs/list")]
@@ -18,9 +18,9 @@ pub fn RunsPage() -> impl IntoView {
     view! {
         <Page current="/">
             <div class="toolbar">
-                <h1>"Runs"</h1>
+                <Heading text="Runs" />
                 <span class="spacer"></span>
-                {crate::role::current_role().can_mutate().then(|| view! {
+                {crate::role::current_role().can_run().then(|| view! {
                     <a class="button primary" href="/runs/new">"New run"</a>
                 })}
             </div>

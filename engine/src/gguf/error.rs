@@ -11,8 +11,10 @@ pub enum GgufError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: not a GGUF file: magic at offset 0 is {found:?}, expected \"GGUF\"", path.display())]
-    BadMagic { path: PathBuf, found: [u8; 4] },
+    // The bytes found are not shown: the file may be anything (a key, a
+    // password file) and the message goes to a browser.
+    #[error("{}: not a GGUF file: it does not start with the bytes \"GGUF\"", path.display())]
+    BadMagic { path: PathBuf },
     #[error("{}: GGUF version {version} at offset 4 is not supported (this reader reads versions 2 and 3)", path.display())]
     UnsupportedVersion { path: PathBuf, version: u32 },
     #[error("{}: file is truncated: {what} at offset {offset} needs {needed} bytes, the file has {file_len}", path.display())]

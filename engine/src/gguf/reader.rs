@@ -78,10 +78,7 @@ impl GgufFile {
 
         let magic: [u8; 4] = header.array("magic")?;
         if magic != MAGIC {
-            return Err(GgufError::BadMagic {
-                path: path.clone(),
-                found: magic,
-            });
+            return Err(GgufError::BadMagic { path: path.clone() });
         }
         let version = header.u32("version")?;
         if matches!(version.swap_bytes(), 2 | 3) {

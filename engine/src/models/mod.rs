@@ -4,6 +4,7 @@
 //! other source that produces HF names (`build_model`, used by the GGUF reader).
 
 mod decoder;
+mod folder_check;
 mod fused;
 mod grad_checkpoint;
 mod layers;
@@ -20,6 +21,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mlx_rs::{Array, Dtype};
 
 pub use decoder::{BlockLayout, KvCache};
+pub use folder_check::check_model_folder;
 pub(crate) use fused::logsumexp_last;
 pub(crate) use layers::LinearWeight;
 pub use layers::{Linear, Pass};
@@ -117,12 +119,16 @@ pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         let mut files: Vec<PathBuf> = map
             .values()
             .map(|v| {
-                v.as_str().map(|name| dir.join(name)).ok_or_else(|| {
-                    anyhow!(
-                        "{}: `weight_map` values must be file names",
-                        index_path.display()
-                    )
-                })
+                // A plain name: an index must not point outside its folder.
+                v.as_str()
+                    .filter(|name| Path::new(name).file_name() == Some(std::ffi::OsStr::new(name)))
+                    .map(|name| dir.join(name))
+                    .ok_or_else(|| {
+                        anyhow!(
+                            "{}: `weight_map` values must be file names in the folder, got {v}",
+                            index_path.display()
+                        )
+                    })
             })
             .collect::<Result<_>>()?;
         files.sort();

@@ -42,28 +42,7 @@ pub fn total_steps(cfg: &TrainConfig, train_batches: usize) -> usize {
 }
 
 fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
-    lora::check_fine_tune_type(cfg)?;
-    for (field, value) in [
-        ("steps_per_report", cfg.steps_per_report),
-        ("steps_per_eval", cfg.steps_per_eval),
-        ("save_every", cfg.save_every),
-        ("grad_accumulation_steps", cfg.grad_accumulation_steps),
-    ] {
-        if value == 0 {
-            bail!("`{field}` must be at least 1");
-        }
-    }
-    if cfg.epochs == Some(0) {
-        bail!("`epochs` must be at least 1");
-    }
-    if cfg.epochs.is_none() && cfg.iters == 0 {
-        bail!("`iters` must be at least 1");
-    }
-    if let Some(clip) = cfg.grad_clip {
-        if clip.is_nan() || clip <= 0.0 {
-            bail!("`grad_clip` must be positive, got {clip}");
-        }
-    }
+    cfg.validate()?;
     if data.train.is_empty() {
         bail!("no training batches");
     }

@@ -15,7 +15,9 @@ pub mod lan;
 mod limits;
 mod names;
 mod origin;
+mod paths;
 mod session;
+mod sessions;
 mod tokens;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -27,6 +29,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use serde_json::json;
 
 pub use app::Role;
@@ -39,6 +42,7 @@ pub use limits::{
 };
 pub use names::{safe_name, NameError, MAX_NAME_BYTES};
 pub use session::COOKIE;
+use sessions::{digest, Grant, Sessions};
 pub use tokens::{constant_time_eq, TokenKind, TokenStore};
 
 /// How the server is exposed, from `loralab serve`'s flags.
@@ -69,17 +73,16 @@ impl Default for AccessSettings {
 pub struct Access {
     pub settings: AccessSettings,
     pub tokens: TokenStore,
-    /// The cookie value of viewers who gave the password; new at each start,
-    /// so a restart (or a password change) signs them out.
-    viewer_session: String,
+    sessions: Sessions,
     streams: Arc<StreamSlots>,
 }
 
 impl Access {
     pub fn new(settings: AccessSettings, data_root: &std::path::Path) -> Result<Arc<Self>> {
+        let tokens = TokenStore::open(data_root)?;
         Ok(Arc::new(Self {
-            tokens: TokenStore::open(data_root)?,
-            viewer_session: tokens::random_token()?,
+            sessions: Sessions::open(tokens.dir()),
+            tokens,
             streams: StreamSlots::new(settings.max_streams_per_client),
             settings,
         }))
@@ -91,19 +94,47 @@ impl Access {
         if !self.settings.lan {
             return Some(Role::Owner);
         }
-        let secret = session::presented_secret(headers);
-        if let Some(secret) = secret.as_deref().filter(|s| !s.is_empty()) {
-            if let Some(role) = self.tokens.role_of(secret) {
+        // Scripts present a token itself; browsers a session id.
+        if let Some(token) = session::bearer(headers) {
+            if let Some(role) = self.tokens.role_of(&token) {
                 return Some(role);
             }
-            if constant_time_eq(secret.as_bytes(), self.viewer_session.as_bytes()) {
-                return Some(Role::Viewer);
+        } else if let Some(id) = session::cookie(headers) {
+            if let Some(role) = self.session_role(&id) {
+                return Some(role);
             }
         }
         self.settings
             .viewer_password
             .is_none()
             .then_some(Role::Viewer)
+    }
+}
+
+impl Access {
+    /// The role session `id` grants while what granted it still holds: its
+    /// token unrotated, the viewer password unchanged.
+    fn session_role(&self, id: &str) -> Option<Role> {
+        let grant = self.sessions.grant_of(id)?;
+        let holds = match &grant {
+            Grant::Token { kind, token_sha256 } => self
+                .tokens
+                .current(*kind)
+                .is_some_and(|token| digest(&token) == *token_sha256),
+            Grant::ViewerPassword { password_sha256 } => self
+                .settings
+                .viewer_password
+                .as_deref()
+                .is_some_and(|password| digest(password) == *password_sha256),
+        };
+        if !holds {
+            self.sessions.end(id);
+            return None;
+        }
+        Some(match grant {
+            Grant::Token { kind, .. } => kind.role(),
+            Grant::ViewerPassword { .. } => Role::Viewer,
+        })
     }
 }
 
@@ -146,6 +177,41 @@ fn open_path(path: &str) -> bool {
         || path == "/api/health"
 }
 
+/// What an operator may post to: starting, stopping and resuming runs, and
+/// the checks the new-run form makes first. `*` is one path segment.
+const OPERATOR_ROUTES: &[&str] = &[
+    "/api/runs",
+    "/api/runs/estimate",
+    "/api/runs/*/stop",
+    "/api/runs/*/resume",
+    "/fn/runs/create",
+    "/fn/runs/check",
+    "/fn/runs/stop",
+    "/fn/runs/resume",
+];
+
+fn route_matches(pattern: &str, path: &str) -> bool {
+    let mut segments = path.trim_end_matches('/').split('/');
+    let matched = pattern.split('/').all(|want| {
+        segments
+            .next()
+            .is_some_and(|got| want == "*" || want == got)
+    });
+    matched && segments.next().is_none()
+}
+
+/// Why `role` may not make a change at `path`, or None when it may.
+fn refusal_for(role: Role, path: &str) -> Option<&'static str> {
+    match role {
+        Role::Owner => None,
+        Role::Operator if OPERATOR_ROUTES.iter().any(|p| route_matches(p, path)) => None,
+        Role::Operator => Some(
+            "an operator may start, stop and resume runs; anything else needs the owner's link",
+        ),
+        Role::Viewer => Some("viewers cannot change anything here; the owner's link grants that"),
+    }
+}
+
 async fn guard(State(access): State<Arc<Access>>, request: Request, next: Next) -> Response {
     let mut response = check_and_run(&access, request, next).await;
     add_security_headers(response.headers_mut());
@@ -180,12 +246,10 @@ async fn check_and_run(access: &Access, request: Request, next: Next) -> Respons
             )
         }
     };
-    if mutating && !role.can_mutate() && !path.starts_with("/auth") {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "viewers cannot change anything here; the owner's link grants that",
-            html,
-        );
+    if mutating && !path.starts_with("/auth") {
+        if let Some(refusal) = refusal_for(role, &path) {
+            return refuse(StatusCode::FORBIDDEN, refusal, html);
+        }
     }
     let limit = access.settings.limits.for_path(&path);
     let declared = request
@@ -217,9 +281,21 @@ async fn check_and_run(access: &Access, request: Request, next: Next) -> Respons
         streams: access.streams.clone(),
     });
     request.extensions_mut().insert(role);
-    let response = next.run(request).await;
+    let mut response = next.run(request).await;
+    if role != Role::Owner && path.starts_with("/api/") {
+        response = hide_paths(response);
+    }
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         body.drain().await;
+        // A body cut while read is refused by the extractor, in plain text:
+        // answer as every other refusal, JSON or a page.
+        if !has_content_type(&response, "application/json") {
+            response = refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is over {limit} bytes, the most this route takes"),
+                html,
+            );
+        }
     }
     close_if_refused_body(response)
 }
@@ -238,6 +314,36 @@ fn close_if_refused_body(mut response: Response) -> Response {
 }
 
 /// Browsers navigating or posting a form ask for HTML; API clients get JSON.
+/// A JSON answer or event stream with this machine's paths hidden (see
+/// `paths.rs`); other answers (downloads) as they are.
+fn hide_paths(response: Response) -> Response {
+    if !has_content_type(&response, "application/json")
+        && !has_content_type(&response, "text/event-stream")
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // The length changes with the text.
+    parts.headers.remove(header::CONTENT_LENGTH);
+    // Each chunk is whole: a JSON answer is one, an event stream sends an
+    // event per chunk.
+    let hidden = body.into_data_stream().map(|chunk| {
+        chunk.map(|bytes| match std::str::from_utf8(&bytes) {
+            Ok(text) => axum::body::Bytes::from(paths::hide_paths(text)),
+            Err(_) => bytes,
+        })
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(hidden))
+}
+
+fn has_content_type(response: &Response, wanted: &str) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(wanted))
+}
+
 fn wants_html(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -287,4 +393,36 @@ fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operator_may_only_run() {
+        for path in [
+            "/api/runs",
+            "/api/runs/7/stop",
+            "/api/runs/7/resume/",
+            "/fn/runs/create",
+            "/fn/runs/resume",
+        ] {
+            assert_eq!(refusal_for(Role::Operator, path), None, "{path}");
+        }
+        for path in [
+            "/api/runs/7",
+            "/api/runs/7/evaluate",
+            "/api/runs/7/stop/now",
+            "/api/runs/7/exports",
+            "/api/models/pull",
+            "/fn/runs/delete",
+            "/fn/compare/vote",
+            "/",
+        ] {
+            assert!(refusal_for(Role::Operator, path).is_some(), "{path}");
+            assert!(refusal_for(Role::Viewer, path).is_some(), "{path}");
+            assert_eq!(refusal_for(Role::Owner, path), None, "{path}");
+        }
+    }
 }

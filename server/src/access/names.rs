@@ -18,13 +18,16 @@ pub enum NameError {
     DotName(String),
     #[error("name contains the control character U+{0:04X}")]
     Control(u32),
+    #[error("name contains the invisible format character U+{0:04X} (bidi override, zero-width...), which makes a name read as another")]
+    FormatControl(u32),
     #[error("name starts with '.' or '-', which hides the file or reads as an option")]
     LeadingMark,
 }
 
 /// Checks a user-given name and returns it trimmed of surrounding
 /// whitespace. Refuses empty and over-long names, path separators (`/`,
-/// `\`), `.` and `..`, control characters, and a leading `.` or `-`.
+/// `\`), `.` and `..`, control and invisible format characters, and a
+/// leading `.` or `-`.
 pub fn safe_name(name: &str) -> Result<String, NameError> {
     let name = name.trim();
     if name.is_empty() {
@@ -43,10 +46,43 @@ pub fn safe_name(name: &str) -> Result<String, NameError> {
     if let Some(control) = name.chars().find(|c| c.is_control()) {
         return Err(NameError::Control(control as u32));
     }
+    if let Some(format) = name.chars().find(|&c| is_format_control(c)) {
+        return Err(NameError::FormatControl(format as u32));
+    }
     if name.starts_with('.') || name.starts_with('-') {
         return Err(NameError::LeadingMark);
     }
     Ok(name.to_string())
+}
+
+/// Unicode's format characters (general category Cf) and the line and
+/// paragraph separators: invisible, yet they reorder or hide what follows
+/// (`abc\u{202e}gpj.exe` shows as "abcexe.jpg").
+fn is_format_control(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD
+            | 0x0600..=0x0605
+            | 0x061C
+            | 0x06DD
+            | 0x070F
+            | 0x0890..=0x0891
+            | 0x08E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x2028..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
 }
 
 #[cfg(test)]
@@ -86,6 +122,19 @@ mod tests {
             safe_name("line\nbreak").unwrap_err(),
             NameError::Control(10)
         );
+        assert_eq!(
+            safe_name("abc\u{202e}gpj.exe").unwrap_err(),
+            NameError::FormatControl(0x202E)
+        );
+        for invisible in ['\u{200b}', '\u{2066}', '\u{feff}', '\u{e0041}', '\u{2028}'] {
+            assert!(
+                matches!(
+                    safe_name(&format!("a{invisible}b")),
+                    Err(NameError::FormatControl(_))
+                ),
+                "{invisible:?}"
+            );
+        }
         assert_eq!(safe_name(".hidden").unwrap_err(), NameError::LeadingMark);
         assert_eq!(safe_name("-rf").unwrap_err(), NameError::LeadingMark);
         assert_eq!(

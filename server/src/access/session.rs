@@ -1,7 +1,8 @@
-//! Sessions: the owner's link (`/auth?token=...`) or the viewer password
-//! becomes an HttpOnly, SameSite=Strict cookie, and the browser is sent on
-//! to `/` so the secret does not stay in the address bar or the history.
-//! Scripts present a token as `Authorization: Bearer <token>` instead.
+//! Signing in: the owner's or an operator's link (`/auth?token=...`) or the
+//! viewer password becomes a session (see `sessions.rs`) whose id is an
+//! HttpOnly, SameSite=Strict cookie, and the browser is sent on to `/` so the
+//! secret does not stay in the address bar or the history. Scripts present a
+//! token as `Authorization: Bearer <token>` instead.
 
 use std::sync::Arc;
 
@@ -9,40 +10,47 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Form, Router};
 use sha2::{Digest, Sha256};
 
+use super::sessions::{digest, Grant};
 use super::tokens::constant_time_eq;
-use super::Access;
+use super::{Access, Role};
 
 pub const COOKIE: &str = "loralab_session";
-/// A year: the owner's browser should not need the link again.
+/// A year: the browser keeps the cookie while the session lives, and the
+/// server ends the session after 30 idle days whatever the cookie says.
 const COOKIE_MAX_AGE_SECS: u64 = 365 * 24 * 3600;
 
-/// The secret a request presents: a bearer token, else the session cookie.
-pub fn presented_secret(headers: &HeaderMap) -> Option<String> {
-    let bearer = headers
+/// The token a script presents as `Authorization: Bearer <token>`.
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|v| v.trim().to_string());
-    bearer.or_else(|| {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == COOKIE)
-            .map(|(_, value)| value.trim().to_string())
-    })
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// The session id a browser presents in its cookie.
+pub fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|v| !v.is_empty())
 }
 
 fn session_cookie(value: &str, max_age: u64) -> HeaderValue {
     HeaderValue::from_str(&format!(
         "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}"
     ))
-    .expect("tokens are hex, so the cookie is a valid header")
+    .expect("session ids are hex, so the cookie is a valid header")
 }
 
 /// Compares digests, so the time taken does not depend on how much of the
@@ -72,10 +80,17 @@ async fn exchange(State(access): State<Arc<Access>>, Query(query): Query<Exchang
     let Some(token) = query.token else {
         return login_page(&access, StatusCode::OK, None);
     };
-    match access.tokens.role_of(token.trim()) {
-        Some(role) => {
-            tracing::info!(role = role.label(), "a browser exchanged a token for a session");
-            signed_in(token.trim())
+    let token = token.trim();
+    match access.tokens.kind_of(token) {
+        Some(kind) => {
+            tracing::info!(role = kind.label(), "a browser exchanged a token for a session");
+            signed_in(
+                &access,
+                Grant::Token {
+                    kind,
+                    token_sha256: digest(token),
+                },
+            )
         }
         None => super::html_page(
             StatusCode::FORBIDDEN,
@@ -85,13 +100,21 @@ async fn exchange(State(access): State<Arc<Access>>, Query(query): Query<Exchang
     }
 }
 
-fn signed_in(secret: &str) -> Response {
+fn signed_in(access: &Access, grant: Grant) -> Response {
+    let id = match access.sessions.start(grant) {
+        Ok(id) => id,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "cannot start a session");
+            return super::html_page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Cannot sign in",
+                "<p>The server could not make a session (its random source failed); see its log.</p>",
+            );
+        }
+    };
     let mut response = Redirect::to("/").into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::SET_COOKIE,
-        session_cookie(secret, COOKIE_MAX_AGE_SECS),
-    );
+    headers.insert(header::SET_COOKIE, session_cookie(&id, COOKIE_MAX_AGE_SECS));
     // The request URL held a secret: keep the answer out of every cache.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
@@ -112,7 +135,10 @@ async fn log_in(State(access): State<Arc<Access>>, Form(form): Form<LogIn>) -> R
         );
     };
     if password_matches(expected, &form.password) {
-        return signed_in(&access.viewer_session);
+        let grant = Grant::ViewerPassword {
+            password_sha256: digest(expected),
+        };
+        return signed_in(&access, grant);
     }
     // Slows guessing down; a LAN attacker with many connections is
     // bounded by the password's length, not by this.
@@ -120,8 +146,34 @@ async fn log_in(State(access): State<Arc<Access>>, Form(form): Form<LogIn>) -> R
     login_page(&access, StatusCode::FORBIDDEN, Some("Wrong password."))
 }
 
-/// `POST /auth/logout`: forgets this browser's session.
-async fn log_out() -> Response {
+#[derive(serde::Deserialize)]
+struct LogOut {
+    #[serde(default)]
+    everywhere: bool,
+}
+
+/// `POST /auth/logout`: ends this browser's session; with
+/// `?everywhere=true` the owner ends every session (tokens stay valid:
+/// `loralab token rotate` replaces them).
+async fn log_out(
+    State(access): State<Arc<Access>>,
+    role: Option<Extension<Role>>,
+    Query(query): Query<LogOut>,
+    headers: HeaderMap,
+) -> Response {
+    if query.everywhere {
+        if role.map(|Extension(role)| role) != Some(Role::Owner) {
+            return super::refuse(
+                StatusCode::FORBIDDEN,
+                "only the owner can sign out every browser",
+                super::wants_html(&headers),
+            );
+        }
+        let ended = access.sessions.end_all();
+        tracing::info!(ended, "the owner signed out every browser");
+    } else if let Some(id) = cookie(&headers) {
+        access.sessions.end(&id);
+    }
     let mut response = Redirect::to("/").into_response();
     response
         .headers_mut()
@@ -168,13 +220,14 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("theme=dark; loralab_session=abc123 ; other=1"),
         );
-        assert_eq!(presented_secret(&headers).as_deref(), Some("abc123"));
+        assert_eq!(cookie(&headers).as_deref(), Some("abc123"));
+        assert_eq!(bearer(&headers), None);
         headers.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer tok"),
         );
-        assert_eq!(presented_secret(&headers).as_deref(), Some("tok"));
-        assert_eq!(presented_secret(&HeaderMap::new()), None);
+        assert_eq!(bearer(&headers).as_deref(), Some("tok"));
+        assert_eq!(cookie(&HeaderMap::new()), None);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The owner and operator tokens: random, kept in `<data dir>/access/` with
 //! 0600 permissions, compared in constant time. A running server notices a
-//! rotation (`loralab token rotate`) by the file changing, so old cookies stop
-//! working without a restart.
+//! rotation (`loralab token rotate`) by the file changing, so the sessions it
+//! granted end without a restart.
 
 use std::fs;
 use std::io::Write;
@@ -15,7 +15,8 @@ use app::Role;
 /// Bytes of randomness in a token (hex-encoded: 64 characters).
 const TOKEN_BYTES: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     Owner,
     Operator,
@@ -36,7 +37,7 @@ impl TokenKind {
         }
     }
 
-    fn role(self) -> Role {
+    pub fn role(self) -> Role {
         match self {
             Self::Owner => Role::Owner,
             Self::Operator => Role::Operator,
@@ -99,6 +100,11 @@ impl TokenStore {
         Ok(store)
     }
 
+    /// The access folder (0700), where the tokens and sessions are kept.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn path(&self, kind: TokenKind) -> PathBuf {
         self.dir.join(kind.file_name())
     }
@@ -158,34 +164,47 @@ impl TokenStore {
         }
     }
 
-    /// The role a presented token grants, if any. Every known token is
-    /// compared, so the time taken does not tell which one nearly matched.
-    pub fn role_of(&self, presented: &str) -> Option<Role> {
+    /// The token of `kind` as it is now, read again only when its file
+    /// changed (a rotation by another process). An unreadable token grants
+    /// nothing until fixed.
+    pub fn current(&self, kind: TokenKind) -> Option<String> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
-        let mut role = None;
+        let slot = match kind {
+            TokenKind::Owner => &mut loaded.owner,
+            TokenKind::Operator => &mut loaded.operator,
+        };
+        let current = stamp(&self.path(kind));
+        if current != slot.0 || current.is_none() {
+            slot.1 = self.read(kind).unwrap_or_else(|error| {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "reading a token; it grants nothing until fixed"
+                );
+                None
+            });
+            slot.0 = current;
+        }
+        slot.1.clone()
+    }
+
+    /// Which token `presented` is, if any. Every known token is compared,
+    /// so the time taken does not tell which one nearly matched.
+    pub fn kind_of(&self, presented: &str) -> Option<TokenKind> {
+        let mut found = None;
         for kind in [TokenKind::Owner, TokenKind::Operator] {
-            let slot = match kind {
-                TokenKind::Owner => &mut loaded.owner,
-                TokenKind::Operator => &mut loaded.operator,
-            };
-            let current = stamp(&self.path(kind));
-            if current != slot.0 || current.is_none() {
-                slot.1 = self.read(kind).unwrap_or_else(|error| {
-                    tracing::error!(
-                        error = format!("{error:#}"),
-                        "reading a token; it grants nothing until fixed"
-                    );
-                    None
-                });
-                slot.0 = current;
-            }
-            if let Some(token) = &slot.1 {
-                if constant_time_eq(token.as_bytes(), presented.as_bytes()) && role.is_none() {
-                    role = Some(kind.role());
-                }
+            let matches = self
+                .current(kind)
+                .is_some_and(|token| constant_time_eq(token.as_bytes(), presented.as_bytes()));
+            if matches && found.is_none() {
+                found = Some(kind);
             }
         }
-        role
+        found
+    }
+
+    /// The role a presented token grants, if any.
+    pub fn role_of(&self, presented: &str) -> Option<Role> {
+        self.kind_of(presented).map(TokenKind::role)
     }
 }
 

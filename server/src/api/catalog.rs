@@ -82,13 +82,14 @@ pub struct PullRequest {
 }
 
 /// Pulls are the owner's business (they write to the disk and reveal what
-/// is being fetched): viewers neither start nor watch them. Posts are
-/// refused by the access layer already; reads are refused here.
+/// is being fetched): viewers and operators neither start nor watch them.
+/// Posts are refused by the access layer already; reads are refused here.
 fn owner_only(client: &Option<Extension<Client>>) -> Result<(), ApiError> {
     match client {
-        Some(Extension(client)) if !client.role.can_mutate() => Err(ApiError::Forbidden(
-            "viewers cannot see model pulls; the owner's link grants that".into(),
-        )),
+        Some(Extension(client)) if !client.role.can_manage() => Err(ApiError::Forbidden(format!(
+            "{}s cannot see model pulls; the owner's link grants that",
+            client.role.label()
+        ))),
         _ => Ok(()),
     }
 }

@@ -1,5 +1,6 @@
 //! Runs: list, show, create (validated), stop, resume.
 
+use app::dto::MemoryEstimate;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -59,9 +60,11 @@ pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
     let run = validate_run(state, request)?;
     let config_json = serde_json::to_string(&run.config).map_err(anyhow::Error::from)?;
     // For the supervisor's memory budget; without one the run trains alone.
-    let estimate = crate::estimate::estimate_run(state, &run.model, &run.config)
-        .map(|estimate| estimate.total)
-        .ok();
+    let estimate = crate::estimate::estimate_run(state, &run.model, &run.config).ok();
+    if let Some(estimate) = estimate.as_ref().filter(|_| !run.force) {
+        refuse_unless_it_fits(state, estimate)?;
+    }
+    let estimate = estimate.map(|estimate| estimate.total);
     let id = state.store.insert_run(&NewRun {
         name: run.name,
         model_id: Some(run.model.id),
@@ -78,6 +81,33 @@ pub struct ValidatedRun {
     pub model: ModelRecord,
     pub dataset: DatasetRecord,
     pub config: TrainConfig,
+    /// Queue it even if its memory estimate is over what the machine has
+    /// (it then trains alone).
+    pub force: bool,
+}
+
+/// Refuses a run whose estimate is over the memory it could ever have: the
+/// supervisor's budget (what was free at start, or the configured one),
+/// else what is free now.
+fn refuse_unless_it_fits(state: &AppState, estimate: &MemoryEstimate) -> Result<(), ApiError> {
+    let Some(limit) = state.supervisor.memory_budget().or(estimate.available) else {
+        return Ok(());
+    };
+    if estimate.total <= limit {
+        return Ok(());
+    }
+    let size = crate::models::format_size;
+    Err(ApiError::invalid(
+        "memory",
+        format!(
+            "this run needs about {} ({} weights, {} adapters and optimizer, {} activations) but {} is available; lower batch_size, max_seq_length, lora_parameters.rank or num_layers, turn on grad_checkpoint, or send force: true to queue it anyway (it then trains alone)",
+            size(estimate.total),
+            size(estimate.weights),
+            size(estimate.adapters),
+            size(estimate.activations),
+            size(limit),
+        ),
+    ))
 }
 
 /// Checks a new run's request; errors name the field.
@@ -91,6 +121,16 @@ pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, Ap
         ApiError::invalid("dataset", "required: the name of a registered dataset")
     })?;
     let name = take_string(&mut fields, "name")?;
+    let force = match fields.remove("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(force)) => force,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "force",
+                format!("must be true or false, got {other}"),
+            ))
+        }
+    };
     let model = state.store.model_by_name(&model_name)?.ok_or_else(|| {
         ApiError::invalid(
             "model",
@@ -118,7 +158,19 @@ pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, Ap
         data: dataset.directory.clone(),
         ..config
     };
-    check_values(&config)?;
+    config
+        .validate()
+        .map_err(|error| ApiError::invalid(error.field, error.reason))?;
+    let layers = crate::estimate::model_architecture(std::path::Path::new(&model.location))
+        .map_err(|error| {
+            ApiError::invalid(
+                "model",
+                format!("cannot read the architecture of {}: {error:#}", model.name),
+            )
+        })?
+        .num_hidden_layers;
+    engine::config::adapted_layers(config.num_layers, layers)
+        .map_err(|error| ApiError::invalid(error.field, error.reason))?;
     let name = name.unwrap_or_else(|| format!("{} on {}", model.name, dataset.name));
     if name.trim().is_empty() {
         return Err(ApiError::invalid("name", "must not be empty"));
@@ -128,6 +180,7 @@ pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, Ap
         model,
         dataset,
         config,
+        force,
     })
 }
 
@@ -180,48 +233,6 @@ fn train_config(fields: Map<String, Value>) -> Result<TrainConfig, ApiError> {
     }
     serde_json::from_value(Value::Object(fields))
         .map_err(|e| ApiError::invalid("body", e.to_string()))
-}
-
-/// Values the trainer would reject later; refused before queueing.
-fn check_values(cfg: &TrainConfig) -> Result<(), ApiError> {
-    let at_least_one = [
-        ("batch_size", cfg.batch_size),
-        ("steps_per_report", cfg.steps_per_report),
-        ("steps_per_eval", cfg.steps_per_eval),
-        ("save_every", cfg.save_every),
-        ("grad_accumulation_steps", cfg.grad_accumulation_steps),
-        ("max_seq_length", cfg.max_seq_length),
-    ];
-    for (field, value) in at_least_one {
-        if value == 0 {
-            return Err(ApiError::invalid(field, "must be at least 1"));
-        }
-    }
-    if cfg.epochs == Some(0) {
-        return Err(ApiError::invalid("epochs", "must be at least 1"));
-    }
-    if cfg.epochs.is_none() && cfg.iters == 0 {
-        return Err(ApiError::invalid("iters", "must be at least 1"));
-    }
-    if !(cfg.learning_rate.is_finite() && cfg.learning_rate > 0.0) {
-        return Err(ApiError::invalid(
-            "learning_rate",
-            format!("must be a positive number, got {}", cfg.learning_rate),
-        ));
-    }
-    if cfg.lora_parameters.rank == 0 {
-        return Err(ApiError::invalid(
-            "lora_parameters.rank",
-            "must be at least 1",
-        ));
-    }
-    if !(0.0..1.0).contains(&cfg.lora_parameters.dropout) {
-        return Err(ApiError::invalid(
-            "lora_parameters.dropout",
-            "must be at least 0 and below 1",
-        ));
-    }
-    Ok(())
 }
 
 pub async fn stop(

@@ -90,7 +90,18 @@ pub fn comparison_view(record: &ComparisonRecord) -> ComparisonView {
         dataset: record.dataset_name.clone(),
         split: record.split.clone(),
         settings,
-        status: record.status.clone(),
+        // Stored `done`: a cancel ends a comparison as its outputs end, and
+        // the page and API say which way it ended.
+        status: if record.status == "done"
+            && record
+                .outputs
+                .iter()
+                .any(|o| o.finish_reason.as_deref() == Some(super::CANCELLED))
+        {
+            super::CANCELLED.to_string()
+        } else {
+            record.status.clone()
+        },
         failure: record.failure.clone(),
         created_at: record.created_at.clone(),
         columns,

@@ -104,6 +104,11 @@ impl Supervisor {
         &self.inner.store
     }
 
+    /// The memory runs, exports and the inference worker share, when known.
+    pub fn memory_budget(&self) -> Option<u64> {
+        self.inner.settings.memory_budget
+    }
+
     pub fn run_dir(&self, id: i64) -> PathBuf {
         self.inner.runs_dir.join(id.to_string())
     }

@@ -48,6 +48,7 @@ pub(super) async fn drive(
         resume,
     };
 
+    let oom_kills_before = crate::failure::OomKills::now();
     let mut child = match tokio::process::Command::new(&inner.settings.worker_exe)
         .arg("worker")
         .stdin(Stdio::piped())
@@ -160,7 +161,12 @@ pub(super) async fn drive(
         .as_ref()
         .is_ok_and(|status| std::os::unix::process::ExitStatusExt::signal(status) == Some(9));
     if killed {
-        return fail(crate::failure::killed_worker(&exit));
+        let oom_kills_after = crate::failure::OomKills::now();
+        return fail(crate::failure::killed_worker(
+            &exit,
+            oom_kills_before,
+            oom_kills_after,
+        ));
     }
     let last: Vec<String> = {
         let tail = tail.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,4 +1,4 @@
-// Clone is a faithful copy: a run made through the API with settings no
+// Page titles, and clone as a faithful copy: a run made through the API with settings no
 // preset has (report every step, 2 validation batches, scale 10, dropout,
 // a seed), cloned on the new-run page and submitted unchanged, gets the
 // original's config key for key, with JavaScript on and off.
@@ -52,3 +52,22 @@ for (const javaScriptEnabled of [true, false]) {
     assert.deepEqual(copy.config, from.config);
   });
 }
+
+test("each page has its own title, also when rendered without JavaScript", async () => {
+  const page = await newPage(browser, { javaScriptEnabled: false });
+  const titles = {};
+  for (const url of ["/", "/runs/new", `/runs/${original}`, "/models", "/datasets", "/compare", "/exports", "/runs/999"]) {
+    await page.goto(server.baseUrl + url);
+    titles[url] = await page.title();
+  }
+  assert.deepEqual(titles, {
+    "/": "Runs · Loralab",
+    "/runs/new": "New run · Loralab",
+    [`/runs/${original}`]: "original · Loralab",
+    "/models": "Models · Loralab",
+    "/datasets": "Datasets · Loralab",
+    "/compare": "Compare adapters · Loralab",
+    "/exports": "Exports · Loralab",
+    "/runs/999": "No such run · Loralab",
+  });
+});
