@@ -47,14 +47,100 @@ function setStat(key, text) {
   if (element) element.textContent = text;
 }
 
+// Python's `{:.3e}` (mlx-lm's learning rate): a two-digit exponent.
+const pythonExp = (value) =>
+  value.toExponential(3).replace(/e([+-])(\d)$/, "e$10$2");
+
+// Mirrors report_line in server/src/train_cli.rs: the log reads as the
+// worker wrote it, live as after a reload.
+function logLine(kind, event) {
+  switch (kind) {
+    case "started": {
+      const percent = (100 * event.trainable_parameters) / Math.max(event.total_parameters, 1);
+      const millions = (count) => (count / 1e6).toFixed(3);
+      let line = `Trainable parameters: ${percent.toFixed(3)}% (${millions(event.trainable_parameters)}M/${millions(event.total_parameters)}M)`;
+      if (event.start_step > 0) line += `\nResuming after iter ${event.start_step}`;
+      return line;
+    }
+    case "report":
+      return `Iter ${event.step}: Train loss ${event.train_loss.toFixed(3)}, Learning Rate ${pythonExp(event.learning_rate)}, It/sec ${event.it_per_sec.toFixed(3)}, Tokens/sec ${event.tokens_per_sec.toFixed(3)}, Trained Tokens ${event.trained_tokens}, Peak mem ${event.peak_memory_gb.toFixed(3)} GB`;
+    case "eval":
+      return `Iter ${event.step}: Val loss ${event.val_loss.toFixed(3)}, Val took ${event.val_time_sec.toFixed(3)}s`;
+    case "checkpoint": {
+      const latest = event.path.includes("/") ? event.path.replace(/[^/]*$/, "adapters.safetensors") : null;
+      return latest
+        ? `Iter ${event.step}: Saved adapter weights to ${latest} and ${event.path}.`
+        : `Iter ${event.step}: Saved adapter weights to ${event.path}.`;
+    }
+    case "log":
+      return event.message;
+    default:
+      return null;
+  }
+}
+
+const LOG_LINES = 50;
+
+function appendLog(text) {
+  const log = document.getElementById("log");
+  if (!log || !text) return;
+  const lines = log.textContent ? log.textContent.split("\n") : [];
+  lines.push(...text.split("\n"));
+  // Stays scrolled to its newest line (CSS anchors .tail at the bottom).
+  log.textContent = lines.slice(-LOG_LINES).join("\n");
+}
+
+// The checkpoints table as the server renders it: a row per checkpoint,
+// its validation loss when an evaluation ran at its step, and the best
+// (lowest loss, earliest on a tie) marked.
+function addCheckpoint(table, runId, step) {
+  const body = table.tBodies[0];
+  if (body.querySelector(`tr[data-step="${step}"]`)) return;
+  const row = body.insertRow();
+  row.dataset.step = step;
+  row.innerHTML = `<td class="num">${step}</td><td class="num">–</td><td></td>` +
+    `<td><a href="/api/runs/${runId}/adapter.zip?step=${step}" download>zip</a></td>`;
+  const actions = document.querySelector(".toolbar .actions");
+  if (actions && !document.getElementById("download")) {
+    const link = document.createElement("a");
+    Object.assign(link, { className: "button", id: "download", href: `/api/runs/${runId}/adapter.zip`, textContent: "Download adapter" });
+    link.setAttribute("download", "");
+    actions.append(link);
+  }
+}
+
+function markCheckpoints(table, lossAt) {
+  let best = null;
+  for (const row of table.tBodies[0].rows) {
+    const loss = lossAt.get(Number(row.dataset.step));
+    if (loss !== undefined) {
+      row.cells[1].textContent = loss.toFixed(3);
+      if (best === null || loss < best.loss) best = { row, loss };
+    }
+  }
+  for (const row of table.tBodies[0].rows) {
+    const isBest = row === best?.row;
+    row.classList.toggle("best", isBest);
+    row.cells[2].innerHTML = isBest ? '<span class="status done">best</span>' : "";
+  }
+}
+
 // The run page: loss points, figures and status as they happen. The server
 // names each SSE event after the worker event ("report", "eval", ...).
 const runStream = document.querySelector("[data-live-run]");
 if (runStream) {
   const chart = document.getElementById("loss-chart");
+  const checkpoints = document.getElementById("checkpoints");
+  const runId = runStream.dataset.runId;
   const source = new EventSource(runStream.dataset.liveRun);
-  let total = null;
+  let total = Number(runStream.dataset.totalSteps) || null;
   let best = Infinity;
+  // Validation losses by step, for the checkpoints saved at those steps.
+  const lossAt = new Map(
+    [...checkpoints.tBodies[0].rows]
+      .filter((row) => row.dataset.valLoss)
+      .map((row) => [Number(row.dataset.step), Number(row.dataset.valLoss)]),
+  );
   // The chart's x may count steps, trained tokens or epochs; evaluations
   // carry only a step, placed at the latest report's rate.
   const axis = chart.dataset.xAxis ?? "step";
@@ -62,10 +148,17 @@ if (runStream) {
     axis === "tokens" ? event.trained_tokens : axis === "epoch" ? event.epoch : event.step;
   let rate = 1;
   const on = (kind, handle) =>
-    source.addEventListener(kind, (message) => handle(JSON.parse(message.data)));
+    source.addEventListener(kind, (message) => {
+      const event = JSON.parse(message.data);
+      handle(event);
+      appendLog(logLine(kind, event));
+    });
   on("started", (event) => {
     total = event.total_steps;
+    setStat("step", `${event.start_step}/${total}`);
+    setStat("phase", event.start_step === 0 ? "first validation" : "training");
   });
+  on("log", () => {});
   on("report", (event) => {
     const x = xOfReport(event);
     if (event.step > 0) rate = x / event.step;
@@ -75,11 +168,26 @@ if (runStream) {
     setStat("tokens_per_sec", event.tokens_per_sec.toFixed(0));
     setStat("learning_rate", event.learning_rate.toExponential(2));
     setStat("peak_memory_gb", `${event.peak_memory_gb.toFixed(2)} GB`);
+    setStat("phase", "training");
+    if (total && event.it_per_sec > 0) setStat("eta", formatDuration((total - event.step) / event.it_per_sec));
+  });
+  on("checkpoint", (event) => {
+    // The first checkpoint makes forms possible (export): the server renders them.
+    if (document.querySelector("[data-reload-on-checkpoint]")) {
+      source.close();
+      window.location.reload();
+      return;
+    }
+    addCheckpoint(checkpoints, runId, event.step);
+    markCheckpoints(checkpoints, lossAt);
   });
   on("eval", (event) => {
     addPoint(chart, "valid", axis === "step" ? event.step : event.step * rate, event.val_loss);
     best = Math.min(best, event.val_loss);
     setStat("best_val_loss", best.toFixed(3));
+    lossAt.set(event.step, event.val_loss);
+    if (event.step === 0) setStat("phase", "training");
+    markCheckpoints(checkpoints, lossAt);
   });
   // The stream starts after the events this page was rendered with, so a
   // final state here is new: it brings new actions and checkpoints.

@@ -52,6 +52,20 @@ impl RunSummary {
             .then(|| self.total_steps.saturating_sub(self.step) as f64 / speed)
     }
 
+    /// What the worker is doing, in words, while the run is active: the
+    /// first seconds of a run (loading, the step-0 validation) have no
+    /// steps to show. live.js moves it on as events come.
+    pub fn phase(&self) -> Option<&'static str> {
+        match self.status.as_str() {
+            "queued" => Some("waiting for memory or a free slot"),
+            "running" if self.total_steps == 0 => Some("loading the model and data"),
+            "running" if self.step == 0 => Some("first validation"),
+            "running" => Some("training"),
+            "stopping" => Some("saving a checkpoint"),
+            _ => None,
+        }
+    }
+
     /// Whether a worker is (or will be) busy with this run.
     pub fn is_active(&self) -> bool {
         matches!(self.status.as_str(), "queued" | "running" | "stopping")

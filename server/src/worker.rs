@@ -97,14 +97,19 @@ fn load_model(path: &Path, cfg: &TrainConfig) -> Result<(Model, TokenizerBundle)
 }
 
 /// Writes events as JSON lines to the journal and on stdout, flushed one
-/// by one.
+/// by one, and each as mlx-lm's console line on stderr, so the run's log
+/// reads like `mlx_lm.lora`'s (and like `loralab train`'s).
 struct Emitter {
     journal: Option<std::fs::File>,
     stdout_broken: bool,
+    run_dir: PathBuf,
 }
 
 impl Emitter {
     fn emit(&mut self, event: &Event) {
+        if let Some(text) = crate::train_cli::report_line(event, &self.run_dir) {
+            log!("{text}");
+        }
         let line = match serde_json::to_string(event) {
             Ok(line) => line,
             Err(error) => {
@@ -162,6 +167,7 @@ pub fn run() -> ExitCode {
             .map_err(|error| log!("cannot open {}: {error}", journal.display()))
             .ok(),
         stdout_broken: false,
+        run_dir: run_dir.clone(),
     };
     let stop = Arc::new(AtomicBool::new(false));
     watch_input(stop.clone());

@@ -164,7 +164,8 @@ pub fn RunExports(
             <h2>"Export"</h2>
             {error.map(|message| view! { <p class="error-box" id="export-error">{message}</p> })}
             {checkpoints.is_empty().then(|| view! {
-                <p class="muted">"An export needs a checkpoint: the first is saved during training."</p>
+                // live.js reloads the page at the first checkpoint, which brings the form.
+                <p class="muted" data-reload-on-checkpoint="">"An export needs a checkpoint: the first is saved during training."</p>
             })}
             {form}
             {if empty {

@@ -259,7 +259,7 @@ fn RunView(
         .iter()
         .map(|checkpoint| {
             view! {
-                <tr class:best=checkpoint.best>
+                <tr class:best=checkpoint.best data-step=checkpoint.step data-val-loss=checkpoint.val_loss.map(|loss| loss.to_string())>
                     <td class="num">{checkpoint.step}</td>
                     <td class="num">{format_optional(checkpoint.val_loss, 3)}</td>
                     <td>{checkpoint.best.then(|| view! { <span class="status done">"best"</span> })}</td>
@@ -274,7 +274,17 @@ fn RunView(
         .collect_view();
     let log = detail.log_tail.join("\n");
     view! {
-        <div class="toolbar" data-live-run=format!("/api/runs/{id}/events?after={}", detail.last_event_seq)>
+        // Without JavaScript a live run's page refreshes itself; with it,
+        // live.js follows the stream and this is inert text.
+        {summary.is_active().then(|| view! {
+            <noscript><meta http-equiv="refresh" content="5" /></noscript>
+        })}
+        <div
+            class="toolbar"
+            data-live-run=format!("/api/runs/{id}/events?after={}", detail.last_event_seq)
+            data-run-id=id
+            data-total-steps=summary.total_steps
+        >
             <Heading text=summary.name.clone() />
             <span class=format!("status {}", summary.status) id="run-status">{summary.status.clone()}</span>
             <span class="spacer"></span>
@@ -285,7 +295,8 @@ fn RunView(
         })}
         <p class="muted">{format!("{} on {}", summary.model, summary.dataset)}</p>
         <div class="stats">
-            <Stat label="Step" key="step" value=format!("{}/{}", summary.step, summary.total_steps) />
+            <Stat label="Step" key="step" value=if summary.total_steps == 0 { format!("{}/–", summary.step) } else { format!("{}/{}", summary.step, summary.total_steps) } />
+            {summary.phase().map(|phase| view! { <Stat label="Now" key="phase" value=phase.to_string() /> })}
             <Stat label="Train loss" key="train_loss" value=format_optional(last.as_ref().map(|p| p.train_loss), 3) />
             <Stat label="Best val loss" key="best_val_loss" value=format_optional(summary.best_val_loss, 3) />
             <Stat label="Tokens/s" key="tokens_per_sec" value=format_optional(last.as_ref().map(|p| p.tokens_per_sec), 0) />
@@ -322,7 +333,7 @@ fn RunView(
         }}
         <RunExports run_id=id checkpoints=detail.checkpoints.clone() exports=detail.exports.clone() can_manage />
         <h2>"Log"</h2>
-        <pre class="log" id="log">{log}</pre>
+        <pre class="log tail" id="log">{log}</pre>
         <h2>"Configuration"</h2>
         <p class="muted">"Run it headless with " <code>"loralab train --config run.yaml"</code></p>
         <pre class="log" id="config">{detail.config_yaml.clone()}</pre>
@@ -368,13 +379,13 @@ fn EvaluationSection(evaluations: RunEvaluations, active: bool, can_manage: bool
     let has_test = evaluations.has_split("test");
     let has_valid = evaluations.has_split("valid");
     let ready = evaluations.has_checkpoint && !active && evaluations.dataset.is_some();
-    let note = if !evaluations.has_checkpoint {
-        Some("Nothing to evaluate before the first checkpoint.".to_string())
-    } else if active {
+    let note = if active {
         Some(
             "Evaluate once the run has stopped or finished: the worker slot is busy training."
                 .to_string(),
         )
+    } else if !evaluations.has_checkpoint {
+        Some("Nothing to evaluate before the first checkpoint.".to_string())
     } else if evaluations.dataset.is_none() {
         Some("The run's dataset was deleted: nothing to evaluate on.".to_string())
     } else {
