@@ -2,10 +2,13 @@
 // it; with it, runs update live from server-sent events.
 "use strict";
 
-// Times are rendered by the server in UTC; show them in the viewer's zone.
+// Times are rendered by the server in UTC; show them in the viewer's zone
+// and locale, the exact time as a tooltip.
 for (const element of document.querySelectorAll("time[datetime]")) {
   const when = new Date(element.getAttribute("datetime"));
-  if (!Number.isNaN(when.getTime())) element.textContent = when.toLocaleString();
+  if (Number.isNaN(when.getTime())) continue;
+  element.textContent = when.toLocaleString();
+  element.title = element.getAttribute("datetime");
 }
 
 const formatTick = (value) => (Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(2));
@@ -223,5 +226,17 @@ if (runsTable) {
     const speed = Number(row.dataset.itPerSec) || measured;
     const eta = row.querySelector("[data-eta]");
     if (eta && speed > 0) eta.textContent = formatDuration((change.total_steps - change.step) / speed);
+  });
+}
+
+// The new-run form: a field left empty takes the preset's value, which its
+// placeholder shows; follow the preset choice.
+const presetChoice = document.getElementById("preset");
+if (presetChoice) {
+  presetChoice.addEventListener("change", () => {
+    const values = JSON.parse(presetChoice.selectedOptions[0]?.dataset.values ?? "{}");
+    for (const field of document.querySelectorAll("[data-preset-field]")) {
+      field.placeholder = values[field.dataset.presetField] ?? "";
+    }
   });
 }

@@ -64,3 +64,29 @@ pub fn preset(key: Option<&str>) -> Option<&'static Preset> {
     let key = key.filter(|key| !key.is_empty()).unwrap_or("balanced");
     PRESETS.iter().find(|preset| preset.key == key)
 }
+
+impl Preset {
+    /// The form fields a preset fills, as (field name, value): what an
+    /// empty field means, shown as its placeholder.
+    pub fn field_values(&self) -> [(&'static str, String); 8] {
+        [
+            ("iters", self.iters.to_string()),
+            ("batch_size", self.batch_size.to_string()),
+            ("learning_rate", format!("{:e}", self.learning_rate)),
+            ("rank", self.rank.to_string()),
+            ("num_layers", self.num_layers.to_string()),
+            ("max_seq_length", self.max_seq_length.to_string()),
+            ("steps_per_eval", self.steps_per_eval.to_string()),
+            ("save_every", self.save_every.to_string()),
+        ]
+    }
+
+    /// The value `field` takes from this preset, for its placeholder.
+    pub fn value_of(&self, field: &str) -> String {
+        self.field_values()
+            .into_iter()
+            .find(|(key, _)| *key == field)
+            .map(|(_, value)| value)
+            .unwrap_or_default()
+    }
+}

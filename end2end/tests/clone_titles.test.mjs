@@ -71,3 +71,37 @@ test("each page has its own title, also when rendered without JavaScript", async
     "/runs/999": "No such run · Loralab",
   });
 });
+
+test("the new-run form shows each preset's values, QLoRA bits only for QLoRA, and brings Check's verdict into view", async () => {
+  const page = await newPage(browser);
+  await page.goto(server.baseUrl + "/runs/new");
+  const placeholder = (field) => page.locator(`input[name="form[${field}]"]`).getAttribute("placeholder");
+  assert.equal(await page.locator("#preset").inputValue(), "balanced");
+  assert.equal(await placeholder("iters"), "300");
+  assert.equal(await placeholder("save_every"), "50");
+  await page.selectOption("#preset", "thorough");
+  assert.equal(await placeholder("iters"), "1000");
+  assert.equal(await placeholder("rank"), "16");
+  assert.equal(await placeholder("num_layers"), "-1");
+  assert.equal(await placeholder("learning_rate"), "5e-5");
+  const bits = page.locator("label.qlora-bits");
+  assert.equal(await bits.isVisible(), false);
+  await page.selectOption('select[name="form[fine_tune]"]', "qlora");
+  assert.equal(await bits.isVisible(), true);
+  await page.selectOption('select[name="form[fine_tune]"]', "dora");
+  assert.equal(await bits.isVisible(), false);
+  await page.selectOption('select[name="form[model]"]', "tiny");
+  await page.click("#check");
+  await page.waitForSelector("#run-check");
+  assert.ok(page.url().endsWith("#run-check"), page.url());
+  const verdict = await page.locator("#memory-verdict").boundingBox();
+  assert.ok(verdict.y >= 0 && verdict.y < 800, `the verdict is in view: ${JSON.stringify(verdict)}`);
+  // The checked form keeps its preset, and so its placeholders.
+  assert.equal(await placeholder("iters"), "1000");
+
+  // Without JavaScript: the server's placeholders, and the CSS hides the bits.
+  const plain = await newPage(browser, { javaScriptEnabled: false });
+  await plain.goto(server.baseUrl + "/runs/new");
+  assert.equal(await plain.locator('input[name="form[iters]"]').getAttribute("placeholder"), "300");
+  assert.equal(await plain.locator("label.qlora-bits").isVisible(), false);
+});

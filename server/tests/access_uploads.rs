@@ -188,7 +188,13 @@ async fn traversal_names_and_oversize_uploads_leave_nothing_behind() {
         .await
         .unwrap();
     assert_eq!(response.status(), 413);
-    assert_eq!(response.text().await.unwrap(), "upload too large");
+    // A handler's plain-text refusal is answered as every refusal: JSON.
+    assert_eq!(
+        response.text().await.unwrap(),
+        format!(
+            r#"{{"error":"request body is over {UPLOAD_LIMIT} bytes, the most this route takes"}}"#
+        )
+    );
     assert_eq!(listing(&uploads), ["chat-logs"]);
 
     // The same handler outside /api/uploads/ keeps the 1 MiB default.

@@ -7,6 +7,7 @@ use crate::dto::{DatasetSummary, ModelSummary, NewRunForm, RunCheck};
 use crate::layout::{Heading, Page};
 use crate::pages::catalog::{PullFields, PullItem};
 use crate::pages::{posted_error, ErrorBox};
+use crate::presets::Preset;
 
 #[server(prefix = "/fn", endpoint = "runs/create")]
 pub async fn create_run(form: NewRunForm) -> Result<(), ServerFnError> {
@@ -116,12 +117,13 @@ fn CheckPanel(check: RunCheck) -> impl IntoView {
     }
 }
 
-/// A number field whose empty value means "the preset's".
+/// A number field whose empty value means the preset's, which its
+/// placeholder shows (live.js follows the preset choice).
 #[component]
-fn NumberField(
+fn PresetField(
     label: &'static str,
-    name: &'static str,
-    placeholder: &'static str,
+    field: &'static str,
+    preset: &'static Preset,
     #[prop(optional)] step: Option<&'static str>,
     #[prop(optional)] min: Option<&'static str>,
     value: Option<String>,
@@ -129,7 +131,15 @@ fn NumberField(
     view! {
         <label>
             <span>{label}</span>
-            <input type="number" name=name placeholder=placeholder step=step.unwrap_or("1") min=min value=value />
+            <input
+                type="number"
+                name=format!("form[{field}]")
+                data-preset-field=field
+                placeholder=preset.value_of(field)
+                step=step.unwrap_or("1")
+                min=min
+                value=value
+            />
         </label>
     }
 }
@@ -289,7 +299,29 @@ fn NewRunForm(
         })
         .collect_view();
     // A checked form keeps its preset; otherwise "balanced".
-    let preset = crate::presets::preset(initial.preset.as_deref()).map_or("balanced", |p| p.key);
+    let preset =
+        crate::presets::preset(initial.preset.as_deref()).unwrap_or(&crate::presets::PRESETS[1]);
+    let preset_options = crate::presets::PRESETS
+        .iter()
+        .map(|choice| {
+            let label = match choice.key {
+                "quick" => "Quick test: 30 steps, to check everything works",
+                "balanced" => "Balanced: 300 steps",
+                _ => "Thorough: 1000 steps, rank 16, all layers",
+            };
+            // The values live.js puts in the placeholders on a change.
+            // Keys and values are plain words and numbers: no escaping.
+            let values = choice
+                .field_values()
+                .map(|(key, value)| format!("\"{key}\":\"{value}\""))
+                .join(",");
+            view! {
+                <option value=choice.key selected=choice.key == preset.key data-values=format!("{{{values}}}")>
+                    {label}
+                </option>
+            }
+        })
+        .collect_view();
     let qlora = initial.fine_tune.as_deref() == Some("qlora");
     let dora = initial.fine_tune.as_deref() == Some("dora");
     let eight_bits = initial.bits.as_deref() == Some("8");
@@ -317,11 +349,7 @@ fn NewRunForm(
                     </label>
                     <label>
                         <span>"Preset"</span>
-                        <select name="form[preset]">
-                            <option value="quick" selected=preset == "quick">"Quick test: 30 steps, to check everything works"</option>
-                            <option value="balanced" selected=preset == "balanced">"Balanced: 300 steps"</option>
-                            <option value="thorough" selected=preset == "thorough">"Thorough: 1000 steps, rank 16, all layers"</option>
-                        </select>
+                        <select name="form[preset]" id="preset">{preset_options}</select>
                     </label>
                     <label>
                         <span>"Fine-tune type"</span>
@@ -331,7 +359,8 @@ fn NewRunForm(
                             <option value="dora" selected=dora>"DoRA (LoRA plus a learned magnitude per row)"</option>
                         </select>
                     </label>
-                    <label>
+                    // Shown only while QLoRA is chosen (CSS :has, no script needed).
+                    <label class="qlora-bits">
                         <span>"QLoRA bits"</span>
                         <select name="form[bits]">
                             <option value="4" selected=!eight_bits>"4"</option>
@@ -341,15 +370,18 @@ fn NewRunForm(
                 </div>
                 <div>
                     <p class="muted">"Leave a field empty to use the preset's value."</p>
-                    <NumberField label="Iterations" name="form[iters]" placeholder="preset" min="1" value=initial.iters.clone() />
-                    <NumberField label="Batch size" name="form[batch_size]" placeholder="preset" min="1" value=initial.batch_size.clone() />
-                    <NumberField label="Learning rate" name="form[learning_rate]" placeholder="preset" step="any" min="0" value=initial.learning_rate.clone() />
-                    <NumberField label="LoRA rank" name="form[rank]" placeholder="preset" min="1" value=initial.rank.clone() />
-                    <NumberField label="Layers to adapt (from the top; -1 = all)" name="form[num_layers]" placeholder="preset" min="-1" value=initial.num_layers.clone() />
-                    <NumberField label="Max sequence length" name="form[max_seq_length]" placeholder="preset" min="8" value=initial.max_seq_length.clone() />
-                    <NumberField label="Validate every N steps" name="form[steps_per_eval]" placeholder="preset" min="1" value=initial.steps_per_eval.clone() />
-                    <NumberField label="Checkpoint every N steps" name="form[save_every]" placeholder="preset" min="1" value=initial.save_every.clone() />
-                    <NumberField label="Seed" name="form[seed]" placeholder="0" min="0" value=initial.seed.clone() />
+                    <PresetField label="Iterations" field="iters" preset min="1" value=initial.iters.clone() />
+                    <PresetField label="Batch size" field="batch_size" preset min="1" value=initial.batch_size.clone() />
+                    <PresetField label="Learning rate" field="learning_rate" preset step="any" min="0" value=initial.learning_rate.clone() />
+                    <PresetField label="LoRA rank" field="rank" preset min="1" value=initial.rank.clone() />
+                    <PresetField label="Layers to adapt (from the top; -1 = all)" field="num_layers" preset min="-1" value=initial.num_layers.clone() />
+                    <PresetField label="Max sequence length" field="max_seq_length" preset min="8" value=initial.max_seq_length.clone() />
+                    <PresetField label="Validate every N steps" field="steps_per_eval" preset min="1" value=initial.steps_per_eval.clone() />
+                    <PresetField label="Checkpoint every N steps" field="save_every" preset min="1" value=initial.save_every.clone() />
+                    <label>
+                        <span>"Seed"</span>
+                        <input type="number" name="form[seed]" placeholder="0" min="0" step="1" value=initial.seed.clone() />
+                    </label>
                     <label>
                         <span>"Loss on answers only (mask the prompt)"</span>
                         <select name="form[mask_prompt]">
@@ -374,7 +406,7 @@ fn NewRunForm(
             </label>
             <div class="actions">
                 <button type="submit" class="primary" id="start">"Start fine-tune"</button>
-                <button type="submit" formmethod="get" formaction="/runs/new" id="check">
+                <button type="submit" formmethod="get" formaction="/runs/new#run-check" id="check">
                     "Check memory and config"
                 </button>
             </div>
