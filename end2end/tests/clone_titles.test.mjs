@@ -105,3 +105,15 @@ test("the new-run form shows each preset's values, QLoRA bits only for QLoRA, an
   assert.equal(await plain.locator('input[name="form[iters]"]').getAttribute("placeholder"), "300");
   assert.equal(await plain.locator("label.qlora-bits").isVisible(), false);
 });
+
+test("a refused form comes back with its reason in words, in the page and the address", async () => {
+  const page = await newPage(browser, { javaScriptEnabled: false });
+  await page.goto(server.baseUrl + "/runs/new");
+  await page.selectOption('select[name="form[model]"]', "tiny");
+  await page.fill('input[name="form[num_layers]"]', "99");
+  await page.click("#start");
+  await page.waitForURL(/error=/);
+  const error = new URL(page.url()).searchParams.get("error");
+  assert.match(error, /^num_layers: is 99 but the model only has \d+ layers$/);
+  assert.equal((await page.locator('[role="alert"]').textContent()).trim(), error);
+});

@@ -44,7 +44,48 @@ pub fn router(state: SharedState, access: Arc<Access>) -> Router {
         .with_state(state)
         .merge(frontend::router())
         .merge(pages);
-    access::protect(routes, access)
+    access::protect(
+        routes.layer(axum::middleware::map_response(readable_error_redirect)),
+        access,
+    )
+}
+
+/// A server function that fails on a form post (no JavaScript) sends the
+/// browser back with its error as base64 in `__err`; the address bar and
+/// history should read the message: `?error=run 999 does not exist`.
+async fn readable_error_redirect(mut response: Response) -> Response {
+    let Some(location) = response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .filter(|location| location.contains("__err="))
+    else {
+        return response;
+    };
+    let (path, query) = location.split_once('?').unwrap_or((location, ""));
+    let (query, fragment) = query
+        .split_once('#')
+        .map_or((query, None), |(q, f)| (q, Some(f)));
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap_or_default();
+    let pairs: Vec<(String, String)> = pairs
+        .into_iter()
+        .map(|(key, value)| match key.as_str() {
+            "__err" => ("error".to_string(), app::pages::decode_posted_error(&value)),
+            _ => (key, value),
+        })
+        .collect();
+    let mut rewritten = format!(
+        "{path}?{}",
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    );
+    if let Some(fragment) = fragment {
+        rewritten.push('#');
+        rewritten.push_str(fragment);
+    }
+    if let Ok(value) = HeaderValue::from_str(&rewritten) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// What pages and server functions read from context: the backend, and the

@@ -343,11 +343,8 @@ fn ModelsTable(models: Vec<ModelSummary>) -> impl IntoView {
 pub fn DatasetsPage() -> impl IntoView {
     let datasets = Resource::new_blocking(|| (), |_| list_datasets());
     // The upload posts to the JSON API, which redirects a browser back here
-    // with `?error=` when the files are refused; server functions' own
-    // errors come back in `__err`.
-    let error = leptos_router::hooks::use_query_map()
-        .with_untracked(|query| query.get("error"))
-        .or_else(crate::pages::posted_error);
+    // with `?error=` when the files are refused, as server functions' do.
+    let error = crate::pages::posted_error();
     view! {
         <Page current="/datasets">
             <Heading text="Datasets" />

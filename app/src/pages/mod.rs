@@ -40,10 +40,13 @@ pub(crate) fn server_error_text(error: &str) -> String {
 /// `ServerError|message`.
 pub(crate) fn posted_error() -> Option<String> {
     let query = leptos_router::hooks::use_query_map();
-    query.with_untracked(|query| query.get("__err").map(|raw| decode_posted_error(&raw)))
+    query.with_untracked(|query| query.get("error"))
 }
 
-fn decode_posted_error(raw: &str) -> String {
+/// The message of Leptos's `__err` parameter (base64 of `Kind|message`),
+/// which the server turns into a readable `?error=` before the browser
+/// sees it (see `server/src/http.rs`).
+pub fn decode_posted_error(raw: &str) -> String {
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(raw.trim())
