@@ -133,14 +133,29 @@ impl Staging {
         Ok(self.dir.path().join(split.file_name()))
     }
 
-    /// A file arrived whole. A form's empty file input sends nothing: it is
-    /// dropped, as if not sent.
-    pub fn received(&mut self, split: Split, path: &Path, bytes: u64) {
+    /// A file arrived whole (`file_name` as the browser named it). An empty
+    /// file is refused by its name: it holds no examples.
+    pub fn received(
+        &mut self,
+        split: Split,
+        path: &Path,
+        file_name: &str,
+        bytes: u64,
+    ) -> Result<(), DatasetError> {
         if bytes == 0 {
             std::fs::remove_file(path).ok();
-        } else {
-            self.splits.push(split);
+            let field = match split {
+                Split::Train => "file",
+                Split::Valid => "valid",
+                Split::Test => "test",
+            };
+            return Err(DatasetError::invalid(
+                field,
+                format!("{file_name} is empty: it has no examples"),
+            ));
         }
+        self.splits.push(split);
+        Ok(())
     }
 
     /// Checks the files, registers the dataset and moves the files into

@@ -220,6 +220,13 @@ async fn refused_uploads_leave_nothing_behind() {
             "name: give the dataset a name",
         ),
         (
+            Form::new()
+                .text("name", "empty")
+                .part("file", jsonl_part(b"", "notes.jsonl")),
+            422,
+            "file: notes.jsonl is empty: it has no examples",
+        ),
+        (
             Form::new().text("name", "no files"),
             422,
             "file: choose a JSONL file",
@@ -284,6 +291,25 @@ async fn a_browser_post_is_redirected_to_the_page_or_back_with_the_error() {
             || page.contains("a dataset named \"hello\" already exists"),
         "{page}"
     );
+    // An empty file is named as such, and the page keeps the typed name.
+    let empty = client
+        .post(server.url("/api/datasets"))
+        .header("accept", "text/html")
+        .multipart(
+            Form::new()
+                .text("name", "my chats")
+                .part("file", jsonl_part(b"", "train.jsonl")),
+        )
+        .send()
+        .await
+        .unwrap();
+    let location = empty.headers()["location"].to_str().unwrap().to_string();
+    let page = text_of(client.get(server.url(&location))).await;
+    assert!(
+        page.contains("file: train.jsonl is empty: it has no examples"),
+        "{page}"
+    );
+    assert!(page.contains(r#"value="my chats""#), "{page}");
 }
 
 #[tokio::test]

@@ -157,7 +157,7 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     // A run can use it at once.
     let run = client
         .post(server.url("/api/runs/estimate"))
-        .json(&json!({"model": "test-org/tiny-llama", "dataset": "sample-ahoy", "iters": 1}))
+        .json(&json!({"model": "test-org/tiny-llama", "dataset": "sample-ahoy", "iters": 1, "num_layers": -1}))
         .send()
         .await
         .unwrap();

@@ -8,8 +8,10 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
+/// A run queued whatever its estimate (`force`): these tests are about the
+/// queue; a run refused at the door is `api_runs`'s.
 async fn create(client: &reqwest::Client, server: &Server, name: &str, iters: u64) -> i64 {
-    let body = tiny_run(json!({"iters": iters, "name": name, "save_every": 1000}));
+    let body = tiny_run(json!({"iters": iters, "name": name, "save_every": 1000, "force": true}));
     create_run(client, server, body).await
 }
 

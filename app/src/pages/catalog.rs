@@ -375,6 +375,8 @@ pub fn DatasetsPage() -> impl IntoView {
 /// it), or mlx-lm's train/valid/test files.
 #[component]
 fn UploadForm() -> impl IntoView {
+    // A refused upload comes back with the name it had (`?name=`).
+    let name = leptos_router::hooks::use_query_map().with_untracked(|query| query.get("name"));
     view! {
         <form class="stacked panel" method="post" action="/api/datasets" enctype="multipart/form-data" id="upload-dataset">
             <h2>"Upload a dataset"</h2>
@@ -385,7 +387,7 @@ fn UploadForm() -> impl IntoView {
             </p>
             <label>
                 <span>"Name"</span>
-                <input type="text" name="name" required maxlength="64" placeholder="e.g. support-chats" />
+                <input type="text" name="name" required maxlength="64" placeholder="e.g. support-chats" value=name />
             </label>
             <div class="grid-2">
                 <label>

@@ -37,34 +37,55 @@ pub async fn upload(
             Json(json!({ "dataset": record, "report": report })),
         )
             .into_response(),
-        Err(error) if wants_page => {
-            let query =
-                serde_urlencoded::to_string([("error", error.to_string())]).unwrap_or_default();
+        Err((error, name)) if wants_page => {
+            // The typed name comes back with the reason, so the form keeps it.
+            let query = serde_urlencoded::to_string([
+                ("error", error.to_string()),
+                ("name", name.unwrap_or_default()),
+            ])
+            .unwrap_or_default();
             Redirect::to(&format!("/datasets?{query}")).into_response()
         }
-        Err(error) => ApiError::from(error).into_response(),
+        Err((error, _)) => ApiError::from(error).into_response(),
     }
 }
 
+/// Receives and registers an upload; a refusal comes with the name the
+/// form gave (when it came before the refusal), for the page to keep.
 async fn receive(
     state: &SharedState,
     mut multipart: Multipart,
+) -> Result<
+    (crate::store::DatasetRecord, engine::data::DatasetReport),
+    (DatasetError, Option<String>),
+> {
+    let mut name = None;
+    let received = receive_files(state, &mut multipart, &mut name).await;
+    received.map_err(|error| (error, name))
+}
+
+async fn receive_files(
+    state: &SharedState,
+    multipart: &mut Multipart,
+    name: &mut Option<String>,
 ) -> Result<(crate::store::DatasetRecord, engine::data::DatasetReport), DatasetError> {
     let datasets_dir = state.data_dir.datasets();
     let mut staging = Staging::new(&datasets_dir)?;
-    let mut name = None;
     while let Some(field) = multipart.next_field().await.map_err(malformed)? {
         let field_name = field.name().unwrap_or_default().to_string();
         if field_name == "name" {
-            name = Some(field.text().await.map_err(malformed)?);
+            *name = Some(field.text().await.map_err(malformed)?);
         } else if let Some(split) = Staging::split_of_field(&field_name) {
             // A form's file input left empty still sends its part, unnamed.
             if field.file_name() == Some("") {
                 continue;
             }
+            let file_name = field
+                .file_name()
+                .map_or_else(|| split.file_name().to_string(), str::to_string);
             let path = staging.path_for(split)?;
             let bytes = save_field(field, &path).await?;
-            staging.received(split, &path, bytes);
+            staging.received(split, &path, &file_name, bytes)?;
         } else {
             return Err(DatasetError::Invalid {
                 field: "form",
