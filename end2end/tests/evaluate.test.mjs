@@ -111,7 +111,9 @@ test("Stop ends a comparison mid-generation and keeps what was written", async (
     [...document.querySelectorAll(".output-text")].some((o) => o.textContent.length > 0),
   );
   await Promise.all([page.waitForURL(new RegExp(`/compare/${comparison.id}$`)), page.click("#compare-stop")]);
-  await page.waitForSelector("#compare-status.done");
+  // It says how it ended: cancelled, not done.
+  await page.waitForSelector("#compare-status.cancelled");
+  assert.equal(await page.locator("#compare-status").textContent(), "cancelled");
   assert.equal(await page.locator("#compare-stop").count(), 0);
   const statuses = await page.locator(".output .output-status").allTextContents();
   assert.equal(statuses.length, 40);
