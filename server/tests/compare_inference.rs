@@ -335,3 +335,57 @@ async fn bad_requests_name_the_field_and_a_training_keeps_its_slot() {
     .await;
     assert_eq!(figures["workers_started"], 1, "{figures}");
 }
+
+/// A dataset uploaded as one file has valid and test held out of it, as
+/// training holds them out: a comparison draws its prompts from them.
+#[tokio::test]
+async fn a_one_file_dataset_offers_its_held_out_splits_as_prompts() {
+    let setup = tiny_setup();
+    let server = setup.serve(&[]);
+    let client = reqwest::Client::new();
+    let lines: String = (0..40)
+        .map(|i| {
+            format!(
+                "{{\"messages\": [{{\"role\": \"user\", \"content\": \"question {i}\"}}, {{\"role\": \"assistant\", \"content\": \"answer {i}\"}}]}}\n"
+            )
+        })
+        .collect();
+    let form = reqwest::multipart::Form::new()
+        .text("name", "one-file")
+        .part(
+            "file",
+            reqwest::multipart::Part::bytes(lines.into_bytes()).file_name("chats.jsonl"),
+        );
+    let uploaded = client
+        .post(server.url("/api/datasets"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let uploaded: Value = uploaded.json().await.unwrap();
+    let held_out = uploaded["dataset"]["test_count"].as_u64().unwrap();
+    assert!(held_out >= 2, "{uploaded}");
+    let (status, comparison) = post_json(
+        &client,
+        &server.url("/api/compare"),
+        json!({"model": "tiny", "columns": ["base"], "dataset": "one-file", "split": "test", "count": 2, "settings": {"max_tokens": 2}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{comparison}");
+    let prompts = comparison["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 2);
+    for prompt in prompts {
+        // From the held-out examples: their answers are the references.
+        let display = prompt["display"].as_str().unwrap();
+        let number = display.strip_prefix("question ").unwrap();
+        assert_eq!(prompt["reference"], format!("answer {number}"));
+        assert!(
+            prompt["origin"]
+                .as_str()
+                .unwrap()
+                .starts_with("train.jsonl:"),
+            "{prompt}"
+        );
+    }
+}

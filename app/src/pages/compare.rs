@@ -546,9 +546,22 @@ fn PromptBlock(prompt: PromptView, labels: Vec<String>) -> impl IntoView {
 }
 
 /// Picks a dataset split to compute each column's loss on (a plain form).
+/// It starts on the dataset last evaluated, else the comparison's own
+/// (its prompts came from it), else the first one runs can use.
 #[component]
-fn EvaluateForm(id: i64, choices: EvaluationChoices) -> impl IntoView {
-    let chosen = choices.evaluations.as_ref().map(|e| e.dataset.clone());
+fn EvaluateForm(id: i64, choices: EvaluationChoices, own_dataset: Option<String>) -> impl IntoView {
+    let chosen = choices
+        .evaluations
+        .as_ref()
+        .map(|e| e.dataset.clone())
+        .or(own_dataset)
+        .or_else(|| {
+            choices
+                .datasets
+                .iter()
+                .find(|d| d.problems == 0)
+                .map(|d| d.name.clone())
+        });
     let chosen_split = choices
         .evaluations
         .as_ref()
@@ -613,9 +626,10 @@ fn ComparisonBody(comparison: ComparisonView, choices: Option<EvaluationChoices>
     let can_vote = !comparison.is_running() && comparison.columns.len() > 1 && can_manage;
     let can_stop = comparison.is_running() && can_manage;
     let evaluations = choices.as_ref().and_then(|c| c.evaluations.clone());
-    let evaluate_form = choices
-        .filter(|_| can_manage)
-        .map(|choices| view! { <EvaluateForm id choices /> });
+    let evaluate_form = choices.filter(|_| can_manage).map(|choices| {
+        let own_dataset = comparison.dataset.clone();
+        view! { <EvaluateForm id choices own_dataset /> }
+    });
     view! {
         <div class="toolbar" data-live-compare=live>
             <Heading text=format!("Comparison #{id}") />

@@ -145,6 +145,21 @@ fn read_splits(
     }
 }
 
+/// The records of one split as training sees it: a single file's valid
+/// and test are held out of it by `cfg.split_fraction` and `cfg.seed`.
+/// Problems found on the way are returned beside them.
+pub fn split_records(
+    path: &Path,
+    keys: &FormatKeys,
+    cfg: &TrainConfig,
+    split: Split,
+) -> (Vec<Record>, Vec<Problem>) {
+    let mut problems = Vec::new();
+    let mut splits = read_splits(path, keys, cfg, &mut problems);
+    let index = Split::ALL.iter().position(|&s| s == split).unwrap_or(0);
+    (std::mem::take(&mut splits.records[index]), problems)
+}
+
 fn report_of(splits: &Splits, problems: Vec<Problem>) -> DatasetReport {
     DatasetReport {
         format: splits.format,

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use app::compare_dto::{CompareSettings, NewComparisonForm};
-use engine::data::format::{read_jsonl, Example, FormatKeys, Role};
+use engine::data::format::{Example, FormatKeys, Role};
 use engine::data::source::Split;
 use engine::protocol::{GenerationSettings, InferencePrompt, PromptMessage};
 use serde::Deserialize;
@@ -280,20 +280,27 @@ fn prompt_json(prompt: &InferencePrompt) -> Result<String, ApiError> {
 
 /// The first `count` examples of a dataset split as prompts: a chat up to
 /// its last assistant message (the reference answer), or a completion's
-/// prompt (its completion is the reference). Errors name the file and line.
+/// prompt (its completion is the reference). The split is training's: a
+/// one-file dataset's valid and test are held out of it as a run with the
+/// default seed and `split_fraction` holds them out (and as Evaluate does).
+/// Errors name the file and line.
 pub fn dataset_prompts(dir: &Path, split: Split, count: usize) -> Result<Vec<NewPrompt>, String> {
-    let name = split.file_name();
-    let path = dir.join(name);
-    if !path.is_file() {
+    let name = split.file_name().trim_end_matches(".jsonl");
+    let (records, problems) = engine::data::split_records(
+        dir,
+        &FormatKeys::default(),
+        &engine::config::TrainConfig::default(),
+        split,
+    );
+    if records.is_empty() && problems.is_empty() {
         return Err(format!(
-            "{} has no {name}: pick another split or add the file",
-            dir.display()
+            "{} has no {name} examples: pick another split or add {}",
+            dir.display(),
+            split.file_name()
         ));
     }
-    let mut problems = Vec::new();
-    let contents = read_jsonl(&path, name, &FormatKeys::default(), &mut problems);
     let mut prompts = Vec::new();
-    for record in contents.records.iter().take(count) {
+    for record in records.iter().take(count) {
         let origin = format!("{}:{}", record.file, record.line);
         let (messages, reference) = match &record.example {
             Example::Chat { messages, .. } => {
@@ -337,7 +344,7 @@ pub fn dataset_prompts(dir: &Path, split: Split, count: usize) -> Result<Vec<New
             return Err(problem.to_string());
         }
         if prompts.is_empty() {
-            return Err(format!("{} holds no examples", path.display()));
+            return Err(format!("{} holds no {name} examples", dir.display()));
         }
     }
     Ok(prompts)
