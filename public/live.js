@@ -11,7 +11,9 @@ for (const element of document.querySelectorAll("time[datetime]")) {
   element.title = element.getAttribute("datetime");
 }
 
-const formatTick = (value) => (Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(2));
+// Mirrors tick in app/src/chart.rs: "30", "5.5", "2.31".
+const formatTick = (value) =>
+  Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(2).replace(/\.?0+$/, "");
 
 // Extends a chart drawn in data coordinates (see app/src/chart.rs): append
 // the point to its polyline and widen the viewBox when it falls outside.

@@ -64,12 +64,14 @@ fn polyline_points(points: &[(f64, f64)]) -> String {
         .join(" ")
 }
 
+/// A tick label without spurious decimals: "30", "1500", "5.5", "2.31".
+/// live.js's `formatTick` mirrors it.
 fn tick(value: f64) -> String {
     if value.abs() >= 100.0 {
-        format!("{value:.0}")
-    } else {
-        format!("{value:.2}")
+        return format!("{value:.0}");
     }
+    let text = format!("{value:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// A chart of the given series with a legend. `id` names it for the script.
@@ -149,6 +151,12 @@ mod tests {
         let bounds = Bounds::covering(&[], 0.0);
         assert_eq!((bounds.x_max, bounds.y_min), (1.0, 0.0));
         assert!(bounds.y_max > 1.0);
+    }
+
+    #[test]
+    fn ticks_have_no_spurious_decimals() {
+        let ticks: Vec<String> = [30.0, 1500.0, 5.5, 2.314, 0.0, 0.05].map(tick).into();
+        assert_eq!(ticks, ["30", "1500", "5.5", "2.31", "0", "0.05"]);
     }
 
     #[test]
