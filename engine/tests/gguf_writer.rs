@@ -1,0 +1,324 @@
+//! The GGUF writer: a file with every metadata value kind and every tensor
+//! type we write reads back the same through our reader and through
+//! gguf-py (llama.cpp's own package, in the peer venv): keys, types,
+//! values, tensor infos, 32-byte alignment, and dequantized floats equal
+//! to ours bit for bit. Our quantizers give gguf-py's (ggml's reference)
+//! bytes exactly. Misuse of the writer is refused naming the tensor.
+
+mod common;
+
+use std::path::Path;
+
+use common::run_peer;
+use engine::gguf::dequant::dequantize;
+use engine::gguf::quantize::{quantize, QUANTIZABLE};
+use engine::gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue, TensorSpec, ValueType};
+use serde_json::Value;
+
+/// Deterministic floats with the cases quantizers get wrong: a zero block,
+/// a constant block, a block whose largest magnitude is negative, and
+/// values of mixed scale.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+    let mut out: Vec<f32> = (0..n)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            u * if i % 97 == 0 { 9.0 } else { 0.3 }
+        })
+        .collect();
+    if n >= 128 {
+        out[..32].fill(0.0);
+        out[32..64].fill(0.25);
+        out[70] = -4.0;
+    }
+    out
+}
+
+fn metadata() -> Vec<(String, MetadataValue)> {
+    use MetadataValue::*;
+    vec![
+        ("test.u8".into(), U8(200)),
+        ("test.i8".into(), I8(-100)),
+        ("test.u16".into(), U16(60_000)),
+        ("test.i16".into(), I16(-30_000)),
+        ("test.u32".into(), U32(4_000_000_000)),
+        ("test.i32".into(), I32(-2_000_000_000)),
+        ("test.f32".into(), F32(0.1)),
+        ("test.bool".into(), Bool(true)),
+        (
+            "test.string".into(),
+            String("Grüße, 世界 <|im_end|>".into()),
+        ),
+        ("test.u64".into(), U64(1 << 53)),
+        ("test.i64".into(), I64(-(1 << 53))),
+        ("test.f64".into(), F64(1e-300)),
+        (
+            "test.array.strings".into(),
+            Array(
+                ValueType::String,
+                vec![String("a".into()), String("".into()), String("Ġb".into())],
+            ),
+        ),
+        (
+            "test.array.i32".into(),
+            Array(ValueType::I32, vec![I32(1), I32(-2), I32(3)]),
+        ),
+        (
+            "test.array.f32".into(),
+            Array(ValueType::F32, vec![F32(-0.5), F32(1e-20)]),
+        ),
+        (
+            "test.array.bool".into(),
+            Array(ValueType::Bool, vec![Bool(false), Bool(true)]),
+        ),
+        ("test.array.empty".into(), Array(ValueType::U32, vec![])),
+    ]
+}
+
+/// (spec, source floats) for every writable type, plus shapes that need
+/// padding (an F32 tensor of 7 elements) and a 3-dimensional one.
+fn tensors() -> Vec<(TensorSpec, Vec<f32>)> {
+    let mut out = Vec::new();
+    for (i, &t) in QUANTIZABLE.iter().enumerate() {
+        let spec = TensorSpec::from_shape(format!("w.{}", t.name()), &[3, 128], t);
+        out.push((spec, values(3 * 128, i as u64)));
+    }
+    out.push((
+        TensorSpec::from_shape("odd.f32", &[7], GgmlType::F32),
+        values(7, 50),
+    ));
+    out.push((
+        TensorSpec::from_shape("cube.q8_0", &[2, 3, 64], GgmlType::Q8_0),
+        values(384, 51),
+    ));
+    out
+}
+
+fn write_file(path: &Path) -> Vec<(TensorSpec, Vec<u8>)> {
+    let tensors: Vec<(TensorSpec, Vec<u8>)> = tensors()
+        .into_iter()
+        .map(|(spec, x)| {
+            let bytes = quantize(spec.ggml_type, &x).unwrap();
+            (spec, bytes)
+        })
+        .collect();
+    let mut writer = GgufWriter::create(
+        path,
+        &metadata(),
+        tensors.iter().map(|(s, _)| s.clone()).collect(),
+    )
+    .unwrap();
+    for (spec, bytes) in &tensors {
+        writer.write_tensor(&spec.name, bytes).unwrap();
+    }
+    let len = writer.finish().unwrap();
+    assert_eq!(len, std::fs::metadata(path).unwrap().len());
+    tensors
+}
+
+#[test]
+fn our_reader_reads_back_every_key_and_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.gguf");
+    let written = write_file(&path);
+    let file = GgufFile::open(&path).unwrap();
+    assert_eq!(file.version, 3);
+    assert_eq!(file.alignment, 32);
+    assert_eq!(file.get("general.alignment"), Some(&MetadataValue::U32(32)));
+    for (key, value) in metadata() {
+        assert_eq!(file.get(&key), Some(&value), "{key}");
+    }
+    assert_eq!(file.metadata.len(), metadata().len() + 1);
+    assert_eq!(file.data_offset % 32, 0);
+    assert_eq!(file.tensors.len(), written.len());
+    for (info, (spec, bytes)) in file.tensors.iter().zip(&written) {
+        assert_eq!(info.name, spec.name);
+        assert_eq!(info.dims, spec.dims);
+        assert_eq!(info.ggml_type, spec.ggml_type);
+        assert_eq!(info.offset % 32, 0, "{} is aligned", info.name);
+        assert_eq!(&file.tensor_data(info).unwrap(), bytes, "{}", info.name);
+    }
+    // Quantized and read back, every type stays within its own step.
+    for ((spec, x), (_, bytes)) in tensors().iter().zip(&written) {
+        let back = dequantize(spec.ggml_type, bytes).unwrap();
+        let worst = x
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        let bound = match spec.ggml_type {
+            GgmlType::F32 => 0.0,
+            GgmlType::F16 | GgmlType::Bf16 => 0.02,
+            GgmlType::Q8_0 => 0.04,
+            _ => 0.6,
+        };
+        assert!(worst <= bound, "{}: error {worst} > {bound}", spec.name);
+    }
+}
+
+#[test]
+fn gguf_py_reads_our_keys_tensors_and_floats() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.gguf");
+    let written = write_file(&path);
+    let out = dir.path().join("py");
+    run_peer(
+        "gguf_read.py",
+        &[path.to_str().unwrap(), out.to_str().unwrap()],
+    );
+    let read: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("read.json")).unwrap()).unwrap();
+    assert_eq!(read["version"], 3);
+    assert_eq!(read["alignment"], 32);
+    let meta = read["metadata"].as_object().unwrap();
+    assert_eq!(meta.len(), metadata().len() + 1);
+    assert_eq!(meta["general.alignment"]["type"], "UINT32");
+    for (key, value) in metadata() {
+        assert_json_value(&meta[&key], &value, &key);
+    }
+    let tensors = read["tensors"].as_array().unwrap();
+    for (t, (spec, bytes)) in tensors.iter().zip(&written) {
+        assert_eq!(t["name"], spec.name.as_str());
+        assert_eq!(t["type"], spec.ggml_type.name());
+        assert_eq!(t["dims"], serde_json::json!(spec.dims));
+        assert_eq!(t["n_bytes"], bytes.len());
+        let theirs = std::fs::read(out.join(format!("{}.f32", spec.name))).unwrap();
+        let ours: Vec<u8> = dequantize(spec.ggml_type, bytes)
+            .unwrap()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert!(
+            theirs == ours,
+            "{}: gguf-py's dequantized floats differ from ours",
+            spec.name
+        );
+    }
+}
+
+/// gguf-py's JSON of one value against ours: same type names, same value.
+fn assert_json_value(json: &Value, value: &MetadataValue, key: &str) {
+    let type_name = |t: ValueType| match t {
+        ValueType::U8 => "UINT8",
+        ValueType::I8 => "INT8",
+        ValueType::U16 => "UINT16",
+        ValueType::I16 => "INT16",
+        ValueType::U32 => "UINT32",
+        ValueType::I32 => "INT32",
+        ValueType::F32 => "FLOAT32",
+        ValueType::Bool => "BOOL",
+        ValueType::String => "STRING",
+        ValueType::Array => "ARRAY",
+        ValueType::U64 => "UINT64",
+        ValueType::I64 => "INT64",
+        ValueType::F64 => "FLOAT64",
+    };
+    assert_eq!(json["type"], type_name(value.value_type()), "{key}");
+    // serde_json parses decimals to the nearest f64 only up to an ulp, so
+    // floats are compared at their own width (F32) or to an ulp (F64).
+    let same = |json: &Value, v: &MetadataValue| -> bool {
+        match v {
+            MetadataValue::F32(f) => json.as_f64().map(|j| j as f32) == Some(*f),
+            MetadataValue::F64(f) => json
+                .as_f64()
+                .is_some_and(|j| (j - f).abs() <= f.abs() * 1e-15),
+            other => *json == scalar(other),
+        }
+    };
+    match value {
+        MetadataValue::Array(item_type, items) => {
+            assert_eq!(json["item_type"], type_name(*item_type), "{key}");
+            let values = json["value"].as_array().unwrap();
+            assert_eq!(values.len(), items.len(), "{key}");
+            for (j, v) in values.iter().zip(items) {
+                assert!(same(j, v), "{key}: gguf-py {j}, ours {v}");
+            }
+        }
+        other => assert!(
+            same(&json["value"], other),
+            "{key}: gguf-py {}, ours {other}",
+            json["value"]
+        ),
+    }
+}
+
+fn scalar(v: &MetadataValue) -> Value {
+    match v {
+        MetadataValue::Bool(b) => serde_json::json!(b),
+        MetadataValue::String(s) => serde_json::json!(s),
+        other => match other.as_i64() {
+            Some(i) => serde_json::json!(i),
+            None => serde_json::json!(other.as_u64()),
+        },
+    }
+}
+
+#[test]
+fn our_quantizers_give_gguf_py_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let x = values(256 * 8, 99);
+    let source = dir.path().join("x.f32");
+    std::fs::write(
+        &source,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    for t in [
+        GgmlType::F16,
+        GgmlType::Bf16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+    ] {
+        let target = dir.path().join(format!("{t}.bin"));
+        run_peer(
+            "gguf_quantize.py",
+            &[source.to_str().unwrap(), t.name(), target.to_str().unwrap()],
+        );
+        let theirs = std::fs::read(&target).unwrap();
+        let ours = quantize(t, &x).unwrap();
+        assert_eq!(theirs.len(), ours.len(), "{t}");
+        let first = theirs.iter().zip(&ours).position(|(a, b)| a != b);
+        assert_eq!(first, None, "{t}: bytes differ from gguf-py's");
+    }
+}
+
+#[test]
+fn misuse_is_refused_naming_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.gguf");
+    let specs = vec![
+        TensorSpec::from_shape("a", &[4], GgmlType::F32),
+        TensorSpec::from_shape("b", &[32], GgmlType::Q8_0),
+    ];
+    let error = |e: engine::gguf::GgufError| e.to_string();
+
+    let bad_block = vec![TensorSpec::from_shape("c", &[2, 48], GgmlType::Q4_0)];
+    let message = error(GgufWriter::create(&path, &[], bad_block).err().unwrap());
+    assert!(
+        message.contains("`c`") && message.contains("block size 32"),
+        "{message}"
+    );
+
+    let twice = vec![
+        ("k".to_string(), MetadataValue::U8(1)),
+        ("k".to_string(), MetadataValue::U8(2)),
+    ];
+    let message = error(GgufWriter::create(&path, &twice, vec![]).err().unwrap());
+    assert!(message.contains("`k`: given twice"), "{message}");
+
+    let mut writer = GgufWriter::create(&path, &[], specs.clone()).unwrap();
+    let message = error(writer.write_tensor("b", &[0; 34]).unwrap_err());
+    assert!(message.contains("`a` comes next"), "{message}");
+    let message = error(writer.write_tensor("a", &[0; 15]).unwrap_err());
+    assert!(
+        message.contains("has 15 bytes") && message.contains("need 16"),
+        "{message}"
+    );
+    writer.write_tensor("a", &[0; 16]).unwrap();
+    let message = error(writer.finish().unwrap_err());
+    assert!(message.contains("`b`: was never written"), "{message}");
+}
