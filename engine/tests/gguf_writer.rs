@@ -6,6 +6,7 @@
 //! bytes exactly. Misuse of the writer is refused naming the tensor.
 
 mod common;
+mod gguf_peer;
 
 use std::path::Path;
 
@@ -13,6 +14,7 @@ use common::run_peer;
 use engine::gguf::dequant::dequantize;
 use engine::gguf::quantize::{quantize, QUANTIZABLE};
 use engine::gguf::{GgmlType, GgufFile, GgufWriter, MetadataValue, TensorSpec, ValueType};
+use gguf_peer::{assert_json_value, assert_same_as_our_reader};
 use serde_json::Value;
 
 /// Deterministic floats with the cases quantizers get wrong: a zero block,
@@ -173,6 +175,7 @@ fn gguf_py_reads_our_keys_tensors_and_floats() {
         serde_json::from_str(&std::fs::read_to_string(out.join("read.json")).unwrap()).unwrap();
     assert_eq!(read["version"], 3);
     assert_eq!(read["alignment"], 32);
+    assert_same_as_our_reader(&read, &GgufFile::open(&path).unwrap());
     let meta = read["metadata"].as_object().unwrap();
     assert_eq!(meta.len(), metadata().len() + 1);
     assert_eq!(meta["general.alignment"]["type"], "UINT32");
@@ -196,63 +199,6 @@ fn gguf_py_reads_our_keys_tensors_and_floats() {
             "{}: gguf-py's dequantized floats differ from ours",
             spec.name
         );
-    }
-}
-
-/// gguf-py's JSON of one value against ours: same type names, same value.
-fn assert_json_value(json: &Value, value: &MetadataValue, key: &str) {
-    let type_name = |t: ValueType| match t {
-        ValueType::U8 => "UINT8",
-        ValueType::I8 => "INT8",
-        ValueType::U16 => "UINT16",
-        ValueType::I16 => "INT16",
-        ValueType::U32 => "UINT32",
-        ValueType::I32 => "INT32",
-        ValueType::F32 => "FLOAT32",
-        ValueType::Bool => "BOOL",
-        ValueType::String => "STRING",
-        ValueType::Array => "ARRAY",
-        ValueType::U64 => "UINT64",
-        ValueType::I64 => "INT64",
-        ValueType::F64 => "FLOAT64",
-    };
-    assert_eq!(json["type"], type_name(value.value_type()), "{key}");
-    // serde_json parses decimals to the nearest f64 only up to an ulp, so
-    // floats are compared at their own width (F32) or to an ulp (F64).
-    let same = |json: &Value, v: &MetadataValue| -> bool {
-        match v {
-            MetadataValue::F32(f) => json.as_f64().map(|j| j as f32) == Some(*f),
-            MetadataValue::F64(f) => json
-                .as_f64()
-                .is_some_and(|j| (j - f).abs() <= f.abs() * 1e-15),
-            other => *json == scalar(other),
-        }
-    };
-    match value {
-        MetadataValue::Array(item_type, items) => {
-            assert_eq!(json["item_type"], type_name(*item_type), "{key}");
-            let values = json["value"].as_array().unwrap();
-            assert_eq!(values.len(), items.len(), "{key}");
-            for (j, v) in values.iter().zip(items) {
-                assert!(same(j, v), "{key}: gguf-py {j}, ours {v}");
-            }
-        }
-        other => assert!(
-            same(&json["value"], other),
-            "{key}: gguf-py {}, ours {other}",
-            json["value"]
-        ),
-    }
-}
-
-fn scalar(v: &MetadataValue) -> Value {
-    match v {
-        MetadataValue::Bool(b) => serde_json::json!(b),
-        MetadataValue::String(s) => serde_json::json!(s),
-        other => match other.as_i64() {
-            Some(i) => serde_json::json!(i),
-            None => serde_json::json!(other.as_u64()),
-        },
     }
 }
 

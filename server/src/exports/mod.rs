@@ -70,6 +70,9 @@ pub struct NewExport {
     pub dtype: Option<String>,
     #[serde(default)]
     pub bits: Option<u8>,
+    /// gguf / gguf-lora: the tensor type (f16 default, q8_0, ...).
+    #[serde(default)]
+    pub quant: Option<String>,
     /// A checkpoint step; default the best checkpoint, else the latest weights.
     #[serde(default)]
     pub step: Option<i64>,
@@ -80,7 +83,10 @@ impl NewExport {
         let format = ExportFormat::parse(&self.format).ok_or_else(|| {
             invalid(
                 "format",
-                format!("unknown format `{}` (choose hf, mlx or peft)", self.format),
+                format!(
+                    "unknown format `{}` (choose hf, mlx, peft, gguf or gguf-lora)",
+                    self.format
+                ),
             )
         })?;
         let mut options = ExportOptions::new(format);
@@ -98,6 +104,17 @@ impl NewExport {
         }
         if let Some(bits) = self.bits {
             options.bits = bits;
+        }
+        if let Some(quant) = self.quant.as_deref().filter(|q| !q.is_empty()) {
+            options.quant = engine::export::GgufQuant::parse(quant).ok_or_else(|| {
+                invalid(
+                    "quant",
+                    format!(
+                        "unknown quant `{quant}` (choose {})",
+                        engine::export::GgufQuant::names()
+                    ),
+                )
+            })?;
         }
         options
             .check()
@@ -616,6 +633,9 @@ fn output_bytes(options: &ExportOptions, parameters: u64, adapter_bytes: u64) ->
                 + parameters / options.group_size as u64 * 2 * float
         }
         ExportFormat::Peft => adapter_bytes / 4 * float,
+        // At most f32, the widest type a GGUF export writes.
+        ExportFormat::Gguf => parameters * 4,
+        ExportFormat::GgufLora => adapter_bytes,
     }
 }
 
