@@ -85,8 +85,8 @@ fn metadata() -> Vec<(String, MetadataValue)> {
 fn tensors() -> Vec<(TensorSpec, Vec<f32>)> {
     let mut out = Vec::new();
     for (i, &t) in QUANTIZABLE.iter().enumerate() {
-        let spec = TensorSpec::from_shape(format!("w.{}", t.name()), &[3, 128], t);
-        out.push((spec, values(3 * 128, i as u64)));
+        let spec = TensorSpec::from_shape(format!("w.{}", t.name()), &[3, 256], t);
+        out.push((spec, values(3 * 256, i as u64)));
     }
     out.push((
         TensorSpec::from_shape("odd.f32", &[7], GgmlType::F32),
@@ -267,4 +267,95 @@ fn misuse_is_refused_naming_the_tensor() {
     writer.write_tensor("a", &[0; 16]).unwrap();
     let message = error(writer.finish().unwrap_err());
     assert!(message.contains("`b`: was never written"), "{message}");
+}
+
+/// ggml's own quantizer: the libggml-base.so of node-llama-cpp's prebuilt
+/// llama.cpp, called through tests/peer/ggml_quantize.py.
+fn ggml_quantize(dir: &Path, t: GgmlType, x: &[f32], n_per_row: usize) -> Vec<u8> {
+    let lib = common::repo_root()
+        .join("end2end/node_modules/@node-llama-cpp/linux-x64/bins/linux-x64/libggml-base.so");
+    assert!(
+        lib.exists(),
+        "{} is missing: run `npm ci` in end2end (scripts/setup.sh does)",
+        lib.display()
+    );
+    let source = dir.join(format!("{t}.in.f32"));
+    std::fs::write(
+        &source,
+        x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let target = dir.join(format!("{t}.ggml.bin"));
+    run_peer(
+        "ggml_quantize.py",
+        &[
+            lib.to_str().unwrap(),
+            source.to_str().unwrap(),
+            &t.code().to_string(),
+            &n_per_row.to_string(),
+            target.to_str().unwrap(),
+        ],
+    );
+    std::fs::read(&target).unwrap()
+}
+
+fn rmse(x: &[f32], t: GgmlType, bytes: &[u8]) -> f64 {
+    let back = dequantize(t, bytes).unwrap();
+    let sum: f64 = x
+        .iter()
+        .zip(&back)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum();
+    (sum / x.len() as f64).sqrt()
+}
+
+/// Every quantizer, K-quants included, gives the bytes of ggml's own
+/// (`ggml_quantize_chunk`, what llama-quantize runs without an importance
+/// matrix) on synthetic values with zero and constant blocks and on real
+/// weights (SmolLM2's token embeddings); the root-mean-square errors on the
+/// real weights are within 3% of the figures stored in
+/// gguf_fixtures/quant_rmse.json, computed once with ggml's quantizer.
+#[test]
+fn our_quantizers_give_ggml_bytes_and_rmse() {
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = values(512 * 8, 7);
+    let file = GgufFile::open(common::smollm2_path()).unwrap();
+    // SmolLM2's token embeddings are its only matrix stored at 8 bits,
+    // the nearest to unquantized weights the file has: their first 576 x
+    // 1536 values as rows of 1536 (whole K-quant blocks).
+    let info = file.tensor("token_embd.weight").unwrap();
+    let mut real = dequantize(info.ggml_type, &file.tensor_data(info).unwrap()).unwrap();
+    real.truncate(576 * 1536);
+    let fixture: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gguf_fixtures/quant_rmse.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for t in [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ] {
+        for (label, x, n_per_row) in [("synthetic", &synthetic, 512), ("token_embd", &real, 1536)] {
+            let theirs = ggml_quantize(dir.path(), t, x, n_per_row);
+            let ours = quantize(t, x).unwrap();
+            assert_eq!(theirs.len(), ours.len(), "{t} {label}");
+            let first = theirs.iter().zip(&ours).position(|(a, b)| a != b);
+            assert_eq!(first, None, "{t} {label}: bytes differ from ggml's");
+        }
+        let ours = rmse(&real, t, &quantize(t, &real).unwrap());
+        let reference = fixture[t.name()].as_f64().unwrap();
+        eprintln!("{t}: rmse {ours:.6e}, ggml's {reference:.6e}");
+        assert!(
+            ours <= reference * 1.03,
+            "{t}: rmse {ours} is over 3% above ggml's {reference}"
+        );
+    }
 }

@@ -32,7 +32,8 @@ pub const MODEL_FILE: &str = "model.gguf";
 /// The file an adapter export writes.
 pub const ADAPTER_FILE: &str = "adapter.gguf";
 
-/// Tensor type of a GGUF export (`quant`).
+/// Tensor type of a GGUF export (`quant`): one type for every matrix, or
+/// one of llama.cpp's K-quant mixes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum GgufQuant {
     /// The base GGUF's own file type: unchanged tensors copied as stored.
@@ -47,6 +48,16 @@ pub enum GgufQuant {
     Bf16,
     #[serde(rename = "q8_0")]
     Q8_0,
+    #[serde(rename = "q6_k")]
+    Q6K,
+    #[serde(rename = "q5_k_m")]
+    Q5KM,
+    #[serde(rename = "q5_0")]
+    Q5_0,
+    #[serde(rename = "q5_1")]
+    Q5_1,
+    #[serde(rename = "q4_k_m")]
+    Q4KM,
     #[serde(rename = "q4_0")]
     Q4_0,
     #[serde(rename = "q4_1")]
@@ -54,12 +65,17 @@ pub enum GgufQuant {
 }
 
 impl GgufQuant {
-    pub const ALL: [GgufQuant; 7] = [
+    pub const ALL: [GgufQuant; 12] = [
         Self::Same,
         Self::F32,
         Self::F16,
         Self::Bf16,
         Self::Q8_0,
+        Self::Q6K,
+        Self::Q5KM,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::Q4KM,
         Self::Q4_0,
         Self::Q4_1,
     ];
@@ -71,12 +87,17 @@ impl GgufQuant {
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
             Self::Q8_0 => "q8_0",
+            Self::Q6K => "q6_k",
+            Self::Q5KM => "q5_k_m",
+            Self::Q5_0 => "q5_0",
+            Self::Q5_1 => "q5_1",
+            Self::Q4KM => "q4_k_m",
             Self::Q4_0 => "q4_0",
             Self::Q4_1 => "q4_1",
         }
     }
 
-    /// Case-insensitive, so `Q8_0` as llama.cpp spells it works too.
+    /// Case-insensitive, so `Q4_K_M` as llama.cpp spells it works too.
     pub fn parse(text: &str) -> Option<Self> {
         let text = text.to_ascii_lowercase();
         Self::ALL.into_iter().find(|q| q.name() == text)
@@ -87,29 +108,104 @@ impl GgufQuant {
         Self::ALL.map(Self::name).join(", ")
     }
 
-    fn ggml_type(self) -> Option<GgmlType> {
+    /// The type of most matrices (None for `same`).
+    fn base_type(self) -> Option<GgmlType> {
         Some(match self {
             Self::Same => return None,
             Self::F32 => GgmlType::F32,
             Self::F16 => GgmlType::F16,
             Self::Bf16 => GgmlType::Bf16,
             Self::Q8_0 => GgmlType::Q8_0,
+            Self::Q6K => GgmlType::Q6K,
+            Self::Q5KM => GgmlType::Q5K,
+            Self::Q5_0 => GgmlType::Q5_0,
+            Self::Q5_1 => GgmlType::Q5_1,
+            Self::Q4KM => GgmlType::Q4K,
             Self::Q4_0 => GgmlType::Q4_0,
             Self::Q4_1 => GgmlType::Q4_1,
         })
     }
+
+    /// llama.cpp's `llama_ftype` (`general.file_type`); None for `same`.
+    fn file_type(self) -> Option<u32> {
+        Some(match self {
+            Self::Same => return None,
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Q4_0 => 2,
+            Self::Q4_1 => 3,
+            Self::Q8_0 => 7,
+            Self::Q5_0 => 8,
+            Self::Q5_1 => 9,
+            Self::Q4KM => 15,
+            Self::Q5KM => 17,
+            Self::Q6K => 18,
+            Self::Bf16 => 32,
+        })
+    }
 }
 
-/// llama.cpp's `llama_ftype` for a file whose matrices are all `t`.
-fn file_type_of(t: GgmlType) -> u32 {
-    match t {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q4_0 => 2,
-        GgmlType::Q4_1 => 3,
-        GgmlType::Q8_0 => 7,
-        GgmlType::Bf16 => 32,
-        other => unreachable!("{other} is not an export type"),
+/// llama.cpp's `use_more_bits`: the first and last eighth of the layers
+/// and every third one between them.
+fn use_more_bits(layer: usize, layers: usize) -> bool {
+    let (i, n) = (layer as i64, layers as i64);
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// The type of tensor `name` (ggml `dims`) in an export of `quant`, as
+/// llama.cpp's quantizer (llama-quant.cpp, without an importance matrix)
+/// chooses it: 1-D tensors stay F32; the output matrix (the embeddings when
+/// tied) gets Q6_K in the K mixes; the _M mixes give Q6_K to attn_v and
+/// ffn_down of the layers `use_more_bits` picks and one step more to a
+/// fused attn_qkv; a K-quant on rows that are not whole 256-blocks falls
+/// back to Q5_0 / Q5_1 / Q8_0, other types to F16.
+fn choose_type(
+    quant: GgufQuant,
+    name: &str,
+    dims: &[u64],
+    layers: usize,
+    has_output: bool,
+) -> GgmlType {
+    let base = quant.base_type().expect("not `same`");
+    if dims.len() < 2 {
+        return GgmlType::F32;
+    }
+    let row = dims[0];
+    let k_mix = matches!(quant, GgufQuant::Q4KM | GgufQuant::Q5KM | GgufQuant::Q6K);
+    let medium = matches!(quant, GgufQuant::Q4KM | GgufQuant::Q5KM);
+    let layer = name
+        .strip_prefix("blk.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|n| n.parse::<usize>().ok());
+    let more_bits = layer.is_some_and(|l| use_more_bits(l, layers));
+    let is_output = name == "output.weight" || (!has_output && name == "token_embd.weight");
+    let chosen = if k_mix && is_output {
+        if row.is_multiple_of(256) {
+            GgmlType::Q6K
+        } else {
+            GgmlType::Q8_0
+        }
+    } else if medium && (name.contains("attn_v.weight") || name.contains("ffn_down")) {
+        if more_bits {
+            GgmlType::Q6K
+        } else {
+            base
+        }
+    } else if name.contains("attn_qkv.weight") && quant == GgufQuant::Q4KM {
+        GgmlType::Q5K
+    } else if name.contains("attn_qkv.weight") && quant == GgufQuant::Q5KM {
+        GgmlType::Q6K
+    } else {
+        base
+    };
+    if row.is_multiple_of(chosen.block_size()) {
+        return chosen;
+    }
+    match chosen {
+        GgmlType::Q4K => GgmlType::Q5_0,
+        GgmlType::Q5K => GgmlType::Q5_1,
+        GgmlType::Q6K => GgmlType::Q8_0,
+        _ => GgmlType::F16,
     }
 }
 
@@ -207,11 +303,12 @@ pub fn plan_model(
     let metadata = match base.gguf_file() {
         Some(file) => {
             let base_file_type = file.get("general.file_type").and_then(|v| v.as_u64());
-            let target = quant.ggml_type();
-            let copy = match target {
+            let copy = match quant.file_type() {
                 None => true,
-                Some(t) => base_file_type == Some(u64::from(file_type_of(t))),
+                Some(t) => base_file_type == Some(u64::from(t)),
             };
+            let has_output = file.tensor("output.weight").is_some();
+            let layers = base.config.num_hidden_layers;
             let file_arch = crate::gguf::config::architecture(file).map_err(|e| anyhow!("{e}"))?;
             for (i, info) in file.tensors.iter().enumerate() {
                 let hf = match is_auxiliary(&info.name) {
@@ -225,12 +322,10 @@ pub fn plan_model(
                     })?),
                 };
                 let fused = hf.as_deref().is_some_and(adapted);
-                let shape = info.shape();
-                let ggml_type = match (copy, target) {
-                    (true, _) => info.ggml_type,
-                    (false, Some(t)) if hf.is_some() => tensor_type(t, &shape),
+                let ggml_type = match copy || hf.is_none() {
                     // Auxiliary tensors (rope factors) are kept as they are.
-                    (false, _) => info.ggml_type,
+                    true => info.ggml_type,
+                    false => choose_type(quant, &info.name, &info.dims, layers, has_output),
                 };
                 let make = match (&hf, copy || hf.is_none()) {
                     (Some(_), true) if !fused => Make::Copy(i),
@@ -261,17 +356,13 @@ pub fn plan_model(
             }
             let mut meta: BTreeMap<String, MetadataValue> = file.metadata.clone();
             meta.remove("general.alignment");
-            if !copy {
-                let t = target.expect("not a copy");
-                meta.insert(
-                    "general.file_type".into(),
-                    MetadataValue::U32(file_type_of(t)),
-                );
+            if let (false, Some(t)) = (copy, quant.file_type()) {
+                meta.insert("general.file_type".into(), MetadataValue::U32(t));
             }
             finish_metadata(meta, &specs)
         }
         None => {
-            let target = quant.ggml_type().ok_or_else(|| {
+            let file_type = quant.file_type().ok_or_else(|| {
                 anyhow!(
                     "quant `same` keeps a GGUF base's types, and {} is not a GGUF: choose one of {}",
                     base.path.display(),
@@ -279,6 +370,7 @@ pub fn plan_model(
                 )
             })?;
             let tied = base.config.tie_word_embeddings;
+            let layers = base.config.num_hidden_layers;
             for (i, tensor) in base.tensors.iter().enumerate() {
                 if tied && tensor.name == "lm_head.weight" {
                     continue;
@@ -290,7 +382,8 @@ pub fn plan_model(
                         tensor.name
                     )
                 })?;
-                let ggml_type = tensor_type(target, &tensor.shape);
+                let dims: Vec<u64> = tensor.shape.iter().rev().map(|&d| d as u64).collect();
+                let ggml_type = choose_type(quant, &name, &dims, layers, !tied);
                 makes.push(Make::Encode {
                     base: i,
                     heads: permuted_heads(arch, &name, heads.0, heads.1),
@@ -306,10 +399,7 @@ pub fn plan_model(
                 makes.push(Make::Values(factors));
             }
             let mut meta = hf_metadata(base, arch, card)?;
-            meta.insert(
-                "general.file_type".into(),
-                MetadataValue::U32(file_type_of(target)),
-            );
+            meta.insert("general.file_type".into(), MetadataValue::U32(file_type));
             finish_metadata(meta, &specs)
         }
     };
