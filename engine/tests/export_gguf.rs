@@ -217,6 +217,11 @@ fn tiny_family(tiny: Tiny, arch: &str) {
     assert_eq!(report.requantized, report.tensors);
     let path = out.join("model.gguf");
     assert!(out.join("README.md").exists());
+    let modelfile = std::fs::read_to_string(out.join("Modelfile")).unwrap();
+    assert!(
+        modelfile.contains("PARAMETER stop \"<|im_end|>\""),
+        "{modelfile}"
+    );
     assert!(!engine::export::staging_for(&out).exists());
 
     let file = GgufFile::open(&path).unwrap();
@@ -521,6 +526,13 @@ fn smollm2_fused_exports_give_loralab_tokens_in_llama_cpp() {
         drop(loaded);
 
         if quant == GgufQuant::F16 {
+            let modelfile = std::fs::read_to_string(out.join("Modelfile")).unwrap();
+            assert!(modelfile.contains("FROM ./model.gguf\n"), "{modelfile}");
+            assert!(modelfile.contains("<|im_start|>assistant"), "{modelfile}");
+            assert!(
+                modelfile.contains("PARAMETER stop \"<|im_end|>\""),
+                "{modelfile}"
+            );
             let py = dir.path().join("py");
             let named = [
                 "blk.29.attn_q.weight",
@@ -679,6 +691,14 @@ fn gguf_lora_adapter_on_the_base_gives_the_fused_tokens() {
     ));
     assert_eq!(report.tensors, 6 * 7 * 2);
     let lora_path = lora_out.join("adapter.gguf");
+    let modelfile = std::fs::read_to_string(lora_out.join("Modelfile")).unwrap();
+    assert!(
+        modelfile.contains(&format!(
+            "FROM {}\nADAPTER ./adapter.gguf\n",
+            smollm2_path().display()
+        )),
+        "{modelfile}"
+    );
     let file = GgufFile::open(&lora_path).unwrap();
     assert_eq!(meta(&file, "general.type").as_str(), Some("adapter"));
     assert_eq!(meta(&file, "adapter.type").as_str(), Some("lora"));

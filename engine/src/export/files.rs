@@ -190,12 +190,18 @@ pub fn usage(format: ExportFormat, path: &str, base_ref: &str) -> String {
              model = PeftModel.from_pretrained(base, \"{path}\")"
         ),
         ExportFormat::Gguf => format!(
-            "llama-cli -m {path}/{} -p \"Hello\"",
-            super::gguf::MODEL_FILE
+            "llama-cli -m {path}/{} -p \"Hello\"\n\n\
+             # or with Ollama:\n\
+             ollama create my-model -f {path}/{}",
+            super::gguf::MODEL_FILE,
+            super::gguf::MODELFILE
         ),
         ExportFormat::GgufLora => format!(
-            "llama-cli -m {base_ref} --lora {path}/{} -p \"Hello\"",
-            super::gguf::ADAPTER_FILE
+            "llama-cli -m {base_ref} --lora {path}/{} -p \"Hello\"\n\n\
+             # or with Ollama (the Modelfile names the base):\n\
+             ollama create my-model -f {path}/{}",
+            super::gguf::ADAPTER_FILE,
+            super::gguf::MODELFILE
         ),
     }
 }

@@ -31,6 +31,8 @@ use crate::tokenizer::TokenizerBundle;
 pub const MODEL_FILE: &str = "model.gguf";
 /// The file an adapter export writes.
 pub const ADAPTER_FILE: &str = "adapter.gguf";
+/// Ollama's recipe beside the GGUF (`ollama create NAME -f Modelfile`).
+pub const MODELFILE: &str = "Modelfile";
 
 /// Tensor type of a GGUF export (`quant`): one type for every matrix, or
 /// one of llama.cpp's K-quant mixes.
@@ -862,4 +864,70 @@ pub fn write(
     }
     writer.finish().map_err(|e| anyhow!("{e}"))?;
     Ok(counts)
+}
+
+/// Ollama's prompt template and stop strings for the chat formats our
+/// families use, recognised by their special tokens in the Jinja template
+/// (Ollama templates are Go templates, not Jinja).
+const OLLAMA_TEMPLATES: &[(&str, &str, &[&str])] = &[
+    (
+        "<|im_start|>",
+        "{{ if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}\
+         {{ range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}\
+         <|im_start|>assistant\n",
+        &["<|im_start|>", "<|im_end|>"],
+    ),
+    (
+        "<|start_header_id|>",
+        "{{ if .System }}<|start_header_id|>system<|end_header_id|>\n\n{{ .System }}<|eot_id|>{{ end }}\
+         {{ range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}\
+         <|start_header_id|>assistant<|end_header_id|>\n\n",
+        &["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    ),
+    (
+        "<|assistant|>",
+        "{{ if .System }}<|system|>\n{{ .System }}<|end|>\n{{ end }}\
+         {{ range .Messages }}<|{{ .Role }}|>\n{{ .Content }}<|end|>\n{{ end }}<|assistant|>\n",
+        &["<|end|>", "<|user|>", "<|assistant|>"],
+    ),
+];
+
+/// An Ollama Modelfile for the export: `FROM ./model.gguf`, or for the
+/// adapter `FROM` the base and `ADAPTER ./adapter.gguf`; the family's
+/// `TEMPLATE` and stop `PARAMETER`s when its chat template is one we know
+/// (else Ollama falls back to the template in the GGUF).
+pub fn modelfile(plan: &GgufPlan, base: &BaseModel, card: &ModelCard) -> Result<String> {
+    let mut text = format!("# {} (made with Loralab)\n", card.title);
+    if plan.file_name == ADAPTER_FILE {
+        let from = match (base.is_gguf(), &card.hub_repo) {
+            (true, _) => base.path.display().to_string(),
+            (false, Some(repo)) => format!("hf.co/{repo}"),
+            (false, None) => card.base_name.clone(),
+        };
+        text.push_str("# The adapter applies to this base, which Ollama must have as a GGUF.\n");
+        text.push_str(&format!("FROM {from}\nADAPTER ./{ADAPTER_FILE}\n"));
+    } else {
+        text.push_str(&format!("FROM ./{MODEL_FILE}\n"));
+    }
+    let template = match base.gguf_file() {
+        Some(file) => file
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+        None => TokenizerBundle::from_hf_folder(&base.path)
+            .ok()
+            .and_then(|b| b.chat_template),
+    };
+    let known = template.as_deref().and_then(|t| {
+        OLLAMA_TEMPLATES
+            .iter()
+            .find(|(marker, ..)| t.contains(marker))
+    });
+    if let Some((_, go_template, stops)) = known {
+        text.push_str(&format!("TEMPLATE \"\"\"{go_template}\"\"\"\n"));
+        for stop in *stops {
+            text.push_str(&format!("PARAMETER stop \"{stop}\"\n"));
+        }
+    }
+    Ok(text)
 }

@@ -515,6 +515,10 @@ impl ExportPlan {
                     },
                 )?;
                 fused = counts.fused;
+                let modelfile = gguf::modelfile(plan, &self.base, &request.card)?;
+                let path = dir.join(gguf::MODELFILE);
+                std::fs::write(&path, modelfile)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
             }
             ExportFormat::Peft => {
                 let tensors = self.peft_tensors()?;
