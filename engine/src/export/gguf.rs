@@ -897,7 +897,7 @@ const OLLAMA_TEMPLATES: &[(&str, &str, &[&str])] = &[
 /// `TEMPLATE` and stop `PARAMETER`s when its chat template is one we know
 /// (else Ollama falls back to the template in the GGUF).
 pub fn modelfile(plan: &GgufPlan, base: &BaseModel, card: &ModelCard) -> Result<String> {
-    let mut text = format!("# {} (made with Loralab)\n", card.title);
+    let mut text = format!("# {}\n", card.title);
     if plan.file_name == ADAPTER_FILE {
         let from = match (base.is_gguf(), &card.hub_repo) {
             (true, _) => base.path.display().to_string(),

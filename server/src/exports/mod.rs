@@ -251,6 +251,7 @@ impl Exports {
         let planned = plan_run_export(store, &self.inner.runs_dir, run_id, new, PathBuf::new())?;
         check_disk(&self.inner.dir, planned.output_bytes)?;
         let options = planned.request.options;
+        let gguf = matches!(options.format, ExportFormat::Gguf | ExportFormat::GgufLora);
         let mut view = ExportView {
             id: 0,
             run_id: Some(run_id),
@@ -260,6 +261,9 @@ impl Exports {
             format: options.format.name().to_string(),
             dtype: options.dtype.name().to_string(),
             bits: (options.format == ExportFormat::Mlx).then_some(options.bits),
+            quant: gguf.then(|| options.quant.name().to_string()),
+            copied: None,
+            requantized: None,
             status: "queued".into(),
             error: None,
             path: None,
@@ -353,8 +357,15 @@ impl Exports {
                     v.status = "done".into();
                     v.path = Some(request.out.display().to_string());
                     v.size_bytes = report.bytes;
-                    v.fused =
-                        (request.options.format != ExportFormat::Peft).then_some(report.fused);
+                    let adapter_alone = matches!(
+                        request.options.format,
+                        ExportFormat::Peft | ExportFormat::GgufLora
+                    );
+                    v.fused = (!adapter_alone).then_some(report.fused);
+                    if v.quant.is_some() {
+                        v.copied = Some(report.copied);
+                        v.requantized = Some(report.requantized);
+                    }
                     v.files = report.files;
                     v.tensors_done = report.tensors;
                     v.tensors_total = report.tensors;
