@@ -965,4 +965,47 @@ fn smollm2_k_quant_mixes_equal_llama_cpp_quantizer() {
         8,
         "llama.cpp generates from the Q4_K_M file"
     );
+
+    // The Q4_K_M file as a base, re-exported `same` with an adapter on
+    // q_proj and down_proj of the top 6 layers: everything else is copied
+    // byte for byte, and the fused down_proj matrices go back to their own
+    // Q4_K (layers 24, 25) and Q6_K (26..30) with our K-quantizers.
+    let mut model = {
+        let mut gguf = load_gguf_model(&ours_path).unwrap();
+        gguf.dequantize_weights().unwrap();
+        build_model(&gguf.config, gguf.weights, ComputeDtype::Float32).unwrap()
+    };
+    let second = dir.path().join("adapter-2");
+    let keys = ["self_attn.q_proj", "mlp.down_proj"];
+    random_adapter(&mut model, FineTuneType::Lora, 6, Some(&keys), &second);
+    drop(model);
+    let out = dir.path().join("same-k");
+    let report = run_export(&request(
+        &ours_path,
+        Some(&second),
+        &out,
+        gguf_options(ExportFormat::Gguf, GgufQuant::Same),
+    ));
+    assert_eq!((report.fused, report.requantized), (12, 12));
+    assert_eq!(report.copied, report.tensors - 12);
+    let base = GgufFile::open(&ours_path).unwrap();
+    let again = GgufFile::open(out.join("model.gguf")).unwrap();
+    let mut fused_types = Vec::new();
+    for (new, old) in again.tensors.iter().zip(&base.tensors) {
+        assert_eq!((&new.name, new.ggml_type), (&old.name, old.ggml_type));
+        let fused = (24..30).any(|l| {
+            new.name == format!("blk.{l}.attn_q.weight")
+                || new.name == format!("blk.{l}.ffn_down.weight")
+        });
+        let same = again.tensor_data(new).unwrap() == base.tensor_data(old).unwrap();
+        assert_eq!(same, !fused, "{}: copied iff not fused", new.name);
+        if fused && new.name.contains("ffn_down") {
+            fused_types.push(new.ggml_type.name());
+        }
+    }
+    assert_eq!(
+        fused_types,
+        ["Q4_K", "Q4_K", "Q6_K", "Q6_K", "Q6_K", "Q6_K"]
+    );
+    assert_eq!(meta(&again, "general.file_type"), &MetadataValue::U32(15));
 }
