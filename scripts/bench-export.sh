@@ -2,16 +2,21 @@
 # Export time and peak memory (the export process's max RSS) of `loralab
 # export`: the shipped SmolLM2 GGUF and a ~0.5B-parameter model of Qwen2.5's
 # shape (random bf16 weights, made once with MLX in the peer venv), each with
-# a rank-8 adapter on every layer, as hf (bf16), mlx (4-bit) and peft.
+# a rank-8 adapter on every layer, as hf (bf16), mlx (4-bit), peft, gguf
+# (q4_k_m) and gguf-lora (f16).
 #
 # usage: scripts/bench-export.sh
+# LORALAB_BIN=path: time that binary instead of building the release one.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 deps="$root/.deps"
 bash "$root/scripts/setup.sh"
 bash "$root/scripts/setup-peer.sh"
-(cd "$root" && cargo build --quiet --release -p server)
-loralab="$root/target/release/loralab"
+loralab=${LORALAB_BIN:-}
+if [[ -z $loralab ]]; then
+  (cd "$root" && cargo build --quiet --release -p server)
+  loralab="$root/target/release/loralab"
+fi
 python="$deps/peer-venv/bin/python"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -37,9 +42,11 @@ printf '%-34s %10s %18s\n' "export" "time" "memory"
 for model in smollm2 qwen-0.5b; do
   base=$gguf
   [[ $model == qwen-0.5b ]] && base="$work/qwen-0.5b"
-  for format in hf mlx peft; do
-    measure "$model $format" export --model "$base" --adapter "$work/adapter-$model" \
-      --format "$format" --out "$work/out-$model-$format"
+  for format in hf mlx peft gguf gguf-lora; do
+    quant=()
+    [[ $format == gguf ]] && quant=(--quant q4_k_m)
+    measure "$model $format ${quant[*]:-}" export --model "$base" --adapter "$work/adapter-$model" \
+      --format "$format" "${quant[@]}" --out "$work/out-$model-$format"
   done
 done
 du -sh "$work"/out-* | sed "s|$work/||"

@@ -355,12 +355,21 @@ pub struct ExportView {
     pub step: Option<i64>,
     /// The base model's registered name.
     pub model: String,
-    /// `hf`, `mlx` or `peft`.
+    /// `hf`, `mlx`, `peft`, `gguf` or `gguf-lora`.
     pub format: String,
     /// `bf16`, `f16` or `f32`.
     pub dtype: String,
     /// Bits of an MLX-quantized export.
     pub bits: Option<u8>,
+    /// The tensor type of a GGUF export (`q4_k_m`, `f16`, `same`, ...).
+    #[serde(default)]
+    pub quant: Option<String>,
+    /// GGUF exports: tensors copied byte for byte from a GGUF base, and
+    /// tensors written from floats.
+    #[serde(default)]
+    pub copied: Option<usize>,
+    #[serde(default)]
+    pub requantized: Option<usize>,
     /// `queued`, `running`, `done`, `failed` or `cancelled`.
     pub status: String,
     pub error: Option<String>,

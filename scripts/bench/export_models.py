@@ -1,6 +1,6 @@
 """Makes bench-export.sh's inputs in OUT: a ~0.5B model of Qwen2.5-0.5B's
-shape (random bf16 weights) and rank-8 adapters on every layer of it and of
-the SmolLM2 GGUF, in mlx-lm's adapter layout.
+shape (random bf16 weights, a byte-level tokenizer.json) and rank-8 adapters
+on every layer of it and of the SmolLM2 GGUF, in mlx-lm's adapter layout.
 
 usage: export_models.py OUT SMOLLM2_GGUF
 """
@@ -50,6 +50,23 @@ def qwen():
         "num_hidden_layers": d["layers"], "intermediate_size": d["inter"], "num_attention_heads": d["heads"],
         "num_key_value_heads": d["kv_heads"], "vocab_size": d["vocab"], "rms_norm_eps": 1e-6,
         "rope_theta": 1000000.0, "max_position_embeddings": 32768, "tie_word_embeddings": True,
+    }))
+    # A GGUF export carries the tokenizer: a byte-level BPE without merges
+    # (GPT-2's byte alphabet), padded to the vocabulary by the export.
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    (folder / "tokenizer.json").write_text(json.dumps({
+        "version": "1.0", "added_tokens": [], "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False},
+        "post_processor": None,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
+        "model": {"type": "BPE", "vocab": {c: b for b, c in chars.items()}, "merges": []},
     }))
     print(f"qwen-0.5b: {total / 1e6:.0f}M parameters", file=sys.stderr)
     return dict(hidden=d["hidden"], kv=kv, inter=d["inter"], layers=d["layers"])

@@ -32,7 +32,8 @@ pub struct ExportArgs {
     /// with --adapter, fused with it; alone, converted as it is.
     #[arg(long, conflicts_with = "run")]
     pub model: Option<String>,
-    /// hf (fused safetensors), mlx (fused, MLX-quantized) or peft (the adapter alone).
+    /// hf (fused safetensors), mlx (fused, MLX-quantized), peft (the adapter
+    /// alone), gguf (fused, one GGUF file) or gguf-lora (llama.cpp's adapter).
     #[arg(long)]
     pub format: String,
     /// bf16 (default; f32 for peft), f16 or f32.
@@ -41,6 +42,10 @@ pub struct ExportArgs {
     /// mlx: 4 (default) or 8.
     #[arg(long)]
     pub bits: Option<u8>,
+    /// gguf: f16 (default), f32, bf16, q8_0, q4_0, q4_1 or same (a GGUF
+    /// base's own types, unchanged tensors copied); gguf-lora: f16, f32, q8_0.
+    #[arg(long)]
+    pub quant: Option<String>,
     /// The folder to create; it must not exist.
     #[arg(long)]
     pub out: PathBuf,
@@ -61,6 +66,7 @@ pub fn run(args: &ExportArgs, data_dir: &Path) -> Result<()> {
         format: args.format.clone(),
         dtype: args.dtype.clone(),
         bits: args.bits,
+        quant: args.quant.clone(),
         step: args.step,
     };
     let request = match args.run {

@@ -1,6 +1,7 @@
 //! Export jobs through the real server: a trained run exported as a fused
 //! HF folder (whose logits are the run's base + adapter), an MLX-quantized
-//! folder and a PEFT adapter, each followed over SSE to `done`, listed, and
+//! folder, a PEFT adapter, a GGUF and a GGUF LoRA adapter, each followed
+//! over SSE to `done`, listed, and
 //! downloaded as zip and tar; bad requests refused naming the field; a
 //! killed export worker leaves no folder and the export says why; and
 //! `loralab export` headless.
@@ -212,6 +213,53 @@ async fn a_trained_run_exports_as_hf_mlx_and_peft_and_downloads() {
     );
 }
 
+/// GGUF through the job machinery: a trained run exported as a Q8_0 GGUF
+/// (with its Modelfile) and as a llama.cpp LoRA adapter, followed over SSE
+/// to `done`, with the quant and the Ollama command in the view.
+#[tokio::test]
+async fn a_trained_run_exports_as_gguf_and_gguf_lora() {
+    let setup = tiny_setup();
+    let server = setup.serve(&[]);
+    let client = reqwest::Client::new();
+    let run = create_run(&client, &server, tiny_run(json!({"iters": 5}))).await;
+    wait_for_status(&client, &server, run, 300, "done").await;
+
+    let gguf = export_done(
+        &client,
+        &server,
+        run,
+        json!({"format": "gguf", "quant": "q8_0"}),
+    )
+    .await;
+    assert_eq!(gguf["quant"], "q8_0", "{gguf:#}");
+    assert!(gguf["fused"].as_u64().unwrap() > 0, "{gguf:#}");
+    assert_eq!(gguf["copied"], 0, "an HF base has nothing to copy");
+    let names: Vec<String> = files_of(&gguf).into_iter().map(|(n, _)| n).collect();
+    for file in ["model.gguf", "Modelfile", "README.md"] {
+        assert!(names.contains(&file.to_string()), "{names:?}");
+    }
+    let folder = Path::new(gguf["path"].as_str().unwrap()).to_path_buf();
+    let file = engine::gguf::GgufFile::open(folder.join("model.gguf")).unwrap();
+    assert_eq!(
+        file.get("general.file_type").and_then(|v| v.as_u64()),
+        Some(7)
+    );
+    assert!(
+        gguf["usage"].as_str().unwrap().contains("ollama create"),
+        "{gguf:#}"
+    );
+
+    let lora = export_done(&client, &server, run, json!({"format": "gguf-lora"})).await;
+    assert_eq!(lora["quant"], "f16");
+    assert!(lora["fused"].is_null(), "{lora:#}");
+    let adapter = Path::new(lora["path"].as_str().unwrap()).join("adapter.gguf");
+    let file = engine::gguf::GgufFile::open(&adapter).unwrap();
+    assert_eq!(
+        file.get("general.type").and_then(|v| v.as_str()),
+        Some("adapter")
+    );
+}
+
 #[tokio::test]
 async fn bad_export_requests_are_refused_naming_the_field() {
     let setup = tiny_setup();
@@ -224,6 +272,7 @@ async fn bad_export_requests_are_refused_naming_the_field() {
         (json!({"format": "hf", "dtype": "f8"}), "dtype"),
         (json!({"format": "mlx", "bits": 3}), "bits"),
         (json!({"format": "hf", "step": 7}), "step"),
+        (json!({"format": "gguf", "quant": "q3_k_xl"}), "quant"),
     ] {
         let (status, answer) = start_export(&client, &server, run, body.clone()).await;
         assert_eq!(status, 422, "{body} -> {answer}");

@@ -29,6 +29,11 @@ fn format_label(view: &ExportView) -> String {
         "hf" => format!("Hugging Face, {}", view.dtype),
         "mlx" => format!("MLX {}-bit", view.bits.unwrap_or(4)),
         "peft" => format!("PEFT adapter, {}", view.dtype),
+        "gguf" => format!("GGUF {}", view.quant.as_deref().unwrap_or("f16")),
+        "gguf-lora" => format!(
+            "GGUF LoRA adapter, {}",
+            view.quant.as_deref().unwrap_or("f16")
+        ),
         other => other.to_string(),
     }
 }
@@ -131,6 +136,8 @@ pub fn RunExports(
                         <option value="hf">"Hugging Face folder (fused; transformers, vLLM, mlx-lm)"</option>
                         <option value="mlx">"MLX quantized folder (fused; mlx-lm)"</option>
                         <option value="peft">"PEFT adapter (not fused; peft on the base)"</option>
+                        <option value="gguf">"GGUF (fused; llama.cpp, Ollama, LM Studio)"</option>
+                        <option value="gguf-lora">"GGUF LoRA adapter (not fused; llama.cpp --lora)"</option>
                     </select>
                 </label>
                 <label>"Dtype "
@@ -145,6 +152,19 @@ pub fn RunExports(
                     <select name="bits" id="export-bits">
                         <option value="4">"4"</option>
                         <option value="8">"8"</option>
+                    </select>
+                </label>
+                <label>"GGUF quant "
+                    <select name="quant" id="export-quant">
+                        <option value="">"default (f16)"</option>
+                        <option value="q4_k_m">"q4_k_m"</option>
+                        <option value="q5_k_m">"q5_k_m"</option>
+                        <option value="q6_k">"q6_k"</option>
+                        <option value="q8_0">"q8_0"</option>
+                        <option value="f16">"f16"</option>
+                        <option value="bf16">"bf16"</option>
+                        <option value="f32">"f32"</option>
+                        <option value="same">"same as a GGUF base (unchanged tensors copied)"</option>
                     </select>
                 </label>
                 <label>"Checkpoint "
@@ -300,6 +320,10 @@ fn ExportDetail(view: ExportView) -> impl IntoView {
             <pre class="log" id="export-usage">{view.usage.clone()}</pre>
             <p class="muted">"In " <code id="export-path">{view.path.clone().unwrap_or_default()}</code>
                 {view.fused.map(|n| format!(", {n} tensors fused with the adapter"))}
+                {view.copied.filter(|&n| n > 0).map(|n| format!(
+                    ", {n} copied byte for byte from the base, {} quantized again",
+                    view.requantized.unwrap_or(0)
+                ))}
             </p>
             <h2>"Files"</h2>
             <ul id="export-files">{files}</ul>

@@ -68,6 +68,20 @@ impl BaseModel {
         matches!(self.source, Source::Gguf { .. })
     }
 
+    /// The base's GGUF file, when it is one: a GGUF export copies its
+    /// metadata and the bytes of tensors the adapter leaves alone.
+    pub fn gguf_file(&self) -> Option<&GgufFile> {
+        match &self.source {
+            Source::Gguf { file, .. } => Some(file),
+            Source::Hf(_) => None,
+        }
+    }
+
+    /// The position in `tensors` of the tensor named `name` (HF naming).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
+
     /// Whether any matrix of the base is stored quantized.
     pub fn is_quantized(&self) -> bool {
         self.tensors.iter().any(|t| t.quantized.is_some())

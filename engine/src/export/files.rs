@@ -189,6 +189,20 @@ pub fn usage(format: ExportFormat, path: &str, base_ref: &str) -> String {
              base = AutoModelForCausalLM.from_pretrained(\"{base_ref}\")\n\
              model = PeftModel.from_pretrained(base, \"{path}\")"
         ),
+        ExportFormat::Gguf => format!(
+            "llama-cli -m {path}/{} -p \"Hello\"\n\n\
+             # or with Ollama:\n\
+             ollama create my-model -f {path}/{}",
+            super::gguf::MODEL_FILE,
+            super::gguf::MODELFILE
+        ),
+        ExportFormat::GgufLora => format!(
+            "llama-cli -m {base_ref} --lora {path}/{} -p \"Hello\"\n\n\
+             # or with Ollama (the Modelfile names the base):\n\
+             ollama create my-model -f {path}/{}",
+            super::gguf::ADAPTER_FILE,
+            super::gguf::MODELFILE
+        ),
     }
 }
 
@@ -210,6 +224,7 @@ pub fn write_card(
         ExportFormat::Peft => "library_name: peft\n",
         ExportFormat::Mlx => "library_name: mlx\n",
         ExportFormat::Hf => "library_name: transformers\n",
+        ExportFormat::Gguf | ExportFormat::GgufLora => "library_name: gguf\n",
     });
     text.push_str("tags:\n- loralab\n- lora\n---\n\n");
     text.push_str(&format!("# {}\n\n", card.title));
@@ -229,6 +244,15 @@ pub fn write_card(
             card.base_name, options.bits, options.group_size
         ),
         ExportFormat::Peft => format!("A PEFT LoRA adapter for `{base_ref}` (not fused)."),
+        ExportFormat::Gguf => format!(
+            "`{}` {how}, as GGUF ({}) for llama.cpp, Ollama and LM Studio.",
+            card.base_name,
+            options.quant.name()
+        ),
+        ExportFormat::GgufLora => format!(
+            "A llama.cpp LoRA adapter (GGUF, {}) for `{base_ref}` (not fused).",
+            options.quant.name()
+        ),
     };
     text.push_str(&format!("{what} Made with Loralab.\n\n"));
     text.push_str("| | |\n|---|---|\n");

@@ -1,6 +1,7 @@
 //! Taking a fine-tune out: a base model with an adapter fused in, as a
-//! Hugging Face folder (`hf`) or an MLX-quantized one (`mlx`), or the
-//! adapter alone in PEFT's layout (`peft`).
+//! Hugging Face folder (`hf`), an MLX-quantized one (`mlx`) or a GGUF file
+//! for llama.cpp (`gguf`), or the adapter alone in PEFT's layout (`peft`)
+//! or llama.cpp's (`gguf-lora`).
 //!
 //! `plan` reads headers only and refuses what cannot be exported before
 //! anything is written; `ExportPlan::write` then streams the output one
@@ -11,6 +12,7 @@
 mod adapter;
 mod base;
 mod files;
+pub mod gguf;
 mod safetensors;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ use serde_json::json;
 pub use adapter::Adapter;
 pub use base::BaseModel;
 pub use files::usage;
+pub use gguf::GgufQuant;
 use safetensors::{plan_shards, ShardedWriter, StDtype, TensorEntry, MAX_SHARD_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,16 +39,29 @@ pub enum ExportFormat {
     Mlx,
     /// The adapter alone, for PEFT on the unfused base.
     Peft,
+    /// Fused, one GGUF file (llama.cpp, Ollama, LM Studio).
+    Gguf,
+    /// The adapter alone as llama.cpp's `--lora` GGUF.
+    #[serde(rename = "gguf-lora")]
+    GgufLora,
 }
 
 impl ExportFormat {
-    pub const ALL: [ExportFormat; 3] = [ExportFormat::Hf, ExportFormat::Mlx, ExportFormat::Peft];
+    pub const ALL: [ExportFormat; 5] = [
+        ExportFormat::Hf,
+        ExportFormat::Mlx,
+        ExportFormat::Peft,
+        ExportFormat::Gguf,
+        ExportFormat::GgufLora,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             ExportFormat::Hf => "hf",
             ExportFormat::Mlx => "mlx",
             ExportFormat::Peft => "peft",
+            ExportFormat::Gguf => "gguf",
+            ExportFormat::GgufLora => "gguf-lora",
         }
     }
 
@@ -119,6 +135,9 @@ pub struct ExportOptions {
     pub bits: u8,
     #[serde(default = "default_group_size")]
     pub group_size: usize,
+    /// GGUF exports: the tensor type.
+    #[serde(default)]
+    pub quant: GgufQuant,
 }
 
 fn default_bits() -> u8 {
@@ -136,6 +155,7 @@ impl ExportOptions {
             dtype: ExportDtype::default(),
             bits: default_bits(),
             group_size: default_group_size(),
+            quant: GgufQuant::default(),
         }
     }
 
@@ -205,6 +225,13 @@ pub struct ExportReport {
     pub tensors: usize,
     /// Base tensors the adapter changed.
     pub fused: usize,
+    /// GGUF exports: tensors copied byte for byte from a GGUF base.
+    #[serde(default)]
+    pub copied: usize,
+    /// GGUF exports: tensors written from floats (converted, quantized
+    /// again after fusing, or the adapter's).
+    #[serde(default)]
+    pub requantized: usize,
     pub seconds: f64,
 }
 
@@ -229,6 +256,8 @@ pub struct ExportPlan {
     options: ExportOptions,
     entries: Vec<TensorEntry>,
     makes: Vec<Make>,
+    /// GGUF exports: the file's header and how each tensor is made.
+    gguf: Option<gguf::GgufPlan>,
     /// Bytes of tensor data the export writes.
     pub bytes_total: u64,
 }
@@ -244,6 +273,9 @@ pub fn plan(request: &ExportRequest) -> Result<ExportPlan> {
         None if options.format == ExportFormat::Peft => {
             bail!("a PEFT export needs an adapter")
         }
+        None if options.format == ExportFormat::GgufLora => {
+            bail!("a GGUF LoRA export needs an adapter")
+        }
         None => None,
     };
     if let Some(adapter) = &adapter {
@@ -256,7 +288,25 @@ pub fn plan(request: &ExportRequest) -> Result<ExportPlan> {
     }
     let mut entries = Vec::new();
     let mut makes = Vec::new();
+    let mut gguf_plan = None;
     match options.format {
+        ExportFormat::Gguf => {
+            gguf_plan = Some(gguf::plan_model(
+                &base,
+                adapter.as_ref(),
+                options.quant,
+                &request.card,
+            )?);
+        }
+        ExportFormat::GgufLora => {
+            let adapter = adapter.as_ref().expect("checked above");
+            gguf_plan = Some(gguf::plan_lora(
+                &base,
+                adapter,
+                options.quant,
+                &request.card,
+            )?);
+        }
         ExportFormat::Peft => {
             let adapter = adapter.as_ref().expect("checked above");
             for (module, layer) in &adapter.layers {
@@ -321,13 +371,17 @@ pub fn plan(request: &ExportRequest) -> Result<ExportPlan> {
             }
         }
     }
-    let bytes_total = entries.iter().map(TensorEntry::n_bytes).sum();
+    let bytes_total = match &gguf_plan {
+        Some(plan) => plan.bytes_total(),
+        None => entries.iter().map(TensorEntry::n_bytes).sum(),
+    };
     Ok(ExportPlan {
         base,
         adapter,
         options,
         entries,
         makes,
+        gguf: gguf_plan,
         bytes_total,
     })
 }
@@ -414,14 +468,22 @@ impl ExportPlan {
         let started = Instant::now();
         let dir = &request.staging;
         // An HF base's tokenizer files are copied as they are; a GGUF's are
-        // built from its metadata.
-        let tokenizer = match self.base.is_gguf() {
+        // built from its metadata. A GGUF export carries its own.
+        let gguf_format = matches!(
+            self.options.format,
+            ExportFormat::Gguf | ExportFormat::GgufLora
+        );
+        let tokenizer = match self.base.is_gguf() && !gguf_format {
             true => Some(self.base.tokenizer()?),
             false => None,
         };
+        let tensors_total = match &self.gguf {
+            Some(plan) => plan.specs.len(),
+            None => self.entries.len(),
+        };
         let mut state = ExportProgress {
             tensors_done: 0,
-            tensors_total: self.entries.len(),
+            tensors_total,
             bytes_done: 0,
             bytes_total: self.bytes_total,
         };
@@ -436,7 +498,28 @@ impl ExportPlan {
             Ok(())
         };
         let mut fused = 0;
+        let mut counts = gguf::GgufCounts::default();
         match self.options.format {
+            ExportFormat::Gguf | ExportFormat::GgufLora => {
+                let plan = self.gguf.as_ref().expect("planned for GGUF formats");
+                let mut i = 0;
+                counts = gguf::write(
+                    plan,
+                    dir,
+                    &self.base,
+                    self.adapter.as_ref(),
+                    &|t| self.fused(t),
+                    &mut |bytes| {
+                        i += 1;
+                        written(i, bytes)
+                    },
+                )?;
+                fused = counts.fused;
+                let modelfile = gguf::modelfile(plan, &self.base, &request.card)?;
+                let path = dir.join(gguf::MODELFILE);
+                std::fs::write(&path, modelfile)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             ExportFormat::Peft => {
                 let tensors = self.peft_tensors()?;
                 let path = dir.join("adapter_model.safetensors");
@@ -499,11 +582,13 @@ impl ExportPlan {
         Ok(ExportReport {
             bytes: listed.iter().map(|(_, size)| size).sum(),
             files: listed,
-            tensors: self.entries.len(),
+            tensors: tensors_total,
             fused: match self.options.format {
-                ExportFormat::Peft => 0,
+                ExportFormat::Peft | ExportFormat::GgufLora => 0,
                 _ => fused,
             },
+            copied: counts.copied,
+            requantized: counts.encoded,
             seconds: started.elapsed().as_secs_f64(),
         })
     }

@@ -111,3 +111,60 @@ pub fn unpermute_rows(bytes: &[u8], rows: usize, n_head: usize) -> Result<Vec<u8
     }
     Ok(out)
 }
+
+/// The llama.cpp name of an HF tensor of `architecture` (the inverse of
+/// [`hf_name`]), or None for a tensor llama.cpp has no place for.
+pub fn gguf_name(architecture: &str, hf: &str) -> Option<String> {
+    let (module, param) = hf.rsplit_once('.')?;
+    if !matches!(param, "weight" | "bias") {
+        return None;
+    }
+    let gguf_module = match module {
+        "model.embed_tokens" => "token_embd".to_string(),
+        "model.norm" => "output_norm".to_string(),
+        "lm_head" => "output".to_string(),
+        _ => {
+            let rest = module.strip_prefix("model.layers.")?;
+            let (layer, suffix) = rest.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            let gguf = match (architecture, suffix) {
+                ("phi3", "mlp.gate_up_proj") => "ffn_up",
+                _ => BLOCK_NAMES.iter().find(|(_, h)| *h == suffix)?.0,
+            };
+            format!("blk.{layer}.{gguf}")
+        }
+    };
+    Some(format!("{gguf_module}.{param}"))
+}
+
+/// llama.cpp's Q/K row permutation (convert_hf_to_gguf.py's `permute`),
+/// the inverse of [`unpermute_rows`]: HF row `j * head_dim / 2 + i` of
+/// head `h` goes to row `2i + j`.
+pub fn permute_rows(bytes: &[u8], rows: usize, n_head: usize) -> Result<Vec<u8>, String> {
+    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
+        return Err(format!(
+            "{rows} rows cannot be split into {n_head} heads of an even size"
+        ));
+    }
+    if !bytes.len().is_multiple_of(rows) {
+        return Err(format!(
+            "{} bytes do not split into {rows} rows",
+            bytes.len()
+        ));
+    }
+    let row_bytes = bytes.len() / rows;
+    let head_dim = rows / n_head;
+    let half = head_dim / 2;
+    let mut out = vec![0u8; bytes.len()];
+    for h in 0..n_head {
+        for j in 0..2 {
+            for i in 0..half {
+                let hf_row = h * head_dim + j * half + i;
+                let gguf_row = h * head_dim + 2 * i + j;
+                out[gguf_row * row_bytes..(gguf_row + 1) * row_bytes]
+                    .copy_from_slice(&bytes[hf_row * row_bytes..(hf_row + 1) * row_bytes]);
+            }
+        }
+    }
+    Ok(out)
+}

@@ -418,3 +418,57 @@ fn special_tokens(
         add_eos_token: flag("tokenizer.ggml.add_eos_token", false)?,
     })
 }
+
+/// The `tokenizer.ggml.pre` name for an HF `tokenizer.json` pre-tokenizer
+/// (the inverse of the table above), or None when llama.cpp has no name for
+/// that split. Compared by structure (step types, regexes, whether the
+/// byte-level step splits), not by every field a converter happened to write.
+pub fn pre_tokenizer_name(pre_tokenizer: &Value, has_merges: bool) -> Option<&'static str> {
+    fn signature(v: &Value, out: &mut Vec<String>) {
+        match v.get("type").and_then(Value::as_str) {
+            Some("Sequence") => {
+                for step in v["pretokenizers"].as_array().into_iter().flatten() {
+                    signature(step, out);
+                }
+            }
+            Some("Split") => {
+                let regex = v["pattern"]["Regex"].as_str().unwrap_or("?");
+                out.push(format!("split {regex}"));
+            }
+            // `Digits` with `individual_digits` splits as the digit regex does.
+            Some("Digits") if v["individual_digits"] == json!(true) => {
+                out.push(format!("split {DIGITS}"));
+            }
+            Some("ByteLevel") => {
+                let regex = v.get("use_regex").and_then(Value::as_bool).unwrap_or(true);
+                out.push(format!("byte-level {regex}"));
+            }
+            other => out.push(format!("{other:?}")),
+        }
+    }
+    let mut given = Vec::new();
+    signature(pre_tokenizer, &mut given);
+    // A byte-level step that does not split, with no merges, turns text
+    // into single bytes whatever llama.cpp's default split does first.
+    if given == ["byte-level false"] && !has_merges {
+        return Some("default");
+    }
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "use_regex": use_regex});
+    let split = |regex: &str| json!({"type": "Split", "pattern": {"Regex": regex}});
+    // "default" is llama.cpp's own split, not GPT-2's: name GPT-2's "gpt2".
+    let named = PRE_TOKENIZERS.iter().filter(|(name, _)| *name != "default");
+    named.into_iter().find_map(|(name, pre)| {
+        let value = match pre {
+            PreTokenizer::Gpt2 => byte_level(true),
+            PreTokenizer::DigitsThenGpt2 => {
+                json!({"type": "Sequence", "pretokenizers": [split(DIGITS), byte_level(true)]})
+            }
+            PreTokenizer::Split { regex, .. } => {
+                json!({"type": "Sequence", "pretokenizers": [split(regex), byte_level(false)]})
+            }
+        };
+        let mut expected = Vec::new();
+        signature(&value, &mut expected);
+        (expected == given).then_some(*name)
+    })
+}

@@ -59,6 +59,8 @@ fn parse_new_export(headers: &HeaderMap, body: &Bytes) -> Result<NewExport, ApiE
             #[serde(default)]
             bits: Option<String>,
             #[serde(default)]
+            quant: Option<String>,
+            #[serde(default)]
             step: Option<String>,
         }
         let form: Form = serde_urlencoded::from_bytes(body)
@@ -78,6 +80,7 @@ fn parse_new_export(headers: &HeaderMap, body: &Bytes) -> Result<NewExport, ApiE
             bits: number("bits", form.bits)?
                 .map(|b| u8::try_from(b).map_err(|_| ApiError::invalid("bits", "must be 4 or 8")))
                 .transpose()?,
+            quant: form.quant,
             step: number("step", form.step)?,
         });
     }

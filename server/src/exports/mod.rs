@@ -70,6 +70,9 @@ pub struct NewExport {
     pub dtype: Option<String>,
     #[serde(default)]
     pub bits: Option<u8>,
+    /// gguf / gguf-lora: the tensor type (f16 default, q8_0, ...).
+    #[serde(default)]
+    pub quant: Option<String>,
     /// A checkpoint step; default the best checkpoint, else the latest weights.
     #[serde(default)]
     pub step: Option<i64>,
@@ -80,7 +83,10 @@ impl NewExport {
         let format = ExportFormat::parse(&self.format).ok_or_else(|| {
             invalid(
                 "format",
-                format!("unknown format `{}` (choose hf, mlx or peft)", self.format),
+                format!(
+                    "unknown format `{}` (choose hf, mlx, peft, gguf or gguf-lora)",
+                    self.format
+                ),
             )
         })?;
         let mut options = ExportOptions::new(format);
@@ -98,6 +104,17 @@ impl NewExport {
         }
         if let Some(bits) = self.bits {
             options.bits = bits;
+        }
+        if let Some(quant) = self.quant.as_deref().filter(|q| !q.is_empty()) {
+            options.quant = engine::export::GgufQuant::parse(quant).ok_or_else(|| {
+                invalid(
+                    "quant",
+                    format!(
+                        "unknown quant `{quant}` (choose {})",
+                        engine::export::GgufQuant::names()
+                    ),
+                )
+            })?;
         }
         options
             .check()
@@ -234,6 +251,7 @@ impl Exports {
         let planned = plan_run_export(store, &self.inner.runs_dir, run_id, new, PathBuf::new())?;
         check_disk(&self.inner.dir, planned.output_bytes)?;
         let options = planned.request.options;
+        let gguf = matches!(options.format, ExportFormat::Gguf | ExportFormat::GgufLora);
         let mut view = ExportView {
             id: 0,
             run_id: Some(run_id),
@@ -243,6 +261,9 @@ impl Exports {
             format: options.format.name().to_string(),
             dtype: options.dtype.name().to_string(),
             bits: (options.format == ExportFormat::Mlx).then_some(options.bits),
+            quant: gguf.then(|| options.quant.name().to_string()),
+            copied: None,
+            requantized: None,
             status: "queued".into(),
             error: None,
             path: None,
@@ -336,8 +357,15 @@ impl Exports {
                     v.status = "done".into();
                     v.path = Some(request.out.display().to_string());
                     v.size_bytes = report.bytes;
-                    v.fused =
-                        (request.options.format != ExportFormat::Peft).then_some(report.fused);
+                    let adapter_alone = matches!(
+                        request.options.format,
+                        ExportFormat::Peft | ExportFormat::GgufLora
+                    );
+                    v.fused = (!adapter_alone).then_some(report.fused);
+                    if v.quant.is_some() {
+                        v.copied = Some(report.copied);
+                        v.requantized = Some(report.requantized);
+                    }
                     v.files = report.files;
                     v.tensors_done = report.tensors;
                     v.tensors_total = report.tensors;
@@ -616,6 +644,9 @@ fn output_bytes(options: &ExportOptions, parameters: u64, adapter_bytes: u64) ->
                 + parameters / options.group_size as u64 * 2 * float
         }
         ExportFormat::Peft => adapter_bytes / 4 * float,
+        // At most f32, the widest type a GGUF export writes.
+        ExportFormat::Gguf => parameters * 4,
+        ExportFormat::GgufLora => adapter_bytes,
     }
 }
 
