@@ -154,13 +154,17 @@ TOML
   printf '%s\n' "$patch_sum" > "$patch_stamp"
 fi
 
-# --- end-to-end test dependencies (playwright-core; chromium is Debian's) ----
+# --- end-to-end test dependencies (playwright-core, chromium is Debian's;
+# node-llama-cpp with its prebuilt linux-x64 llama.cpp, for the GGUF checks) ---
 lock="$root/end2end/package-lock.json"
 npm_stamp="$root/end2end/node_modules/.loralab-lock.sha256"
 lock_sum=$(sha256sum "$lock" | cut -d' ' -f1)
 if [[ "$(cat "$npm_stamp" 2>/dev/null || true)" != "$lock_sum" ]]; then
   log "installing end2end npm packages"
-  (cd "$root/end2end" && npm ci --no-audit --no-fund --silent)
+  # `npm install`, not `npm ci`: the lock names node-llama-cpp's prebuilt
+  # binaries for other platforms as optional packages without entries, which
+  # `npm ci` refuses; install keeps the lock as it is.
+  (cd "$root/end2end" && npm install --no-audit --no-fund --silent)
   printf '%s\n' "$lock_sum" > "$npm_stamp"
 fi
 
