@@ -280,6 +280,25 @@ async fn bad_export_requests_are_refused_naming_the_field() {
     }
     let (status, _) = start_export(&client, &server, 999, json!({"format": "hf"})).await;
     assert_eq!(status, 404);
+    // What the GGUF writer cannot write is refused before a job exists.
+    let dora = create_run(
+        &client,
+        &server,
+        tiny_run(json!({"iters": 2, "fine_tune_type": "dora"})),
+    )
+    .await;
+    wait_for_status(&client, &server, dora, 300, "done").await;
+    let (status, answer) =
+        start_export(&client, &server, dora, json!({"format": "gguf-lora"})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "format");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("a DoRA adapter cannot be written as a GGUF LoRA adapter"),
+        "{answer}"
+    );
 
     // A run queued behind a long one has no adapter yet.
     let long = create_run(&client, &server, tiny_run(json!({"iters": 100000}))).await;

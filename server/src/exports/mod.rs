@@ -553,6 +553,7 @@ pub fn plan_run_export(
     };
     let base = PathBuf::from(&model.location);
     let config = model_config(&base).map_err(|message| invalid("run", message))?;
+    refuse_unwritable(&options, &config, &run.config)?;
     let adapter_bytes = weights.metadata().map(|m| m.len()).unwrap_or(0);
     let hub_repo = (model.source == "hub").then(|| hub_repo_of(&model.name));
     let card = model_card(&run, &model_name, hub_repo, step, store, run_id);
@@ -611,6 +612,32 @@ fn remove_staging(dir: &Path) {
 }
 
 /// The base's architecture from its header or config.json (no MLX).
+/// What the writer would refuse, refused here, before a job exists: an
+/// architecture GGUF has no layout for, a DoRA adapter as a llama.cpp LoRA.
+fn refuse_unwritable(
+    options: &ExportOptions,
+    config: &ModelConfig,
+    run_config: &serde_json::Value,
+) -> Result<(), ExportError> {
+    let gguf = matches!(options.format, ExportFormat::Gguf | ExportFormat::GgufLora);
+    if gguf && engine::export::gguf::architecture(&config.model_type).is_none() {
+        return Err(invalid(
+            "format",
+            format!(
+                "cannot write architecture `{}` as GGUF (writable: llama, mistral, qwen2, qwen3, phi3)",
+                config.model_type
+            ),
+        ));
+    }
+    if options.format == ExportFormat::GgufLora && run_config["fine_tune_type"] == "dora" {
+        return Err(invalid(
+            "format",
+            "a DoRA adapter cannot be written as a GGUF LoRA adapter (llama.cpp has no DoRA): export `gguf` to fuse it instead",
+        ));
+    }
+    Ok(())
+}
+
 fn model_config(path: &Path) -> Result<ModelConfig, String> {
     if path.is_dir() {
         engine::models::read_config(path).map_err(|e| format!("{e:#}"))
