@@ -131,6 +131,14 @@ if (chatForm) {
     messages.append(message);
     return content;
   };
+  // Enter sends, Shift+Enter starts a new line (as chat apps do); not while
+  // an input method is composing.
+  document.getElementById("chat-input").addEventListener("keydown", (key) => {
+    if (key.key === "Enter" && !key.shiftKey && !key.isComposing) {
+      key.preventDefault();
+      chatForm.requestSubmit();
+    }
+  });
   chatForm.addEventListener("submit", async (submit) => {
     submit.preventDefault();
     const input = document.getElementById("chat-input");

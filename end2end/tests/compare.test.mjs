@@ -122,8 +122,13 @@ test("a chat with one adapter streams its reply and keeps the conversation", asy
   await page.selectOption("#chat-adapter", `run:${runs[1]}`);
   await page.click("#chat-start");
   await page.waitForURL(/\/chat\/\d+$/);
-  await page.fill("#chat-input", "Hi there");
-  await page.click("#chat-send");
+  // Shift+Enter is a new line; Enter sends.
+  await page.focus("#chat-input");
+  await page.keyboard.type("Hi");
+  await page.keyboard.press("Shift+Enter");
+  await page.keyboard.type("there");
+  assert.equal(await page.locator(".message").count(), 0);
+  await page.keyboard.press("Enter");
   await page.waitForFunction(() => {
     const reply = document.querySelector(".message.assistant");
     return reply && !reply.classList.contains("streaming") && reply.textContent.length > "assistant".length;
@@ -131,6 +136,6 @@ test("a chat with one adapter streams its reply and keeps the conversation", asy
   await page.reload();
   const roles = await page.locator(".message .role").allTextContents();
   assert.deepEqual(roles, ["user", "assistant"]);
-  assert.equal(await page.locator(".message.user .content").textContent(), "Hi there");
+  assert.equal(await page.locator(".message.user .content").textContent(), "Hi\nthere");
   await screenshot(page, "chat");
 });

@@ -146,7 +146,7 @@ fn Conversation(chat: ChatView) -> impl IntoView {
         <form class="stacked panel" method="post" action="/fn/chat/send" id="chat-form" data-chat=id>
             <input type="hidden" name="id" value=id />
             <label>
-                <span>"Message"</span>
+                <span>"Message (Enter sends, Shift+Enter for a new line)"</span>
                 <textarea name="message" id="chat-input" rows="3" required></textarea>
             </label>
             <div class="actions">
