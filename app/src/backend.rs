@@ -71,6 +71,8 @@ pub trait Backend: Send + Sync + 'static {
     fn import_adapter(&self, form: ImportAdapterForm) -> Result<(), String>;
     fn create_chat(&self, form: NewChatForm) -> Result<i64, String>;
     fn chat(&self, id: i64) -> Result<Option<ChatView>, String>;
+    /// The newest chats, newest first, to reopen.
+    fn recent_chats(&self) -> Result<Vec<ChatView>, String>;
     /// Sends a message and waits for the whole reply.
     fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>>;
 

@@ -137,5 +137,12 @@ test("a chat with one adapter streams its reply and keeps the conversation", asy
   const roles = await page.locator(".message .role").allTextContents();
   assert.deepEqual(roles, ["user", "assistant"]);
   assert.equal(await page.locator(".message.user .content").textContent(), "Hi\nthere");
+  // The chat page lists it to reopen.
+  const chatId = page.url().split("/").pop();
+  await page.goto(server.baseUrl + "/chat");
+  const row = page.locator(`#earlier-chats tr[data-chat="${chatId}"]`);
+  assert.match(await row.locator("a").textContent(), /^Hi\s*there$/);
+  assert.equal(await row.locator("td.num").textContent(), "2");
+  await Promise.all([page.waitForURL(new RegExp(`/chat/${chatId}$`)), row.locator("a").click()]);
   await screenshot(page, "chat");
 });

@@ -64,6 +64,18 @@ fn messages(chat: &ChatRecord) -> Vec<ChatMessageView> {
     serde_json::from_str(&chat.messages_json).unwrap_or_default()
 }
 
+/// Chats listed on `/chat` to reopen.
+const RECENT_CHATS: usize = 50;
+
+/// The newest chats, newest first.
+pub fn recent_chats(state: &AppState) -> Result<Vec<ChatView>, ApiError> {
+    let mut chats = Vec::new();
+    for id in state.store.recent_chat_ids(RECENT_CHATS)? {
+        chats.extend(chat_view(state, id)?);
+    }
+    Ok(chats)
+}
+
 pub fn chat_view(state: &AppState, id: i64) -> Result<Option<ChatView>, ApiError> {
     Ok(state.store.chat(id)?.map(|chat| ChatView {
         id: chat.id,

@@ -326,6 +326,10 @@ impl app::Backend for AppState {
         crate::chat::chat_view(self, id).map_err(|e| e.to_string())
     }
 
+    fn recent_chats(&self) -> Result<Vec<ChatView>, String> {
+        crate::chat::recent_chats(self).map_err(|e| e.to_string())
+    }
+
     fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>> {
         Box::pin(async move {
             crate::chat::send_message(self, id, &message, &mut |_: &str| {})

@@ -25,6 +25,12 @@ pub async fn load_chat(id: i64) -> Result<Option<ChatView>, ServerFnError> {
     backend.chat(id).map_err(ServerFnError::new)
 }
 
+#[server(prefix = "/fn", endpoint = "chat/recent")]
+pub async fn recent_chats() -> Result<Vec<ChatView>, ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.recent_chats().map_err(ServerFnError::new)
+}
+
 #[server(prefix = "/fn", endpoint = "chat/send")]
 pub async fn send_message(id: i64, message: String) -> Result<(), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
@@ -39,6 +45,7 @@ pub async fn send_message(id: i64, message: String) -> Result<(), ServerFnError>
 #[component]
 pub fn NewChatPage() -> impl IntoView {
     let choices = Resource::new_blocking(|| (), |_| comparison_choices());
+    let recent = Resource::new_blocking(|| (), |_| recent_chats());
     let error = posted_error();
     view! {
         <Page current="/chat">
@@ -46,16 +53,67 @@ pub fn NewChatPage() -> impl IntoView {
             <ErrorBox message=error />
             <Suspense fallback=|| view! { <p class="muted">"Loading..."</p> }>
                 {move || Suspend::new(async move {
-                    match choices.await {
+                    let form = match choices.await {
                         Ok(choices) => view! { <StartChatForm choices /> }.into_any(),
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load the choices: {error}")}</p>
                         }
                         .into_any(),
-                    }
+                    };
+                    let earlier = match recent.await {
+                        Ok(chats) if chats.is_empty() => ().into_any(),
+                        Ok(chats) => view! { <EarlierChats chats /> }.into_any(),
+                        Err(error) => view! {
+                            <p class="error-box">{format!("Could not load earlier chats: {error}")}</p>
+                        }
+                        .into_any(),
+                    };
+                    view! { {form} {earlier} }
                 })}
             </Suspense>
         </Page>
+    }
+}
+
+/// Earlier chats to reopen: each by its adapter and its first message.
+#[component]
+fn EarlierChats(chats: Vec<ChatView>) -> impl IntoView {
+    const SHOWN_CHARS: usize = 80;
+    let rows = chats
+        .into_iter()
+        .map(|chat| {
+            let opening = chat
+                .messages
+                .iter()
+                .find(|m| m.role == "user")
+                .map(|m| {
+                    let mut text: String = m.content.chars().take(SHOWN_CHARS).collect();
+                    if m.content.chars().count() > SHOWN_CHARS {
+                        text.push('…');
+                    }
+                    text
+                })
+                .unwrap_or_else(|| "(no message yet)".to_string());
+            view! {
+                <tr data-chat=chat.id>
+                    <td><a href=format!("/chat/{}", chat.id)>{opening}</a></td>
+                    <td>{chat.adapter}</td>
+                    <td>{chat.model}</td>
+                    <td class="num">{chat.messages.len()}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <section class="panel" id="earlier-chats">
+            <h2>"Earlier chats"</h2>
+            <table>
+                <thead>
+                    <tr><th>"First message"</th><th>"Adapter"</th><th>"Model"</th><th class="num">"Messages"</th></tr>
+                </thead>
+                <tbody>{rows}</tbody>
+            </table>
+        </section>
     }
 }
 

@@ -532,6 +532,16 @@ impl Store {
         Ok(id)
     }
 
+    /// The newest chats' ids, newest first, at most `limit`.
+    pub fn recent_chat_ids(&self, limit: usize) -> StoreResult<Vec<i64>> {
+        let connection = self.connection();
+        let mut statement = connection.prepare("SELECT id FROM chats ORDER BY id DESC LIMIT ?1")?;
+        let ids = statement
+            .query_map([limit as i64], |row| row.get(0))?
+            .collect::<Result<Vec<i64>, _>>()?;
+        Ok(ids)
+    }
+
     pub fn chat(&self, id: i64) -> StoreResult<Option<ChatRecord>> {
         let chat = self
             .connection()
