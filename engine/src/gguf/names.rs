@@ -84,32 +84,7 @@ pub fn permuted_row_count(dims: &[u64]) -> usize {
 /// `j * head_dim / 2 + i` (rotate-half pairs). Rows are moved whole, so this
 /// works for every storage type: a quantized row's scales move with it.
 pub fn unpermute_rows(bytes: &[u8], rows: usize, n_head: usize) -> Result<Vec<u8>, String> {
-    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
-        return Err(format!(
-            "{rows} rows cannot be split into {n_head} heads of an even size"
-        ));
-    }
-    if !bytes.len().is_multiple_of(rows) {
-        return Err(format!(
-            "{} bytes do not split into {rows} rows",
-            bytes.len()
-        ));
-    }
-    let row_bytes = bytes.len() / rows;
-    let head_dim = rows / n_head;
-    let half = head_dim / 2;
-    let mut out = vec![0u8; bytes.len()];
-    for h in 0..n_head {
-        for j in 0..2 {
-            for i in 0..half {
-                let hf_row = h * head_dim + j * half + i;
-                let gguf_row = h * head_dim + 2 * i + j;
-                out[hf_row * row_bytes..(hf_row + 1) * row_bytes]
-                    .copy_from_slice(&bytes[gguf_row * row_bytes..(gguf_row + 1) * row_bytes]);
-            }
-        }
-    }
-    Ok(out)
+    move_rows(bytes, rows, n_head, |hf_row, gguf_row| (hf_row, gguf_row))
 }
 
 /// The llama.cpp name of an HF tensor of `architecture` (the inverse of
@@ -141,6 +116,18 @@ pub fn gguf_name(architecture: &str, hf: &str) -> Option<String> {
 /// the inverse of [`unpermute_rows`]: HF row `j * head_dim / 2 + i` of
 /// head `h` goes to row `2i + j`.
 pub fn permute_rows(bytes: &[u8], rows: usize, n_head: usize) -> Result<Vec<u8>, String> {
+    move_rows(bytes, rows, n_head, |hf_row, gguf_row| (gguf_row, hf_row))
+}
+
+/// Copies whole rows between the HF and llama.cpp orders of each head;
+/// `to_from(hf_row, gguf_row)` says which is the destination and which the
+/// source, so both directions share the index arithmetic.
+fn move_rows(
+    bytes: &[u8],
+    rows: usize,
+    n_head: usize,
+    to_from: impl Fn(usize, usize) -> (usize, usize),
+) -> Result<Vec<u8>, String> {
     if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
         return Err(format!(
             "{rows} rows cannot be split into {n_head} heads of an even size"
@@ -159,10 +146,9 @@ pub fn permute_rows(bytes: &[u8], rows: usize, n_head: usize) -> Result<Vec<u8>,
     for h in 0..n_head {
         for j in 0..2 {
             for i in 0..half {
-                let hf_row = h * head_dim + j * half + i;
-                let gguf_row = h * head_dim + 2 * i + j;
-                out[gguf_row * row_bytes..(gguf_row + 1) * row_bytes]
-                    .copy_from_slice(&bytes[hf_row * row_bytes..(hf_row + 1) * row_bytes]);
+                let (to, from) = to_from(h * head_dim + j * half + i, h * head_dim + 2 * i + j);
+                out[to * row_bytes..(to + 1) * row_bytes]
+                    .copy_from_slice(&bytes[from * row_bytes..(from + 1) * row_bytes]);
             }
         }
     }
