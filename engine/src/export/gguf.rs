@@ -445,26 +445,16 @@ fn llama3_rope_factors(base: &BaseModel) -> Option<Vec<f32>> {
     let low = f64::from(scaling.low_freq_factor.unwrap_or(1.0));
     let high = f64::from(scaling.high_freq_factor.unwrap_or(4.0));
     let original = scaling.original_max_position_embeddings.unwrap_or(8192) as f64;
-    let head_dim = base.config.head_dim();
     let theta = f64::from(base.config.rope_theta);
-    let (low_wavelen, high_wavelen) = (original / low, original / high);
-    Some(
-        (0..head_dim / 2)
-            .map(|i| {
-                let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
-                let wavelen = 2.0 * std::f64::consts::PI / freq;
-                let value = if wavelen < high_wavelen {
-                    1.0
-                } else if wavelen > low_wavelen {
-                    factor
-                } else {
-                    let smooth = (original / wavelen - low) / (high - low);
-                    1.0 / ((1.0 - smooth) / factor + smooth)
-                };
-                value as f32
-            })
-            .collect(),
-    )
+    let factors = crate::gguf::config::llama3_factors(
+        theta,
+        base.config.head_dim(),
+        factor,
+        low,
+        high,
+        original,
+    );
+    Some(factors.into_iter().map(|value| value as f32).collect())
 }
 
 /// The hyperparameters and tokenizer of an HF base, with llama.cpp's keys.

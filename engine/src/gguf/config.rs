@@ -194,6 +194,34 @@ fn rope_scaling(meta: &Meta, head_dim: usize) -> Result<Option<RopeScaling>> {
     }
 }
 
+/// Llama 3.x's rope scaling as one factor per frequency (`head_dim / 2` of
+/// them): 1 for short wavelengths, `factor` for long ones, smoothly between.
+/// The export writes these; the reader recognises them.
+pub fn llama3_factors(
+    theta: f64,
+    head_dim: usize,
+    factor: f64,
+    low: f64,
+    high: f64,
+    original: f64,
+) -> Vec<f64> {
+    let (low_wavelen, high_wavelen) = (original / low, original / high);
+    (0..head_dim / 2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
+            let wavelen = 2.0 * std::f64::consts::PI / freq;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (original / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
+}
+
 /// Llama 3.1+ checkpoints ship rope scaling as parameters; llama.cpp bakes
 /// them into one factor per frequency. Every Llama 3.x release uses
 /// low_freq_factor 1, high_freq_factor 4 and an original context of 8192,
@@ -204,19 +232,8 @@ fn llama3_scaling(factors: &[f32], theta: f64, head_dim: usize) -> Option<RopeSc
         return None;
     }
     let factor = factors.iter().copied().fold(f32::MIN, f32::max) as f64;
-    let low_wavelen = original / low;
-    let high_wavelen = original / high;
-    for (i, &got) in factors.iter().enumerate() {
-        let freq = 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64);
-        let wavelen = 2.0 * std::f64::consts::PI / freq;
-        let expected = if wavelen < high_wavelen {
-            1.0
-        } else if wavelen > low_wavelen {
-            factor
-        } else {
-            let smooth = (original / wavelen - low) / (high - low);
-            1.0 / ((1.0 - smooth) / factor + smooth)
-        };
+    let expected = llama3_factors(theta, head_dim, factor, low, high, original);
+    for (&got, expected) in factors.iter().zip(expected) {
         if ((got as f64) - expected).abs() > 1e-3 * expected {
             return None;
         }
