@@ -14,19 +14,18 @@ use engine::model_config::ModelConfig;
 use crate::state::AppState;
 use crate::store::ModelRecord;
 
-/// The estimate for a run of `model` on the dataset at `config.data`.
-/// Batches are padded to their longest example, not to `max_seq_length`,
-/// so the dataset's longest example (with the model's tokenizer) bounds
-/// the sequence length counted.
+/// The estimate for a run of `model` (of `architecture`, read once when
+/// the run was validated) on the dataset at `config.data`. Batches are
+/// padded to their longest example, not to `max_seq_length`, so the
+/// dataset's longest example (with the model's tokenizer) bounds the
+/// sequence length counted.
 pub fn estimate_run(
     state: &AppState,
     model: &ModelRecord,
+    architecture: &ModelConfig,
     config: &TrainConfig,
-) -> anyhow::Result<MemoryEstimate> {
-    let path = Path::new(&model.location);
-    let architecture = model_architecture(path)
-        .with_context(|| format!("cannot read the architecture of model {}", model.name))?;
-    let (format, compute) = weight_format(&state.device.kind, &architecture, config);
+) -> MemoryEstimate {
+    let (format, compute) = weight_format(&state.device.kind, architecture, config);
     let longest = longest_example(state, model, config).unwrap_or(config.max_seq_length);
     let padded = TrainConfig {
         max_seq_length: engine::data::batching::padded_width(
@@ -35,9 +34,9 @@ pub fn estimate_run(
         ),
         ..config.clone()
     };
-    let estimate = engine::memory::estimate(&architecture, format, &padded);
+    let estimate = engine::memory::estimate(architecture, format, &padded);
     let available = state.device.memory_now();
-    Ok(MemoryEstimate {
+    MemoryEstimate {
         weights: estimate.weights,
         adapters: estimate.adapters,
         activations: estimate.activations,
@@ -45,7 +44,7 @@ pub fn estimate_run(
         available,
         fits: available.map(|available| estimate.total <= available),
         compute,
-    })
+    }
 }
 
 /// Tokens of prompt and reply an inference worker's KV cache is counted for.

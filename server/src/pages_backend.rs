@@ -212,8 +212,8 @@ impl app::Backend for AppState {
     fn check_run(&self, form: NewRunForm) -> Result<RunCheck, String> {
         let request = form_request(form, |id| self.cloned_config(id))?;
         let run = validate_run(self, request).map_err(|error| error.to_string())?;
-        let memory = crate::estimate::estimate_run(self, &run.model, &run.config)
-            .map_err(|error| format!("{error:#}"))?;
+        let memory =
+            crate::estimate::estimate_run(self, &run.model, &run.architecture, &run.config);
         Ok(RunCheck {
             config_yaml: serde_yaml_ng::to_string(&run.config).unwrap_or_default(),
             memory,

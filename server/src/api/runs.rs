@@ -6,6 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use engine::config::TrainConfig;
+use engine::model_config::ModelConfig;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -59,12 +60,12 @@ pub async fn create(
 pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
     let run = validate_run(state, request)?;
     let config_json = serde_json::to_string(&run.config).map_err(anyhow::Error::from)?;
-    // For the supervisor's memory budget; without one the run trains alone.
-    let estimate = crate::estimate::estimate_run(state, &run.model, &run.config).ok();
-    if let Some(estimate) = estimate.as_ref().filter(|_| !run.force) {
-        refuse_unless_it_fits(state, estimate)?;
+    // For the supervisor's memory budget.
+    let estimate = crate::estimate::estimate_run(state, &run.model, &run.architecture, &run.config);
+    if !run.force {
+        refuse_unless_it_fits(state, &estimate)?;
     }
-    let estimate = estimate.map(|estimate| estimate.total);
+    let estimate = Some(estimate.total);
     let id = state.store.insert_run(&NewRun {
         name: run.name,
         model_id: Some(run.model.id),
@@ -81,6 +82,8 @@ pub struct ValidatedRun {
     pub model: ModelRecord,
     pub dataset: DatasetRecord,
     pub config: TrainConfig,
+    /// The model's architecture, read from its files once.
+    pub architecture: ModelConfig,
     /// Queue it even if its memory estimate is over what the machine has
     /// (it then trains alone).
     pub force: bool,
@@ -161,15 +164,14 @@ pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, Ap
     config
         .validate()
         .map_err(|error| ApiError::invalid(error.field, error.reason))?;
-    let layers = crate::estimate::model_architecture(std::path::Path::new(&model.location))
+    let architecture = crate::estimate::model_architecture(std::path::Path::new(&model.location))
         .map_err(|error| {
-            ApiError::invalid(
-                "model",
-                format!("cannot read the architecture of {}: {error:#}", model.name),
-            )
-        })?
-        .num_hidden_layers;
-    engine::config::adapted_layers(config.num_layers, layers)
+        ApiError::invalid(
+            "model",
+            format!("cannot read the architecture of {}: {error:#}", model.name),
+        )
+    })?;
+    engine::config::adapted_layers(config.num_layers, architecture.num_hidden_layers)
         .map_err(|error| ApiError::invalid(error.field, error.reason))?;
     let name = name.unwrap_or_else(|| format!("{} on {}", model.name, dataset.name));
     if name.trim().is_empty() {
@@ -180,6 +182,7 @@ pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, Ap
         model,
         dataset,
         config,
+        architecture,
         force,
     })
 }
@@ -196,8 +199,9 @@ pub async fn estimate(
     Ok(Json(crate::estimate::estimate_run(
         &state,
         &run.model,
+        &run.architecture,
         &run.config,
-    )?))
+    )))
 }
 
 fn take_string(fields: &mut Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
