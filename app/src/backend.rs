@@ -5,8 +5,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use crate::compare_dto::{
-    Ballot, ChatView, CompareChoices, ComparisonEvaluations, ComparisonView, EvaluationView,
-    ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
+    Ballot, ChatSettingsForm, ChatView, CompareChoices, ComparisonEvaluations, ComparisonView,
+    EvaluationView, ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
 };
 use crate::dto::{
     DatasetDetail, DatasetQuery, DatasetSummary, ExportView, HealthInfo, ModelSummary, NewRunForm,
@@ -73,6 +73,7 @@ pub trait Backend: Send + Sync + 'static {
     fn chat(&self, id: i64) -> Result<Option<ChatView>, String>;
     /// The newest chats, newest first, to reopen.
     fn recent_chats(&self) -> Result<Vec<ChatView>, String>;
+    fn set_chat_settings(&self, id: i64, form: ChatSettingsForm) -> Result<(), String>;
     /// Sends a message and waits for the whole reply.
     fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>>;
 

@@ -204,6 +204,18 @@ pub struct NewChatForm {
     /// A column reference (`base`, `run:ID`, `adapter:ID`).
     pub adapter: String,
     pub system: Option<String>,
+    /// As typed; empty means the chat default.
+    pub temperature: Option<String>,
+    pub max_tokens: Option<String>,
+}
+
+/// Changing a chat's settings between replies; empty fields keep theirs
+/// except `system`, where empty removes the system message.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatSettingsForm {
+    pub system: Option<String>,
+    pub temperature: Option<String>,
+    pub max_tokens: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -221,6 +233,10 @@ pub struct ChatView {
     pub model: String,
     pub adapter: String,
     pub system: Option<String>,
+    /// 0 is greedy.
+    pub temperature: f32,
+    /// The longest reply, in tokens.
+    pub max_tokens: usize,
     pub messages: Vec<ChatMessageView>,
 }
 

@@ -146,3 +146,36 @@ test("a chat with one adapter streams its reply and keeps the conversation", asy
   await Promise.all([page.waitForURL(new RegExp(`/chat/${chatId}$`)), row.locator("a").click()]);
   await screenshot(page, "chat");
 });
+
+for (const javaScriptEnabled of [true, false]) {
+  test(`a chat's temperature and reply length are set at the start and changed later (JavaScript ${javaScriptEnabled ? "on" : "off"})`, async () => {
+    const page = await newPage(browser, { javaScriptEnabled });
+    await page.goto(server.baseUrl + "/chat");
+    await page.selectOption("#chat-model", "tiny");
+    await page.selectOption("#chat-adapter", "base");
+    await page.fill("#chat-temperature", "0");
+    await page.fill("#chat-max-tokens", "4");
+    await Promise.all([page.waitForURL(/\/chat\/\d+$/), page.click("#chat-start")]);
+    assert.match(await page.locator("#chat-summary").textContent(), /temperature 0 · up to 4 tokens/);
+    const chatId = page.url().split("/").pop();
+    let chat = await api("GET", `/api/chat/${chatId}`);
+    assert.deepEqual([chat.temperature, chat.max_tokens], [0, 4]);
+
+    // A value out of range is said by name and changes nothing.
+    await page.click("#chat-settings summary");
+    await page.fill("#chat-settings-form input[name='form[max_tokens]']", "5000");
+    await Promise.all([page.waitForURL(/error=/), page.click("#chat-settings-save")]);
+    assert.match(await page.locator(".error-box[role=alert]").first().textContent(), /max_tokens: must be between 1 and 1024/);
+    chat = await api("GET", `/api/chat/${chatId}`);
+    assert.equal(chat.max_tokens, 4);
+
+    await page.goto(`${server.baseUrl}/chat/${chatId}`);
+    await page.click("#chat-settings summary");
+    await page.fill("#chat-settings-form input[name='form[max_tokens]']", "9");
+    await page.fill("#chat-settings-form input[name='form[system]']", "Answer like a pirate.");
+    await Promise.all([page.waitForURL(new RegExp(`/chat/${chatId}$`)), page.click("#chat-settings-save")]);
+    assert.match(await page.locator("#chat-summary").textContent(), /temperature 0 · up to 9 tokens · system: Answer like a pirate\./);
+    chat = await api("GET", `/api/chat/${chatId}`);
+    assert.deepEqual([chat.temperature, chat.max_tokens, chat.system], [0, 9, "Answer like a pirate."]);
+  });
+}

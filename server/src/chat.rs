@@ -3,7 +3,7 @@
 //! reply in progress can be cancelled ([`cancel`]): it ends between two
 //! tokens and is stored with what it had, marked cancelled.
 
-use app::compare_dto::{ChatMessageView, ChatView, CompareSettings};
+use app::compare_dto::{ChatMessageView, ChatSettingsForm, ChatView, CompareSettings};
 use engine::protocol::{InferencePrompt, PromptMessage};
 
 use crate::api::ApiError;
@@ -16,15 +16,66 @@ use crate::store::{ChatRecord, NewChat};
 /// Longest message a user may send.
 const MAX_MESSAGE_CHARS: usize = 20_000;
 
-/// Replies are sampled lightly: a chat that always answers the same way
-/// to the same words feels broken, and the seed still makes them repeatable.
-fn chat_settings() -> CompareSettings {
-    CompareSettings {
-        max_tokens: 256,
-        temperature: 0.7,
-        top_p: 0.95,
-        ..CompareSettings::default()
+/// How a chat generates its replies; kept with the chat and changeable
+/// between replies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplySettings {
+    /// 0 is greedy.
+    pub temperature: f32,
+    pub max_tokens: usize,
+}
+
+impl Default for ReplySettings {
+    /// Replies are sampled lightly: a chat that always answers the same way
+    /// to the same words feels broken, and the seed still makes them
+    /// repeatable. The store's column defaults are the same.
+    fn default() -> Self {
+        Self {
+            temperature: 0.7,
+            max_tokens: 256,
+        }
     }
+}
+
+impl ReplySettings {
+    /// These settings with the form's non-empty fields applied, checked.
+    pub fn with_typed(
+        self,
+        temperature: Option<&str>,
+        max_tokens: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let mut settings = self;
+        if let Some(text) = typed(temperature) {
+            settings.temperature = text.parse().map_err(|_| {
+                ApiError::invalid("temperature", format!("{text:?} is not a number"))
+            })?;
+        }
+        if let Some(text) = typed(max_tokens) {
+            settings.max_tokens = text.parse().map_err(|_| {
+                ApiError::invalid("max_tokens", format!("{text:?} is not a whole number"))
+            })?;
+        }
+        settings.checked()
+    }
+
+    pub fn checked(self) -> Result<Self, ApiError> {
+        generation_settings(&self.sampling())?;
+        Ok(self)
+    }
+
+    fn sampling(self) -> CompareSettings {
+        CompareSettings {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+            top_p: 0.95,
+            ..CompareSettings::default()
+        }
+    }
+}
+
+/// An optional field as typed: blank is none.
+fn typed(text: Option<&str>) -> Option<&str> {
+    text.map(str::trim).filter(|text| !text.is_empty())
 }
 
 pub fn create_chat(
@@ -32,7 +83,9 @@ pub fn create_chat(
     model: &str,
     adapter: &str,
     system: Option<&str>,
+    settings: ReplySettings,
 ) -> Result<i64, ApiError> {
+    let settings = settings.checked()?;
     let model = state
         .store
         .model_by_name(model.trim())?
@@ -44,11 +97,35 @@ pub fn create_chat(
         adapter_ref: resolved.reference,
         adapter_label: resolved.label,
         adapter_path: resolved.path,
-        system_prompt: system
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string),
+        system_prompt: typed(system).map(str::to_string),
+        temperature: settings.temperature,
+        max_tokens: settings.max_tokens,
     })?)
+}
+
+/// Changes chat `id`'s system message and settings for its next replies:
+/// the form's empty number fields keep theirs.
+pub fn update_settings(state: &AppState, id: i64, form: &ChatSettingsForm) -> Result<(), ApiError> {
+    let chat = state
+        .store
+        .chat(id)?
+        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
+    let settings = reply_settings(&chat)
+        .with_typed(form.temperature.as_deref(), form.max_tokens.as_deref())?;
+    state.store.set_chat_settings(
+        id,
+        typed(form.system.as_deref()),
+        settings.temperature,
+        settings.max_tokens,
+    )?;
+    Ok(())
+}
+
+fn reply_settings(chat: &ChatRecord) -> ReplySettings {
+    ReplySettings {
+        temperature: chat.temperature,
+        max_tokens: chat.max_tokens,
+    }
 }
 
 pub(crate) fn cancel_key(id: i64) -> String {
@@ -83,6 +160,8 @@ pub fn chat_view(state: &AppState, id: i64) -> Result<Option<ChatView>, ApiError
         model: chat.model_name,
         adapter: chat.adapter_label,
         system: chat.system_prompt,
+        temperature: chat.temperature,
+        max_tokens: chat.max_tokens,
     }))
 }
 
@@ -125,7 +204,7 @@ pub async fn send_message(
         role: m.role.clone(),
         content: m.content.clone(),
     }));
-    let settings = generation_settings(&chat_settings())?;
+    let settings = generation_settings(&reply_settings(&chat).sampling())?;
     let cancellable = state.inference.cancellable(&cancel_key(id));
     let finished = state
         .inference

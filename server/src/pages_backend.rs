@@ -11,8 +11,8 @@ use serde_json::{json, Map, Value};
 
 use app::backend::BoxFuture;
 use app::compare_dto::{
-    Ballot, ChatView, CompareChoices, ComparisonEvaluations, ComparisonView, EvaluationView,
-    ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
+    Ballot, ChatSettingsForm, ChatView, CompareChoices, ComparisonEvaluations, ComparisonView,
+    EvaluationView, ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
 };
 
 use crate::api::runs::{create_run, validate_run};
@@ -318,8 +318,21 @@ impl app::Backend for AppState {
     }
 
     fn create_chat(&self, form: NewChatForm) -> Result<i64, String> {
-        crate::chat::create_chat(self, &form.model, &form.adapter, form.system.as_deref())
-            .map_err(|e| e.to_string())
+        let settings = crate::chat::ReplySettings::default()
+            .with_typed(form.temperature.as_deref(), form.max_tokens.as_deref())
+            .map_err(|e| e.to_string())?;
+        crate::chat::create_chat(
+            self,
+            &form.model,
+            &form.adapter,
+            form.system.as_deref(),
+            settings,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn set_chat_settings(&self, id: i64, form: ChatSettingsForm) -> Result<(), String> {
+        crate::chat::update_settings(self, id, &form).map_err(|e| e.to_string())
     }
 
     fn chat(&self, id: i64) -> Result<Option<ChatView>, String> {

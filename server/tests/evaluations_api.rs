@@ -496,3 +496,107 @@ async fn a_dataset_without_a_test_split_is_said_so_and_valid_is_offered() {
         .unwrap();
     assert_eq!(response.status(), 403);
 }
+
+/// A chat reply's `done` event, sent through the API.
+async fn chat_reply(client: &reqwest::Client, server: &Server, chat_id: i64, text: &str) -> Value {
+    let response = client
+        .post(server.url(&format!("/api/chat/{chat_id}/messages")))
+        .json(&json!({ "content": text }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let events = read_sse(response, |(_, kind, _)| kind == "done" || kind == "error").await;
+    let (_, kind, data) = events.last().unwrap();
+    assert_eq!(kind, "done", "{data}");
+    serde_json::from_str(data).unwrap()
+}
+
+async fn patch_json(client: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
+    let response = client.patch(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_chat_keeps_its_settings_and_they_change_between_replies() {
+    let setup = tiny_setup();
+    // Without an end token every reply runs to its token limit.
+    let tokenizer_config = setup.model_dir.join("tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokenizer_config).unwrap()).unwrap();
+    config["eos_token"] = json!("<|no-such-token|>");
+    std::fs::write(&tokenizer_config, config.to_string()).unwrap();
+    let server = setup.serve(&[("LORALAB_INFERENCE_IDLE_SECS", "600")]);
+    let client = reqwest::Client::new();
+
+    // Out-of-range settings are refused by name, and no chat is made.
+    for (body, field) in [
+        (
+            json!({"model": "tiny", "adapter": "base", "max_tokens": 5000}),
+            "max_tokens",
+        ),
+        (
+            json!({"model": "tiny", "adapter": "base", "temperature": -1.0}),
+            "temperature",
+        ),
+    ] {
+        let (status, error) = post_json(&client, &server.url("/api/chat"), body).await;
+        assert_eq!(status, 422, "{error}");
+        assert!(error.to_string().contains(field), "{error}");
+    }
+
+    let (status, chat) = post_json(
+        &client,
+        &server.url("/api/chat"),
+        json!({"model": "tiny", "adapter": "base", "temperature": 0.0, "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 201, "{chat}");
+    assert_eq!(
+        (chat["temperature"].as_f64(), chat["max_tokens"].as_u64()),
+        (Some(0.0), Some(3))
+    );
+    let chat_id = chat["id"].as_i64().unwrap();
+    let url = server.url(&format!("/api/chat/{chat_id}"));
+    let first = chat_reply(&client, &server, chat_id, "Hello").await;
+    assert_eq!(first["generated_tokens"], 3, "{first}");
+
+    // A bad change changes nothing.
+    let (status, error) =
+        patch_json(&client, &url, json!({"max_tokens": 0, "temperature": 0.5})).await;
+    assert_eq!(status, 422, "{error}");
+    assert!(error.to_string().contains("max_tokens"), "{error}");
+    let unchanged = get_json(&client, &url).await;
+    assert_eq!(unchanged["max_tokens"], 3);
+    assert_eq!(unchanged["temperature"], 0.0);
+
+    let (status, changed) = patch_json(
+        &client,
+        &url,
+        json!({"max_tokens": 7, "system": "Be brief."}),
+    )
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["max_tokens"], 7);
+    assert_eq!(changed["temperature"], 0.0, "kept: {changed}");
+    assert_eq!(changed["system"], "Be brief.");
+    let second = chat_reply(&client, &server, chat_id, "And again").await;
+    assert_eq!(second["generated_tokens"], 7, "{second}");
+
+    // Greedy replies repeat: a second chat with the same settings and
+    // message answers as the first did.
+    let (_, twin) = post_json(
+        &client,
+        &server.url("/api/chat"),
+        json!({"model": "tiny", "adapter": "base", "temperature": 0.0, "max_tokens": 3}),
+    )
+    .await;
+    let twin_reply = chat_reply(&client, &server, twin["id"].as_i64().unwrap(), "Hello").await;
+    assert_eq!(twin_reply["text"], first["text"]);
+
+    // An empty system message removes it.
+    let (_, cleared) = patch_json(&client, &url, json!({"system": ""})).await;
+    assert_eq!(cleared["system"], Value::Null, "{cleared}");
+    assert_eq!(cleared["max_tokens"], 7);
+}

@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::compare_dto::{ChatView, CompareChoices, NewChatForm};
+use crate::compare_dto::{ChatSettingsForm, ChatView, CompareChoices, NewChatForm};
 use crate::layout::{Heading, Page};
 use crate::pages::compare::comparison_choices;
 use crate::pages::{posted_error, ErrorBox};
@@ -29,6 +29,16 @@ pub async fn load_chat(id: i64) -> Result<Option<ChatView>, ServerFnError> {
 pub async fn recent_chats() -> Result<Vec<ChatView>, ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
     backend.recent_chats().map_err(ServerFnError::new)
+}
+
+#[server(prefix = "/fn", endpoint = "chat/settings")]
+pub async fn save_chat_settings(id: i64, form: ChatSettingsForm) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend
+        .set_chat_settings(id, form)
+        .map_err(ServerFnError::new)?;
+    backend.redirect(&format!("/chat/{id}"));
+    Ok(())
 }
 
 #[server(prefix = "/fn", endpoint = "chat/send")]
@@ -140,6 +150,16 @@ fn StartChatForm(choices: CompareChoices) -> impl IntoView {
             <label><span>"Base model"</span><select name="form[model]" id="chat-model">{models}</select></label>
             <label><span>"Adapter"</span><select name="form[adapter]" id="chat-adapter">{adapters}</select></label>
             <label><span>"System message (optional)"</span><input type="text" name="form[system]" /></label>
+            <div class="pair">
+                <label>
+                    <span>"Temperature (0 is greedy)"</span>
+                    <input type="number" name="form[temperature]" id="chat-temperature" min="0" step="0.05" placeholder="0.7" />
+                </label>
+                <label>
+                    <span>"Longest reply (tokens)"</span>
+                    <input type="number" name="form[max_tokens]" id="chat-max-tokens" min="1" step="1" placeholder="256" />
+                </label>
+            </div>
             <button type="submit" class="primary" id="chat-start">"Start chatting"</button>
         </form>
     }
@@ -179,6 +199,34 @@ pub fn ChatPage() -> impl IntoView {
     }
 }
 
+/// The system message and generation settings, changeable between replies.
+#[component]
+fn ChatSettings(chat: ChatView) -> impl IntoView {
+    view! {
+        <details class="panel" id="chat-settings">
+            <summary>"Settings for the next replies"</summary>
+            <form class="stacked" method="post" action="/fn/chat/settings" id="chat-settings-form">
+                <input type="hidden" name="id" value=chat.id />
+                <label>
+                    <span>"System message (empty for none)"</span>
+                    <input type="text" name="form[system]" value=chat.system.clone().unwrap_or_default() />
+                </label>
+                <div class="pair">
+                    <label>
+                        <span>"Temperature (0 is greedy)"</span>
+                        <input type="number" name="form[temperature]" min="0" step="0.05" value=chat.temperature.to_string() />
+                    </label>
+                    <label>
+                        <span>"Longest reply (tokens)"</span>
+                        <input type="number" name="form[max_tokens]" min="1" step="1" value=chat.max_tokens.to_string() />
+                    </label>
+                </div>
+                <button type="submit" id="chat-settings-save">"Save settings"</button>
+            </form>
+        </details>
+    }
+}
+
 #[component]
 fn Conversation(chat: ChatView) -> impl IntoView {
     let id = chat.id;
@@ -199,7 +247,16 @@ fn Conversation(chat: ChatView) -> impl IntoView {
         .collect_view();
     view! {
         <Heading text=format!("Chat with {}", chat.adapter) />
-        <p class="muted">{format!("{}{}", chat.model, chat.system.as_ref().map(|s| format!(" · system: {s}")).unwrap_or_default())}</p>
+        <p class="muted" id="chat-summary">
+            {format!(
+                "{} · temperature {} · up to {} tokens{}",
+                chat.model,
+                chat.temperature,
+                chat.max_tokens,
+                chat.system.as_ref().map(|s| format!(" · system: {s}")).unwrap_or_default(),
+            )}
+        </p>
+        <ChatSettings chat=chat.clone() />
         <div class="panel chat" id="messages">{messages}</div>
         <form class="stacked panel" method="post" action="/fn/chat/send" id="chat-form" data-chat=id>
             <input type="hidden" name="id" value=id />

@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use app::compare_dto::{AdapterChoice, Ballot, ChatView, ComparisonSummary, ComparisonView};
+use app::compare_dto::{
+    AdapterChoice, Ballot, ChatSettingsForm, ChatView, ComparisonSummary, ComparisonView,
+};
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
@@ -19,6 +21,7 @@ use tokio::sync::mpsc;
 
 use super::ApiError;
 use crate::access::{Client, StreamSlot};
+use crate::chat::ReplySettings;
 use crate::compare::{self, view, CompareRequest};
 use crate::inference::InferenceStats;
 use crate::state::{AppState, SharedState};
@@ -320,6 +323,12 @@ pub struct NewChatRequest {
     pub adapter: String,
     #[serde(default)]
     pub system: Option<String>,
+    /// 0 is greedy; default 0.7.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Default 256.
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
 }
 
 pub async fn create_chat(
@@ -327,11 +336,17 @@ pub async fn create_chat(
     body: Bytes,
 ) -> Result<(StatusCode, Json<ChatView>), ApiError> {
     let request: NewChatRequest = parse_body(&body)?;
+    let defaults = ReplySettings::default();
+    let settings = ReplySettings {
+        temperature: request.temperature.unwrap_or(defaults.temperature),
+        max_tokens: request.max_tokens.unwrap_or(defaults.max_tokens),
+    };
     let id = crate::chat::create_chat(
         &state,
         &request.model,
         &request.adapter,
         request.system.as_deref(),
+        settings,
     )?;
     let chat = crate::chat::chat_view(&state, id)?
         .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
@@ -342,6 +357,38 @@ pub async fn show_chat(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
 ) -> Result<Json<ChatView>, ApiError> {
+    crate::chat::chat_view(&state, id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))
+}
+
+/// `PATCH /api/chat/{id}`: what is given changes for the next replies;
+/// `"system": ""` removes the system message.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSettingsRequest {
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+}
+
+pub async fn update_chat(
+    State(state): State<SharedState>,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Result<Json<ChatView>, ApiError> {
+    let request: ChatSettingsRequest = parse_body(&body)?;
+    let chat = crate::chat::chat_view(&state, id)?
+        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
+    let form = ChatSettingsForm {
+        system: request.system.or(chat.system),
+        temperature: request.temperature.map(|t| t.to_string()),
+        max_tokens: request.max_tokens.map(|n| n.to_string()),
+    };
+    crate::chat::update_settings(&state, id, &form)?;
     crate::chat::chat_view(&state, id)?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))

@@ -88,7 +88,10 @@ pub fn routes() -> Router<SharedState> {
         )
         .route("/api/compare/inference", get(compare::inference_stats))
         .route("/api/chat", post(compare::create_chat))
-        .route("/api/chat/{id}", get(compare::show_chat))
+        .route(
+            "/api/chat/{id}",
+            get(compare::show_chat).patch(compare::update_chat),
+        )
         .route("/api/chat/{id}/messages", post(compare::send_chat_message))
         .route("/api/chat/{id}/cancel", post(compare::cancel_chat))
 }

@@ -134,6 +134,8 @@ pub struct NewChat {
     pub adapter_label: String,
     pub adapter_path: Option<String>,
     pub system_prompt: Option<String>,
+    pub temperature: f32,
+    pub max_tokens: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -145,6 +147,8 @@ pub struct ChatRecord {
     pub adapter_label: String,
     pub adapter_path: Option<String>,
     pub system_prompt: Option<String>,
+    pub temperature: f32,
+    pub max_tokens: usize,
     pub messages_json: String,
 }
 
@@ -517,15 +521,17 @@ impl Store {
     pub fn insert_chat(&self, chat: &NewChat) -> StoreResult<i64> {
         let id = self.connection().query_row(
             "INSERT INTO chats (model_name, model_location, adapter_ref, adapter_label,
-                                adapter_path, system_prompt)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6) RETURNING id",
+                                adapter_path, system_prompt, temperature, max_tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
             params![
                 chat.model_name,
                 chat.model_location,
                 chat.adapter_ref,
                 chat.adapter_label,
                 chat.adapter_path,
-                chat.system_prompt
+                chat.system_prompt,
+                chat.temperature,
+                chat.max_tokens as i64
             ],
             |row| row.get(0),
         )?;
@@ -547,7 +553,7 @@ impl Store {
             .connection()
             .query_row(
                 "SELECT id, model_name, model_location, adapter_ref, adapter_label, adapter_path,
-                        system_prompt, messages_json
+                        system_prompt, temperature, max_tokens, messages_json
                    FROM chats WHERE id = ?1",
                 [id],
                 |row| {
@@ -559,12 +565,29 @@ impl Store {
                         adapter_label: row.get(4)?,
                         adapter_path: row.get(5)?,
                         system_prompt: row.get(6)?,
-                        messages_json: row.get(7)?,
+                        temperature: row.get(7)?,
+                        max_tokens: row.get::<_, i64>(8)?.max(0) as usize,
+                        messages_json: row.get(9)?,
                     })
                 },
             )
             .optional()?;
         Ok(chat)
+    }
+
+    /// The system message and generation settings for the chat's next replies.
+    pub fn set_chat_settings(
+        &self,
+        id: i64,
+        system_prompt: Option<&str>,
+        temperature: f32,
+        max_tokens: usize,
+    ) -> StoreResult<()> {
+        self.connection().execute(
+            "UPDATE chats SET system_prompt = ?2, temperature = ?3, max_tokens = ?4 WHERE id = ?1",
+            params![id, system_prompt, temperature, max_tokens as i64],
+        )?;
+        Ok(())
     }
 
     pub fn set_chat_messages(&self, id: i64, messages_json: &str) -> StoreResult<()> {

@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_evaluations.sql"),
     include_str!("../../migrations/0006_pulls.sql"),
     include_str!("../../migrations/0007_exports.sql"),
+    include_str!("../../migrations/0008_chat_settings.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
