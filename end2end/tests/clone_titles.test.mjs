@@ -3,6 +3,9 @@
 // a seed), cloned on the new-run page and submitted unchanged, gets the
 // original's config key for key, with JavaScript on and off.
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { after, before, test } from "node:test";
 import { jsonApi, launchBrowser, newPage, startTinyServer, trainTiny } from "./support.mjs";
 
@@ -116,4 +119,33 @@ test("a refused form comes back with its reason in words, in the page and the ad
   const error = new URL(page.url()).searchParams.get("error");
   assert.match(error, /^num_layers: is 99 but the model only has \d+ layers$/);
   assert.equal((await page.locator('[role="alert"]').textContent()).trim(), error);
+});
+
+test("a dataset with problems is replaced from its page by the fixed file, without JavaScript", async () => {
+  const folder = mkdtempSync(path.join(tmpdir(), "loralab-e2e-replace-"));
+  const broken = path.join(folder, "notes.jsonl");
+  const fixed = path.join(folder, "fixed.jsonl");
+  const example = (n) => JSON.stringify({ prompt: `q${n}`, completion: `a${n}` }) + "\n";
+  writeFileSync(broken, example(1) + "not json\n");
+  writeFileSync(fixed, example(1) + example(2) + example(3));
+  const page = await newPage(browser, { javaScriptEnabled: false });
+  await page.goto(server.baseUrl + "/datasets");
+  await page.fill("#upload-dataset input[name=name]", "notes");
+  await page.setInputFiles("#upload-dataset input[name=file]", broken);
+  await Promise.all([page.waitForURL(/\/datasets\/\d+$/), page.click("#upload")]);
+  const pageUrl = page.url();
+  assert.match(await page.locator(".toolbar .status").textContent(), /^\d+ problems?$/);
+  assert.match(await page.locator("#problems").textContent(), /notes\.jsonl:2|train\.jsonl:2/);
+
+  await page.setInputFiles("#replace-dataset input[name=file]", fixed);
+  await Promise.all([page.waitForNavigation(), page.click("#replace")]);
+  assert.equal(page.url(), pageUrl, "the same dataset's page");
+  assert.equal(await page.locator(".toolbar .status").textContent(), "ready");
+  assert.equal(await page.locator("#replace-dataset").count(), 0);
+  assert.equal(await page.locator("text=Fine-tune on it").count(), 1);
+  const datasets = await api("GET", "/api/datasets");
+  const notes = datasets.filter((d) => d.name === "notes");
+  assert.equal(notes.length, 1);
+  assert.equal(notes[0].problems, 0);
+  assert.equal(notes[0].train_count + notes[0].valid_count + notes[0].test_count, 3);
 });

@@ -32,7 +32,7 @@ pub enum DatasetError {
         field: &'static str,
         message: String,
     },
-    #[error("a dataset named {0:?} already exists; delete it first or choose another name")]
+    #[error("a dataset named {0:?} already exists and has no problems; delete it first or choose another name")]
     NameTaken(String),
     #[error("the upload is over the server's limit; split the file or start the server with a larger --max-upload-mb")]
     TooLarge,
@@ -178,20 +178,22 @@ impl Staging {
             &TrainConfig::default(),
         );
         let count = |split| report.split(split).examples;
+        let mut dataset = NewDataset {
+            name: name.to_string(),
+            directory: String::new(),
+            format: report.format.map(|format| format.to_string()),
+            train_count: count(Split::Train),
+            valid_count: count(Split::Valid),
+            test_count: count(Split::Test),
+            problems: report.problems.len(),
+            builtin: false,
+        };
         let Some(id) = store
-            .insert_dataset(&NewDataset {
-                name: name.to_string(),
-                directory: String::new(),
-                format: report.format.map(|format| format.to_string()),
-                train_count: count(Split::Train),
-                valid_count: count(Split::Valid),
-                test_count: count(Split::Test),
-                problems: report.problems.len(),
-                builtin: false,
-            })
+            .insert_dataset(&dataset)
             .context("cannot register the dataset")?
         else {
-            return Err(DatasetError::NameTaken(name.to_string()));
+            let record = self.replace_unusable(store, datasets_dir, &mut dataset)?;
+            return Ok((record, report));
         };
         let target = datasets_dir.join(id.to_string());
         let placed = move_into_place(self.dir, &target)
@@ -206,6 +208,58 @@ impl Staging {
             .context("cannot read the new dataset")?
             .ok_or_else(|| anyhow!("dataset {id} vanished while it was being registered"))?;
         Ok((record, report))
+    }
+}
+
+impl Staging {
+    /// Replaces the files of the dataset named `dataset.name` when it has
+    /// problems: no run, evaluation or comparison can use such a dataset,
+    /// so nothing refers to its files, and fixing the file and uploading it
+    /// again under its name is what a user does. A usable dataset's name
+    /// stays taken.
+    ///
+    /// The new files go to a folder of their own, the row then points at
+    /// them in one update, and only then the old folder goes: a server
+    /// killed at any point leaves the dataset whole, old or new.
+    fn replace_unusable(
+        self,
+        store: &Store,
+        datasets_dir: &Path,
+        dataset: &mut NewDataset,
+    ) -> Result<DatasetRecord, DatasetError> {
+        let taken = || DatasetError::NameTaken(dataset.name.clone());
+        let existing = store
+            .dataset_by_name(&dataset.name)
+            .context("cannot read the dataset")?
+            .ok_or_else(taken)?;
+        if existing.problems == 0 || existing.builtin {
+            return Err(taken());
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_millis())
+            .unwrap_or_default();
+        let target = datasets_dir.join(format!("{}-{stamp}", existing.id));
+        move_into_place(self.dir, &target)?;
+        dataset.directory = target.display().to_string();
+        let replaced = store
+            .replace_unusable_dataset(existing.id, dataset)
+            .context("cannot register the new files");
+        if !matches!(replaced, Ok(true)) {
+            std::fs::remove_dir_all(&target).ok();
+            return Err(replaced.err().map(DatasetError::from).unwrap_or_else(taken));
+        }
+        let old = PathBuf::from(&existing.directory);
+        // Only folders Loralab made are removed, as on delete.
+        if old.parent() == Some(datasets_dir) && old.is_dir() {
+            if let Err(error) = std::fs::remove_dir_all(&old) {
+                tracing::warn!(%error, path = %old.display(), "cannot remove a replaced dataset's files");
+            }
+        }
+        Ok(store
+            .dataset(existing.id)
+            .context("cannot read the replaced dataset")?
+            .ok_or_else(|| anyhow!("dataset {} vanished while it was replaced", existing.id))?)
     }
 }
 

@@ -192,6 +192,84 @@ async fn problems_name_file_line_and_field_and_block_runs() {
 }
 
 #[tokio::test]
+async fn a_dataset_with_problems_is_replaced_by_an_upload_under_its_name() {
+    let setup = tiny_setup();
+    let server = setup.serve(&[]);
+    let client = reqwest::Client::new();
+    let broken = b"{\"text\": \"one\"}\nnot json\n";
+    let (status, first) = upload(
+        &client,
+        &server,
+        Form::new()
+            .text("name", "notes")
+            .part("file", jsonl_part(broken, "notes.jsonl")),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["dataset"]["problems"], 1);
+    let id = first["dataset"]["id"].as_i64().unwrap();
+    let sample_folder = dataset_folders(&setup.data_dir)[0].clone();
+    assert_eq!(
+        dataset_folders(&setup.data_dir),
+        [sample_folder.clone(), id.to_string()]
+    );
+
+    let fixed = b"{\"text\": \"one\"}\n{\"text\": \"two\"}\n{\"text\": \"three\"}\n";
+    let (status, replaced) = upload(
+        &client,
+        &server,
+        Form::new()
+            .text("name", "notes")
+            .part("file", jsonl_part(fixed, "notes.jsonl")),
+    )
+    .await;
+    assert_eq!(status, 201, "{replaced}");
+    assert_eq!(replaced["dataset"]["id"], id, "same dataset: {replaced}");
+    assert_eq!(replaced["dataset"]["problems"], 0);
+    let counts = &replaced["dataset"];
+    let examples = ["train_count", "valid_count", "test_count"]
+        .map(|key| counts[key].as_u64().unwrap())
+        .iter()
+        .sum::<u64>();
+    assert_eq!(examples, 3, "{replaced}");
+    let datasets = get_json(&client, &server.url("/api/datasets")).await;
+    assert_eq!(
+        datasets.as_array().unwrap().len(),
+        2,
+        "sample + notes: {datasets}"
+    );
+    // The old files are gone and nothing staged is left: the sample's
+    // folder and the replacement's.
+    let folders = dataset_folders(&setup.data_dir);
+    assert_eq!(folders.len(), 2, "{folders:?}");
+    assert!(folders[1].starts_with(&format!("{id}-")), "{folders:?}");
+    let new_folder = setup.data_dir.join("datasets").join(&folders[1]);
+    assert_eq!(
+        std::fs::read(new_folder.join("train.jsonl")).unwrap(),
+        fixed
+    );
+
+    // Now usable, its name is taken like any other's.
+    let (status, refused) = upload(
+        &client,
+        &server,
+        Form::new()
+            .text("name", "notes")
+            .part("file", jsonl_part(broken, "notes.jsonl")),
+    )
+    .await;
+    assert_eq!(status, 409, "{refused}");
+    assert!(refused["error"]
+        .as_str()
+        .unwrap()
+        .contains("already exists"));
+    assert_eq!(
+        std::fs::read(new_folder.join("train.jsonl")).unwrap(),
+        fixed
+    );
+}
+
+#[tokio::test]
 async fn refused_uploads_leave_nothing_behind() {
     let setup = tiny_setup();
     let server = setup.serve(&[]);

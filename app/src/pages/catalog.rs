@@ -389,28 +389,36 @@ fn UploadForm() -> impl IntoView {
                 <span>"Name"</span>
                 <input type="text" name="name" required maxlength="64" placeholder="e.g. support-chats" value=name />
             </label>
-            <div class="grid-2">
-                <label>
-                    <span>"One file (valid and test are held out of it)"</span>
-                    <input type="file" name="file" accept=".jsonl,.json,application/jsonl" />
-                </label>
-                <div>
-                    <label>
-                        <span>"Or: train.jsonl"</span>
-                        <input type="file" name="train" accept=".jsonl,.json" />
-                    </label>
-                    <label>
-                        <span>"valid.jsonl (optional)"</span>
-                        <input type="file" name="valid" accept=".jsonl,.json" />
-                    </label>
-                    <label>
-                        <span>"test.jsonl (optional)"</span>
-                        <input type="file" name="test" accept=".jsonl,.json" />
-                    </label>
-                </div>
-            </div>
+            <DatasetFiles one_file="One file (valid and test are held out of it)" />
             <button type="submit" class="primary" id="upload">"Upload and check"</button>
         </form>
+    }
+}
+
+/// An upload's file fields: one file, or mlx-lm's train/valid/test files.
+#[component]
+pub(crate) fn DatasetFiles(one_file: &'static str) -> impl IntoView {
+    view! {
+        <div class="grid-2">
+            <label>
+                <span>{one_file}</span>
+                <input type="file" name="file" accept=".jsonl,.json,application/jsonl" />
+            </label>
+            <div>
+                <label>
+                    <span>"Or: train.jsonl"</span>
+                    <input type="file" name="train" accept=".jsonl,.json" />
+                </label>
+                <label>
+                    <span>"valid.jsonl (optional)"</span>
+                    <input type="file" name="valid" accept=".jsonl,.json" />
+                </label>
+                <label>
+                    <span>"test.jsonl (optional)"</span>
+                    <input type="file" name="test" accept=".jsonl,.json" />
+                </label>
+            </div>
+        </div>
     }
 }
 

@@ -8,6 +8,7 @@ use leptos_router::hooks::{use_params_map, use_query_map};
 
 use crate::dto::{DatasetDetail, DatasetQuery, ExamplePreview, ModelSummary, SplitTokens};
 use crate::layout::{Heading, Page};
+use crate::pages::catalog::DatasetFiles;
 use crate::pages::{posted_error, ErrorBox};
 
 #[server(prefix = "/fn", endpoint = "datasets/detail")]
@@ -132,7 +133,7 @@ fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoVie
                 <a class="button primary" href=new_run_href>"Fine-tune on it"</a>
             })}
         </div>
-        <Problems problems=detail.problems.clone() />
+        <Problems problems=detail.problems.clone() name=summary.name.clone() can_replace=role.can_manage() />
         <div class="grid-2">
             <section class="panel">
                 <h2>"Splits"</h2>
@@ -174,8 +175,26 @@ fn DatasetView(detail: DatasetDetail, models: Vec<ModelSummary>) -> impl IntoVie
     }
 }
 
+/// The fixed files, uploaded under the dataset's name: a dataset with
+/// problems is replaced in place (the same page, the same id).
 #[component]
-fn Problems(problems: Vec<crate::dto::DatasetProblem>) -> impl IntoView {
+fn ReplaceForm(name: String) -> impl IntoView {
+    view! {
+        <form class="stacked" method="post" action="/api/datasets" enctype="multipart/form-data" id="replace-dataset">
+            <input type="hidden" name="name" value=name />
+            <DatasetFiles one_file="The fixed file (valid and test are held out of it)" />
+            <button type="submit" class="primary" id="replace">"Replace with the fixed files"</button>
+        </form>
+    }
+}
+
+#[component]
+fn Problems(
+    problems: Vec<crate::dto::DatasetProblem>,
+    /// The dataset's name, which a replacing upload keeps.
+    name: String,
+    can_replace: bool,
+) -> impl IntoView {
     (!problems.is_empty()).then(|| {
         let items = problems
             .into_iter()
@@ -196,8 +215,9 @@ fn Problems(problems: Vec<crate::dto::DatasetProblem>) -> impl IntoView {
         view! {
             <section class="panel problems" role="alert">
                 <h2>"Problems to fix"</h2>
-                <p class="muted">"Fix these lines and upload the files again; a run needs a dataset without problems."</p>
+                <p class="muted">"Fix these lines and upload the files again under this name (below): the dataset keeps its name and page. A run needs a dataset without problems."</p>
                 <ul id="problems">{items}</ul>
+                {can_replace.then(|| view! { <ReplaceForm name /> })}
             </section>
         }
     })

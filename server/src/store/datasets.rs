@@ -105,6 +105,28 @@ impl Store {
         Ok(())
     }
 
+    /// Points a dataset that has problems at new files (a replacing
+    /// upload), in one statement so the row never mixes old and new.
+    /// False when it has no problems (any more): then it is not replaced.
+    pub fn replace_unusable_dataset(&self, id: i64, dataset: &NewDataset) -> StoreResult<bool> {
+        let replaced = self.connection().execute(
+            "UPDATE datasets
+                SET directory = ?2, format = ?3, train_count = ?4, valid_count = ?5,
+                    test_count = ?6, problems = ?7
+              WHERE id = ?1 AND problems > 0 AND NOT builtin",
+            params![
+                id,
+                dataset.directory,
+                dataset.format,
+                dataset.train_count as i64,
+                dataset.valid_count as i64,
+                dataset.test_count as i64,
+                dataset.problems as i64
+            ],
+        )?;
+        Ok(replaced > 0)
+    }
+
     pub fn dataset(&self, id: i64) -> StoreResult<Option<DatasetRecord>> {
         let row = self
             .connection()
