@@ -28,6 +28,10 @@ pub trait Backend: Send + Sync + 'static {
     /// Hugging Face Hub in the background, or joins the pull of the same
     /// model already running; returns the pull's id.
     fn start_pull(&self, repo: String, revision: Option<String>) -> Result<u64, String>;
+    /// Pulls a failed pull's model again in its place; the new pull's id.
+    fn retry_pull(&self, id: u64) -> Result<u64, String>;
+    /// Forgets a failed pull.
+    fn dismiss_pull(&self, id: u64) -> Result<(), String>;
     /// Pulls of this server's lifetime, newest first.
     fn list_pulls(&self) -> Vec<PullView>;
     fn list_datasets(&self) -> Result<Vec<DatasetSummary>, String>;

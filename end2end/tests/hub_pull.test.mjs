@@ -14,6 +14,9 @@ import { defaultModel, launchBrowser, newPage, screenshot, startServer } from ".
 const REPO = "test-org/SmolLM2-135M-GGUF";
 const REPO_NOJS = "test-org/SmolLM2-nojs";
 const REPO_NEW_RUN = "test-org/SmolLM2-new-run";
+// Served only once `hubFlaky.up` is set: its first pull fails.
+const REPO_FLAKY = "test-org/SmolLM2-flaky";
+const hubFlaky = { up: false };
 const FILE = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const COMMIT = "0a1b2c3d4e5f60718293a4b5c6d7e8f901234567";
 
@@ -27,7 +30,14 @@ function startHub(bytes) {
   const etag = createHash("sha256").update(bytes).digest("hex");
   const http = createServer(async (request, response) => {
     // The same file under other repo ids, for pulls that start cold.
-    const url = decodeURIComponent(request.url.split("?")[0])
+    const asked = decodeURIComponent(request.url.split("?")[0]);
+    if (asked.includes(REPO_FLAKY) && !hubFlaky.up) {
+      response.writeHead(503);
+      response.end("Service Unavailable");
+      return;
+    }
+    const url = asked
+      .replace(REPO_FLAKY, REPO)
       .replace(REPO_NOJS, REPO)
       .replace(REPO_NEW_RUN, REPO);
     if (url.startsWith(`/api/models/${REPO}/revision/`)) {
@@ -168,4 +178,32 @@ test("the new-run page pulls a model it does not list, then picks it and starts 
   const run = await (await fetch(`${server.baseUrl}/api/runs/${page.url().split("/").pop()}`)).json();
   assert.equal(run.model, `${REPO_NEW_RUN}/${FILE}`);
   await fetch(`${server.baseUrl}/api/runs/${run.id}/stop`, { method: "POST" });
+});
+
+test("a failed pull is retried or dismissed from the models page", { timeout: 180_000 }, async () => {
+  const page = await newPage(browser);
+  const pullOnce = async (repo) => {
+    await page.goto(server.baseUrl + "/models");
+    await page.locator("#pull-model input[name=repo]").fill(repo);
+    await Promise.all([page.waitForURL(/\/models#pull-\d+$/), page.locator("#pull").click()]);
+    return page.url().split("#pull-")[1];
+  };
+  const failed = await pullOnce(`${REPO_FLAKY}/${FILE}`);
+  await page.locator(`#pull-${failed} .pull-retry`).waitFor({ timeout: 60_000 });
+  assert.equal(await page.locator(`#pull-${failed} .status`).textContent(), "failed");
+
+  hubFlaky.up = true;
+  await Promise.all([page.waitForURL(/\/models#pull-\d+$/), page.locator(`#pull-${failed} .pull-retry`).click()]);
+  const retried = page.url().split("#pull-")[1];
+  assert.notEqual(retried, failed);
+  assert.equal(await page.locator(`#pull-${failed}`).count(), 0, "the retry takes the failed pull's place");
+  await page.locator(`#pull-${retried} .pull-outcome`).waitFor({ timeout: 120_000 });
+  assert.equal(await page.locator(`#pull-${retried} .status`).textContent(), "done");
+  assert.equal(await page.locator(`#pull-${retried} .pull-retry`).count(), 0);
+
+  const missing = await pullOnce("test-org/no-such-repo");
+  await page.locator(`#pull-${missing} .pull-dismiss`).waitFor({ timeout: 60_000 });
+  await Promise.all([page.waitForURL(/\/models$/), page.locator(`#pull-${missing} .pull-dismiss`).click()]);
+  assert.equal(await page.locator(`#pull-${missing}`).count(), 0);
+  assert.equal(await page.locator(`#pull-${retried}`).count(), 1, "other pulls stay");
 });

@@ -183,6 +183,19 @@ impl app::Backend for AppState {
             .map_err(|error| error.to_string())
     }
 
+    fn retry_pull(&self, id: u64) -> Result<u64, String> {
+        self.pulls
+            .retry(self.store.clone(), id)
+            .map(|(pull, _joined)| pull.id)
+            .map_err(|e| e.to_string())
+    }
+
+    fn dismiss_pull(&self, id: u64) -> Result<(), String> {
+        self.pulls
+            .dismiss(&self.store, id)
+            .map_err(|e| e.to_string())
+    }
+
     fn list_pulls(&self) -> Vec<app::dto::PullView> {
         self.pulls.list()
     }

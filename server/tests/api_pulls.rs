@@ -263,6 +263,50 @@ async fn a_pull_shows_progress_and_registers_the_model() {
     let again = again["id"].as_u64().unwrap();
     assert!(again > cut);
     assert_eq!(wait_pull(&client, &server, again).await["status"], "done");
+
+    // Retry pulls a failed pull's model again in its place; Dismiss
+    // forgets a failed pull; neither touches a pull that did not fail.
+    let pull_of = |id: u64| server.url(&format!("/api/models/pulls/{id}"));
+    let (status, retried) =
+        post_json(&client, &format!("{}/retry", pull_of(missing)), json!({})).await;
+    assert_eq!(status, 202, "{retried}");
+    assert_eq!(retried["spec"], "test-org/missing");
+    let retried = retried["id"].as_u64().unwrap();
+    assert!(retried > again);
+    assert_eq!(
+        get_status(&client, &pull_of(missing)).await,
+        404,
+        "replaced by its retry"
+    );
+    let retried_view = wait_pull(&client, &server, retried).await;
+    assert_eq!(
+        retried_view["status"], "failed",
+        "the repo is still missing"
+    );
+    let (status, refused) =
+        post_json(&client, &format!("{}/retry", pull_of(again)), json!({})).await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        refused["error"],
+        format!("pull {again} of test-org/tiny-other is done; only a failed pull can be retried")
+    );
+    let dismiss = |id: u64| client.delete(pull_of(id)).send();
+    assert_eq!(dismiss(again).await.unwrap().status(), 409);
+    assert_eq!(dismiss(retried).await.unwrap().status(), 204);
+    assert_eq!(dismiss(retried).await.unwrap().status(), 404);
+    let list = get_json(&client, &server.url("/api/models/pulls")).await;
+    let ids: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, [again, cut, id], "{list:#}");
+    // Dismissed for good: not back after a restart.
+    server.kill();
+    let server = hub_server(temp.path(), &hub, &cache);
+    let list = get_json(&client, &server.url("/api/models/pulls")).await;
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list:#}");
 }
 
 #[tokio::test]

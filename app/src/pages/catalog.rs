@@ -53,6 +53,32 @@ pub async fn list_pulls() -> Result<Vec<PullView>, ServerFnError> {
     Ok(backend.list_pulls())
 }
 
+/// Pulls a failed pull's model again, back to the page that asked (see
+/// [`pull_model`]).
+#[server(prefix = "/fn", endpoint = "models/pulls/retry")]
+pub async fn retry_pull(id: u64, then: Option<String>) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    let id = backend.retry_pull(id).map_err(ServerFnError::new)?;
+    if then.as_deref() == Some("new-run") {
+        backend.redirect(&format!("/runs/new?pull={id}"));
+    } else {
+        backend.redirect(&format!("/models#pull-{id}"));
+    }
+    Ok(())
+}
+
+#[server(prefix = "/fn", endpoint = "models/pulls/dismiss")]
+pub async fn dismiss_pull(id: u64, then: Option<String>) -> Result<(), ServerFnError> {
+    let backend = expect_context::<crate::SharedBackend>();
+    backend.dismiss_pull(id).map_err(ServerFnError::new)?;
+    backend.redirect(if then.as_deref() == Some("new-run") {
+        "/runs/new"
+    } else {
+        "/models"
+    });
+    Ok(())
+}
+
 #[server(prefix = "/fn", endpoint = "models/delete")]
 pub async fn delete_model(id: i64) -> Result<(), ServerFnError> {
     let backend = expect_context::<crate::SharedBackend>();
@@ -212,12 +238,27 @@ pub(crate) fn PullItem(pull: PullView, #[prop(optional)] on_new_run: bool) -> im
             }
             .into_any(),
         ),
-        "failed" => Some(
-            view! {
-                <p class="error-box pull-outcome" role="alert">{pull.error.clone().unwrap_or_default()}</p>
-            }
-            .into_any(),
-        ),
+        "failed" => {
+            let then = on_new_run.then_some("new-run");
+            Some(
+                view! {
+                    <p class="error-box pull-outcome" role="alert">{pull.error.clone().unwrap_or_default()}</p>
+                    <div class="actions pull-actions">
+                        <form method="post" action="/fn/models/pulls/retry">
+                            <input type="hidden" name="id" value=pull.id />
+                            {then.map(|then| view! { <input type="hidden" name="then" value=then /> })}
+                            <button type="submit" class="primary pull-retry">"Retry"</button>
+                        </form>
+                        <form method="post" action="/fn/models/pulls/dismiss">
+                            <input type="hidden" name="id" value=pull.id />
+                            {then.map(|then| view! { <input type="hidden" name="then" value=then /> })}
+                            <button type="submit" class="pull-dismiss">"Dismiss"</button>
+                        </form>
+                    </div>
+                }
+                .into_any(),
+            )
+        }
         _ => None,
     };
     view! {

@@ -105,6 +105,25 @@ pub async fn start_pull(
     Ok((StatusCode::ACCEPTED, Json(pull.view())))
 }
 
+/// `POST /api/models/pulls/{id}/retry`: the failed pull's model pulled
+/// again, as a new pull in its place.
+pub async fn retry_pull(
+    State(state): State<SharedState>,
+    Path(id): Path<u64>,
+) -> Result<(StatusCode, Json<PullView>), ApiError> {
+    let (pull, _joined) = state.pulls.retry(state.store.clone(), id)?;
+    Ok((StatusCode::ACCEPTED, Json(pull.view())))
+}
+
+/// `DELETE /api/models/pulls/{id}`: a failed pull leaves the list.
+pub async fn dismiss_pull(
+    State(state): State<SharedState>,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    state.pulls.dismiss(&state.store, id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn list_pulls(
     State(state): State<SharedState>,
     client: Option<Extension<Client>>,
@@ -124,9 +143,7 @@ pub async fn show_pull(
 }
 
 fn pull_not_found(id: u64) -> ApiError {
-    ApiError::NotFound(format!(
-        "pull {id} does not exist (the last 20 finished pulls are kept)"
-    ))
+    pulls::PullError::NotFound(id).into()
 }
 
 /// `GET /api/models/pulls/{id}/events`: `progress` events with the pull's
@@ -199,6 +216,10 @@ impl From<pulls::PullError> for ApiError {
         match error {
             pulls::PullError::Invalid { field, message } => ApiError::invalid(field, message),
             busy @ pulls::PullError::Busy { .. } => ApiError::Conflict(busy.to_string()),
+            missing @ pulls::PullError::NotFound(_) => ApiError::NotFound(missing.to_string()),
+            not_failed @ pulls::PullError::NotFailed { .. } => {
+                ApiError::Conflict(not_failed.to_string())
+            }
             pulls::PullError::Store(error) => ApiError::Internal(error.into()),
         }
     }

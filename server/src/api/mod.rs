@@ -29,7 +29,11 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/models/{id}", delete(catalog::delete_model))
         .route("/api/models/pull", post(catalog::start_pull))
         .route("/api/models/pulls", get(catalog::list_pulls))
-        .route("/api/models/pulls/{id}", get(catalog::show_pull))
+        .route(
+            "/api/models/pulls/{id}",
+            get(catalog::show_pull).delete(catalog::dismiss_pull),
+        )
+        .route("/api/models/pulls/{id}/retry", post(catalog::retry_pull))
         .route("/api/models/pulls/{id}/events", get(catalog::pull_events))
         .route(
             "/api/datasets",

@@ -27,6 +27,15 @@ pub enum PullError {
     },
     #[error("{running} is being pulled; wait for it to end before pulling {asked}")]
     Busy { running: String, asked: String },
+    #[error("pull {0} does not exist (the last 20 finished pulls are kept)")]
+    NotFound(u64),
+    #[error("pull {id} of {spec} is {status}; only a failed pull can be {action}")]
+    NotFailed {
+        id: u64,
+        spec: String,
+        status: String,
+        action: &'static str,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -143,6 +152,36 @@ impl Pulls {
         Ok((pull, false))
     }
 
+    /// Forgets failed pull `id` (the models page's Dismiss): the list and
+    /// the store drop it. Running and done pulls stay; a done one says
+    /// which model it registered.
+    pub fn dismiss(&self, store: &Store, id: u64) -> Result<(), PullError> {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let pull = inner
+            .pulls
+            .iter()
+            .find(|p| p.id == id)
+            .ok_or(PullError::NotFound(id))?;
+        failed_or_refuse(pull, "dismissed")?;
+        store.delete_pull(id)?;
+        inner.pulls.retain(|p| p.id != id);
+        Ok(())
+    }
+
+    /// Pulls a failed pull's model again (Retry), in its place: what was
+    /// downloaded before is kept by the cache, so only the rest is fetched.
+    pub fn retry(
+        self: &Arc<Self>,
+        store: Arc<Store>,
+        id: u64,
+    ) -> Result<(Arc<Pull>, bool), PullError> {
+        let failed = self.get(id).ok_or(PullError::NotFound(id))?;
+        failed_or_refuse(&failed, "retried")?;
+        let started = self.start(store.clone(), failed.spec.clone())?;
+        self.dismiss(&store, id)?;
+        Ok(started)
+    }
+
     pub fn get(&self, id: u64) -> Option<Arc<Pull>> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.pulls.iter().find(|p| p.id == id).cloned()
@@ -153,6 +192,19 @@ impl Pulls {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         inner.pulls.iter().rev().map(|p| p.view()).collect()
     }
+}
+
+fn failed_or_refuse(pull: &Pull, action: &'static str) -> Result<(), PullError> {
+    let view = pull.view();
+    if view.status == "failed" {
+        return Ok(());
+    }
+    Err(PullError::NotFailed {
+        id: pull.id,
+        spec: view.spec,
+        status: view.status,
+        action,
+    })
 }
 
 /// Parses the form's or the API's fields.

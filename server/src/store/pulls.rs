@@ -26,6 +26,12 @@ impl Store {
         Ok(())
     }
 
+    pub fn delete_pull(&self, id: u64) -> StoreResult<()> {
+        self.connection()
+            .execute("DELETE FROM pulls WHERE id = ?1", params![id as i64])?;
+        Ok(())
+    }
+
     /// Marks the pulls stored as running (the server stopped during them)
     /// failed, with `reason`. Returns how many there were.
     pub fn fail_running_pulls(&self, reason: &str) -> StoreResult<usize> {
