@@ -223,6 +223,20 @@ fn tiny_family(tiny: Tiny, arch: &str) {
         "{modelfile}"
     );
     assert!(!engine::export::staging_for(&out).exists());
+    // LM Studio's publisher/model/file layout: the same file, linked.
+    let lm_studio = "lmstudio/loralab/gguf-test-export/gguf-test-export-F32.gguf";
+    {
+        use std::os::unix::fs::MetadataExt;
+        let inode = |path: &Path| std::fs::metadata(path).unwrap().ino();
+        assert_eq!(inode(&out.join(lm_studio)), inode(&path));
+    }
+    let listed: Vec<&str> = report.files.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(listed.contains(&lm_studio), "{listed:?}");
+    let stored: u64 = ["model.gguf", "Modelfile", "README.md"]
+        .iter()
+        .map(|name| std::fs::metadata(out.join(name)).unwrap().len())
+        .sum();
+    assert_eq!(report.bytes, stored, "the linked file is not counted twice");
 
     let file = GgufFile::open(&path).unwrap();
     let d = tiny.dims;

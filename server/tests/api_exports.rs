@@ -248,6 +248,21 @@ async fn a_trained_run_exports_as_gguf_and_gguf_lora() {
         gguf["usage"].as_str().unwrap().contains("ollama create"),
         "{gguf:#}"
     );
+    let lm_studio = names
+        .iter()
+        .find(|name| name.starts_with("lmstudio/loralab/") && name.ends_with("-Q8_0.gguf"))
+        .unwrap_or_else(|| panic!("LM Studio's layout: {names:?}"));
+    assert_eq!(
+        std::fs::read(folder.join(lm_studio)).unwrap(),
+        std::fs::read(folder.join("model.gguf")).unwrap()
+    );
+    assert!(
+        gguf["usage"]
+            .as_str()
+            .unwrap()
+            .contains("~/.lmstudio/models/"),
+        "{gguf:#}"
+    );
 
     let lora = export_done(&client, &server, run, json!({"format": "gguf-lora"})).await;
     assert_eq!(lora["quant"], "f16");

@@ -190,11 +190,14 @@ pub fn usage(format: ExportFormat, path: &str, base_ref: &str) -> String {
              model = PeftModel.from_pretrained(base, \"{path}\")"
         ),
         ExportFormat::Gguf => format!(
-            "llama-cli -m {path}/{} -p \"Hello\"\n\n\
+            "llama-cli -m {path}/{model} -p \"Hello\"\n\n\
              # or with Ollama:\n\
-             ollama create my-model -f {path}/{}",
-            super::gguf::MODEL_FILE,
-            super::gguf::MODELFILE
+             ollama create my-model -f {path}/{}\n\n\
+             # or with LM Studio (its models folder layout is in {path}/{lm_studio}):\n\
+             cp -r {path}/{lm_studio}/. ~/.lmstudio/models/",
+            super::gguf::MODELFILE,
+            model = super::gguf::MODEL_FILE,
+            lm_studio = super::gguf::LM_STUDIO_DIR,
         ),
         ExportFormat::GgufLora => format!(
             "llama-cli -m {base_ref} --lora {path}/{} -p \"Hello\"\n\n\

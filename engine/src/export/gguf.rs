@@ -33,6 +33,11 @@ pub const MODEL_FILE: &str = "model.gguf";
 pub const ADAPTER_FILE: &str = "adapter.gguf";
 /// Ollama's recipe beside the GGUF (`ollama create NAME -f Modelfile`).
 pub const MODELFILE: &str = "Modelfile";
+/// LM Studio's models-folder layout beside a model export (see
+/// [`lay_out_for_lm_studio`]).
+pub const LM_STUDIO_DIR: &str = "lmstudio";
+/// The publisher folder LM Studio lists the export under.
+const LM_STUDIO_PUBLISHER: &str = "loralab";
 
 /// Tensor type of a GGUF export (`quant`): one type for every matrix, or
 /// one of llama.cpp's K-quant mixes.
@@ -882,6 +887,51 @@ const OLLAMA_TEMPLATES: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
+/// LM Studio finds models as `publisher/model/file.gguf` under its models
+/// folder (`~/.lmstudio/models`). The export holds that layout as
+/// `lmstudio/loralab/<name>/<name>-<TYPE>.gguf`, a hard link to
+/// `model.gguf` (the bytes are stored once), so copying `lmstudio/loralab`
+/// there, or pointing LM Studio's models folder at `lmstudio`, lists it
+/// with its quantization in the name. Returns the link's path relative to
+/// `dir`.
+pub fn lay_out_for_lm_studio(dir: &Path, plan: &GgufPlan, card: &ModelCard) -> Result<String> {
+    let file_type = plan
+        .metadata
+        .iter()
+        .find(|(key, _)| key == "general.file_type")
+        .and_then(|(_, value)| value.as_u64())
+        .and_then(crate::gguf::ggml_type::file_type_name)
+        .unwrap_or("GGUF");
+    let name = folder_name(&card.title);
+    let relative = format!("{LM_STUDIO_DIR}/{LM_STUDIO_PUBLISHER}/{name}/{name}-{file_type}.gguf");
+    let link = dir.join(&relative);
+    let folder = link.parent().expect("the link has a folder");
+    std::fs::create_dir_all(folder)
+        .with_context(|| format!("cannot create {}", folder.display()))?;
+    std::fs::hard_link(dir.join(MODEL_FILE), &link)
+        .with_context(|| format!("cannot link {} for LM Studio", link.display()))?;
+    Ok(relative)
+}
+
+/// A title as a folder name LM Studio shows: letters, digits, `.`, `_`
+/// and `-`, everything else one `-`.
+fn folder_name(title: &str) -> String {
+    let mut name = String::new();
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            name.push(c);
+        } else if !name.ends_with('-') {
+            name.push('-');
+        }
+    }
+    let name = name.trim_matches(|c| c == '-' || c == '.');
+    if name.is_empty() {
+        "model".to_string()
+    } else {
+        name.to_string()
+    }
+}
+
 /// An Ollama Modelfile for the export: `FROM ./model.gguf`, or for the
 /// adapter `FROM` the base and `ADAPTER ./adapter.gguf`; the family's
 /// `TEMPLATE` and stop `PARAMETER`s when its chat template is one we know
@@ -920,4 +970,17 @@ pub fn modelfile(plan: &GgufPlan, base: &BaseModel, card: &ModelCard) -> Result<
         }
     }
     Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::folder_name;
+
+    #[test]
+    fn lm_studio_folder_names_keep_what_a_folder_name_may_hold() {
+        assert_eq!(folder_name("ahoy run #3 · step 60"), "ahoy-run-3-step-60");
+        assert_eq!(folder_name("SmolLM2-135M_v1.2"), "SmolLM2-135M_v1.2");
+        assert_eq!(folder_name("../../etc"), "etc");
+        assert_eq!(folder_name("· ·"), "model");
+    }
 }

@@ -499,6 +499,7 @@ impl ExportPlan {
         };
         let mut fused = 0;
         let mut counts = gguf::GgufCounts::default();
+        let mut lm_studio_file = None;
         match self.options.format {
             ExportFormat::Gguf | ExportFormat::GgufLora => {
                 let plan = self.gguf.as_ref().expect("planned for GGUF formats");
@@ -519,6 +520,9 @@ impl ExportPlan {
                 let path = dir.join(gguf::MODELFILE);
                 std::fs::write(&path, modelfile)
                     .with_context(|| format!("cannot write {}", path.display()))?;
+                if self.options.format == ExportFormat::Gguf {
+                    lm_studio_file = Some(gguf::lay_out_for_lm_studio(dir, plan, &request.card)?);
+                }
             }
             ExportFormat::Peft => {
                 let tensors = self.peft_tensors()?;
@@ -573,14 +577,22 @@ impl ExportPlan {
         let mut listed = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
-            listed.push((
-                entry.file_name().to_string_lossy().into_owned(),
-                entry.metadata()?.len(),
-            ));
+            // Folders hold links to files listed here (LM Studio's layout).
+            if entry.file_type()?.is_file() {
+                listed.push((
+                    entry.file_name().to_string_lossy().into_owned(),
+                    entry.metadata()?.len(),
+                ));
+            }
         }
         listed.sort();
+        let bytes = listed.iter().map(|(_, size)| size).sum();
+        if let Some(link) = lm_studio_file {
+            let size = std::fs::metadata(dir.join(&link))?.len();
+            listed.push((link, size));
+        }
         Ok(ExportReport {
-            bytes: listed.iter().map(|(_, size)| size).sum(),
+            bytes,
             files: listed,
             tensors: tensors_total,
             fused: match self.options.format {
