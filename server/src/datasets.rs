@@ -249,6 +249,9 @@ impl Staging {
             std::fs::remove_dir_all(&target).ok();
             return Err(replaced.err().map(DatasetError::from).unwrap_or_else(taken));
         }
+        if let Err(error) = store.forget_inspections(&existing.directory) {
+            tracing::warn!(%error, "cannot forget a replaced dataset's inspections");
+        }
         let old = PathBuf::from(&existing.directory);
         // Only folders Loralab made are removed, as on delete.
         if old.parent() == Some(datasets_dir) && old.is_dir() {
@@ -294,6 +297,9 @@ pub fn delete_dataset(store: &Store, datasets_dir: &Path, id: i64) -> Result<(),
     store
         .delete_dataset(id)
         .context("cannot delete the dataset")?;
+    store
+        .forget_inspections(&dataset.directory)
+        .context("cannot forget the dataset's inspections")?;
     // Only folders Loralab made are removed; a dataset registered from
     // elsewhere keeps its files.
     let directory = PathBuf::from(&dataset.directory);
@@ -380,15 +386,14 @@ pub fn inspect(
     let directory = Path::new(&dataset.directory);
     let (report, previews) = match model {
         Some(model) => {
-            let tokenizer = tokenizers.get(model)?;
-            let inspection = engine::data::inspect_with_tokenizer(
+            let inspection = crate::inspections::inspect(
+                store,
+                tokenizers,
+                model,
                 directory,
-                &FormatKeys::default(),
-                &tokenizer,
                 &cfg,
-                Split::Train,
                 PREVIEW_EXAMPLES,
-            );
+            )?;
             (inspection.report, inspection.previews)
         }
         None => (

@@ -66,15 +66,16 @@ pub fn estimate_inference(device: &str, path: &Path) -> anyhow::Result<u64> {
 /// The longest training example in tokens; `None` when the dataset cannot
 /// be tokenized (its problems are reported elsewhere).
 fn longest_example(state: &AppState, model: &ModelRecord, config: &TrainConfig) -> Option<usize> {
-    let tokenizer = state.tokenizers.get(model).ok()?;
-    let inspection = engine::data::inspect_with_tokenizer(
+    let inspection = crate::inspections::inspect(
+        &state.store,
+        &state.tokenizers,
+        model,
         Path::new(&config.data),
-        &engine::data::FormatKeys::default(),
-        &tokenizer,
         config,
-        engine::data::Split::Train,
         0,
-    );
+    )
+    .inspect_err(|error| tracing::warn!(%error, "cannot inspect the run's dataset"))
+    .ok()?;
     let tokens = inspection
         .report
         .split(engine::data::Split::Train)

@@ -6,6 +6,7 @@ mod comparisons;
 mod datasets;
 mod evaluations;
 mod exports;
+mod inspections;
 mod pulls;
 mod runs;
 
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_pulls.sql"),
     include_str!("../../migrations/0007_exports.sql"),
     include_str!("../../migrations/0008_chat_settings.sql"),
+    include_str!("../../migrations/0009_dataset_inspections.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]
