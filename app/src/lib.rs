@@ -16,6 +16,7 @@ mod layout;
 pub mod pages;
 pub mod presets;
 pub mod role;
+pub mod system_dto;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};

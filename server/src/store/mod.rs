@@ -8,6 +8,7 @@ mod evaluations;
 mod exports;
 mod pulls;
 mod runs;
+mod system;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
