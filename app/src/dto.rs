@@ -123,6 +123,8 @@ pub struct RunDetail {
     pub last_event_seq: i64,
     /// This run's exports, newest first.
     pub exports: Vec<ExportView>,
+    /// The machine while it trained, and its guard.
+    pub system: crate::system_dto::RunSystem,
 }
 
 /// A model as pickers and the models page show it.

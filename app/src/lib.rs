@@ -73,6 +73,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/chat/:id") view=pages::chat::ChatPage ssr=SsrMode::Async />
                 <Route path=path!("/exports") view=pages::exports::ExportsPage ssr=SsrMode::Async />
                 <Route path=path!("/exports/:id") view=pages::exports::ExportPage ssr=SsrMode::Async />
+                <Route path=path!("/system") view=pages::system::SystemPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

@@ -127,6 +127,8 @@ pub struct SystemView {
     pub device: String,
     /// The sampler's root (`/`, or a fixture tree in tests).
     pub root: String,
+    /// What a run's guard would do here with the default thresholds.
+    pub guard: String,
 }
 
 /// A run's machine figures while it trained, and its guard's pauses.
@@ -135,7 +137,7 @@ pub struct RunSystem {
     /// (step, sample), oldest first.
     pub samples: Vec<(u64, SystemSample)>,
     pub pauses: Vec<GuardPause>,
-    /// The pause in force, when the run holds now.
+    /// The pause in force, when the run holds now (`seconds`: so far).
     pub paused: Option<GuardPause>,
     /// What the run's guard does: its thresholds, or why it is inactive.
     pub guard: String,

@@ -80,9 +80,13 @@ impl app::Backend for AppState {
             finished_at: run.finished_at,
             last_event_seq: 0,
             exports: self.list_exports(Some(id))?,
+            system: Default::default(),
         };
         for stored in self.store.events_since(id, 0).map_err(read)? {
             detail.last_event_seq = stored.seq;
+            if crate::system::read_run_event(&mut detail.system, &stored) {
+                continue;
+            }
             let Ok(event) = serde_json::from_str::<Event>(&stored.body) else {
                 continue;
             };
@@ -113,6 +117,15 @@ impl app::Backend for AppState {
                 _ => {}
             }
         }
+        let latest = self.supervisor.monitor().latest();
+        let guard = serde_json::from_value::<engine::config::TrainConfig>(run.config.clone())
+            .map(|config| config.thermal_guard)
+            .unwrap_or_default();
+        detail.system.guard = crate::system::guard::describe(&guard, &latest);
+        detail.system.paused = self.supervisor.paused(id).map(|mut pause| {
+            pause.seconds = Some((latest.time - pause.since).max(0.0));
+            pause
+        });
         let checkpoints = self.store.checkpoints(id).map_err(read)?;
         let best = crate::store::best_checkpoint(&checkpoints).map(|best| best.step);
         detail.checkpoints = checkpoints
@@ -125,6 +138,10 @@ impl app::Backend for AppState {
             })
             .collect();
         Ok(Some(detail))
+    }
+
+    fn system(&self) -> app::system_dto::SystemView {
+        self.system_view()
     }
 
     fn list_models(&self) -> Result<Vec<ModelSummary>, String> {

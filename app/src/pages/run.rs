@@ -4,6 +4,7 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::chart::{LineChart, Series};
+use crate::pages::system::{PausedBanner, RunSystemPanel};
 use crate::compare_dto::RunEvaluations;
 use crate::dto::{RunDetail, TrainPoint};
 use crate::layout::{Heading, Page};
@@ -238,7 +239,7 @@ fn RunView(
                     <button type="submit" id="stop">"Stop"</button>
                 </form>
             })}
-            {(can_run && summary.is_resumable()).then(|| view! {
+            {(can_run && (summary.is_resumable() || detail.system.paused.is_some())).then(|| view! {
                 <form method="post" action="/fn/runs/resume">
                     <input type="hidden" name="id" value=id />
                     <button type="submit" class="primary" id="resume">"Resume"</button>
@@ -293,6 +294,7 @@ fn RunView(
         {detail.failure.clone().map(|failure| view! {
             <div class="error-box" id="failure"><strong>"Failed: "</strong>{failure}</div>
         })}
+        <PausedBanner system=detail.system.clone() />
         <p class="muted">{format!("{} on {}", summary.model, summary.dataset)}</p>
         <div class="stats">
             <Stat label="Step" key="step" value=if summary.total_steps == 0 { format!("{}/–", summary.step) } else { format!("{}/{}", summary.step, summary.total_steps) } />
@@ -320,6 +322,15 @@ fn RunView(
                 </table>
             </div>
         </div>
+        <RunSystemPanel
+            system=detail.system.clone()
+            x_extent
+            x_axis=axis.key()
+            x_of_step={
+                let train = detail.train.clone();
+                Box::new(move |step| axis.at_step(step, &train))
+            }
+        />
         {match evaluations {
             Ok(Some(evaluations)) => view! {
                 <EvaluationSection evaluations active=summary.is_active() can_manage />

@@ -104,6 +104,7 @@ impl Driver<'_> {
         sample.worker_rss_bytes = worker.and_then(|pid| inner.monitor.process_rss(pid));
         let mut body = serde_json::to_value(&sample).unwrap_or_else(|_| json!({}));
         body["event"] = json!("system");
+        body["step"] = json!(self.step);
         inner.record_server_event(self.id, self.step, &body);
         self.samples_since_thinning += 1;
         if self.samples_since_thinning >= SAMPLES_PER_THINNING {
@@ -248,11 +249,15 @@ impl Driver<'_> {
         // The guard's reason while the worker stops for it, and once it did.
         let mut pausing: Option<String> = None;
         let mut paused = false;
+        // Samples are the run's from its `started` on: loading is not training.
+        let mut started = false;
+        let mut samples_open = true;
         loop {
             tokio::select! {
                 line = events.next_line() => match line {
                     Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
                         Ok(event) => {
+                            started |= matches!(event, Event::Started { .. });
                             match &event {
                                 Event::Started { start_step: step, .. }
                                 | Event::Report { step, .. }
@@ -275,12 +280,16 @@ impl Driver<'_> {
                     },
                     Ok(None) | Err(_) => break,
                 },
-                changed = self.samples.changed() => {
+                changed = self.samples.changed(), if samples_open => {
                     if changed.is_err() {
                         // No more samples: the server is ending; the worker sees its input close.
+                        samples_open = false;
                         continue;
                     }
                     let sample = self.samples.borrow_and_update().clone();
+                    if !started {
+                        continue;
+                    }
                     self.record_sample(&sample, pid);
                     if pausing.is_none() && !stop_requested && !ended {
                         if let Some(reason) = guard::pause_reason(&config.thermal_guard, &sample) {

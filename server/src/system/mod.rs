@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use app::system_dto::SystemSample;
+use app::system_dto::{GuardPause, RunSystem, SystemSample};
 use tokio::sync::watch;
 
 /// How often the sampler reads while a run trains, and otherwise.
@@ -146,6 +146,36 @@ impl Monitor {
     pub fn process_rss(&self, pid: u32) -> Option<u64> {
         linux::process_rss(&self.inner.root, pid)
     }
+}
+
+/// Reads a `system`, `paused` or `resumed` event of a run into `system`;
+/// false for any other event.
+pub fn read_run_event(system: &mut RunSystem, stored: &crate::store::StoredEvent) -> bool {
+    let step = u64::try_from(stored.step.unwrap_or(0)).unwrap_or(0);
+    let body = || serde_json::from_str::<serde_json::Value>(&stored.body).unwrap_or_default();
+    match stored.kind.as_str() {
+        "system" => {
+            if let Ok(sample) = serde_json::from_str::<SystemSample>(&stored.body) {
+                system.samples.push((step, sample));
+            }
+        }
+        "paused" => {
+            let body = body();
+            system.pauses.push(GuardPause {
+                step,
+                reason: body["reason"].as_str().unwrap_or_default().to_string(),
+                since: body["time"].as_f64().unwrap_or_default(),
+                seconds: None,
+            });
+        }
+        "resumed" => {
+            if let Some(pause) = system.pauses.last_mut() {
+                pause.seconds = body()["paused_seconds"].as_f64();
+            }
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// `loralab system`: two readings half a second apart (CPU utilisation is
