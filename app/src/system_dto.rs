@@ -141,6 +141,9 @@ pub struct RunSystem {
     pub paused: Option<GuardPause>,
     /// What the run's guard does: its thresholds, or why it is inactive.
     pub guard: String,
+    /// The machine now: an active run's chart has a line for each figure
+    /// it has, for the live samples to extend.
+    pub now: SystemSample,
 }
 
 /// One pause of a run by its guard.

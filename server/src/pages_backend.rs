@@ -122,6 +122,7 @@ impl app::Backend for AppState {
             .map(|config| config.thermal_guard)
             .unwrap_or_default();
         detail.system.guard = crate::system::guard::describe(&guard, &latest);
+        detail.system.now = (*latest).clone();
         detail.system.paused = self.supervisor.paused(id).map(|mut pause| {
             pause.seconds = Some((latest.time - pause.since).max(0.0));
             pause
@@ -554,6 +555,30 @@ fn form_request(
     }
     let grad_checkpoint = form.grad_checkpoint.as_deref() == Some("true");
     request.insert("grad_checkpoint".into(), json!(grad_checkpoint));
+    let mut guard = match request.remove("thermal_guard") {
+        Some(Value::Object(kept)) => kept,
+        _ => Map::new(),
+    };
+    match form.guard.as_deref() {
+        Some("true") => guard.insert("enabled".into(), json!(true)),
+        Some("false") => guard.insert("enabled".into(), json!(false)),
+        _ => None,
+    };
+    for (field, key, text) in [
+        ("guard_cpu_c", "cpu_pause_c", &form.guard_cpu_c),
+        ("guard_gpu_c", "gpu_pause_c", &form.guard_gpu_c),
+        ("guard_resume_c", "resume_below_c", &form.guard_resume_c),
+    ] {
+        if let Some(text) = text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let degrees: f64 = text
+                .parse()
+                .map_err(|_| format!("{field}: {text:?} is not a number (°C)"))?;
+            guard.insert(key.into(), json!(degrees));
+        }
+    }
+    if !guard.is_empty() {
+        request.insert("thermal_guard".into(), Value::Object(guard));
+    }
     let kept_group_size = request
         .remove("quantize")
         .and_then(|quantize| quantize.get("group_size").cloned());
@@ -631,5 +656,17 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         seed: text("seed"),
         clone_of: Some(run.id.to_string()),
         force: None,
+        guard: config
+            .pointer("/thermal_guard/enabled")
+            .map(|enabled| enabled.to_string()),
+        guard_cpu_c: config
+            .pointer("/thermal_guard/cpu_pause_c")
+            .map(|c| c.to_string()),
+        guard_gpu_c: config
+            .pointer("/thermal_guard/gpu_pause_c")
+            .map(|c| c.to_string()),
+        guard_resume_c: config
+            .pointer("/thermal_guard/resume_below_c")
+            .map(|c| c.to_string()),
     }
 }

@@ -4,11 +4,11 @@ use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
 use crate::chart::{LineChart, Series};
-use crate::pages::system::{PausedBanner, RunSystemPanel};
 use crate::compare_dto::RunEvaluations;
 use crate::dto::{RunDetail, TrainPoint};
 use crate::layout::{Heading, Page};
 use crate::pages::exports::RunExports;
+use crate::pages::system::{PausedBanner, RunSystemPanel};
 use crate::pages::{format_duration, format_optional, posted_error, ErrorBox};
 
 #[server(prefix = "/fn", endpoint = "runs/detail")]
@@ -324,6 +324,7 @@ fn RunView(
         </div>
         <RunSystemPanel
             system=detail.system.clone()
+            active=summary.is_active()
             x_extent
             x_axis=axis.key()
             x_of_step={

@@ -23,7 +23,10 @@ pub(crate) const SYSTEM_SERIES: [(&str, &str, fn(&SystemSample) -> Option<f64>);
     ("gpu-temp", "GPU °C", |s| s.gpu_temp_c()),
     ("cpu-util", "CPU %", |s| s.cpu_util_percent),
     ("gpu-util", "GPU %", |s| {
-        s.gpus.iter().filter_map(|g| g.util_percent).reduce(f64::max)
+        s.gpus
+            .iter()
+            .filter_map(|g| g.util_percent)
+            .reduce(f64::max)
     }),
     ("gpu-power", "GPU power % of limit", |s| {
         s.gpus
@@ -39,6 +42,7 @@ pub(crate) const SYSTEM_SERIES: [(&str, &str, fn(&SystemSample) -> Option<f64>);
 #[component]
 pub fn RunSystemPanel(
     system: RunSystem,
+    active: bool,
     x_extent: f64,
     x_axis: &'static str,
     x_of_step: Box<dyn Fn(f64) -> f64>,
@@ -56,11 +60,24 @@ pub fn RunSystemPanel(
         })
         .filter(|series| !series.points.is_empty())
         .collect();
+    if active {
+        for &(key, label, value) in &SYSTEM_SERIES {
+            if value(&system.now).is_some() && series.iter().all(|series| series.key != key) {
+                series.push(Series {
+                    key,
+                    label,
+                    points: Vec::new(),
+                });
+            }
+        }
+    }
     // Each pause is a vertical line at its step (the run holds there).
     let (low, high) = series
         .iter()
         .flat_map(|series| series.points.iter().map(|&(_, y)| y))
-        .fold((0.0f64, 100.0f64), |(low, high), y| (low.min(y), high.max(y)));
+        .fold((0.0f64, 100.0f64), |(low, high), y| {
+            (low.min(y), high.max(y))
+        });
     series.extend(system.pauses.iter().map(|pause| {
         let x = x_of_step(pause.step as f64);
         Series {
@@ -79,7 +96,7 @@ pub fn RunSystemPanel(
             view! { <li>{format!("Paused at step {} ({}), {how_long}", pause.step, pause.reason)}</li> }
         })
         .collect_view();
-    let has_samples = !system.samples.is_empty();
+    let has_samples = series.iter().any(|series| series.key != "pause");
     view! {
         <section class="panel" id="system">
             <h2>"Machine"</h2>
@@ -184,10 +201,12 @@ fn system_view(view: SystemView) -> impl IntoView {
                 Some(limit) => format!("{power:.0} W of {limit:.0} W"),
                 None => format!("{power:.0} W"),
             });
-            let clocks = gpu.graphics_clock_mhz.map(|graphics| match gpu.memory_clock_mhz {
-                Some(memory) => format!("{graphics} / {memory} MHz"),
-                None => format!("{graphics} MHz"),
-            });
+            let clocks = gpu
+                .graphics_clock_mhz
+                .map(|graphics| match gpu.memory_clock_mhz {
+                    Some(memory) => format!("{graphics} / {memory} MHz"),
+                    None => format!("{graphics} MHz"),
+                });
             view! {
                 <tr>
                     <td>{format!("{} {}", gpu.index, gpu.name.clone().unwrap_or_default())}</td>

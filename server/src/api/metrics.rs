@@ -98,10 +98,11 @@ const SYSTEM_COLUMNS: [&str; 9] = [
 fn system_columns(body: &Value) -> serde_json::Map<String, Value> {
     let sample: app::system_dto::SystemSample =
         serde_json::from_value(body.clone()).unwrap_or_default();
-    let gpu = sample
-        .gpus
-        .iter()
-        .max_by(|a, b| a.temp_c.unwrap_or(f64::MIN).total_cmp(&b.temp_c.unwrap_or(f64::MIN)));
+    let gpu = sample.gpus.iter().max_by(|a, b| {
+        a.temp_c
+            .unwrap_or(f64::MIN)
+            .total_cmp(&b.temp_c.unwrap_or(f64::MIN))
+    });
     let values = [
         sample.cpu_temp_c.map(Value::from),
         gpu.and_then(|gpu| gpu.temp_c).map(Value::from),

@@ -47,6 +47,9 @@ struct Driver<'a> {
     samples: watch::Receiver<std::sync::Arc<SystemSample>>,
     /// The last step the worker reported.
     step: usize,
+    /// A user resumed the run while the guard held it: the guard lets it
+    /// train until the machine has been cool once.
+    overridden: bool,
     samples_since_thinning: u32,
 }
 
@@ -77,6 +80,7 @@ pub(super) async fn drive(
         control,
         samples,
         step: usize::try_from(run.step).unwrap_or(0),
+        overridden: false,
         samples_since_thinning: 0,
     };
     loop {
@@ -154,6 +158,7 @@ impl Driver<'_> {
             }
         };
         self.inner().paused().remove(&id);
+        self.overridden = resumed_by == Some("user");
         let Some(by) = resumed_by else {
             // The checkpoint is there: the run is stopped as a worker stops it.
             self.inner().record(id, &Event::Stopped { step });
@@ -291,7 +296,8 @@ impl Driver<'_> {
                         continue;
                     }
                     self.record_sample(&sample, pid);
-                    if pausing.is_none() && !stop_requested && !ended {
+                    self.overridden &= !guard::may_resume(&config.thermal_guard, &sample);
+                    if pausing.is_none() && !stop_requested && !ended && !self.overridden {
                         if let Some(reason) = guard::pause_reason(&config.thermal_guard, &sample) {
                             tracing::info!(run = id, %reason, "guard stops the worker at a checkpoint");
                             let stop = serde_json::to_string(&Command::Stop).unwrap_or_default() + "\n";
