@@ -18,7 +18,10 @@ pub async fn load_system() -> Result<SystemView, ServerFnError> {
 /// The run chart's lines: (key, label, value of a sample). Every value is
 /// a percentage or °C, so they share one axis; live.js's `systemPoints`
 /// mirrors it.
-pub(crate) const SYSTEM_SERIES: [(&str, &str, fn(&SystemSample) -> Option<f64>); 6] = [
+/// A line of the run chart: key, label, and its value in a sample.
+type SystemLine = (&'static str, &'static str, fn(&SystemSample) -> Option<f64>);
+
+const SYSTEM_SERIES: [SystemLine; 6] = [
     ("cpu-temp", "CPU °C", |s| s.cpu_temp_c),
     ("gpu-temp", "GPU °C", |s| s.gpu_temp_c()),
     ("cpu-util", "CPU %", |s| s.cpu_util_percent),
