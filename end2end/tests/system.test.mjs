@@ -87,6 +87,7 @@ test("a run pauses when the sensor is hot, says so, and resumes when it cools", 
   assert.match(await page.locator("#paused").textContent(), /^paused: CPU 97 °C for \d+ s at step \d+/);
   assert.equal(await page.locator("#resume").count(), 1);
   assert.equal(await page.locator("#run-status").textContent(), "running");
+  assert.equal(await page.locator('[data-stat="phase"]').textContent(), "paused");
   await screenshot(page, "run-paused");
 
   const plain = await newPage(browser, { javaScriptEnabled: false });

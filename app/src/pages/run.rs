@@ -298,7 +298,7 @@ fn RunView(
         <p class="muted">{format!("{} on {}", summary.model, summary.dataset)}</p>
         <div class="stats">
             <Stat label="Step" key="step" value=if summary.total_steps == 0 { format!("{}/–", summary.step) } else { format!("{}/{}", summary.step, summary.total_steps) } />
-            {summary.phase().map(|phase| view! { <Stat label="Now" key="phase" value=phase.to_string() /> })}
+            {detail.system.paused.as_ref().map(|_| "paused").or(summary.phase()).map(|phase| view! { <Stat label="Now" key="phase" value=phase.to_string() /> })}
             <Stat label="Train loss" key="train_loss" value=format_optional(last.as_ref().map(|p| p.train_loss), 3) />
             <Stat label="Best val loss" key="best_val_loss" value=format_optional(summary.best_val_loss, 3) />
             <Stat label="Tokens/s" key="tokens_per_sec" value=format_optional(last.as_ref().map(|p| p.tokens_per_sec), 0) />
