@@ -352,3 +352,49 @@ async fn a_machine_without_sensors_has_no_temperature_and_an_inactive_guard() {
     assert_eq!(printed["cpu_temp_c"], 50.0, "{printed}");
     assert_eq!(printed["memory_available_bytes"], 6_000_000u64 * 1024);
 }
+
+#[tokio::test]
+async fn memory_pressure_pauses_the_run_the_same_way() {
+    let setup = tiny_setup();
+    let root = setup.temp.path().join("machine");
+    fixture_root(&root);
+    let server = setup.serve(&[("LORALAB_SYSTEM_ROOT", root.to_str().unwrap())]);
+    let client = reqwest::Client::new();
+    let body = tiny_run(json!({
+        "iters": ITERS,
+        "save_every": 1000,
+        "steps_per_eval": 500,
+        "thermal_guard": {"memory_pressure_pause_percent": 30.0},
+    }));
+    let id = create_run(&client, &server, body).await;
+    wait_for(&client, &server, id, 300, "step 3", |run| {
+        run["step"].as_i64() >= Some(3)
+    })
+    .await;
+    let pressure = |some: f64| {
+        format!("some avg10={some:.2} avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n")
+    };
+    write(&root, "proc/pressure/memory", &pressure(35.0));
+    let paused = wait_paused(&client, &server, id).await;
+    assert_eq!(
+        paused["paused"]["reason"], "memory pressure 35 %",
+        "{paused:#}"
+    );
+    let run_page = page(&client, &server.url(&format!("/runs/{id}"))).await;
+    assert!(
+        run_page.contains("paused: memory pressure 35 %"),
+        "{run_page}"
+    );
+    assert!(
+        run_page.contains("Memory guard on: pauses at 30 % memory pressure."),
+        "{run_page}"
+    );
+    // Under the threshold but not under half of it: it holds.
+    write(&root, "proc/pressure/memory", &pressure(20.0));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let still = get_json(&client, &server.url(&format!("/api/runs/{id}"))).await;
+    assert!(!still["paused"].is_null(), "resumed at 20 %: {still:#}");
+    write(&root, "proc/pressure/memory", &pressure(5.0));
+    let done = wait_for_status(&client, &server, id, 600, "done").await;
+    assert_eq!(done["step"].as_u64(), Some(ITERS));
+}
