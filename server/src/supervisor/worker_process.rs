@@ -138,16 +138,18 @@ impl Driver<'_> {
             &json!({"event": "paused", "step": step, "reason": reason, "time": since}),
         );
         self.inner().publish_update(id);
+        let mut samples_open = true;
         let resumed_by = loop {
             tokio::select! {
                 message = self.control.recv() => match message {
                     Some(Control::Resume) => break Some("user"),
                     Some(Control::Stop) | None => break None,
                 },
-                changed = self.samples.changed() => {
+                changed = self.samples.changed(), if samples_open => {
                     if changed.is_err() {
-                        // No more samples (the server is ending): wait for a stop or a resume.
-                        std::future::pending::<()>().await;
+                        // No more samples (the server is ending): only a stop or a resume ends the hold.
+                        samples_open = false;
+                        continue;
                     }
                     let sample = self.samples.borrow_and_update().clone();
                     self.record_sample(&sample, None);
