@@ -194,9 +194,34 @@ if (runStream) {
     if (event.step === 0) setStat("phase", "training");
     markCheckpoints(checkpoints, lossAt);
   });
+  // The machine's samples: the second chart. Mirrors SYSTEM_SERIES in
+  // app/src/pages/system.rs (every line in % or °C on one axis).
+  const systemChart = document.getElementById("system-chart");
+  const hottest = (values) => {
+    const known = values.filter(Number.isFinite);
+    return known.length ? Math.max(...known) : undefined;
+  };
+  const systemPoints = (s) => {
+    const gpus = s.gpus ?? [];
+    return {
+      "cpu-temp": s.cpu_temp_c,
+      "gpu-temp": hottest(gpus.map((g) => g.temp_c)),
+      "cpu-util": s.cpu_util_percent,
+      "gpu-util": hottest(gpus.map((g) => g.util_percent)),
+      "gpu-power": hottest(gpus.map((g) => (g.power_limit_w > 0 ? (g.power_w * 100) / g.power_limit_w : undefined))),
+      memory: s.memory_total_bytes > 0 ? (s.memory_used_bytes * 100) / s.memory_total_bytes : undefined,
+    };
+  };
+  source.addEventListener("system", (message) => {
+    if (!systemChart) return;
+    const sample = JSON.parse(message.data);
+    const x = axis === "step" ? sample.step : sample.step * rate;
+    for (const [key, value] of Object.entries(systemPoints(sample))) addPoint(systemChart, key, x, value);
+  });
   // The stream starts after the events this page was rendered with, so a
-  // final state here is new: it brings new actions and checkpoints.
-  for (const kind of ["stopped", "done", "failed"]) {
+  // final state here is new: it brings new actions and checkpoints; a
+  // guard's pause or resume brings the banner and the resume button.
+  for (const kind of ["stopped", "done", "failed", "paused", "resumed"]) {
     on(kind, () => {
       source.close();
       window.location.reload();

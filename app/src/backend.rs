@@ -18,6 +18,8 @@ pub trait Backend: Send + Sync + 'static {
     fn health(&self) -> HealthInfo;
     fn list_runs(&self) -> Result<Vec<RunSummary>, String>;
     fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, String>;
+    /// The machine's latest figures (the System page).
+    fn system(&self) -> crate::system_dto::SystemView;
     fn list_models(&self) -> Result<Vec<ModelSummary>, String>;
     /// Registers a GGUF file or model folder on this machine; errors name
     /// the field.

@@ -123,6 +123,8 @@ pub struct RunDetail {
     pub last_event_seq: i64,
     /// This run's exports, newest first.
     pub exports: Vec<ExportView>,
+    /// The machine while it trained, and its guard.
+    pub system: crate::system_dto::RunSystem,
 }
 
 /// A model as pickers and the models page show it.
@@ -342,6 +344,12 @@ pub struct NewRunForm {
     pub clone_of: Option<String>,
     /// `true`: queue it even if the memory estimate does not fit.
     pub force: Option<String>,
+    /// The thermal guard: `true` / `false`, and its thresholds in °C
+    /// (`thermal_guard` in the config; empty: the defaults).
+    pub guard: Option<String>,
+    pub guard_cpu_c: Option<String>,
+    pub guard_gpu_c: Option<String>,
+    pub guard_resume_c: Option<String>,
 }
 
 /// An export of a fine-tune (a fused model, an MLX-quantized one or a PEFT

@@ -18,6 +18,7 @@ const NAV: &[(&str, &str, MayUse)] = &[
     ("/exports", "Exports", |_| true),
     // Chatting generates (a post) on the owner's machine.
     ("/chat", "Chat", Role::can_manage),
+    ("/system", "System", |_| true),
 ];
 
 #[component]

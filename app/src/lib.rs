@@ -16,6 +16,7 @@ mod layout;
 pub mod pages;
 pub mod presets;
 pub mod role;
+pub mod system_dto;
 
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Title};
@@ -72,6 +73,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/chat/:id") view=pages::chat::ChatPage ssr=SsrMode::Async />
                 <Route path=path!("/exports") view=pages::exports::ExportsPage ssr=SsrMode::Async />
                 <Route path=path!("/exports/:id") view=pages::exports::ExportPage ssr=SsrMode::Async />
+                <Route path=path!("/system") view=pages::system::SystemPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

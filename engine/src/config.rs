@@ -145,6 +145,8 @@ pub struct TrainConfig {
     /// Extra: fraction of a single data file held out for validation and test
     /// when the dataset has no valid/test files.
     pub split_fraction: f64,
+    /// Extra: when the server pauses the run for heat or memory.
+    pub thermal_guard: crate::guard_config::GuardConfig,
 }
 
 impl Default for TrainConfig {
@@ -180,6 +182,7 @@ impl Default for TrainConfig {
             quantize: None,
             compute_dtype: ComputeDtype::Auto,
             split_fraction: 0.1,
+            thermal_guard: Default::default(),
         }
     }
 }
@@ -321,6 +324,7 @@ impl TrainConfig {
             crate::train::schedule::Schedule::from_lr_schedule(schedule)
                 .map_err(|error| invalid("lr_schedule", format!("is not usable: {error}")))?;
         }
+        self.thermal_guard.validate()?;
         Ok(())
     }
 }

@@ -12,6 +12,7 @@ pub mod export;
 pub mod fixtures;
 pub mod generate;
 pub mod gguf;
+pub mod guard_config;
 pub mod inference;
 pub mod lora;
 pub mod memory;

@@ -46,6 +46,10 @@ enum Command {
     },
     /// Print the device MLX computes on, as JSON.
     Device,
+    /// Print this machine's temperatures, utilisation, memory and GPU
+    /// figures as JSON (sysfs and procfs under `LORALAB_SYSTEM_ROOT`, else
+    /// `/`; NVIDIA through NVML).
+    System,
     /// Fine-tune from an mlx-lm style YAML or TOML config, without the web UI.
     Train(crate::train_cli::TrainArgs),
     /// Take a fine-tune out: fuse it into its base (HF or MLX folder) or
@@ -83,6 +87,7 @@ pub fn main() -> ExitCode {
             command: Some(ModelsCommand::Pull(args)),
         } => pull_model(&data_dir, &args),
         Command::Device => print_device(),
+        Command::System => crate::system::print_system(),
         Command::Train(args) => crate::train_cli::run(&args, &data_dir),
         Command::Token(command) => token(&data_dir, command),
         Command::Worker => return crate::worker::run(),
@@ -111,6 +116,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             store.clone(),
             data_dir.runs(),
             SupervisorSettings::from_env(&device)?,
+            crate::system::Monitor::start(crate::system::root_from_env()),
         )?;
         let inference = Inference::start(supervisor.clone(), InferenceSettings::from_env(&device)?);
         let pulls = Arc::new(Pulls::load(&store)?);

@@ -26,5 +26,6 @@ pub mod setup;
 pub mod state;
 pub mod store;
 pub mod supervisor;
+pub mod system;
 pub mod train_cli;
 pub mod worker;

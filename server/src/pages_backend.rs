@@ -80,9 +80,13 @@ impl app::Backend for AppState {
             finished_at: run.finished_at,
             last_event_seq: 0,
             exports: self.list_exports(Some(id))?,
+            system: Default::default(),
         };
         for stored in self.store.events_since(id, 0).map_err(read)? {
             detail.last_event_seq = stored.seq;
+            if crate::system::read_run_event(&mut detail.system, &stored) {
+                continue;
+            }
             let Ok(event) = serde_json::from_str::<Event>(&stored.body) else {
                 continue;
             };
@@ -113,6 +117,16 @@ impl app::Backend for AppState {
                 _ => {}
             }
         }
+        let latest = self.supervisor.monitor().latest();
+        let guard = serde_json::from_value::<engine::config::TrainConfig>(run.config.clone())
+            .map(|config| config.thermal_guard)
+            .unwrap_or_default();
+        detail.system.guard = crate::system::guard::describe(&guard, &latest);
+        detail.system.now = (*latest).clone();
+        detail.system.paused = self.supervisor.paused(id).map(|mut pause| {
+            pause.seconds = Some((latest.time - pause.since).max(0.0));
+            pause
+        });
         let checkpoints = self.store.checkpoints(id).map_err(read)?;
         let best = crate::store::best_checkpoint(&checkpoints).map(|best| best.step);
         detail.checkpoints = checkpoints
@@ -125,6 +139,10 @@ impl app::Backend for AppState {
             })
             .collect();
         Ok(Some(detail))
+    }
+
+    fn system(&self) -> app::system_dto::SystemView {
+        self.system_view()
     }
 
     fn list_models(&self) -> Result<Vec<ModelSummary>, String> {
@@ -563,6 +581,30 @@ fn form_request(
     }
     let grad_checkpoint = form.grad_checkpoint.as_deref() == Some("true");
     request.insert("grad_checkpoint".into(), json!(grad_checkpoint));
+    let mut guard = match request.remove("thermal_guard") {
+        Some(Value::Object(kept)) => kept,
+        _ => Map::new(),
+    };
+    match form.guard.as_deref() {
+        Some("true") => guard.insert("enabled".into(), json!(true)),
+        Some("false") => guard.insert("enabled".into(), json!(false)),
+        _ => None,
+    };
+    for (field, key, text) in [
+        ("guard_cpu_c", "cpu_pause_c", &form.guard_cpu_c),
+        ("guard_gpu_c", "gpu_pause_c", &form.guard_gpu_c),
+        ("guard_resume_c", "resume_below_c", &form.guard_resume_c),
+    ] {
+        if let Some(text) = text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+            let degrees: f64 = text
+                .parse()
+                .map_err(|_| format!("{field}: {text:?} is not a number (°C)"))?;
+            guard.insert(key.into(), json!(degrees));
+        }
+    }
+    if !guard.is_empty() {
+        request.insert("thermal_guard".into(), Value::Object(guard));
+    }
     let kept_group_size = request
         .remove("quantize")
         .and_then(|quantize| quantize.get("group_size").cloned());
@@ -640,5 +682,17 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         seed: text("seed"),
         clone_of: Some(run.id.to_string()),
         force: None,
+        guard: config
+            .pointer("/thermal_guard/enabled")
+            .map(|enabled| enabled.to_string()),
+        guard_cpu_c: config
+            .pointer("/thermal_guard/cpu_pause_c")
+            .map(|c| c.to_string()),
+        guard_gpu_c: config
+            .pointer("/thermal_guard/gpu_pause_c")
+            .map(|c| c.to_string()),
+        guard_resume_c: config
+            .pointer("/thermal_guard/resume_below_c")
+            .map(|c| c.to_string()),
     }
 }

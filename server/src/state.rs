@@ -31,3 +31,19 @@ pub struct AppState {
 }
 
 pub type SharedState = Arc<AppState>;
+
+impl AppState {
+    /// The machine's latest figures, the device and where they were read.
+    pub fn system_view(&self) -> app::system_dto::SystemView {
+        let monitor = self.supervisor.monitor();
+        app::system_dto::SystemView {
+            sample: (*monitor.latest()).clone(),
+            device: self.device.description.clone(),
+            root: monitor.root().display().to_string(),
+            guard: crate::system::guard::describe(
+                &engine::guard_config::GuardConfig::default(),
+                &monitor.latest(),
+            ),
+        }
+    }
+}

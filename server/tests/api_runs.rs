@@ -114,7 +114,9 @@ async fn a_run_trains_to_done_with_events_metrics_and_adapters() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "step,epoch,train_loss,learning_rate,it_per_sec,tokens_per_sec,trained_tokens,peak_memory_gb,val_loss"
+        "step,epoch,train_loss,learning_rate,it_per_sec,tokens_per_sec,trained_tokens,peak_memory_gb,val_loss,\
+         cpu_temp_c,gpu_temp_c,cpu_util_percent,gpu_util_percent,gpu_power_w,memory_used_bytes,\
+         swap_used_bytes,memory_pressure_some_percent,worker_rss_bytes"
     );
     assert_eq!(lines.len(), 1 + 11, "steps 0..=10: {csv}");
     assert!(lines[1].starts_with("0,,,,,,,,"), "{}", lines[1]);

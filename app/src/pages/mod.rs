@@ -8,6 +8,7 @@ pub mod exports;
 pub mod new_run;
 pub mod run;
 pub mod runs;
+pub mod system;
 
 use leptos::prelude::*;
 

@@ -65,6 +65,10 @@ fn checked_form() -> Option<NewRunForm> {
             seed: field("seed"),
             force: field("force"),
             clone_of: field("clone_of"),
+            guard: field("guard"),
+            guard_cpu_c: field("guard_cpu_c"),
+            guard_gpu_c: field("guard_gpu_c"),
+            guard_resume_c: field("guard_resume_c"),
         })
     })
 }
@@ -327,6 +331,7 @@ fn NewRunForm(
     let eight_bits = initial.bits.as_deref() == Some("8");
     let unmasked = initial.mask_prompt.as_deref() == Some("false");
     let recompute = initial.grad_checkpoint.as_deref() == Some("true");
+    let unguarded = initial.guard.as_deref() == Some("false");
     view! {
         <form class="stacked panel" method="post" action="/fn/runs/create" id="new-run">
             {initial.clone_of.clone().map(|id| view! { <input type="hidden" name="form[clone_of]" value=id /> })}
@@ -397,6 +402,25 @@ fn NewRunForm(
                                 "Recompute: less memory, about a third slower"
                             </option>
                         </select>
+                    </label>
+                    <label>
+                        <span>"Thermal guard (pause at a checkpoint when too hot or short of memory)"</span>
+                        <select name="form[guard]">
+                            <option value="true" selected=!unguarded>"On"</option>
+                            <option value="false" selected=unguarded>"Off"</option>
+                        </select>
+                    </label>
+                    <label>
+                        <span>"Pause above (°C CPU)"</span>
+                        <input type="number" name="form[guard_cpu_c]" placeholder="95" min="30" max="150" step="any" value=initial.guard_cpu_c.clone() />
+                    </label>
+                    <label>
+                        <span>"Pause above (°C GPU)"</span>
+                        <input type="number" name="form[guard_gpu_c]" placeholder="85" min="30" max="150" step="any" value=initial.guard_gpu_c.clone() />
+                    </label>
+                    <label>
+                        <span>"Resume this far below (°C)"</span>
+                        <input type="number" name="form[guard_resume_c]" placeholder="10" min="0" max="30" step="any" value=initial.guard_resume_c.clone() />
                     </label>
                 </div>
             </div>

@@ -8,6 +8,7 @@ use crate::compare_dto::RunEvaluations;
 use crate::dto::{RunDetail, TrainPoint};
 use crate::layout::{Heading, Page};
 use crate::pages::exports::RunExports;
+use crate::pages::system::{PausedBanner, RunSystemPanel};
 use crate::pages::{format_duration, format_optional, posted_error, ErrorBox};
 
 #[server(prefix = "/fn", endpoint = "runs/detail")]
@@ -238,7 +239,7 @@ fn RunView(
                     <button type="submit" id="stop">"Stop"</button>
                 </form>
             })}
-            {(can_run && summary.is_resumable()).then(|| view! {
+            {(can_run && (summary.is_resumable() || detail.system.paused.is_some())).then(|| view! {
                 <form method="post" action="/fn/runs/resume">
                     <input type="hidden" name="id" value=id />
                     <button type="submit" class="primary" id="resume">"Resume"</button>
@@ -293,10 +294,11 @@ fn RunView(
         {detail.failure.clone().map(|failure| view! {
             <div class="error-box" id="failure"><strong>"Failed: "</strong>{failure}</div>
         })}
+        <PausedBanner system=detail.system.clone() />
         <p class="muted">{format!("{} on {}", summary.model, summary.dataset)}</p>
         <div class="stats">
             <Stat label="Step" key="step" value=if summary.total_steps == 0 { format!("{}/–", summary.step) } else { format!("{}/{}", summary.step, summary.total_steps) } />
-            {summary.phase().map(|phase| view! { <Stat label="Now" key="phase" value=phase.to_string() /> })}
+            {detail.system.paused.as_ref().map(|_| "paused").or(summary.phase()).map(|phase| view! { <Stat label="Now" key="phase" value=phase.to_string() /> })}
             <Stat label="Train loss" key="train_loss" value=format_optional(last.as_ref().map(|p| p.train_loss), 3) />
             <Stat label="Best val loss" key="best_val_loss" value=format_optional(summary.best_val_loss, 3) />
             <Stat label="Tokens/s" key="tokens_per_sec" value=format_optional(last.as_ref().map(|p| p.tokens_per_sec), 0) />
@@ -320,6 +322,16 @@ fn RunView(
                 </table>
             </div>
         </div>
+        <RunSystemPanel
+            system=detail.system.clone()
+            active=summary.is_active()
+            x_extent
+            x_axis=axis.key()
+            x_of_step={
+                let train = detail.train.clone();
+                Box::new(move |step| axis.at_step(step, &train))
+            }
+        />
         {match evaluations {
             Ok(Some(evaluations)) => view! {
                 <EvaluationSection evaluations active=summary.is_active() can_manage />

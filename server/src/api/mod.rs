@@ -10,6 +10,7 @@ mod events;
 mod exports;
 mod metrics;
 pub(crate) mod runs;
+mod system;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
@@ -46,6 +47,7 @@ pub fn routes() -> Router<SharedState> {
             "/api/datasets/{id}",
             get(datasets::show).delete(datasets::delete),
         )
+        .route("/api/system", get(system::show))
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/estimate", post(runs::estimate))
         .route("/api/runs/events", get(events::runs_stream))

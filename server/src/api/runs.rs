@@ -27,6 +27,8 @@ pub struct RunDetail {
     #[serde(flatten)]
     pub run: RunRecord,
     pub checkpoints: Vec<CheckpointRecord>,
+    /// Its guard's pause, while the run holds (status stays `running`).
+    pub paused: Option<app::system_dto::GuardPause>,
 }
 
 pub async fn show(
@@ -39,7 +41,12 @@ pub async fn show(
 fn detail(state: &AppState, id: i64) -> Result<RunDetail, ApiError> {
     let run = state.store.run(id)?.ok_or(ApiError::run_not_found(id))?;
     let checkpoints = state.store.checkpoints(id)?;
-    Ok(RunDetail { run, checkpoints })
+    let paused = state.supervisor.paused(id);
+    Ok(RunDetail {
+        run,
+        checkpoints,
+        paused,
+    })
 }
 
 /// Keys Loralab sets itself from the registered model and dataset.

@@ -9,6 +9,7 @@ mod exports;
 mod inspections;
 mod pulls;
 mod runs;
+mod system;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

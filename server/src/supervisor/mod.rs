@@ -35,6 +35,8 @@ pub enum SupervisorError {
 #[derive(Debug)]
 enum Control {
     Stop,
+    /// Go on with a run its guard paused, before the machine cooled.
+    Resume,
 }
 
 #[derive(Clone)]
@@ -61,6 +63,11 @@ struct Inner {
     inference_preempt: Notify,
     /// Memory estimates of running exports (see `crate::exports`), by id.
     exports: Mutex<HashMap<i64, u64>>,
+    /// The machine's figures, which drivers store and guard runs with.
+    monitor: crate::system::Monitor,
+    /// Runs their guard holds now (the worker checkpointed and exited; the
+    /// driver keeps the slot and starts a resuming worker when cool).
+    paused: Mutex<HashMap<i64, app::system_dto::GuardPause>>,
 }
 
 impl Supervisor {
@@ -71,6 +78,7 @@ impl Supervisor {
         store: Arc<Store>,
         runs_dir: PathBuf,
         settings: SupervisorSettings,
+        monitor: crate::system::Monitor,
     ) -> Result<Self, SupervisorError> {
         let (events, _) = broadcast::channel(1024);
         let (updates, _) = broadcast::channel(256);
@@ -88,6 +96,8 @@ impl Supervisor {
                 inference: Mutex::new(None),
                 inference_preempt: Notify::new(),
                 exports: Mutex::default(),
+                monitor,
+                paused: Mutex::default(),
             }),
         };
         for id in supervisor.inner.store.interrupt_orphans()? {
@@ -102,6 +112,15 @@ impl Supervisor {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    pub fn monitor(&self) -> &crate::system::Monitor {
+        &self.inner.monitor
+    }
+
+    /// The guard's pause of run `id`, while it holds.
+    pub fn paused(&self, id: i64) -> Option<app::system_dto::GuardPause> {
+        self.inner.paused().get(&id).cloned()
     }
 
     /// The memory runs, exports and the inference worker share, when known.
@@ -318,8 +337,15 @@ impl Supervisor {
     }
 
     /// Queues a stopped, interrupted or failed run again; its worker resumes
-    /// from the run folder's last checkpoint.
+    /// from the run folder's last checkpoint. A run its guard paused goes on
+    /// at once, hot or not.
     pub fn resume(&self, id: i64) -> Result<(), SupervisorError> {
+        if self.inner.paused().contains_key(&id) {
+            if let Some(control) = self.inner.active().get(&id) {
+                let _ = control.send(Control::Resume);
+            }
+            return Ok(());
+        }
         match self.status_of(id)?.as_str() {
             "stopped" | "interrupted" | "failed" => {
                 self.inner.store.set_status(id, "queued", None)?;
@@ -386,6 +412,21 @@ impl Inner {
             }
         }
         total <= budget
+    }
+
+    fn paused(&self) -> MutexGuard<'_, HashMap<i64, app::system_dto::GuardPause>> {
+        self.paused.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores and broadcasts an event of the server's own (a machine
+    /// sample, a pause, a resume).
+    fn record_server_event(&self, id: i64, step: usize, body: &serde_json::Value) {
+        match self.store.record_server_event(id, Some(step as i64), body) {
+            Ok(stored) => {
+                let _ = self.events.send(Arc::new(stored));
+            }
+            Err(error) => tracing::error!(%error, run = id, "storing a server event"),
+        }
     }
 
     fn exports(&self) -> MutexGuard<'_, HashMap<i64, u64>> {
