@@ -88,3 +88,86 @@ async fn an_early_stopped_run_lists_exactly_the_checkpoints_on_disk() {
     let html = page(&client, &server.url(&format!("/runs/{id}"))).await;
     assert!(html.contains(reason), "the run page shows the reason");
 }
+
+#[tokio::test]
+async fn bad_early_stopping_and_keep_checkpoints_are_refused_naming_the_field() {
+    let setup = tiny_setup();
+    let server = setup.serve(&[]);
+    let client = reqwest::Client::new();
+    for (extra, field) in [
+        (
+            json!({"early_stopping": {"patience": 0}}),
+            "early_stopping.patience",
+        ),
+        (
+            json!({"early_stopping": {"patience": 2, "min_delta": -0.5}}),
+            "early_stopping.min_delta",
+        ),
+        (
+            json!({"early_stopping": {"patience": 2, "delta": 1}}),
+            "early_stopping",
+        ),
+        (json!({"keep_checkpoints": 0}), "keep_checkpoints"),
+        (json!({"keep_checkpoints": -1}), "keep_checkpoints"),
+    ] {
+        let response = client
+            .post(server.url("/api/runs"))
+            .json(&tiny_run(extra.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 422, "{extra}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["field"], field, "{extra}: {body}");
+    }
+}
+
+/// `loralab train` reads both keys from a YAML config and says what it
+/// removed and why it stopped, in mlx-lm's console style.
+#[test]
+fn train_cli_stops_early_and_keeps_checkpoints_from_yaml() {
+    let setup = tiny_setup();
+    let dir = setup.temp.path();
+    engine::data::sample::write_sample_dataset(&dir.join("data")).unwrap();
+    let model = setup.model_dir.display().to_string();
+    std::fs::write(
+        dir.join("lora.yaml"),
+        format!(
+            "model: {model}\ndata: data\nnum_layers: -1\nbatch_size: 4\niters: 60\nval_batches: 1\n\
+             learning_rate: 1.0e-3\nsteps_per_report: 5\nsteps_per_eval: 5\nsave_every: 5\n\
+             max_seq_length: 128\nadapter_path: out\nlora_parameters:\n  rank: 4\n\
+             early_stopping:\n  patience: 2\n  min_delta: 100.0\nkeep_checkpoints: 1\n"
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_loralab"))
+        .args(["train", "--config", "lora.yaml"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "Training stopped early at step 10: no improvement in 2 evaluations; the best checkpoint is the adapter"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("(keep_checkpoints)."), "{stdout}");
+    assert!(!stdout.contains("Iter 15:"), "{stdout}");
+    let numbered = std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .filter(|entry| {
+            let name = entry.as_ref().unwrap().file_name();
+            name.to_str().unwrap().ends_with("_adapters.safetensors")
+        })
+        .count();
+    assert!(
+        (1..=2).contains(&numbered),
+        "{numbered} numbered checkpoints"
+    );
+}
