@@ -266,3 +266,25 @@ fn a_stopped_and_resumed_run_stops_early_where_a_straight_one_does() {
     assert_eq!(listed(&all), listed(&straight));
     assert_eq!(files(&split_dir), files(&straight_dir));
 }
+
+#[test]
+fn early_stopping_without_a_validation_split_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    write_tiny(&model_dir, &Tiny::llama());
+    let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
+    let data = TrainData {
+        valid: vec![],
+        test: vec![],
+        ..data()
+    };
+    let cfg = TrainConfig {
+        test: false,
+        ..config()
+    };
+    let error = train_run(&cfg, &mut model, &data, &dir.path().join("run")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "`early_stopping` is set but there are no validation batches to judge by"
+    );
+}

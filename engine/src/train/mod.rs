@@ -51,6 +51,9 @@ fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
     if cfg.test && data.test.is_empty() {
         bail!("`test` is set but there are no test batches");
     }
+    if cfg.early_stopping.is_some() && data.valid.is_empty() {
+        bail!("`early_stopping` is set but there are no validation batches to judge by");
+    }
     Ok(())
 }
 
@@ -124,6 +127,9 @@ fn compile_disabled() -> bool {
 /// are already attached). Writes mlx-lm's adapter files into `run_dir`.
 /// With `resume`, continues from `run_dir`'s last checkpoint. Setting `stop`
 /// makes the trainer checkpoint at the next step boundary and return.
+/// `early_stopping` may end the run before its last step, on its best
+/// checkpoint; `keep_checkpoints` deletes superseded numbered checkpoints
+/// (see `retention`).
 pub fn train(
     cfg: &TrainConfig,
     model: &mut Model,
