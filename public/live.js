@@ -77,6 +77,8 @@ function logLine(kind, event) {
         ? `Iter ${event.step}: Saved adapter weights to ${latest} and ${event.path}.`
         : `Iter ${event.step}: Saved adapter weights to ${event.path}.`;
     }
+    case "checkpoint_removed":
+      return `Iter ${event.step}: Removed ${event.path} (keep_checkpoints).`;
     case "log":
       return event.message;
     default:
@@ -184,6 +186,11 @@ if (runStream) {
       return;
     }
     addCheckpoint(checkpoints, runId, event.step);
+    markCheckpoints(checkpoints, lossAt);
+  });
+  // keep_checkpoints deleted it: the table lists what is on disk.
+  on("checkpoint_removed", (event) => {
+    checkpoints.tBodies[0].querySelector(`tr[data-step="${event.step}"]`)?.remove();
     markCheckpoints(checkpoints, lossAt);
   });
   on("eval", (event) => {

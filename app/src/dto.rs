@@ -112,6 +112,8 @@ pub struct RunDetail {
     /// The run's configuration as a `loralab train --config` YAML file.
     pub config_yaml: String,
     pub failure: Option<String>,
+    /// Why a `done` run ended before its last step (early stopping).
+    pub finish_reason: Option<String>,
     pub log_tail: Vec<String>,
     pub checkpoints: Vec<CheckpointInfo>,
     pub train: Vec<TrainPoint>,
@@ -306,6 +308,11 @@ pub struct MemoryEstimate {
     pub fits: Option<bool>,
     /// How the base computes on this device, in words.
     pub compute: String,
+    /// Disk: one numbered checkpoint, how many stay at the end (at most),
+    /// and all of the run folder's weights and optimizer state.
+    pub checkpoint_bytes: u64,
+    pub checkpoints_kept: u64,
+    pub disk: u64,
 }
 
 /// A new run's settings checked before launch: the config it would run
@@ -334,6 +341,11 @@ pub struct NewRunForm {
     pub num_layers: Option<String>,
     pub max_seq_length: Option<String>,
     pub mask_prompt: Option<String>,
+    /// Early stopping's patience in evaluations; 0 turns it off.
+    pub patience: Option<String>,
+    pub min_delta: Option<String>,
+    /// Numbered checkpoints kept (the best, plus the latest); 0 keeps all.
+    pub keep_checkpoints: Option<String>,
     /// `true`: recompute activations in the backward pass (less memory).
     pub grad_checkpoint: Option<String>,
     pub steps_per_eval: Option<String>,

@@ -15,6 +15,11 @@ pub struct Preset {
     pub steps_per_eval: u64,
     pub save_every: u64,
     pub val_batches: i64,
+    /// Early stopping's patience in evaluations; 0: never stop early.
+    pub patience: u64,
+    pub min_delta: f64,
+    /// Numbered checkpoints kept (the best, plus the latest); 0: all.
+    pub keep_checkpoints: u64,
 }
 
 pub const PRESETS: [Preset; 3] = [
@@ -30,6 +35,9 @@ pub const PRESETS: [Preset; 3] = [
         steps_per_eval: 10,
         save_every: 10,
         val_batches: 5,
+        patience: 0,
+        min_delta: 0.0,
+        keep_checkpoints: 0,
     },
     Preset {
         key: "balanced",
@@ -43,6 +51,9 @@ pub const PRESETS: [Preset; 3] = [
         steps_per_eval: 50,
         save_every: 50,
         val_batches: 10,
+        patience: 0,
+        min_delta: 0.0,
+        keep_checkpoints: 0,
     },
     Preset {
         key: "thorough",
@@ -56,6 +67,11 @@ pub const PRESETS: [Preset; 3] = [
         steps_per_eval: 100,
         save_every: 100,
         val_batches: 25,
+        // Ten evaluations: stop after five without improvement, and keep
+        // the three best of the ten checkpoints.
+        patience: 5,
+        min_delta: 0.0,
+        keep_checkpoints: 3,
     },
 ];
 
@@ -68,7 +84,7 @@ pub fn preset(key: Option<&str>) -> Option<&'static Preset> {
 impl Preset {
     /// The form fields a preset fills, as (field name, value): what an
     /// empty field means, shown as its placeholder.
-    pub fn field_values(&self) -> [(&'static str, String); 8] {
+    pub fn field_values(&self) -> [(&'static str, String); 11] {
         [
             ("iters", self.iters.to_string()),
             ("batch_size", self.batch_size.to_string()),
@@ -78,6 +94,9 @@ impl Preset {
             ("max_seq_length", self.max_seq_length.to_string()),
             ("steps_per_eval", self.steps_per_eval.to_string()),
             ("save_every", self.save_every.to_string()),
+            ("patience", self.patience.to_string()),
+            ("min_delta", self.min_delta.to_string()),
+            ("keep_checkpoints", self.keep_checkpoints.to_string()),
         ]
     }
 

@@ -1,6 +1,6 @@
 // Page titles, and clone as a faithful copy: a run made through the API with settings no
 // preset has (report every step, 2 validation batches, scale 10, dropout,
-// a seed), cloned on the new-run page and submitted unchanged, gets the
+// a seed, early stopping, keep_checkpoints), cloned on the new-run page and submitted unchanged, gets the
 // original's config key for key, with JavaScript on and off.
 import assert from "node:assert/strict";
 import { mkdtempSync, writeFileSync } from "node:fs";
@@ -29,6 +29,8 @@ before(async () => {
     seed: 9,
     fine_tune_type: "dora",
     lora_parameters: { rank: 4, scale: 10.0, dropout: 0.05 },
+    early_stopping: { patience: 4, min_delta: 0.01 },
+    keep_checkpoints: 2,
   });
 });
 
@@ -52,6 +54,8 @@ for (const javaScriptEnabled of [true, false]) {
     assert.equal(copy.name, "original (copy)");
     assert.equal(from.config.steps_per_report, 1);
     assert.equal(from.config.lora_parameters.dropout, 0.05);
+    assert.deepEqual(from.config.early_stopping, { patience: 4, min_delta: 0.01 });
+    assert.equal(from.config.keep_checkpoints, 2);
     assert.deepEqual(copy.config, from.config);
   });
 }
@@ -87,6 +91,8 @@ test("the new-run form shows each preset's values, QLoRA bits only for QLoRA, an
   assert.equal(await placeholder("rank"), "16");
   assert.equal(await placeholder("num_layers"), "-1");
   assert.equal(await placeholder("learning_rate"), "5e-5");
+  assert.equal(await placeholder("patience"), "5");
+  assert.equal(await placeholder("keep_checkpoints"), "3");
   const bits = page.locator("label.qlora-bits");
   assert.equal(await bits.isVisible(), false);
   await page.selectOption('select[name="form[fine_tune]"]', "qlora");
@@ -99,6 +105,8 @@ test("the new-run form shows each preset's values, QLoRA bits only for QLoRA, an
   assert.ok(page.url().endsWith("#run-check"), page.url());
   const verdict = await page.locator("#memory-verdict").boundingBox();
   assert.ok(verdict.y >= 0 && verdict.y < 800, `the verdict is in view: ${JSON.stringify(verdict)}`);
+  // Thorough keeps 3 checkpoints plus the latest: 4 on disk at most.
+  assert.match(await page.locator("#disk-estimate td.num").textContent(), /^4 x [\d.]+ KiB kept \(at most\) = [\d.]+ KiB$/);
   // The checked form keeps its preset, and so its placeholders.
   assert.equal(await placeholder("iters"), "1000");
 

@@ -111,3 +111,51 @@ test("without JavaScript a live run's page refreshes itself until it ends", { ti
   assert.equal(await page.locator('meta[http-equiv="refresh"]').count(), 0, "a finished run's page stays put");
   await page.context().close();
 });
+
+test("checkpoints that keep_checkpoints deletes leave the live page's table", { timeout: 300_000 }, async () => {
+  const run = await api("POST", "/api/runs", {
+    name: "kept",
+    model: "tiny",
+    dataset: "sample-ahoy",
+    batch_size: 4,
+    max_seq_length: 128,
+    num_layers: -1,
+    iters: 3000,
+    steps_per_report: 10,
+    steps_per_eval: 20,
+    save_every: 20,
+    val_batches: 1,
+    keep_checkpoints: 1,
+    lora_parameters: { rank: 4, scale: 10.0 },
+  });
+  // Opened after the first checkpoint, so the page does not reload for it.
+  for (let i = 0; i < 600; i++) {
+    if ((await api("GET", `/api/runs/${run.id}`)).checkpoints.length > 0) break;
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  const page = await newPage(browser);
+  await page.goto(`${server.baseUrl}/runs/${run.id}`);
+  await page.evaluate(() => {
+    window.removedRows = 0;
+    new MutationObserver((changes) => {
+      for (const change of changes) window.removedRows += change.removedNodes.length;
+    }).observe(document.querySelector("#checkpoints tbody"), { childList: true });
+  });
+  const rows = () =>
+    page.evaluate(() => [...document.querySelectorAll("#checkpoints tbody tr")].map((row) => Number(row.dataset.step)));
+  let agreed = null;
+  for (let i = 0; i < 600 && agreed === null; i++) {
+    const [shown, listed, removed] = await Promise.all([
+      rows(),
+      api("GET", `/api/runs/${run.id}`).then((detail) => detail.checkpoints.map((c) => c.step)),
+      page.evaluate(() => window.removedRows),
+    ]);
+    if (removed > 0 && JSON.stringify(shown) === JSON.stringify(listed)) agreed = shown;
+    else await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  assert.ok(agreed, "the page removed a row live and lists what the server lists");
+  // The best and the latest at most.
+  assert.ok(agreed.length >= 1 && agreed.length <= 2, JSON.stringify(agreed));
+  await api("POST", `/api/runs/${run.id}/stop`);
+  await page.context().close();
+});

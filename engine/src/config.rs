@@ -87,6 +87,18 @@ pub struct QuantizeOnLoad {
     pub group_size: usize,
 }
 
+/// Extra: end the run when validation loss stops improving. An evaluation
+/// improves when its loss is below the best so far by more than
+/// `min_delta`; after `patience` evaluations in a row that do not, the run
+/// ends and its best checkpoint becomes the adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EarlyStopping {
+    pub patience: usize,
+    #[serde(default)]
+    pub min_delta: f64,
+}
+
 /// How the base weights are held for compute. `Auto` picks f32 on the CPU
 /// (MLX's quantized and half matmuls are 30-60x slower there) and keeps the
 /// checkpoint's own precision or quantization on a GPU.
@@ -147,6 +159,11 @@ pub struct TrainConfig {
     pub split_fraction: f64,
     /// Extra: when the server pauses the run for heat or memory.
     pub thermal_guard: crate::guard_config::GuardConfig,
+    /// Extra: stop when validation loss stops improving.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Extra: keep only this many numbered checkpoints (the best by
+    /// validation loss) plus the latest; `None` keeps every one.
+    pub keep_checkpoints: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -183,6 +200,8 @@ impl Default for TrainConfig {
             compute_dtype: ComputeDtype::Auto,
             split_fraction: 0.1,
             thermal_guard: Default::default(),
+            early_stopping: None,
+            keep_checkpoints: None,
         }
     }
 }
@@ -279,6 +298,23 @@ impl TrainConfig {
             return Err(invalid(
                 "split_fraction",
                 format!("must be from 0 to 0.5, got {}", self.split_fraction),
+            ));
+        }
+        if let Some(early) = &self.early_stopping {
+            if early.patience == 0 {
+                return Err(invalid("early_stopping.patience", "must be at least 1"));
+            }
+            if !(early.min_delta.is_finite() && early.min_delta >= 0.0) {
+                return Err(invalid(
+                    "early_stopping.min_delta",
+                    format!("must be zero or positive, got {}", early.min_delta),
+                ));
+            }
+        }
+        if self.keep_checkpoints == Some(0) {
+            return Err(invalid(
+                "keep_checkpoints",
+                "must be at least 1 (or left out to keep every checkpoint)",
             ));
         }
         if self.fine_tune_type == FineTuneType::Full {

@@ -112,13 +112,16 @@ const INTERMEDIATE_VALUES_PER_TOKEN: u64 = 4;
 /// Logits, their softmax and its gradient.
 const LOGIT_COPIES: u64 = 3;
 
-pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig) -> MemoryEstimate {
-    let weights = format.bytes(parameter_count(config));
-
+fn adapted_layers(config: &ModelConfig, train: &TrainConfig) -> u64 {
     let layers = match train.num_layers {
         n if n < 0 => config.num_hidden_layers,
         n => (n as usize).min(config.num_hidden_layers),
-    } as u64;
+    };
+    layers as u64
+}
+
+/// Trained values (LoRA A and B, DoRA magnitudes) over all adapted blocks.
+fn trained_values(config: &ModelConfig, train: &TrainConfig) -> u64 {
     let rank = train.lora_parameters.rank as u64;
     let adapted_per_block: u64 = block_linears(config)
         .iter()
@@ -136,12 +139,18 @@ pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig)
             rank * (inputs + outputs) as u64 + magnitude
         })
         .sum();
+    adapted_per_block * adapted_layers(config, train)
+}
+
+pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig) -> MemoryEstimate {
+    let weights = format.bytes(parameter_count(config));
+    let layers = adapted_layers(config, train);
     // Weights and gradients, plus Adam's two moments (SGD keeps none).
     let copies = match train.optimizer {
         OptimizerKind::Sgd => 2,
         OptimizerKind::Adam | OptimizerKind::Adamw => 4,
     };
-    let adapters = adapted_per_block * layers * 4 * copies;
+    let adapters = trained_values(config, train) * 4 * copies;
 
     let tokens = (train.batch_size * train.max_seq_length) as u64;
     let value = format.activation_bytes();
@@ -167,6 +176,50 @@ pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig)
         adapters,
         activations,
         total: weights + adapters + activations,
+    }
+}
+
+/// The disk a run's checkpoints take, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DiskEstimate {
+    /// One numbered checkpoint: the trained weights in f32.
+    pub per_checkpoint: u64,
+    /// Numbered checkpoints on disk at the end (at most).
+    pub kept: u64,
+    /// Those, plus the folder's latest weights and optimizer state (what
+    /// a resume reads).
+    pub total: u64,
+}
+
+/// What the checkpoints of a run of `total_steps` take: one every
+/// `save_every` steps and at the last, with early stopping also one at
+/// each evaluation that sets a new best (at most every evaluation), and
+/// with `keep_checkpoints: K` no more than K + 1 of them.
+pub fn checkpoint_disk(
+    config: &ModelConfig,
+    train: &TrainConfig,
+    total_steps: usize,
+) -> DiskEstimate {
+    let per_checkpoint = trained_values(config, train) * 4;
+    let mut saves = total_steps.div_ceil(train.save_every.max(1));
+    if train.early_stopping.is_some() {
+        saves += total_steps / train.steps_per_eval.max(1) + 1;
+    }
+    let kept = match train.keep_checkpoints {
+        Some(keep) => saves.min(keep + 1),
+        None => saves,
+    } as u64;
+    // Adam's two moments (SGD keeps none), and the gradients summed so
+    // far when they are accumulated over steps.
+    let moments = match train.optimizer {
+        OptimizerKind::Sgd => 0,
+        OptimizerKind::Adam | OptimizerKind::Adamw => 2,
+    };
+    let accumulated = u64::from(train.grad_accumulation_steps > 1);
+    DiskEstimate {
+        per_checkpoint,
+        kept,
+        total: per_checkpoint * (kept + 1 + moments + accumulated),
     }
 }
 
@@ -308,6 +361,36 @@ mod tests {
             (1.1..1.6).contains(&gb),
             "`scripts/bench-train.sh` with LORALAB_BENCH_GRAD_CHECKPOINT=1 measured 1.34 GB, estimated {gb:.2}"
         );
+    }
+
+    #[test]
+    fn keep_checkpoints_bounds_the_disk() {
+        let config = smollm2_135m();
+        let train = TrainConfig {
+            num_layers: 16,
+            save_every: 100,
+            ..TrainConfig::default()
+        };
+        let per_block = 8 * (576 + 576 + 576 + 192 + 576 + 192 + 576 + 576 + 3 * (576 + 1536));
+        let per_checkpoint = per_block * 16 * 4;
+        // 1000 steps: one every 100; the folder's own weights and Adam's
+        // two moments beside them.
+        let all = checkpoint_disk(&config, &train, 1000);
+        assert_eq!((all.per_checkpoint, all.kept), (per_checkpoint, 10));
+        assert_eq!(all.total, per_checkpoint * (10 + 3));
+        // 1001 steps: one more at the last.
+        assert_eq!(checkpoint_disk(&config, &train, 1001).kept, 11);
+        let kept = TrainConfig {
+            keep_checkpoints: Some(2),
+            early_stopping: Some(crate::config::EarlyStopping {
+                patience: 3,
+                min_delta: 0.0,
+            }),
+            ..train
+        };
+        let bounded = checkpoint_disk(&config, &kept, 1000);
+        assert_eq!(bounded.kept, 3);
+        assert_eq!(bounded.total, per_checkpoint * (3 + 3));
     }
 
     #[test]

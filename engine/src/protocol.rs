@@ -52,6 +52,13 @@ pub enum Event {
         step: usize,
         path: String,
     },
+    /// A numbered checkpoint deleted by `keep_checkpoints` (sent before the
+    /// file goes, so a worker killed in between leaves a file nobody lists
+    /// rather than a listed file that is gone; a resume deletes it).
+    CheckpointRemoved {
+        step: usize,
+        path: String,
+    },
     Log {
         message: String,
     },
@@ -62,6 +69,9 @@ pub enum Event {
         step: usize,
         test_loss: Option<f64>,
         test_perplexity: Option<f64>,
+        /// Why the run ended before its last step (early stopping).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
     },
     Failed {
         reason: String,

@@ -197,6 +197,7 @@ fn run_writes_mlx_lm_files_checkpoints_and_events() {
         step,
         test_loss: Some(loss),
         test_perplexity: Some(ppl),
+        ..
     }) = events.last()
     else {
         panic!("last event {:?}", events.last());

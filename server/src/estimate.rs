@@ -26,7 +26,8 @@ pub fn estimate_run(
     config: &TrainConfig,
 ) -> MemoryEstimate {
     let (format, compute) = weight_format(&state.device.kind, architecture, config);
-    let longest = longest_example(state, model, config).unwrap_or(config.max_seq_length);
+    let examples = train_examples(state, model, config);
+    let longest = examples.map_or(config.max_seq_length, |examples| examples.longest);
     let padded = TrainConfig {
         max_seq_length: engine::data::batching::padded_width(
             longest.min(config.max_seq_length),
@@ -36,6 +37,10 @@ pub fn estimate_run(
     };
     let estimate = engine::memory::estimate(architecture, format, &padded);
     let available = state.device.memory_now();
+    // With `epochs`, the steps follow from the examples (else `iters`).
+    let batches = examples.map_or(1, |examples| examples.count.div_ceil(config.batch_size));
+    let steps = engine::train::total_steps(config, batches);
+    let disk = engine::memory::checkpoint_disk(architecture, config, steps);
     MemoryEstimate {
         weights: estimate.weights,
         adapters: estimate.adapters,
@@ -44,6 +49,9 @@ pub fn estimate_run(
         available,
         fits: available.map(|available| estimate.total <= available),
         compute,
+        checkpoint_bytes: disk.per_checkpoint,
+        checkpoints_kept: disk.kept,
+        disk: disk.total,
     }
 }
 
@@ -63,9 +71,21 @@ pub fn estimate_inference(device: &str, path: &Path) -> anyhow::Result<u64> {
     ))
 }
 
-/// The longest training example in tokens; `None` when the dataset cannot
-/// be tokenized (its problems are reported elsewhere).
-fn longest_example(state: &AppState, model: &ModelRecord, config: &TrainConfig) -> Option<usize> {
+/// A dataset's training examples, as the model's tokenizer reads them.
+#[derive(Debug, Clone, Copy)]
+struct TrainExamples {
+    count: usize,
+    /// The longest, in tokens.
+    longest: usize,
+}
+
+/// `None` when the dataset cannot be tokenized (its problems are reported
+/// elsewhere).
+fn train_examples(
+    state: &AppState,
+    model: &ModelRecord,
+    config: &TrainConfig,
+) -> Option<TrainExamples> {
     let inspection = crate::inspections::inspect(
         &state.store,
         &state.tokenizers,
@@ -81,7 +101,10 @@ fn longest_example(state: &AppState, model: &ModelRecord, config: &TrainConfig) 
         .split(engine::data::Split::Train)
         .tokens
         .as_ref()?;
-    (tokens.examples > 0).then_some(tokens.max_length)
+    (tokens.examples > 0).then_some(TrainExamples {
+        count: tokens.examples,
+        longest: tokens.max_length,
+    })
 }
 
 pub(crate) fn model_architecture(path: &Path) -> anyhow::Result<ModelConfig> {

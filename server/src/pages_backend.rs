@@ -71,6 +71,7 @@ impl app::Backend for AppState {
             summary,
             config_yaml: serde_yaml_ng::to_string(&run.config).unwrap_or_default(),
             failure: run.failure,
+            finish_reason: run.finish_reason,
             log_tail: run.log_tail.lines().map(str::to_string).collect(),
             checkpoints: Vec::new(),
             train: Vec::new(),
@@ -574,6 +575,12 @@ fn form_request(
         _ => json!({ "rank": rank }),
     };
     request.insert("lora_parameters".into(), lora);
+    let stopping = StoppingFields {
+        patience: form.patience,
+        min_delta: form.min_delta,
+        keep_checkpoints: form.keep_checkpoints,
+    };
+    stopping_fields(&mut request, stopping, preset, base.is_some())?;
     let mask_prompt = form.mask_prompt.as_deref().unwrap_or("true") == "true";
     request.insert("mask_prompt".into(), json!(mask_prompt));
     if form.force.as_deref() == Some("true") {
@@ -639,6 +646,80 @@ fn form_request(
     Ok(Value::Object(request))
 }
 
+/// `early_stopping` and `keep_checkpoints` from the form, where 0 turns
+/// each off (the key is left out). An empty field keeps a clone's value
+/// (off when the original had none), else takes the preset's.
+struct StoppingFields {
+    patience: Option<String>,
+    min_delta: Option<String>,
+    keep_checkpoints: Option<String>,
+}
+
+fn stopping_fields(
+    request: &mut Map<String, Value>,
+    form: StoppingFields,
+    preset: &app::presets::Preset,
+    cloned: bool,
+) -> Result<(), String> {
+    let filled = |field: &Option<String>| {
+        field
+            .as_deref()
+            .map(str::trim)
+            .filter(|text| !text.is_empty())
+            .map(str::to_string)
+    };
+    let kept = |key: &str, inner: Option<&str>| {
+        let value = request.get(key).filter(|_| cloned)?;
+        match inner {
+            Some(inner) => value.get(inner).cloned(),
+            None => Some(value.clone()),
+        }
+    };
+    let whole =
+        |key: &str, field: &Option<String>, kept: Option<Value>, preset: u64| match filled(field) {
+            Some(text) => text
+                .parse::<u64>()
+                .map_err(|_| format!("{key}: {text:?} is not a whole number")),
+            None if cloned => Ok(kept.and_then(|value| value.as_u64()).unwrap_or(0)),
+            None => Ok(preset),
+        };
+    let patience = whole(
+        "early_stopping.patience",
+        &form.patience,
+        kept("early_stopping", Some("patience")),
+        preset.patience,
+    )?;
+    let min_delta = match filled(&form.min_delta) {
+        Some(text) => text
+            .parse::<f64>()
+            .ok()
+            .filter(|value| value.is_finite())
+            .ok_or_else(|| format!("early_stopping.min_delta: {text:?} is not a valid number"))?,
+        None if cloned => kept("early_stopping", Some("min_delta"))
+            .and_then(|value| value.as_f64())
+            .unwrap_or(0.0),
+        None => preset.min_delta,
+    };
+    let keep = whole(
+        "keep_checkpoints",
+        &form.keep_checkpoints,
+        kept("keep_checkpoints", None),
+        preset.keep_checkpoints,
+    )?;
+    request.remove("early_stopping");
+    if patience > 0 {
+        request.insert(
+            "early_stopping".into(),
+            json!({ "patience": patience, "min_delta": min_delta }),
+        );
+    }
+    request.remove("keep_checkpoints");
+    if keep > 0 {
+        request.insert("keep_checkpoints".into(), json!(keep));
+    }
+    Ok(())
+}
+
 /// An earlier run's settings as the new-run form shows them: every field
 /// filled, so the preset does not matter.
 fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
@@ -676,6 +757,18 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         num_layers: text("num_layers"),
         max_seq_length: text("max_seq_length"),
         mask_prompt: text("mask_prompt"),
+        // 0: off, as the original had it.
+        patience: Some(
+            config
+                .pointer("/early_stopping/patience")
+                .map_or("0".into(), |value| value.to_string()),
+        ),
+        min_delta: Some(
+            config
+                .pointer("/early_stopping/min_delta")
+                .map_or("0".into(), |value| value.to_string()),
+        ),
+        keep_checkpoints: Some(text("keep_checkpoints").unwrap_or_else(|| "0".into())),
         grad_checkpoint: text("grad_checkpoint"),
         steps_per_eval: text("steps_per_eval"),
         save_every: text("save_every"),

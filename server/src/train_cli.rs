@@ -215,18 +215,28 @@ pub fn report_line(event: &Event, adapter_path: &Path) -> Option<String> {
             "Iter {step}: Saved adapter weights to {} and {path}.",
             adapter_path.join("adapters.safetensors").display()
         ),
+        Event::CheckpointRemoved { step, path } => {
+            format!("Iter {step}: Removed {path} (keep_checkpoints).")
+        }
         Event::Stopped { step } => {
             format!("Stopped after iter {step}; continue with --resume.")
         }
         Event::Done {
             test_loss,
             test_perplexity,
+            reason,
             ..
         } => {
-            let mut line = format!(
-                "Saved final weights to {}.",
-                adapter_path.join("adapters.safetensors").display()
-            );
+            let mut line = match reason {
+                Some(reason) => format!(
+                    "Training {reason}; the best checkpoint is the adapter: {}.",
+                    adapter_path.join("adapters.safetensors").display()
+                ),
+                None => format!(
+                    "Saved final weights to {}.",
+                    adapter_path.join("adapters.safetensors").display()
+                ),
+            };
             if let (Some(loss), Some(ppl)) = (test_loss, test_perplexity) {
                 line.push_str(&format!("\nTest loss {loss:.3}, Test ppl {ppl:.3}."));
             }

@@ -59,6 +59,9 @@ fn checked_form() -> Option<NewRunForm> {
             num_layers: field("num_layers"),
             max_seq_length: field("max_seq_length"),
             mask_prompt: field("mask_prompt"),
+            patience: field("patience"),
+            min_delta: field("min_delta"),
+            keep_checkpoints: field("keep_checkpoints"),
             grad_checkpoint: field("grad_checkpoint"),
             steps_per_eval: field("steps_per_eval"),
             save_every: field("save_every"),
@@ -112,6 +115,17 @@ fn CheckPanel(check: RunCheck) -> impl IntoView {
                     <tr><td>"Adapters, gradients, optimizer"</td><td class="num">{gigabytes(check.adapters)}</td></tr>
                     <tr><td>"Activations (one step)"</td><td class="num">{gigabytes(check.activations)}</td></tr>
                     <tr><td>"Compute"</td><td class="num">{check.compute}</td></tr>
+                    <tr id="disk-estimate">
+                        <td>"Disk: checkpoints and resume state"</td>
+                        <td class="num">
+                            {format!(
+                                "{} x {} kept (at most) = {}",
+                                check.checkpoints_kept,
+                                crate::pages::catalog::format_bytes(check.checkpoint_bytes),
+                                crate::pages::catalog::format_bytes(check.disk),
+                            )}
+                        </td>
+                    </tr>
                 </tbody>
             </table>
             <h3>"The same run headless"</h3>
@@ -383,6 +397,9 @@ fn NewRunForm(
                     <PresetField label="Max sequence length" field="max_seq_length" preset min="8" value=initial.max_seq_length.clone() />
                     <PresetField label="Validate every N steps" field="steps_per_eval" preset min="1" value=initial.steps_per_eval.clone() />
                     <PresetField label="Checkpoint every N steps" field="save_every" preset min="1" value=initial.save_every.clone() />
+                    <PresetField label="Stop early after N validations without improvement (0 = never)" field="patience" preset min="0" value=initial.patience.clone() />
+                    <PresetField label="Improvement that counts (validation loss)" field="min_delta" preset step="any" min="0" value=initial.min_delta.clone() />
+                    <PresetField label="Checkpoints to keep: the N best and the latest (0 = all)" field="keep_checkpoints" preset min="0" value=initial.keep_checkpoints.clone() />
                     <label>
                         <span>"Seed"</span>
                         <input type="number" name="form[seed]" placeholder="0" min="0" step="1" value=initial.seed.clone() />

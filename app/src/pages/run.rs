@@ -295,6 +295,11 @@ fn RunView(
             <div class="error-box" id="failure"><strong>"Failed: "</strong>{failure}</div>
         })}
         <PausedBanner system=detail.system.clone() />
+        {detail.finish_reason.clone().map(|reason| view! {
+            <div class="notice" id="finish-reason">
+                {format!("Training {reason}; the best checkpoint is the adapter.")}
+            </div>
+        })}
         <p class="muted">{format!("{} on {}", summary.model, summary.dataset)}</p>
         <div class="stats">
             <Stat label="Step" key="step" value=if summary.total_steps == 0 { format!("{}/–", summary.step) } else { format!("{}/{}", summary.step, summary.total_steps) } />

@@ -8,6 +8,8 @@ use anyhow::{anyhow, Result};
 use mlx_rs::Array;
 use serde::{Deserialize, Serialize};
 
+use super::retention::{EarlyStopState, SavedCheckpoint};
+
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const TRAINER_STATE_FILE: &str = "trainer_state.json";
 
@@ -26,6 +28,13 @@ pub struct TrainerState {
     pub trained_tokens: u64,
     /// The unfinished report window, so reported averages survive a resume.
     pub window: Window,
+    /// The numbered checkpoints on disk (`keep_checkpoints` prunes them);
+    /// `None` in a state written before Loralab listed them, whose files
+    /// are then left alone.
+    #[serde(default)]
+    pub checkpoints: Option<Vec<SavedCheckpoint>>,
+    #[serde(default)]
+    pub early_stopping: EarlyStopState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +78,15 @@ pub fn save_arrays(path: &Path, arrays: &[(String, Array)]) -> Result<()> {
     write_atomically(path, |tmp| {
         Array::save_safetensors(arrays.iter().map(|(k, v)| (k.as_str(), v)), None, tmp)
             .map_err(|e| anyhow!("cannot write {}: {e}", tmp.display()))
+    })
+}
+
+/// Copies a file through a temporary one (see `save_arrays`).
+pub fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    write_atomically(to, |tmp| {
+        std::fs::copy(from, tmp)
+            .map(|_| ())
+            .map_err(|e| anyhow!("cannot copy {} to {}: {e}", from.display(), tmp.display()))
     })
 }
 

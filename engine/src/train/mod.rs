@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod loss;
 pub mod optimizer;
 pub mod order;
+pub mod retention;
 pub mod schedule;
 
 use std::path::Path;
@@ -23,6 +24,7 @@ use crate::protocol::Event;
 use checkpoint::{DataPosition, RngState, TrainerState, Window, OPTIMIZER_FILE};
 use loss::{batch_loss, evaluate, loss_inputs, LossInputs};
 use optimizer::{clip_grad_norm, Optimizer};
+use retention::{EarlyStopState, SavedCheckpoint, Verdict};
 use schedule::Schedule;
 
 /// Batches from the data pipeline (already padded and length-sorted).
@@ -48,6 +50,9 @@ fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
     }
     if cfg.test && data.test.is_empty() {
         bail!("`test` is set but there are no test batches");
+    }
+    if cfg.early_stopping.is_some() && data.valid.is_empty() {
+        bail!("`early_stopping` is set but there are no validation batches to judge by");
     }
     Ok(())
 }
@@ -122,6 +127,9 @@ fn compile_disabled() -> bool {
 /// are already attached). Writes mlx-lm's adapter files into `run_dir`.
 /// With `resume`, continues from `run_dir`'s last checkpoint. Setting `stop`
 /// makes the trainer checkpoint at the next step boundary and return.
+/// `early_stopping` may end the run before its last step, on its best
+/// checkpoint; `keep_checkpoints` deletes superseded numbered checkpoints
+/// (see `retention`).
 pub fn train(
     cfg: &TrainConfig,
     model: &mut Model,
@@ -158,6 +166,8 @@ pub fn train(
         },
         trained_tokens: 0,
         window: Window::default(),
+        checkpoints: Some(Vec::new()),
+        early_stopping: EarlyStopState::default(),
     };
     let mut accumulated: Option<Vec<Array>> = None;
     if resume {
@@ -209,6 +219,9 @@ pub fn train(
         device: crate::device::current().description,
         compute_dtype: format!("{:?}", model.compute_dtype).to_lowercase(),
     });
+    if let (true, Some(_), Some(list)) = (resume, cfg.keep_checkpoints, &mut state.checkpoints) {
+        retention::reconcile(run_dir, list, emit)?;
+    }
 
     let accum = cfg.grad_accumulation_steps;
     // Built after the adapters are attached and loaded: the copy it holds
@@ -220,16 +233,18 @@ pub fn train(
     let mut window_time = 0.0f64;
     let mut window = state.window;
 
+    // `val_loss`: the evaluation of this step's weights, when one ran.
     let save = |model: &Model,
                 opt: &Optimizer,
                 accumulated: &Option<Vec<Array>>,
-                state: &TrainerState,
+                state: &mut TrainerState,
+                val_loss: Option<f64>,
                 emit: &mut dyn FnMut(Event)|
      -> Result<()> {
         let adapters: Vec<(String, Array)> =
             names.iter().cloned().zip(model.lora_params()).collect();
         checkpoint::save_arrays(&run_dir.join(ADAPTER_WEIGHTS_FILE), &adapters)?;
-        let numbered = run_dir.join(format!("{:07}_adapters.safetensors", state.step));
+        let numbered = retention::numbered_file(run_dir, state.step);
         checkpoint::save_arrays(&numbered, &adapters)?;
         let mut opt_state = opt.export(&names);
         if let Some(grads) = accumulated {
@@ -241,37 +256,84 @@ pub fn train(
             );
         }
         checkpoint::save_arrays(&run_dir.join(OPTIMIZER_FILE), &opt_state)?;
+        let mut superseded = Vec::new();
+        if let Some(list) = &mut state.checkpoints {
+            let step = state.step;
+            retention::record(list, SavedCheckpoint { step, val_loss });
+            if let Some(keep) = cfg.keep_checkpoints {
+                superseded = retention::prune(list, keep);
+            }
+        }
+        // The state lists what stays before anything is deleted, so a
+        // resume after a kill in between deletes the rest.
         checkpoint::write_state(run_dir, state)?;
         emit(Event::Checkpoint {
             step: state.step,
             path: numbered.display().to_string(),
         });
-        Ok(())
-    };
-
-    let validate = |model: &Model, step: usize, emit: &mut dyn FnMut(Event)| -> Result<()> {
-        if data.valid.is_empty() {
-            return Ok(());
+        for old in superseded {
+            retention::remove(run_dir, old.step, emit)?;
         }
-        let tic = Instant::now();
-        let val_loss = evaluate(model, &data.valid, cfg.val_batches)?;
-        emit(Event::Eval {
-            step,
-            val_loss,
-            val_time_sec: tic.elapsed().as_secs_f64(),
-        });
         Ok(())
     };
 
-    for it in (state.step + 1)..=total {
+    let validate =
+        |model: &Model, step: usize, emit: &mut dyn FnMut(Event)| -> Result<Option<f64>> {
+            if data.valid.is_empty() {
+                return Ok(None);
+            }
+            let tic = Instant::now();
+            let val_loss = evaluate(model, &data.valid, cfg.val_batches)?;
+            emit(Event::Eval {
+                step,
+                val_loss,
+                val_time_sec: tic.elapsed().as_secs_f64(),
+            });
+            Ok(Some(val_loss))
+        };
+    // What an evaluation means for early stopping (nothing when it is off).
+    let judge = |state: &mut TrainerState, step: usize, val_loss: Option<f64>| -> Verdict {
+        match (cfg.early_stopping, val_loss) {
+            (Some(early), Some(loss)) => {
+                state
+                    .early_stopping
+                    .record(step, loss, early.patience, early.min_delta)
+            }
+            _ => Verdict::default(),
+        }
+    };
+
+    // A run that stopped early and then failed (e.g. in its test
+    // evaluation) only has its ending left to do.
+    let last = if state.early_stopping.stopped_at.is_some() {
+        state.step
+    } else {
+        total
+    };
+    let mut last_saved = resume.then_some(state.step);
+    // The last evaluation, for a checkpoint saved later at its step.
+    let mut last_eval: Option<(usize, f64)> = None;
+    let measured = |last_eval: Option<(usize, f64)>, step: usize| {
+        last_eval.and_then(|(at, loss)| (at == step).then_some(loss))
+    };
+    for it in (state.step + 1)..=last {
         if stop.load(Ordering::SeqCst) {
             state.window = window;
-            save(model, &opt, &accumulated, &state, emit)?;
+            let val_loss = measured(last_eval, state.step);
+            save(model, &opt, &accumulated, &mut state, val_loss, emit)?;
             emit(Event::Stopped { step: state.step });
             return Ok(());
         }
         if it == 1 {
-            validate(model, 0, emit)?;
+            let val_loss = validate(model, 0, emit)?;
+            last_eval = val_loss.map(|loss| (0, loss));
+            // Early stopping's best may be the untrained adapter: then it
+            // must be a checkpoint too.
+            if judge(&mut state, 0, val_loss).best {
+                state.window = window;
+                save(model, &opt, &accumulated, &mut state, val_loss, emit)?;
+                last_saved = Some(0);
+            }
         }
 
         let tic = Instant::now();
@@ -361,29 +423,59 @@ pub fn train(
         // After the update, so the loss of step `it` is that of the weights a
         // checkpoint at `it` holds (mlx-lm measures before it, which pins a
         // checkpoint's number on the previous step's weights).
-        if it % cfg.steps_per_eval == 0 || it == total {
-            validate(model, it, emit)?;
+        let val_loss = if it % cfg.steps_per_eval == 0 || it == total {
+            validate(model, it, emit)?
+        } else {
+            None
+        };
+        if let Some(loss) = val_loss {
+            last_eval = Some((it, loss));
         }
-        if it % cfg.save_every == 0 {
+        // The best weights early stopping may end on are always saved.
+        let verdict = judge(&mut state, it, val_loss);
+        if verdict.stop {
+            state.early_stopping.stopped_at = Some(it);
+        }
+        if it % cfg.save_every == 0 || verdict.best || verdict.stop {
             state.window = window;
-            save(model, &opt, &accumulated, &state, emit)?;
+            save(model, &opt, &accumulated, &mut state, val_loss, emit)?;
+            last_saved = Some(it);
+        }
+        if verdict.stop {
+            break;
         }
     }
 
     state.window = window;
-    if !state.step.is_multiple_of(cfg.save_every) || state.step == 0 {
-        save(model, &opt, &accumulated, &state, emit)?;
+    if last_saved != Some(state.step) {
+        let val_loss = measured(last_eval, state.step);
+        save(model, &opt, &accumulated, &mut state, val_loss, emit)?;
     }
+    let reason = match (state.early_stopping.stopped_at, state.early_stopping.best) {
+        (Some(step), Some(best)) => {
+            // The adapter is the best checkpoint's weights: the test split
+            // measures them, and `adapters.safetensors` becomes a copy.
+            let best_file = retention::numbered_file(run_dir, best.step);
+            lora::load_weights(model, &best_file)?;
+            let patience = cfg.early_stopping.map_or(0, |early| early.patience);
+            Some((best_file, retention::early_stop_reason(step, patience)))
+        }
+        _ => None,
+    };
     let (test_loss, test_perplexity) = if cfg.test {
         let loss = evaluate(model, &data.test, cfg.test_batches)?;
         (Some(loss), Some(loss.exp()))
     } else {
         (None, None)
     };
+    if let Some((best_file, _)) = &reason {
+        checkpoint::copy_file(best_file, &run_dir.join(ADAPTER_WEIGHTS_FILE))?;
+    }
     emit(Event::Done {
         step: state.step,
         test_loss,
         test_perplexity,
+        reason: reason.map(|(_, reason)| reason),
     });
     Ok(())
 }

@@ -74,6 +74,8 @@ pub struct RunRecord {
     pub step: i64,
     pub total_steps: i64,
     pub failure: Option<String>,
+    /// Why a `done` run ended before its last step (early stopping).
+    pub finish_reason: Option<String>,
     pub log_tail: String,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -128,6 +130,7 @@ fn event_step(event: &Event) -> Option<i64> {
         Event::Report { step, .. }
         | Event::Eval { step, .. }
         | Event::Checkpoint { step, .. }
+        | Event::CheckpointRemoved { step, .. }
         | Event::Stopped { step }
         | Event::Done { step, .. } => Some(*step as i64),
         Event::Log { .. } | Event::Failed { .. } => None,
@@ -158,7 +161,9 @@ impl Store {
             .query_row(
                 "SELECT r.id, r.name, r.status, m.name, d.name, r.config_json, r.step,
                         r.total_steps, r.failure, r.log_tail, r.created_at, r.started_at,
-                        r.finished_at
+                        r.finished_at,
+                        (SELECT json_extract(body, '$.reason') FROM run_events
+                          WHERE run_id = r.id AND kind = 'done' ORDER BY seq DESC LIMIT 1)
                    FROM runs r
                    LEFT JOIN models m ON m.id = r.model_id
                    LEFT JOIN datasets d ON d.id = r.dataset_id
@@ -181,6 +186,7 @@ impl Store {
                         created_at: row.get(10)?,
                         started_at: row.get(11)?,
                         finished_at: row.get(12)?,
+                        finish_reason: row.get(13)?,
                     })
                 },
             )
@@ -298,6 +304,12 @@ impl Store {
                      ON CONFLICT (run_id, step) DO UPDATE SET
                         path = excluded.path, val_loss = excluded.val_loss",
                     params![run_id, *step as i64, path],
+                )?;
+            }
+            Event::CheckpointRemoved { step, .. } => {
+                transaction.execute(
+                    "DELETE FROM checkpoints WHERE run_id = ?1 AND step = ?2",
+                    params![run_id, *step as i64],
                 )?;
             }
             Event::Stopped { step } => {
