@@ -20,6 +20,7 @@ pub mod hub;
 pub mod inference;
 pub mod models;
 mod pages_backend;
+pub mod run_comparison;
 pub mod settings;
 pub mod setup;
 pub mod state;
