@@ -6,7 +6,7 @@
 // JavaScript the same page from the same form.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { jsonApi, launchBrowser, newPage, screenshot, startTinyServer, trainTiny } from "./support.mjs";
+import { jsonApi, launchBrowser, newPage, screenshot, startIn, startTinyServer, trainTiny } from "./support.mjs";
 
 let server;
 let browser;
@@ -241,5 +241,55 @@ test("a run still training grows on the comparison, live", { timeout: 240_000 },
   assert.equal(outside, 0);
   await api("POST", `/api/runs/${run.id}/stop`);
   await page.waitForSelector(`#figures tr[data-run-id="${run.id}"] [data-figure="status"]:text("stopped")`, { timeout: 120_000 });
+  await page.context().close();
+});
+
+test("the run page's chart: log when the losses span over 10x, readable without JavaScript", { timeout: 60_000 }, async () => {
+  const id = ids[1];
+  const metrics = await api("GET", `/api/runs/compare?ids=${ids[0]},${id}`);
+  const losses = [...metrics.runs[1].train.map((p) => p.train_loss), ...metrics.runs[1].valid.map((p) => p.val_loss)];
+  const automatic = Math.max(...losses) / Math.min(...losses) > 10 ? "log" : "linear";
+  for (const javaScriptEnabled of [true, false]) {
+    const page = await newPage(browser, { javaScriptEnabled });
+    await page.goto(`${server.baseUrl}/runs/${id}`);
+    assert.equal(await page.locator("#loss-chart").getAttribute("data-scale"), automatic);
+    await page.goto(`${server.baseUrl}/runs/${id}?x=step&y=log`);
+    const chart = page.locator("#loss-chart");
+    assert.equal(await chart.getAttribute("data-scale"), "log");
+    assert.match(await chart.locator(".x-label").textContent(), /log scale$/);
+    // Plotted in log10: the polyline's y of the last validation point.
+    const last = metrics.runs[1].valid.at(-1);
+    const points = (await chart.locator('polyline[data-series="valid"]').getAttribute("points")).trim().split(/\s+/);
+    assert.ok(Math.abs(Number(points.at(-1).split(",")[1]) - Math.log10(last.val_loss)) < 1e-9);
+    for (const label of await chart.locator(".y-ticks .tick").allTextContents()) {
+      assert.match(label, /^\d+(\.\d*[1-9])?$/, `tick ${label}`);
+    }
+    // Keyboard focus shows the point's step and value (CSS alone without JS).
+    const marker = chart.locator('.point[data-series="valid"]').last();
+    await marker.focus();
+    assert.equal(await marker.locator(".tip").evaluate((tip) => getComputedStyle(tip).visibility), "visible");
+    assert.equal(await marker.locator(".tip").textContent(), `validation loss · step 10 · ${last.val_loss.toFixed(3)}`);
+    await screenshot(page, javaScriptEnabled ? "run-chart-log" : "run-chart-log-nojs");
+    await page.context().close();
+  }
+});
+
+test("a LAN viewer opens a shared comparison", { timeout: 60_000 }, async () => {
+  await server.stop();
+  server = await startIn(server.dataDir, ["--lan", "--host", "127.0.0.1"]);
+  const page = await newPage(browser);
+  const violations = [];
+  page.on("console", (message) => {
+    if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
+  });
+  const response = await page.goto(`${server.baseUrl}/runs/compare?ids=${ids.join(",")}`);
+  assert.equal(response.status(), 200);
+  assert.equal(await page.locator("#role").textContent(), "viewer");
+  assert.equal(await page.locator("#loss-chart polyline").count(), 6);
+  assert.equal(await page.locator("#config-diff tbody tr").count(), 2);
+  const api = await fetch(`${server.baseUrl}/api/runs/compare?ids=${ids.join(",")}`);
+  assert.equal(api.status, 200);
+  assert.doesNotMatch(await api.text(), new RegExp(server.dataDir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")));
+  assert.deepEqual(violations, []);
   await page.context().close();
 });
