@@ -399,6 +399,13 @@ if (runStream) {
 // The runs list: progress in place; reload when a run changes status.
 const runsTable = document.querySelector("[data-live-runs]");
 if (runsTable) {
+  // The runs ticked for comparison survive the reload.
+  const ticksKey = "loralab-compare-ticks";
+  for (const id of JSON.parse(sessionStorage.getItem(ticksKey) ?? "[]")) {
+    const box = runsTable.querySelector(`input[name=ids][value="${id}"]`);
+    if (box) box.checked = true;
+  }
+  sessionStorage.removeItem(ticksKey);
   const source = new EventSource(runsTable.dataset.liveRuns);
   source.addEventListener("run", (message) => {
     const change = JSON.parse(message.data);
@@ -406,6 +413,8 @@ if (runsTable) {
     const status = row?.querySelector(".status");
     if (!row || status?.textContent !== change.status) {
       source.close();
+      const ticked = [...runsTable.querySelectorAll("input[name=ids]:checked")].map((box) => box.value);
+      sessionStorage.setItem(ticksKey, JSON.stringify(ticked));
       window.location.reload();
       return;
     }

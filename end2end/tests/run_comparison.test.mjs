@@ -239,8 +239,17 @@ test("a run still training grows on the comparison, live", { timeout: 240_000 },
       parseFloat(p.style.top) >= 0 && parseFloat(p.style.top) <= 100.001)).length,
   );
   assert.equal(outside, 0);
+  // The runs list reloads when a status changes; what is ticked stays ticked.
+  const list = await newPage(browser);
+  await list.goto(server.baseUrl + "/");
+  await list.check(`#runs input[name=ids][value="${ids[0]}"]`);
+  await list.check(`#runs input[name=ids][value="${run.id}"]`);
   await api("POST", `/api/runs/${run.id}/stop`);
   await page.waitForSelector(`#figures tr[data-run-id="${run.id}"] [data-figure="status"]:text("stopped")`, { timeout: 120_000 });
+  await list.waitForSelector(`#runs tr[data-run-id="${run.id}"] .status:text("stopped")`, { timeout: 60_000 });
+  const ticked = await list.locator("#runs input[name=ids]:checked").evaluateAll((boxes) => boxes.map((box) => Number(box.value)));
+  assert.deepEqual(ticked.sort((a, b) => a - b), [ids[0], run.id]);
+  await list.context().close();
   await page.context().close();
 });
 

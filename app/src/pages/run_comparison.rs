@@ -53,9 +53,13 @@ pub fn RunComparisonPage() -> impl IntoView {
     }
 }
 
+/// The compare form's columns: the base and five adapters.
+const ADAPTER_COLUMNS: usize = 5;
+
 /// `/compare` with the base and these runs' adapters in its columns, one
-/// link per base model (a comparison generates on one base).
-fn output_links(runs: &[ComparedRun]) -> Vec<(String, String)> {
+/// link per base model (a comparison generates on one base): its model,
+/// address and text.
+fn output_links(runs: &[ComparedRun]) -> Vec<(String, String, String)> {
     let mut models: Vec<&str> = Vec::new();
     for run in runs {
         if run.adapter_reference.is_some() && !models.contains(&run.summary.model.as_str()) {
@@ -65,20 +69,24 @@ fn output_links(runs: &[ComparedRun]) -> Vec<(String, String)> {
     models
         .into_iter()
         .map(|model| {
-            let references = runs
+            let references: Vec<&str> = runs
                 .iter()
                 .filter(|run| run.summary.model == model)
-                .filter_map(|run| run.adapter_reference.as_deref());
+                .filter_map(|run| run.adapter_reference.as_deref())
+                .collect();
+            let label = if references.len() > ADAPTER_COLUMNS {
+                format!("Compare the first {ADAPTER_COLUMNS} adapters' outputs on {model} (the form has {ADAPTER_COLUMNS} adapter columns)")
+            } else {
+                format!("Compare their adapters' outputs on {model}")
+            };
             let mut query = format!("model={}", encode(model));
-            // The form has six columns: the base and five adapters.
             for (slot, reference) in std::iter::once("base")
-                .chain(references)
-                .take(6)
+                .chain(references.into_iter().take(ADAPTER_COLUMNS))
                 .enumerate()
             {
                 query.push_str(&format!("&column_{}={}", slot + 1, encode(reference)));
             }
-            (model.to_string(), format!("/compare?{query}"))
+            (model.to_string(), format!("/compare?{query}"), label)
         })
         .collect()
 }
@@ -245,8 +253,8 @@ fn ComparisonView(
             } else {
                 links
                     .into_iter()
-                    .map(|(model, href)| view! {
-                        <p><a class="button" href=href data-compare-outputs=model.clone()>{format!("Compare their adapters' outputs on {model}")}</a></p>
+                    .map(|(model, href, label)| view! {
+                        <p><a class="button" href=href data-compare-outputs=model>{label}</a></p>
                     })
                     .collect_view()
                     .into_any()
