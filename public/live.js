@@ -11,32 +11,231 @@ for (const element of document.querySelectorAll("time[datetime]")) {
   element.title = element.getAttribute("datetime");
 }
 
-// Mirrors tick in app/src/chart.rs: "30", "5.5", "2.31".
-const formatTick = (value) =>
-  Math.abs(value) >= 100 ? value.toFixed(0) : value.toFixed(2).replace(/\.?0+$/, "");
+// ---- Charts (mirrors app/src/chart.rs) ----
+// The SVG is in plot units (y or log10 y); ticks, grid lines and point
+// markers are HTML in percent of the plot. Adding a point appends to its
+// polyline, adds its marker and, when it falls outside, recomputes the
+// bounds from every marker as the server does.
 
-// Extends a chart drawn in data coordinates (see app/src/chart.rs): append
-// the point to its polyline and widen the viewBox when it falls outside.
-function addPoint(chart, seriesKey, x, y) {
-  const line = chart.querySelector(`polyline[data-series="${seriesKey}"]`);
-  if (!line || !Number.isFinite(x) || !Number.isFinite(y)) return;
-  const existing = line.getAttribute("points").trim();
-  line.setAttribute("points", existing ? `${existing} ${x},${y}` : `${x},${y}`);
-  let xMax = Number(chart.dataset.xMax);
-  let yMin = Number(chart.dataset.yMin);
-  let yMax = Number(chart.dataset.yMax);
-  if (x <= xMax && y >= yMin && y <= yMax) return;
-  xMax = Math.max(xMax, x);
-  const margin = Math.max((Math.max(yMax, y) - Math.min(yMin, y)) * 0.08, 1e-3);
-  if (y < yMin) yMin = Math.max(y - margin, 0);
-  if (y > yMax) yMax = y + margin;
-  Object.assign(chart.dataset, { xMax, yMin, yMax });
-  chart.querySelector("svg").setAttribute("viewBox", `0 ${-yMax} ${xMax} ${yMax - yMin}`);
-  const ticks = { "y-max": yMax, "y-mid": (yMin + yMax) / 2, "y-min": yMin, "x-mid": xMax / 2, "x-max": xMax };
-  for (const [key, value] of Object.entries(ticks)) {
-    const tick = chart.querySelector(`[data-tick="${key}"]`);
-    if (tick) tick.textContent = formatTick(value);
+const plotY = (scale, y) =>
+  !Number.isFinite(y) || (scale === "log" && y <= 0) ? null : scale === "log" ? Math.log10(y) : y;
+
+function niceStep(span, count) {
+  const raw = Math.max(span / count, Number.MIN_VALUE);
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  return ([1, 2, 5, 10].find((factor) => factor * magnitude >= raw) ?? 10) * magnitude;
+}
+
+function linearTicks(low, high) {
+  const step = niceStep(high - low, 5);
+  const ticks = [];
+  for (let i = Math.ceil(low / step - 1e-9); i <= Math.floor(high / step + 1e-9); i++) ticks.push([i * step, step]);
+  return ticks;
+}
+
+function chartTicks(low, high, scale) {
+  if (scale !== "log") return linearTicks(low, high);
+  const [lowValue, highValue] = [10 ** low, 10 ** high];
+  const inside = ([value]) => value >= lowValue * (1 - 1e-9) && value <= highValue * (1 + 1e-9);
+  const decades = [];
+  for (let d = Math.floor(low); d <= Math.ceil(high); d++) decades.push(d);
+  const powers = decades.map((d) => [10 ** d, 10 ** d]).filter(inside);
+  if (powers.length >= 3) return powers;
+  const multiples = decades.flatMap((d) => [1, 2, 5].map((m) => [m * 10 ** d, 10 ** d])).filter(inside);
+  if (multiples.length >= 3) return multiples;
+  return linearTicks(lowValue, highValue);
+}
+
+// "30", "1500", "2", "2.5", "0.02": the tick step's precision, no trailing zeros.
+function formatTick(value, step) {
+  const decimals = Math.min(Math.max(-Math.floor(Math.log10(step)), 0), 8);
+  const fixed = value.toFixed(decimals);
+  const text = fixed.includes(".") ? fixed.replace(/\.?0+$/, "") : fixed;
+  return text === "-0" ? "0" : text;
+}
+
+function describeX(axis, x) {
+  switch (axis) {
+    case "tokens": return `${x.toFixed(0)} tokens`;
+    case "epoch": return `epoch ${x.toFixed(2)}`;
+    case "time": return formatDuration(x);
+    default: return null;
   }
+}
+
+function pointText(label, step, x, axis, y) {
+  const described = describeX(axis, x);
+  return described === null
+    ? `${label} · step ${step} · ${y.toFixed(3)}`
+    : `${label} · step ${step} · ${described} · ${y.toFixed(3)}`;
+}
+
+const tipSide = (left) => (left < 25 ? "start" : left > 75 ? "end" : "middle");
+
+function chartBounds(chart) {
+  const scale = chart.dataset.scale;
+  let [yMin, yMax, xMax] = [Infinity, -Infinity, Number(chart.dataset.xExtent) || 0];
+  for (const marker of chart.querySelectorAll(".point")) {
+    const y = plotY(scale, Number(marker.dataset.y));
+    if (y === null) continue;
+    yMin = Math.min(yMin, y);
+    yMax = Math.max(yMax, y);
+    xMax = Math.max(xMax, Number(marker.dataset.x));
+  }
+  if (!Number.isFinite(yMin)) [yMin, yMax] = [0, 1];
+  const margin = Math.max((yMax - yMin) * 0.08, scale === "log" ? 0.02 : 1e-3);
+  return {
+    xMax: Math.max(xMax, 1),
+    yMin: scale === "log" ? yMin - margin : Math.max(yMin - margin, 0),
+    yMax: yMax + margin,
+  };
+}
+
+function placeMarker(chart, marker) {
+  const { xMax, yMin, yMax } = chart.dataset;
+  const y = plotY(chart.dataset.scale, Number(marker.dataset.y));
+  const left = (100 * Number(marker.dataset.x)) / Number(xMax);
+  const top = (100 * (Number(yMax) - y)) / (Number(yMax) - Number(yMin));
+  marker.style.left = `${left.toFixed(3)}%`;
+  marker.style.top = `${top.toFixed(3)}%`;
+  marker.dataset.side = tipSide(left);
+}
+
+function tickElement(style, text) {
+  const tick = document.createElement("span");
+  tick.className = "tick";
+  tick.setAttribute("style", style);
+  const label = document.createElement("span");
+  label.textContent = text;
+  tick.append(label);
+  return tick;
+}
+
+// The new bounds: viewBox, ticks and every marker's place.
+function redrawChart(chart, bounds) {
+  Object.assign(chart.dataset, bounds);
+  const { xMax, yMin, yMax } = bounds;
+  chart.querySelector("svg").setAttribute("viewBox", `0 ${-yMax} ${xMax} ${yMax - yMin}`);
+  const scale = chart.dataset.scale;
+  chart.querySelector(".y-ticks").replaceChildren(
+    ...chartTicks(yMin, yMax, scale).map(([value, step]) => {
+      const top = (100 * (yMax - plotY(scale, value))) / (yMax - yMin);
+      return tickElement(`top:${top.toFixed(3)}%`, formatTick(value, step));
+    }),
+  );
+  chart.querySelector(".x-ticks").replaceChildren(
+    ...linearTicks(0, xMax).map(([value, step]) =>
+      tickElement(`left:${((100 * value) / xMax).toFixed(3)}%`, formatTick(value, step))),
+  );
+  for (const marker of chart.querySelectorAll(".point")) placeMarker(chart, marker);
+}
+
+function addPoint(chart, seriesKey, step, x, y) {
+  const line = chart.querySelector(`polyline[data-series="${seriesKey}"]`);
+  const plotted = plotY(chart.dataset.scale, y);
+  if (!line || !Number.isFinite(x) || plotted === null) return;
+  const existing = line.getAttribute("points").trim();
+  line.setAttribute("points", existing ? `${existing} ${x},${plotted}` : `${x},${plotted}`);
+  const text = pointText(line.dataset.label, step, x, chart.dataset.xAxis, y);
+  const marker = document.createElement("span");
+  marker.className = line.getAttribute("class").replace(/^line\b/, "point");
+  Object.assign(marker.dataset, { series: seriesKey, step, x, y });
+  marker.setAttribute("role", "img");
+  marker.setAttribute("aria-label", text);
+  marker.tabIndex = chart.querySelector(".point") ? -1 : 0;
+  const tip = document.createElement("span");
+  tip.className = "tip";
+  tip.setAttribute("aria-hidden", "true");
+  tip.textContent = text;
+  marker.append(tip);
+  chart.querySelector(".points").append(marker);
+  const bounds = chartBounds(chart);
+  const { xMax, yMin, yMax } = chart.dataset;
+  if (bounds.xMax !== Number(xMax) || bounds.yMin !== Number(yMin) || bounds.yMax !== Number(yMax)) {
+    redrawChart(chart, bounds);
+  } else {
+    placeMarker(chart, marker);
+  }
+}
+
+// Hover anywhere on the plot shows the nearest point; the chart is one
+// tab stop, arrow keys move along a series (left/right) and between
+// series (up/down), Home/End to its ends.
+function enhanceChart(chart) {
+  const plot = chart.querySelector(".plot");
+  const markers = () => [...chart.querySelectorAll(".point")];
+  const all = markers();
+  all.forEach((marker, i) => (marker.tabIndex = i === all.length - 1 ? 0 : -1));
+  let active = null;
+  const activate = (marker) => {
+    if (active === marker) return;
+    active?.classList.remove("active");
+    active = marker;
+    marker?.classList.add("active");
+  };
+  plot.addEventListener("mousemove", (event) => {
+    const rect = plot.getBoundingClientRect();
+    let nearest = null;
+    let distance = Infinity;
+    for (const marker of markers()) {
+      const dx = event.clientX - rect.left - (parseFloat(marker.style.left) / 100) * rect.width;
+      const dy = event.clientY - rect.top - (parseFloat(marker.style.top) / 100) * rect.height;
+      const d = dx * dx + dy * dy;
+      if (d < distance) [nearest, distance] = [marker, d];
+    }
+    activate(nearest);
+  });
+  plot.addEventListener("mouseleave", () => activate(null));
+  plot.addEventListener("keydown", (event) => {
+    const marker = event.target.closest?.(".point");
+    if (!marker) return;
+    const series = [...new Set(markers().map((m) => m.dataset.series))];
+    const inSeries = (key) => markers().filter((m) => m.dataset.series === key);
+    const own = inSeries(marker.dataset.series);
+    const index = own.indexOf(marker);
+    let next = null;
+    if (event.key === "ArrowRight") next = own[index + 1];
+    else if (event.key === "ArrowLeft") next = own[index - 1];
+    else if (event.key === "Home") next = own[0];
+    else if (event.key === "End") next = own.at(-1);
+    else if (event.key === "ArrowUp" || event.key === "ArrowDown") {
+      const at = series.indexOf(marker.dataset.series) + (event.key === "ArrowDown" ? 1 : -1);
+      const other = inSeries(series[(at + series.length) % series.length]);
+      const x = Number(marker.dataset.x);
+      next = other.reduce((best, m) =>
+        !best || Math.abs(Number(m.dataset.x) - x) < Math.abs(Number(best.dataset.x) - x) ? m : best, null);
+    } else return;
+    event.preventDefault();
+    if (!next || next === marker) return;
+    marker.tabIndex = -1;
+    next.tabIndex = 0;
+    next.focus();
+  });
+}
+
+for (const chart of document.querySelectorAll("figure.chart")) enhanceChart(chart);
+
+// Feeds one run's events into a chart: series `${prefix}train` and
+// `${prefix}valid`. Evaluations carry only a step: on the tokens and epoch
+// axes they sit at the latest report's rate; on the time axis every point
+// sits at the run's clock (`clock` seconds when the page was rendered).
+function runFeeder(chart, prefix, clock) {
+  const axis = chart.dataset.xAxis ?? "step";
+  const loaded = performance.now();
+  const now = () => clock + (performance.now() - loaded) / 1000;
+  let rate = 1;
+  return {
+    report(event) {
+      const x = axis === "tokens" ? event.trained_tokens : axis === "epoch" ? event.epoch
+        : axis === "time" ? now() : event.step;
+      if (event.step > 0) rate = x / event.step;
+      addPoint(chart, `${prefix}train`, event.step, x, event.train_loss);
+    },
+    eval(event) {
+      const x = axis === "step" ? event.step : axis === "time" ? now() : event.step * rate;
+      addPoint(chart, `${prefix}valid`, event.step, x, event.val_loss);
+    },
+  };
 }
 
 // Mirrors format_duration in app/src/pages/mod.rs.
@@ -148,12 +347,7 @@ if (runStream) {
       .filter((row) => row.dataset.valLoss)
       .map((row) => [Number(row.dataset.step), Number(row.dataset.valLoss)]),
   );
-  // The chart's x may count steps, trained tokens or epochs; evaluations
-  // carry only a step, placed at the latest report's rate.
-  const axis = chart.dataset.xAxis ?? "step";
-  const xOfReport = (event) =>
-    axis === "tokens" ? event.trained_tokens : axis === "epoch" ? event.epoch : event.step;
-  let rate = 1;
+  const feed = runFeeder(chart, "", Number(runStream.dataset.clock) || 0);
   const on = (kind, handle) =>
     source.addEventListener(kind, (message) => {
       const event = JSON.parse(message.data);
@@ -167,9 +361,7 @@ if (runStream) {
   });
   on("log", () => {});
   on("report", (event) => {
-    const x = xOfReport(event);
-    if (event.step > 0) rate = x / event.step;
-    addPoint(chart, "train", x, event.train_loss);
+    feed.report(event);
     setStat("step", `${event.step}/${total ?? chart.dataset.xMax}`);
     setStat("train_loss", event.train_loss.toFixed(3));
     setStat("tokens_per_sec", event.tokens_per_sec.toFixed(0));
@@ -194,7 +386,7 @@ if (runStream) {
     markCheckpoints(checkpoints, lossAt);
   });
   on("eval", (event) => {
-    addPoint(chart, "valid", axis === "step" ? event.step : event.step * rate, event.val_loss);
+    feed.eval(event);
     best = Math.min(best, event.val_loss);
     setStat("best_val_loss", best.toFixed(3));
     lossAt.set(event.step, event.val_loss);
@@ -239,6 +431,13 @@ if (runStream) {
 // The runs list: progress in place; reload when a run changes status.
 const runsTable = document.querySelector("[data-live-runs]");
 if (runsTable) {
+  // The runs ticked for comparison survive the reload.
+  const ticksKey = "loralab-compare-ticks";
+  for (const id of JSON.parse(sessionStorage.getItem(ticksKey) ?? "[]")) {
+    const box = runsTable.querySelector(`input[name=ids][value="${id}"]`);
+    if (box) box.checked = true;
+  }
+  sessionStorage.removeItem(ticksKey);
   const source = new EventSource(runsTable.dataset.liveRuns);
   source.addEventListener("run", (message) => {
     const change = JSON.parse(message.data);
@@ -246,6 +445,8 @@ if (runsTable) {
     const status = row?.querySelector(".status");
     if (!row || status?.textContent !== change.status) {
       source.close();
+      const ticked = [...runsTable.querySelectorAll("input[name=ids]:checked")].map((box) => box.value);
+      sessionStorage.setItem(ticksKey, JSON.stringify(ticked));
       window.location.reload();
       return;
     }
@@ -260,6 +461,48 @@ if (runsTable) {
     const speed = Number(row.dataset.itPerSec) || measured;
     const eta = row.querySelector("[data-eta]");
     if (eta && speed > 0) eta.textContent = formatDuration((change.total_steps - change.step) / speed);
+  });
+}
+
+// Runs side by side: every run still training streams into its curves,
+// its validation figures follow; a run that ends reloads the page (its
+// final figures are the server's).
+const comparedRuns = document.querySelector("[data-live-compare]");
+if (comparedRuns) {
+  const chart = document.getElementById("loss-chart");
+  for (const row of document.querySelectorAll("#figures tr[data-live-events]")) {
+    const source = new EventSource(row.dataset.liveEvents);
+    const feed = runFeeder(chart, row.dataset.seriesPrefix, Number(row.dataset.clock) || 0);
+    const figure = (key) => row.querySelector(`[data-figure="${key}"]`);
+    const bestCell = figure("best_val_loss");
+    let best = Number.parseFloat(bestCell.textContent);
+    source.addEventListener("report", (message) => feed.report(JSON.parse(message.data)));
+    source.addEventListener("eval", (message) => {
+      const event = JSON.parse(message.data);
+      feed.eval(event);
+      best = Number.isNaN(best) ? event.val_loss : Math.min(best, event.val_loss);
+      bestCell.textContent = best.toFixed(3);
+      figure("last_val_loss").textContent = event.val_loss.toFixed(3);
+    });
+    for (const kind of ["stopped", "done", "failed"]) {
+      source.addEventListener(kind, () => {
+        source.close();
+        window.location.reload();
+      });
+    }
+  }
+}
+
+// The runs list's compare form: the short, shareable `?ids=1,2,3`, oldest
+// first as the page shows them (the form alone sends `?ids=3&ids=2&ids=1`,
+// which the page reads as well).
+const runsCompareForm = document.getElementById("compare-runs-form");
+if (runsCompareForm) {
+  runsCompareForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const ids = [...runsCompareForm.querySelectorAll("input[name=ids]:checked")].map((box) => Number(box.value))
+      .sort((a, b) => a - b);
+    window.location.assign(`${runsCompareForm.getAttribute("action")}?ids=${ids.join(",")}`);
   });
 }
 

@@ -12,6 +12,7 @@ use crate::dto::{
     DatasetDetail, DatasetQuery, DatasetSummary, ExportView, HealthInfo, ModelSummary, NewRunForm,
     PullView, RunCheck, RunDetail, RunSummary,
 };
+use crate::run_comparison_dto::RunComparison;
 
 /// The server's state as pages see it. Errors are messages fit for a user.
 pub trait Backend: Send + Sync + 'static {
@@ -20,6 +21,9 @@ pub trait Backend: Send + Sync + 'static {
     fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, String>;
     /// The machine's latest figures (the System page).
     fn system(&self) -> crate::system_dto::SystemView;
+    /// Runs side by side; `ids` as `?ids=` has them, comma-separated.
+    /// Errors name the field (2 to 8 runs, ids that are no runs).
+    fn compare_runs(&self, ids: String) -> Result<RunComparison, String>;
     fn list_models(&self) -> Result<Vec<ModelSummary>, String>;
     /// Registers a GGUF file or model folder on this machine; errors name
     /// the field.

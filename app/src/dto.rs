@@ -88,6 +88,9 @@ pub struct TrainPoint {
     pub tokens_per_sec: f64,
     pub trained_tokens: u64,
     pub peak_memory_gb: f64,
+    /// Seconds from the run's first event to this report (wall time).
+    #[serde(default)]
+    pub elapsed_seconds: f64,
 }
 
 /// One validation result.
@@ -95,6 +98,9 @@ pub struct TrainPoint {
 pub struct ValPoint {
     pub step: u64,
     pub val_loss: f64,
+    /// Seconds from the run's first event to this evaluation (wall time).
+    #[serde(default)]
+    pub elapsed_seconds: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +129,10 @@ pub struct RunDetail {
     pub finished_at: Option<String>,
     /// The last stored event shown here; the live stream continues after it.
     pub last_event_seq: i64,
+    /// Seconds from the run's first event to when this was read: where the
+    /// live chart's wall-time axis continues from.
+    #[serde(default)]
+    pub clock_seconds: f64,
     /// This run's exports, newest first.
     pub exports: Vec<ExportView>,
     /// The machine while it trained, and its guard.

@@ -8,6 +8,7 @@
 // Leptos views are nested types; the run page nests deeper than the default allows.
 #![recursion_limit = "256"]
 
+mod axis;
 pub mod backend;
 mod chart;
 pub mod compare_dto;
@@ -16,6 +17,7 @@ mod layout;
 pub mod pages;
 pub mod presets;
 pub mod role;
+pub mod run_comparison_dto;
 pub mod system_dto;
 
 use leptos::prelude::*;
@@ -62,6 +64,7 @@ pub fn App() -> impl IntoView {
             <Routes fallback=|| view! { <layout::NotFound /> }>
                 <Route path=path!("/") view=pages::runs::RunsPage ssr=SsrMode::Async />
                 <Route path=path!("/runs/new") view=pages::new_run::NewRunPage ssr=SsrMode::Async />
+                <Route path=path!("/runs/compare") view=pages::run_comparison::RunComparisonPage ssr=SsrMode::Async />
                 <Route path=path!("/runs/:id") view=pages::run::RunPage ssr=SsrMode::Async />
                 <Route path=path!("/models") view=pages::catalog::ModelsPage ssr=SsrMode::Async />
                 <Route path=path!("/datasets") view=pages::catalog::DatasetsPage ssr=SsrMode::Async />

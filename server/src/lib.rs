@@ -21,6 +21,7 @@ pub mod inference;
 pub mod inspections;
 pub mod models;
 mod pages_backend;
+pub mod run_comparison;
 pub mod settings;
 pub mod setup;
 pub mod state;

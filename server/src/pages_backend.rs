@@ -4,9 +4,8 @@
 
 use app::dto::{
     CheckpointInfo, DatasetDetail, DatasetQuery, DatasetSummary, ExportView, HealthInfo,
-    ModelSummary, NewRunForm, RunCheck, RunDetail, RunSummary, TrainPoint, ValPoint,
+    ModelSummary, NewRunForm, RunCheck, RunDetail, RunSummary,
 };
-use engine::protocol::Event;
 use serde_json::{json, Map, Value};
 
 use app::backend::BoxFuture;
@@ -14,6 +13,7 @@ use app::compare_dto::{
     Ballot, ChatSettingsForm, ChatView, CompareChoices, ComparisonEvaluations, ComparisonView,
     EvaluationView, ImportAdapterForm, NewChatForm, NewComparisonForm, RunEvaluations,
 };
+use app::run_comparison_dto::RunComparison;
 
 use crate::api::runs::{create_run, validate_run};
 use crate::compare::CompareRequest;
@@ -80,43 +80,19 @@ impl app::Backend for AppState {
             started_at: run.started_at,
             finished_at: run.finished_at,
             last_event_seq: 0,
+            clock_seconds: 0.0,
             exports: self.list_exports(Some(id))?,
             system: Default::default(),
         };
+        let curves = crate::run_comparison::run_curves(&self.store, id).map_err(read)?;
+        detail.train = curves.train;
+        detail.valid = curves.valid;
+        detail.test_loss = curves.test_loss;
+        detail.last_event_seq = curves.last_event_seq;
+        detail.clock_seconds = curves.clock_seconds;
+        // The machine's samples and the guard's pauses are events of their own.
         for stored in self.store.events_since(id, 0).map_err(read)? {
-            detail.last_event_seq = stored.seq;
-            if crate::system::read_run_event(&mut detail.system, &stored) {
-                continue;
-            }
-            let Ok(event) = serde_json::from_str::<Event>(&stored.body) else {
-                continue;
-            };
-            match event {
-                Event::Report {
-                    step,
-                    epoch,
-                    train_loss,
-                    learning_rate,
-                    tokens_per_sec,
-                    trained_tokens,
-                    peak_memory_gb,
-                    ..
-                } => detail.train.push(TrainPoint {
-                    step: step as u64,
-                    epoch,
-                    train_loss,
-                    learning_rate,
-                    tokens_per_sec,
-                    trained_tokens,
-                    peak_memory_gb,
-                }),
-                Event::Eval { step, val_loss, .. } => detail.valid.push(ValPoint {
-                    step: step as u64,
-                    val_loss,
-                }),
-                Event::Done { test_loss, .. } => detail.test_loss = test_loss,
-                _ => {}
-            }
+            crate::system::read_run_event(&mut detail.system, &stored);
         }
         let latest = self.supervisor.monitor().latest();
         let guard = serde_json::from_value::<engine::config::TrainConfig>(run.config.clone())
@@ -144,6 +120,14 @@ impl app::Backend for AppState {
 
     fn system(&self) -> app::system_dto::SystemView {
         self.system_view()
+    }
+
+    fn compare_runs(&self, ids: String) -> Result<RunComparison, String> {
+        let ids = crate::run_comparison::parse_ids([ids.as_str()]).map_err(|e| e.to_string())?;
+        crate::run_comparison::compare_runs(self, &ids).map_err(|error| match error {
+            crate::api::ApiError::Internal(error) => user_error("comparing the runs", error),
+            refusal => refusal.to_string(),
+        })
     }
 
     fn list_models(&self) -> Result<Vec<ModelSummary>, String> {

@@ -209,10 +209,26 @@ fn adapter_options(adapters: &[AdapterChoice], selected: Option<&str>) -> impl I
 
 #[component]
 fn CompareForm(choices: CompareChoices) -> impl IntoView {
+    // `/compare?model=M&column_1=base&column_2=run:3...` (the runs
+    // comparison's link) fills the form in.
+    let (prefill_model, prefill_columns) = use_query_map().with_untracked(|query| {
+        let columns: Vec<Option<String>> = (1..=COLUMN_SLOTS)
+            .map(|slot| {
+                query
+                    .get(&format!("column_{slot}"))
+                    .filter(|c| !c.is_empty())
+            })
+            .collect();
+        (query.get("model"), columns)
+    });
+    let prefilled = prefill_columns.iter().any(Option::is_some);
     let model_options = choices
         .models
         .iter()
-        .map(|m| view! { <option value=m.name.clone()>{m.name.clone()}</option> })
+        .map(|m| {
+            let selected = prefill_model.as_deref() == Some(m.name.as_str());
+            view! { <option value=m.name.clone() selected=selected>{m.name.clone()}</option> }
+        })
         .collect_view();
     let import_model_options = choices
         .models
@@ -240,6 +256,7 @@ fn CompareForm(choices: CompareChoices) -> impl IntoView {
     let columns = (1..=COLUMN_SLOTS)
         .map(|slot| {
             let selected = match slot {
+                _ if prefilled => prefill_columns[slot - 1].clone(),
                 1 => Some("base".to_string()),
                 2 => newest.clone(),
                 _ => None,

@@ -7,6 +7,7 @@ pub mod dataset;
 pub mod exports;
 pub mod new_run;
 pub mod run;
+pub mod run_comparison;
 pub mod runs;
 pub mod system;
 

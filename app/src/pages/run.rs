@@ -3,9 +3,10 @@
 use leptos::prelude::*;
 use leptos_router::hooks::use_params_map;
 
-use crate::chart::{LineChart, Series};
+use crate::axis::Axis;
+use crate::chart::{AxisChoice, LineChart, Scale};
 use crate::compare_dto::RunEvaluations;
-use crate::dto::{RunDetail, TrainPoint};
+use crate::dto::RunDetail;
 use crate::layout::{Heading, Page};
 use crate::pages::exports::RunExports;
 use crate::pages::system::{PausedBanner, RunSystemPanel};
@@ -108,64 +109,6 @@ pub fn RunPage() -> impl IntoView {
     }
 }
 
-/// What the loss chart's x-axis counts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Axis {
-    Step,
-    Tokens,
-    Epoch,
-}
-
-impl Axis {
-    const ALL: [Axis; 3] = [Axis::Step, Axis::Tokens, Axis::Epoch];
-
-    fn from_query(value: Option<&str>) -> Self {
-        match value {
-            Some("tokens") => Axis::Tokens,
-            Some("epoch") => Axis::Epoch,
-            _ => Axis::Step,
-        }
-    }
-
-    fn key(self) -> &'static str {
-        match self {
-            Axis::Step => "step",
-            Axis::Tokens => "tokens",
-            Axis::Epoch => "epoch",
-        }
-    }
-
-    fn of(self, point: &TrainPoint) -> f64 {
-        match self {
-            Axis::Step => point.step as f64,
-            Axis::Tokens => point.trained_tokens as f64,
-            Axis::Epoch => point.epoch,
-        }
-    }
-
-    /// x at any step: between two reports linearly, before the first and
-    /// after the last at the nearest report's rate. Validation happens at
-    /// steps without a report of their own.
-    fn at_step(self, step: f64, train: &[TrainPoint]) -> f64 {
-        if self == Axis::Step {
-            return step;
-        }
-        let rate = |point: &TrainPoint| self.of(point) / (point.step.max(1) as f64);
-        let after = train.iter().position(|point| point.step as f64 >= step);
-        match after {
-            None => train.last().map_or(step, |last| {
-                self.of(last) + (step - last.step as f64) * rate(last)
-            }),
-            Some(0) => step * rate(&train[0]),
-            Some(i) => {
-                let (a, b) = (&train[i - 1], &train[i]);
-                let span = (b.step - a.step).max(1) as f64;
-                self.of(a) + (self.of(b) - self.of(a)) * (step - a.step as f64) / span
-            }
-        }
-    }
-}
-
 #[component]
 fn Stat(label: &'static str, key: &'static str, value: String) -> impl IntoView {
     view! {
@@ -184,46 +127,12 @@ fn RunView(
     let summary = detail.summary.clone();
     let id = summary.id;
     let last = detail.train.last().cloned();
-    let axis = Axis::from_query(
-        leptos_router::hooks::use_query_map()
-            .with_untracked(|query| query.get("x"))
-            .as_deref(),
-    );
-    let series = vec![
-        Series {
-            key: "train",
-            label: "train loss",
-            points: detail
-                .train
-                .iter()
-                .map(|point| (axis.of(point), point.train_loss))
-                .collect(),
-        },
-        Series {
-            key: "valid",
-            label: "validation loss",
-            points: detail
-                .valid
-                .iter()
-                .map(|point| {
-                    (
-                        axis.at_step(point.step as f64, &detail.train),
-                        point.val_loss,
-                    )
-                })
-                .collect(),
-        },
-    ];
+    let (x_query, y_query) = leptos_router::hooks::use_query_map()
+        .with_untracked(|query| (query.get("x"), query.get("y")));
+    let axis = Axis::from_query(x_query.as_deref());
+    let series = Vec::from(axis.loss_series(&detail.train, &detail.valid, "", "", ""));
+    let scale = Scale::from_query(y_query.as_deref(), &series);
     let x_extent = axis.at_step(summary.total_steps as f64, &detail.train);
-    let axis_links = Axis::ALL
-        .iter()
-        .map(|&choice| {
-            let current = (choice == axis).then_some("true");
-            view! {
-                <a href=format!("?x={}", choice.key()) aria-current=current>{choice.key()}</a>
-            }
-        })
-        .collect_view();
     let eta = summary
         .eta_seconds()
         .map_or_else(|| "–".to_string(), format_duration);
@@ -285,6 +194,7 @@ fn RunView(
             data-live-run=format!("/api/runs/{id}/events?after={}", detail.last_event_seq)
             data-run-id=id
             data-total-steps=summary.total_steps
+            data-clock=detail.clock_seconds
         >
             <Heading text=summary.name.clone() />
             <span class=format!("status {}", summary.status) id="run-status">{summary.status.clone()}</span>
@@ -314,8 +224,8 @@ fn RunView(
         </div>
         <div class="grid-2">
             <div class="panel">
-                <LineChart id="loss-chart" series x_extent x_axis=axis.key() />
-                <nav class="axis-choice muted small">"x-axis: " {axis_links}</nav>
+                <LineChart id="loss-chart" series x_extent x_axis=axis scale />
+                <AxisChoice query=String::new() axis scale />
             </div>
             <div class="panel">
                 <h2>"Checkpoints"</h2>
@@ -331,7 +241,7 @@ fn RunView(
             system=detail.system.clone()
             active=summary.is_active()
             x_extent
-            x_axis=axis.key()
+            x_axis=axis
             x_of_step={
                 let train = detail.train.clone();
                 Box::new(move |step| axis.at_step(step, &train))
@@ -478,34 +388,5 @@ fn EvaluationSection(evaluations: RunEvaluations, active: bool, can_manage: bool
                 .into_any()
             }}
         </section>
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn report(step: u64, trained_tokens: u64, epoch: f64) -> TrainPoint {
-        TrainPoint {
-            step,
-            epoch,
-            train_loss: 1.0,
-            learning_rate: 1e-4,
-            tokens_per_sec: 1.0,
-            trained_tokens,
-            peak_memory_gb: 1.0,
-        }
-    }
-
-    #[test]
-    fn validation_steps_map_onto_tokens_and_epochs() {
-        let train = [report(5, 500, 0.5), report(10, 1100, 1.0)];
-        assert_eq!(Axis::Step.at_step(7.0, &train), 7.0);
-        assert_eq!(Axis::Tokens.at_step(0.0, &train), 0.0);
-        assert_eq!(Axis::Tokens.at_step(4.0, &train), 400.0);
-        assert_eq!(Axis::Tokens.at_step(7.5, &train), 800.0);
-        assert_eq!(Axis::Tokens.at_step(20.0, &train), 2200.0);
-        assert_eq!(Axis::Epoch.at_step(10.0, &train), 1.0);
-        assert_eq!(Axis::Epoch.at_step(0.0, &[]), 0.0);
     }
 }

@@ -51,10 +51,21 @@ fn RunsTable(runs: Vec<RunSummary>) -> impl IntoView {
         }
         .into_any();
     }
+    let comparable = runs.len() >= crate::run_comparison_dto::MIN_RUNS;
+    // A GET form: the ticked runs become `/runs/compare?ids=1&ids=2`, a page
+    // to share, with or without JavaScript.
     view! {
+        <form method="get" action="/runs/compare" id="compare-runs-form">
+        {comparable.then(|| view! {
+            <div class="toolbar compare-bar">
+                <button type="submit" id="compare-runs">"Compare selected runs"</button>
+                <span class="muted small">"Tick 2 to 8 runs."</span>
+            </div>
+        })}
         <table id="runs" data-live-runs="/api/runs/events">
             <thead>
                 <tr>
+                    <th><span class="visually-hidden">"Compare"</span></th>
                     <th>"Run"</th>
                     <th>"Status"</th>
                     <th>"Model"</th>
@@ -72,6 +83,7 @@ fn RunsTable(runs: Vec<RunSummary>) -> impl IntoView {
                 {runs.into_iter().map(|run| view! { <RunRow run /> }).collect_view()}
             </tbody>
         </table>
+        </form>
     }
     .into_any()
 }
@@ -105,6 +117,9 @@ fn RunRow(run: RunSummary) -> impl IntoView {
     } = run;
     view! {
         <tr data-run-id=id data-it-per-sec=it_per_sec>
+            <td>
+                <input type="checkbox" name="ids" value=id aria-label=format!("Compare {name}") />
+            </td>
             <td>
                 <a href=href>{name}</a>
             </td>

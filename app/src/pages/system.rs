@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use crate::chart::{LineChart, Series};
+use crate::chart::{ChartPoint, LineChart, Scale, Series};
 use crate::layout::{Heading, Page};
 use crate::pages::catalog::format_bytes;
 use crate::pages::{format_duration, format_optional};
@@ -47,18 +47,25 @@ pub fn RunSystemPanel(
     system: RunSystem,
     active: bool,
     x_extent: f64,
-    x_axis: &'static str,
+    x_axis: crate::axis::Axis,
     x_of_step: Box<dyn Fn(f64) -> f64>,
 ) -> impl IntoView {
     let mut series: Vec<Series> = SYSTEM_SERIES
         .iter()
         .map(|&(key, label, value)| Series {
-            key,
-            label,
+            key: key.to_string(),
+            label: label.to_string(),
+            class: key.to_string(),
             points: system
                 .samples
                 .iter()
-                .filter_map(|(step, sample)| Some((x_of_step(*step as f64), value(sample)?)))
+                .filter_map(|(step, sample)| {
+                    Some(ChartPoint {
+                        step: *step,
+                        x: x_of_step(*step as f64),
+                        y: value(sample)?,
+                    })
+                })
                 .collect(),
         })
         .filter(|series| !series.points.is_empty())
@@ -67,8 +74,9 @@ pub fn RunSystemPanel(
         for &(key, label, value) in &SYSTEM_SERIES {
             if value(&system.now).is_some() && series.iter().all(|series| series.key != key) {
                 series.push(Series {
-                    key,
-                    label,
+                    key: key.to_string(),
+                    label: label.to_string(),
+                    class: key.to_string(),
                     points: Vec::new(),
                 });
             }
@@ -77,16 +85,21 @@ pub fn RunSystemPanel(
     // Each pause is a vertical line at its step (the run holds there).
     let (low, high) = series
         .iter()
-        .flat_map(|series| series.points.iter().map(|&(_, y)| y))
+        .flat_map(|series| series.points.iter().map(|point| point.y))
         .fold((0.0f64, 100.0f64), |(low, high), y| {
             (low.min(y), high.max(y))
         });
     series.extend(system.pauses.iter().map(|pause| {
         let x = x_of_step(pause.step as f64);
+        let step = pause.step;
         Series {
-            key: "pause",
-            label: "guard pause",
-            points: vec![(x, low), (x, high)],
+            key: "pause".into(),
+            label: "guard pause".into(),
+            class: "pause".into(),
+            points: vec![
+                ChartPoint { step, x, y: low },
+                ChartPoint { step, x, y: high },
+            ],
         }
     }));
     let pauses = system
@@ -105,7 +118,7 @@ pub fn RunSystemPanel(
             <h2>"Machine"</h2>
             <p class="muted" id="guard">{system.guard.clone()}</p>
             {if has_samples || !system.pauses.is_empty() {
-                view! { <LineChart id="system-chart" series x_extent x_axis /> }.into_any()
+                view! { <LineChart id="system-chart" series x_extent x_axis scale=Scale::Linear /> }.into_any()
             } else {
                 view! { <p class="muted">"No machine figures for this run yet."</p> }.into_any()
             }}

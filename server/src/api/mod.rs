@@ -9,6 +9,7 @@ mod evaluations;
 mod events;
 mod exports;
 mod metrics;
+mod run_comparison;
 pub(crate) mod runs;
 mod system;
 
@@ -51,6 +52,7 @@ pub fn routes() -> Router<SharedState> {
         .route("/api/runs", get(runs::list).post(runs::create))
         .route("/api/runs/estimate", post(runs::estimate))
         .route("/api/runs/events", get(events::runs_stream))
+        .route("/api/runs/compare", get(run_comparison::show))
         .route("/api/runs/{id}", get(runs::show).delete(runs::delete))
         .route("/api/runs/{id}/adapter.zip", get(adapter::download))
         .route("/api/runs/{id}/stop", post(runs::stop))

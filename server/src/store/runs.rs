@@ -367,6 +367,30 @@ impl Store {
         )
     }
 
+    /// Seconds from run `run_id`'s first stored event to each of its
+    /// events, by `seq`, and to now: the wall-time axis of its loss chart
+    /// (the clock the live page continues from).
+    pub fn event_seconds(
+        &self,
+        run_id: i64,
+    ) -> StoreResult<(std::collections::HashMap<i64, f64>, f64)> {
+        let connection = self.connection();
+        let by_seq = all_rows(
+            &connection,
+            "SELECT seq, (julianday(created_at) - julianday(MIN(created_at) OVER ())) * 86400.0
+               FROM run_events WHERE run_id = ?1",
+            params![run_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?;
+        let now: Option<f64> = connection.query_row(
+            "SELECT (julianday('now') - julianday(MIN(created_at))) * 86400.0
+               FROM run_events WHERE run_id = ?1",
+            params![run_id],
+            |row| row.get(0),
+        )?;
+        Ok((by_seq, now.unwrap_or(0.0)))
+    }
+
     /// The bodies of run `run_id`'s stored events (to tell which events of
     /// a worker's journal are already here).
     pub fn event_bodies(&self, run_id: i64) -> StoreResult<std::collections::HashSet<String>> {
