@@ -85,8 +85,8 @@ test("upload the sample, fine-tune, watch, stop, resume, reach done", { timeout:
   await screenshot(page, "run-done");
 
   // The same curves by trained tokens: x reaches far past the 20 steps.
-  await Promise.all([page.waitForURL(/\?x=tokens$/), page.click(".axis-choice >> text=tokens")]);
-  assert.equal(await page.locator("#loss-chart svg").getAttribute("aria-label"), "Loss by tokens");
+  await Promise.all([page.waitForURL(/\?x=tokens(&y=\w+)?$/), page.click(".axis-choice >> text=tokens")]);
+  assert.equal(await page.locator("#loss-chart svg[role=img]").getAttribute("aria-label"), "Loss by tokens");
   assert.ok(Number(await page.locator("#loss-chart").getAttribute("data-x-max")) > 100);
 
   await page.goto(server.baseUrl + "/");
