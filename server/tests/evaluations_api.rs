@@ -182,6 +182,16 @@ async fn a_checkpoint_evaluates_to_the_loss_its_run_reported() {
     assert_eq!(inference["base_loads"], 1, "{inference}");
 }
 
+/// Gives the tiny model an end token outside its vocabulary, which is no
+/// stop token: generations then run to their limit or until stopped.
+fn without_end_token(setup: &TinySetup) {
+    let tokenizer_config = setup.model_dir.join("tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&tokenizer_config).unwrap()).unwrap();
+    config["eos_token"] = json!("<|no-such-token|>");
+    std::fs::write(&tokenizer_config, config.to_string()).unwrap();
+}
+
 #[tokio::test]
 async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     let setup = tiny_setup();
@@ -189,11 +199,7 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     // dozen tokens, before a stop could land; without one (an end token
     // outside the vocabulary is no stop token) a long generation runs
     // until it is stopped.
-    let tokenizer_config = setup.model_dir.join("tokenizer_config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&tokenizer_config).unwrap()).unwrap();
-    config["eos_token"] = json!("<|no-such-token|>");
-    std::fs::write(&tokenizer_config, config.to_string()).unwrap();
+    without_end_token(&setup);
     let server = setup.serve(&[("LORALAB_INFERENCE_IDLE_SECS", "600")]);
     let client = reqwest::Client::new();
     let mut runs = Vec::new();
@@ -522,11 +528,7 @@ async fn patch_json(client: &reqwest::Client, url: &str, body: Value) -> (u16, V
 async fn a_chat_keeps_its_settings_and_they_change_between_replies() {
     let setup = tiny_setup();
     // Without an end token every reply runs to its token limit.
-    let tokenizer_config = setup.model_dir.join("tokenizer_config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&tokenizer_config).unwrap()).unwrap();
-    config["eos_token"] = json!("<|no-such-token|>");
-    std::fs::write(&tokenizer_config, config.to_string()).unwrap();
+    without_end_token(&setup);
     let server = setup.serve(&[("LORALAB_INFERENCE_IDLE_SECS", "600")]);
     let client = reqwest::Client::new();
 
