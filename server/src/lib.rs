@@ -18,6 +18,7 @@ pub mod failure;
 pub mod http;
 pub mod hub;
 pub mod inference;
+pub mod launch;
 pub mod models;
 mod pages_backend;
 pub mod settings;
