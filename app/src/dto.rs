@@ -123,6 +123,8 @@ pub struct RunDetail {
     pub last_event_seq: i64,
     /// This run's exports, newest first.
     pub exports: Vec<ExportView>,
+    /// Data-parallel ranks the run trains on (its `gpus`); 1 for most.
+    pub ranks: usize,
 }
 
 /// A model as pickers and the models page show it.
@@ -337,6 +339,8 @@ pub struct NewRunForm {
     pub steps_per_eval: Option<String>,
     pub save_every: Option<String>,
     pub seed: Option<String>,
+    /// Data-parallel ranks (`gpus`): one GPU each on CUDA; empty: 1.
+    pub gpus: Option<String>,
     /// The run this form was cloned from: its stored config is the base the
     /// fields apply to (not a preset), so an unchanged clone is an exact copy.
     pub clone_of: Option<String>,

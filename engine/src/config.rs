@@ -145,6 +145,10 @@ pub struct TrainConfig {
     /// Extra: fraction of a single data file held out for validation and test
     /// when the dataset has no valid/test files.
     pub split_fraction: f64,
+    /// Extra: data-parallel ranks on this machine (one GPU each on CUDA,
+    /// processes sharing the cores on the CPU); `batch_size` is the global
+    /// batch, divided among them.
+    pub gpus: usize,
 }
 
 impl Default for TrainConfig {
@@ -180,6 +184,7 @@ impl Default for TrainConfig {
             quantize: None,
             compute_dtype: ComputeDtype::Auto,
             split_fraction: 0.1,
+            gpus: 1,
         }
     }
 }
@@ -224,10 +229,20 @@ impl TrainConfig {
             ("save_every", self.save_every),
             ("grad_accumulation_steps", self.grad_accumulation_steps),
             ("max_seq_length", self.max_seq_length),
+            ("gpus", self.gpus),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
             }
+        }
+        if !self.batch_size.is_multiple_of(self.gpus) {
+            return Err(invalid(
+                "batch_size",
+                format!(
+                    "{} does not divide among {} gpus: each takes an equal share of every batch",
+                    self.batch_size, self.gpus
+                ),
+            ));
         }
         if self.epochs == Some(0) {
             return Err(invalid("epochs", "must be at least 1"));

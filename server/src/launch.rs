@@ -21,6 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use engine::config::TrainConfig;
 use serde_json::Value;
 
 use crate::train_cli::TrainArgs;
@@ -28,6 +29,15 @@ use crate::train_cli::TrainArgs;
 /// Set on the ranks this launcher starts: their stdin is its pipe, and its
 /// end (the launcher gone, or asked to stop) means "checkpoint and stop".
 pub const LAUNCHED_ENV: &str = "LORALAB_LAUNCHED";
+
+/// Set on the server's workers of a run with several ranks: the backend
+/// each joins the run's group with (the rest of the environment is
+/// mlx.launch's).
+pub const BACKEND_ENV: &str = "LORALAB_DISTRIBUTED_BACKEND";
+
+/// The ring backend's rank list, written to a file whose path becomes
+/// `MLX_HOSTFILE` where the rank starts.
+const RING_NODES: &str = "MLX_HOSTFILE_JSON";
 
 /// `mlx.launch`'s first ring port; one more per rank and IP.
 const STARTING_PORT: u16 = 32323;
@@ -163,7 +173,7 @@ fn local_ranks(count: usize, backend: &str) -> Result<Vec<Rank>> {
             .into_iter()
             .map(|port| vec![format!("127.0.0.1:{port}")])
             .collect();
-        shared.push(("MLX_HOSTFILE_JSON".into(), serde_json::to_string(&nodes)?));
+        shared.push((RING_NODES.into(), serde_json::to_string(&nodes)?));
     }
     Ok((0..count)
         .map(|rank| {
@@ -175,6 +185,51 @@ fn local_ranks(count: usize, backend: &str) -> Result<Vec<Rank>> {
             Rank { ssh: None, env }
         })
         .collect())
+}
+
+/// The backend for ranks of this machine: NCCL between GPUs, else ring.
+pub fn local_backend() -> &'static str {
+    if engine::device::is_gpu() {
+        "nccl"
+    } else {
+        "ring"
+    }
+}
+
+/// The environment of each of `count` ranks of this machine (the server's
+/// workers of one run), the ring's rank list written into `dir`.
+pub fn local_rank_environments(
+    count: usize,
+    backend: &str,
+    dir: &Path,
+) -> Result<Vec<Vec<(String, String)>>> {
+    local_ranks(count, backend)?
+        .into_iter()
+        .map(|rank| with_hostfile(&rank.env, dir))
+        .collect()
+}
+
+/// `env` with the ring's rank list as a file in `dir`, named by `MLX_HOSTFILE`.
+fn with_hostfile(env: &[(String, String)], dir: &Path) -> Result<Vec<(String, String)>> {
+    env.iter()
+        .map(|(key, value)| {
+            if key != RING_NODES {
+                return Ok((key.clone(), value.clone()));
+            }
+            let path = dir.join("mlx-ring-hosts.json");
+            std::fs::write(&path, value)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(("MLX_HOSTFILE".into(), path.display().to_string()))
+        })
+        .collect()
+}
+
+/// This process's rank as mlx.launch (or the server) set it; 0 alone.
+pub fn rank_from_env() -> usize {
+    std::env::var("MLX_RANK")
+        .ok()
+        .and_then(|rank| rank.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Ports free on 127.0.0.1 now (all held until every one is chosen, so
@@ -220,7 +275,7 @@ fn hostfile_ranks(hostfile: &Hostfile, backend: &str) -> Result<Vec<Rank>> {
                 }
                 nodes.push(node);
             }
-            shared.push(("MLX_HOSTFILE_JSON".into(), serde_json::to_string(&nodes)?));
+            shared.push((RING_NODES.into(), serde_json::to_string(&nodes)?));
         }
         "nccl" => {
             let Some(ip) = hostfile.hosts[0].ips.first() else {
@@ -285,10 +340,9 @@ fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
-/// Runs the ranks of `args`' training (which names `--ranks` or
-/// `--hostfile`) until all finish or one fails.
-pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
-    let cfg = crate::train_cli::load_config(&args.config)?;
+/// Runs the ranks of `args`' training (`--ranks`, `--hostfile`, else the
+/// config's `gpus`) until all finish or one fails.
+pub fn run(args: &TrainArgs, cfg: &TrainConfig, data_dir: &Path) -> Result<()> {
     let hostfile = args.hostfile.as_deref().map(Hostfile::read).transpose()?;
     let backend = match (
         &args.backend,
@@ -296,15 +350,14 @@ pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
     ) {
         (Some(backend), _) => backend.clone(),
         (None, Some(backend)) => backend,
-        (None, None) if hostfile.is_none() && engine::device::is_gpu() => "nccl".into(),
+        (None, None) if hostfile.is_none() => local_backend().into(),
         (None, None) => "ring".into(),
     };
     engine::distributed::check_backend(&backend)?;
-    let ranks = match (&hostfile, args.ranks) {
+    let ranks = match (&hostfile, args.ranks.unwrap_or(cfg.gpus)) {
         (Some(hostfile), _) => hostfile_ranks(hostfile, &backend)?,
-        (None, Some(0)) => bail!("--ranks must be at least 1"),
-        (None, Some(count)) => local_ranks(count, &backend)?,
-        (None, None) => bail!("give --ranks N or --hostfile FILE"),
+        (None, 0) => bail!("--ranks must be at least 1"),
+        (None, count) => local_ranks(count, &backend)?,
     };
     if !cfg.batch_size.is_multiple_of(ranks.len()) {
         bail!(
@@ -372,30 +425,28 @@ fn start_rank(
     data_dir: &Path,
     hostfiles: &Path,
 ) -> Result<Running> {
-    let mut env: Vec<(String, String)> = Vec::new();
-    let mut ring_nodes = None;
-    for (key, value) in &rank.env {
-        if key == "MLX_HOSTFILE_JSON" {
-            ring_nodes = Some(value.clone());
-        } else {
-            env.push((key.clone(), value.clone()));
-        }
-    }
-    env.push((LAUNCHED_ENV.into(), "1".into()));
     let mut command = match &rank.ssh {
         None => {
             let mut command = Command::new(program);
-            command.args(rank_args).current_dir(directory);
-            command.env("LORALAB_DATA_DIR", data_dir);
-            if let Some(nodes) = &ring_nodes {
-                let path = hostfiles.join(format!("ring-{index}.json"));
-                std::fs::write(&path, nodes)?;
-                command.env("MLX_HOSTFILE", path);
-            }
-            command.envs(env.iter().map(|(k, v)| (k, v)));
+            command
+                .args(rank_args)
+                .current_dir(directory)
+                .env("LORALAB_DATA_DIR", data_dir)
+                .env(LAUNCHED_ENV, "1")
+                .envs(with_hostfile(&rank.env, hostfiles)?);
             command
         }
         Some(host) => {
+            let mut env: Vec<(String, String)> = Vec::new();
+            let mut ring_nodes = None;
+            for (key, value) in &rank.env {
+                if key == RING_NODES {
+                    ring_nodes = Some(value.clone());
+                } else {
+                    env.push((key.clone(), value.clone()));
+                }
+            }
+            env.push((LAUNCHED_ENV.into(), "1".into()));
             // mlx.launch's remote script: cd, exports, the ring hostfile in
             // a temporary file, then exec.
             let mut script = format!("cd {} || exit 1; ", quote(&directory.display().to_string()));
@@ -485,7 +536,8 @@ fn stop_all(running: &mut [Running]) {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+/// How a rank ended, for a failure's reason.
+pub fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (_, Some(9)) => "was killed by signal 9 (SIGKILL)".into(),
         (_, Some(signal)) => format!("was killed by signal {signal}"),
@@ -586,7 +638,7 @@ mod tests {
         let nodes = &ranks[1]
             .env
             .iter()
-            .find(|(k, _)| k == "MLX_HOSTFILE_JSON")
+            .find(|(k, _)| k == RING_NODES)
             .unwrap()
             .1;
         assert_eq!(nodes, r#"[["10.0.0.1:32323"],["10.0.0.2:32324"]]"#);

@@ -80,6 +80,12 @@ impl app::Backend for AppState {
             finished_at: run.finished_at,
             last_event_seq: 0,
             exports: self.list_exports(Some(id))?,
+            ranks: run
+                .config
+                .get("gpus")
+                .and_then(|g| g.as_u64())
+                .unwrap_or(1)
+                .max(1) as usize,
         };
         for stored in self.store.events_since(id, 0).map_err(read)? {
             detail.last_event_seq = stored.seq;
@@ -504,6 +510,7 @@ fn form_request(
         whole,
     )?;
     set("seed", form.seed, json!(0), whole)?;
+    set("gpus", form.gpus, json!(1), whole)?;
     if base.is_none() {
         request.insert("steps_per_report".into(), json!(preset.steps_per_report));
         request.insert("val_batches".into(), json!(preset.val_batches));
@@ -612,6 +619,7 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         steps_per_eval: text("steps_per_eval"),
         save_every: text("save_every"),
         seed: text("seed"),
+        gpus: text("gpus"),
         clone_of: Some(run.id.to_string()),
         force: None,
     }

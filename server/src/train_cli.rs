@@ -25,7 +25,8 @@ pub struct TrainArgs {
     pub resume: bool,
     /// Train data-parallel on N ranks of this machine (ring over 127.0.0.1;
     /// NCCL, one GPU each, on a CUDA device). `batch_size` is the global
-    /// batch: each rank takes batch_size / N rows of it.
+    /// batch: each rank takes batch_size / N rows of it. Default: the
+    /// config's `gpus`.
     #[arg(long, conflicts_with = "hostfile")]
     pub ranks: Option<usize>,
     /// Train data-parallel on the hosts of an mlx.launch JSON hostfile
@@ -106,10 +107,11 @@ pub fn known_keys() -> Vec<String> {
 }
 
 pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
-    if args.ranks.is_some() || args.hostfile.is_some() {
-        return crate::launch::run(args, data_dir);
-    }
     let mut cfg = load_config(&args.config)?;
+    let launches = args.ranks.is_some() || args.hostfile.is_some();
+    if launches || (args.backend.is_none() && cfg.gpus > 1) {
+        return crate::launch::run(args, &cfg, data_dir);
+    }
     resolve_names(&mut cfg, data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
     let leader = match &args.backend {

@@ -34,9 +34,12 @@ fn config(model: &Path, adapters: &str, extra: &str) -> String {
     )
 }
 
+/// `(step, loss)` pairs.
+type Losses = Vec<(u64, f64)>;
+
 /// `(step, train loss)` of every report and `(step, val loss)` of every
 /// evaluation, from `--events`.
-fn losses(events: &Path) -> (Vec<(u64, f64)>, Vec<(u64, f64)>) {
+fn losses(events: &Path) -> (Losses, Losses) {
     let text = std::fs::read_to_string(events).unwrap();
     let (mut train, mut valid) = (Vec::new(), Vec::new());
     for line in text.lines() {
