@@ -216,8 +216,12 @@ fn with_hostfile(env: &[(String, String)], dir: &Path) -> Result<Vec<(String, St
             if key != RING_NODES {
                 return Ok((key.clone(), value.clone()));
             }
+            // Written whole and renamed into place: every rank gets the same
+            // list, and a rank started earlier may be reading it right now.
             let path = dir.join("mlx-ring-hosts.json");
-            std::fs::write(&path, value)
+            let partial = dir.join(format!(".mlx-ring-hosts-{}.json", std::process::id()));
+            std::fs::write(&partial, value)
+                .and_then(|()| std::fs::rename(&partial, &path))
                 .with_context(|| format!("cannot write {}", path.display()))?;
             Ok(("MLX_HOSTFILE".into(), path.display().to_string()))
         })

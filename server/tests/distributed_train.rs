@@ -99,13 +99,18 @@ fn two_and_three_ranks_train_as_one_rank_does() {
     let dir = setup.temp.path();
     engine::data::sample::write_sample_dataset(&dir.join("dataset")).unwrap();
     std::fs::write(dir.join("one.yaml"), config(&setup.model_dir, "one", "")).unwrap();
-    std::fs::write(dir.join("two.yaml"), config(&setup.model_dir, "two", "")).unwrap();
+    // Two ranks from the config's `gpus`, three from `--hostfile`.
+    std::fs::write(
+        dir.join("two.yaml"),
+        config(&setup.model_dir, "two", "gpus: 2\n"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("three.yaml"),
         config(&setup.model_dir, "three", ""),
     )
     .unwrap();
-    // Three ranks through an mlx.launch hostfile whose hosts are this machine.
+    // The hostfile's hosts are this machine.
     let local = r#"{"ssh": "localhost", "ips": ["127.0.0.1"]}"#;
     std::fs::write(
         dir.join("hosts.json"),
@@ -115,7 +120,7 @@ fn two_and_three_ranks_train_as_one_rank_does() {
 
     let runs: [(&str, &[&str]); 3] = [
         ("one", &[]),
-        ("two", &["--ranks", "2"]),
+        ("two", &[]),
         ("three", &["--hostfile", "hosts.json"]),
     ];
     for (name, launch) in runs {

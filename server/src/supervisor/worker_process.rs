@@ -148,6 +148,7 @@ pub(super) async fn drive(
         }
     }
     let mut rank_failed = None;
+    let mut rank_zero_failure = None;
 
     let mut events = BufReader::new(stdout).lines();
     let mut ended = false;
@@ -163,7 +164,14 @@ pub(super) async fn drive(
                             event,
                             Event::Done { .. } | Event::Stopped { .. } | Event::Failed { .. }
                         );
-                        inner.record(id, &event);
+                        match event {
+                            // Rank 0 failing may only be it losing a peer
+                            // that was killed: decided once all ranks end.
+                            Event::Failed { reason } if rank_count > 1 => {
+                                rank_zero_failure = Some(reason);
+                            }
+                            event => inner.record(id, &event),
+                        }
                     }
                     Err(error) => tracing::warn!(%error, run = id, line = %line, "worker wrote a non-event line"),
                 },
@@ -218,6 +226,9 @@ pub(super) async fn drive(
             "rank {rank} of {rank_count} {}; the other ranks were stopped",
             crate::launch::describe(status)
         ));
+    }
+    if let Some(reason) = rank_zero_failure {
+        return fail(format!("rank 0 of {rank_count} failed: {reason}"));
     }
     if ended {
         return;
