@@ -12,11 +12,16 @@
 # against N using a share each (what one machine can gain is the
 # communication-free overlap; the gain comes from more machines).
 #
+# The sides alternate (1 rank, N ranks, 1 rank, ...) for ROUNDS rounds and
+# the medians over all rounds are compared; the load average is printed with
+# every run, so a figure taken on a shared machine can be judged.
+#
 # usage: scripts/bench-dist.sh [RANKS] [ITERS]   (defaults 2 and 12)
 # env:   LORALAB_BIN=path   the binary (default: build the release one)
 #        BENCH_MODEL=path   a GGUF or HF folder (default: the shipped SmolLM2-135M)
 #        BENCH_BATCH=8      global batch (default 4 x RANKS; must divide by RANKS)
 #        BENCH_SEQ=256      tokens per row
+#        ROUNDS=1           alternations of the two sides
 # On a GPU machine with N GPUs (issue 18's run):
 #        BENCH_BATCH=$((8 * N)) BENCH_SEQ=512 scripts/bench-dist.sh N 30
 set -euo pipefail
@@ -26,6 +31,7 @@ ranks=${1:-2}
 iters=${2:-12}
 batch=${BENCH_BATCH:-$((4 * ranks))}
 seq=${BENCH_SEQ:-256}
+rounds=${ROUNDS:-1}
 model=${BENCH_MODEL:-$(sed -n 's/^LORALAB_DEFAULT_MODEL = "\(.*\)"/\1/p' "$root/.cargo/config.toml")}
 if [[ -z "${LORALAB_BIN:-}" ]]; then
   (cd "$root" && cargo build --quiet --release -p server)
@@ -52,8 +58,9 @@ for name, count in (("train", batch * iters), ("valid", batch), ("test", batch))
 PY
 
 cores=$(nproc)
+load() { cut -d' ' -f1-3 /proc/loadavg; }
 run_side() {
-  local n=$1 extra=()
+  local n=$1 round=$2 extra=() before
   [[ $n -gt 1 ]] && extra=(--ranks "$n")
   cat >"$work/ranks-$n.yaml" <<YAML
 model: $model
@@ -74,33 +81,42 @@ lora_parameters:
   scale: 20.0
   dropout: 0.0
 YAML
+  before=$(load)
+  rm -rf "$work/adapters-$n"
   # On the CPU, each rank gets its share of the cores.
   OPENBLAS_NUM_THREADS=$(( cores / n > 0 ? cores / n : 1 )) \
-    "$loralab" train --config "$work/ranks-$n.yaml" --events "$work/events-$n.jsonl" "${extra[@]}" \
+    "$loralab" train --config "$work/ranks-$n.yaml" --events "$work/events-$n-$round.jsonl" "${extra[@]}" \
     >"$work/out-$n" 2>"$work/err-$n" || {
     cat "$work/out-$n" "$work/err-$n" >&2
     exit 1
   }
+  printf 'round %s: %s rank(s) done (load %s -> %s on %s cores)\n' "$round" "$n" "$before" "$(load)" "$cores"
 }
 
-run_side 1
-run_side "$ranks"
+for round in $(seq 1 "$rounds"); do
+  run_side 1 "$round"
+  run_side "$ranks" "$round"
+done
 
-python3 - "$work/events-1.jsonl" "$work/events-$ranks.jsonl" "$ranks" <<'PY'
+python3 - "$work" "$ranks" "$rounds" <<'PY'
 import json, statistics, sys
-def read(path):
-    reports = [json.loads(l) for l in open(path)]
-    reports = [r for r in reports if r["event"] == "report"]
-    return reports
-one, many, n = read(sys.argv[1]), read(sys.argv[2]), int(sys.argv[3])
-def rate(reports):
-    rates = [r["tokens_per_sec"] for r in reports[2:]] or [r["tokens_per_sec"] for r in reports]
-    return statistics.median(rates)
-def peak(reports):
-    return max(r["peak_memory_gb"] for r in reports)
-r1, rn = rate(one), rate(many)
-print(f"1 rank : {r1:9.1f} tokens/s  peak {peak(one):.2f} GB")
-print(f"{n} ranks: {rn:9.1f} tokens/s global, {rn / n:.1f} per rank, rank 0 peak {peak(many):.2f} GB")
+work, n, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def read(ranks, round):
+    reports = [json.loads(l) for l in open(f"{work}/events-{ranks}-{round}.jsonl")]
+    return [r for r in reports if r["event"] == "report"]
+def rates(reports):
+    # The first two steps include MLX's kernel compilation.
+    return [r["tokens_per_sec"] for r in reports[2:]] or [r["tokens_per_sec"] for r in reports]
+ones = [read(1, r) for r in range(1, rounds + 1)]
+manys = [read(n, r) for r in range(1, rounds + 1)]
+one, many = ones[0], manys[0]
+def rate(runs):
+    return statistics.median(t for run in runs for t in rates(run))
+def peak(runs):
+    return max(r["peak_memory_gb"] for run in runs for r in run)
+r1, rn = rate(ones), rate(manys)
+print(f"1 rank : {r1:9.1f} tokens/s  peak {peak(ones):.2f} GB")
+print(f"{n} ranks: {rn:9.1f} tokens/s global, {rn / n:.1f} per rank, rank 0 peak {peak(manys):.2f} GB")
 print(f"scaling efficiency: {rn / (n * r1):.1%} (speed-up {rn / r1:.2f}x)")
 worst = max(abs(a["train_loss"] - b["train_loss"]) / abs(a["train_loss"]) for a, b in zip(one, many))
 print("losses (step: 1 rank / N ranks):")
