@@ -137,6 +137,8 @@ pub struct RunDetail {
     pub exports: Vec<ExportView>,
     /// The machine while it trained, and its guard.
     pub system: crate::system_dto::RunSystem,
+    /// Data-parallel ranks the run trains on (its `gpus`); 1 for most.
+    pub ranks: usize,
 }
 
 /// A model as pickers and the models page show it.
@@ -361,6 +363,8 @@ pub struct NewRunForm {
     pub steps_per_eval: Option<String>,
     pub save_every: Option<String>,
     pub seed: Option<String>,
+    /// Data-parallel ranks (`gpus`): one GPU each on CUDA; empty: 1.
+    pub gpus: Option<String>,
     /// The run this form was cloned from: its stored config is the base the
     /// fields apply to (not a preset), so an unchanged clone is an exact copy.
     pub clone_of: Option<String>,

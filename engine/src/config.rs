@@ -164,6 +164,10 @@ pub struct TrainConfig {
     /// Extra: keep only this many numbered checkpoints (the best by
     /// validation loss) plus the latest; `None` keeps every one.
     pub keep_checkpoints: Option<usize>,
+    /// Extra: data-parallel ranks on this machine (one GPU each on CUDA,
+    /// processes sharing the cores on the CPU); `batch_size` is the global
+    /// batch, divided among them.
+    pub gpus: usize,
 }
 
 impl Default for TrainConfig {
@@ -202,6 +206,7 @@ impl Default for TrainConfig {
             thermal_guard: Default::default(),
             early_stopping: None,
             keep_checkpoints: None,
+            gpus: 1,
         }
     }
 }
@@ -246,10 +251,20 @@ impl TrainConfig {
             ("save_every", self.save_every),
             ("grad_accumulation_steps", self.grad_accumulation_steps),
             ("max_seq_length", self.max_seq_length),
+            ("gpus", self.gpus),
         ] {
             if value == 0 {
                 return Err(invalid(field, "must be at least 1"));
             }
+        }
+        if !self.batch_size.is_multiple_of(self.gpus) {
+            return Err(invalid(
+                "batch_size",
+                format!(
+                    "{} does not divide among {} gpus: each takes an equal share of every batch",
+                    self.batch_size, self.gpus
+                ),
+            ));
         }
         if self.epochs == Some(0) {
             return Err(invalid("epochs", "must be at least 1"));

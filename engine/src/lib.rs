@@ -7,6 +7,7 @@ pub mod chat_template;
 pub mod config;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod export;
 #[cfg(feature = "fixtures")]
 pub mod fixtures;

@@ -28,19 +28,34 @@ pub fn estimate_run(
     let (format, compute) = weight_format(&state.device.kind, architecture, config);
     let examples = train_examples(state, model, config);
     let longest = examples.map_or(config.max_seq_length, |examples| examples.longest);
+    // One rank's share of the batch; with `gpus: N` each GPU holds one
+    // rank, and the CPU's memory holds all N (weights included).
+    let ranks = config.gpus.max(1);
     let padded = TrainConfig {
         max_seq_length: engine::data::batching::padded_width(
             longest.min(config.max_seq_length),
             config.max_seq_length,
         ),
+        batch_size: (config.batch_size / ranks).max(1),
         ..config.clone()
     };
     let estimate = engine::memory::estimate(architecture, format, &padded);
+    let copies = if state.device.kind == "gpu" {
+        1
+    } else {
+        ranks as u64
+    };
     let available = state.device.memory_now();
     // With `epochs`, the steps follow from the examples (else `iters`).
     let batches = examples.map_or(1, |examples| examples.count.div_ceil(config.batch_size));
     let steps = engine::train::total_steps(config, batches);
     let disk = engine::memory::checkpoint_disk(architecture, config, steps);
+    let estimate = engine::memory::MemoryEstimate {
+        weights: estimate.weights * copies,
+        adapters: estimate.adapters * copies,
+        activations: estimate.activations * copies,
+        total: estimate.total * copies,
+    };
     MemoryEstimate {
         weights: estimate.weights,
         adapters: estimate.adapters,

@@ -19,6 +19,7 @@ pub mod http;
 pub mod hub;
 pub mod inference;
 pub mod inspections;
+pub mod launch;
 pub mod models;
 mod pages_backend;
 pub mod run_comparison;

@@ -83,6 +83,12 @@ impl app::Backend for AppState {
             clock_seconds: 0.0,
             exports: self.list_exports(Some(id))?,
             system: Default::default(),
+            ranks: run
+                .config
+                .get("gpus")
+                .and_then(|g| g.as_u64())
+                .unwrap_or(1)
+                .max(1) as usize,
         };
         let curves = crate::run_comparison::run_curves(&self.store, id).map_err(read)?;
         detail.train = curves.train;
@@ -533,6 +539,7 @@ fn form_request(
         whole,
     )?;
     set("seed", form.seed, json!(0), whole)?;
+    set("gpus", form.gpus, json!(1), whole)?;
     if base.is_none() {
         request.insert("steps_per_report".into(), json!(preset.steps_per_report));
         request.insert("val_batches".into(), json!(preset.val_batches));
@@ -757,6 +764,7 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         steps_per_eval: text("steps_per_eval"),
         save_every: text("save_every"),
         seed: text("seed"),
+        gpus: text("gpus"),
         clone_of: Some(run.id.to_string()),
         force: None,
         guard: config

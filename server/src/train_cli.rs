@@ -1,6 +1,7 @@
 //! `loralab train --config FILE`: headless training from an mlx-lm style
 //! YAML or TOML config, with mlx-lm's report lines on stdout.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,6 +23,27 @@ pub struct TrainArgs {
     /// Continue from the last checkpoint in `adapter_path`.
     #[arg(long)]
     pub resume: bool,
+    /// Train data-parallel on N ranks of this machine (ring over 127.0.0.1;
+    /// NCCL, one GPU each, on a CUDA device). `batch_size` is the global
+    /// batch: each rank takes batch_size / N rows of it. Default: the
+    /// config's `gpus`.
+    #[arg(long, conflicts_with = "hostfile")]
+    pub ranks: Option<usize>,
+    /// Train data-parallel on the hosts of an mlx.launch JSON hostfile
+    /// (`[{"ssh": "host", "ips": ["10.0.0.2"]}]`), one rank per host, over
+    /// ssh; each needs this Loralab at the same path, and the model and data.
+    #[arg(long)]
+    pub hostfile: Option<PathBuf>,
+    /// MLX distributed backend: ring, nccl, jaccl or mpi. With --ranks or
+    /// --hostfile, the backend of the ranks; alone, this process is one
+    /// rank started by a launcher (mlx.launch sets MLX_RANK and MLX_HOSTFILE).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Also write every event (reports, evaluations, checkpoints) to FILE
+    /// as a JSON line, as the server's worker sends them: full-precision
+    /// losses and timings for scripts.
+    #[arg(long)]
+    pub events: Option<PathBuf>,
 }
 
 /// mlx-lm keys that only configure its logging integrations; accepted so an
@@ -86,16 +108,45 @@ pub fn known_keys() -> Vec<String> {
 
 pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
     let mut cfg = load_config(&args.config)?;
+    let launches = args.ranks.is_some() || args.hostfile.is_some();
+    if launches || (args.backend.is_none() && cfg.gpus > 1) {
+        return crate::launch::run(args, &cfg, data_dir);
+    }
     resolve_names(&mut cfg, data_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
-    stop_on_interrupt(
-        stop.clone(),
-        "Interrupted: saving a checkpoint (resume with --resume)",
-    );
-    let Prepared { mut model, data } = prepare(&cfg, &mut |line| println!("{line}"))?;
+    let leader = match &args.backend {
+        Some(backend) => {
+            let world = engine::distributed::init(backend)?;
+            crate::launch::stop_when_launcher_goes(stop.clone());
+            world.is_leader()
+        }
+        None => true,
+    };
+    // Every rank gets the terminal's Ctrl-C; rank 0 says it once.
+    let message = if leader {
+        "Interrupted: saving a checkpoint (resume with --resume)"
+    } else {
+        ""
+    };
+    stop_on_interrupt(stop.clone(), message);
+    // Rank 0 prints the run; the others' stdout would repeat it. A write
+    // to a launcher gone must not end the rank before its checkpoint.
+    let say = |line: &str| {
+        if leader {
+            let _ = writeln!(std::io::stdout(), "{line}");
+        }
+    };
+    let Prepared { mut model, data } = prepare(&cfg, &mut |line| say(line))?;
     let adapter_path = PathBuf::from(&cfg.adapter_path);
     let total = engine::train::total_steps(&cfg, data.train.len());
-    println!("Starting training..., iters: {total}");
+    say(&format!("Starting training..., iters: {total}"));
+    let mut events = match &args.events {
+        Some(path) if leader => Some(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write the events file {}", path.display()))?,
+        ),
+        _ => None,
+    };
     let mut failed = None;
     engine::train::train(
         &cfg,
@@ -109,7 +160,12 @@ pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
                 failed = Some(reason.clone());
             }
             if let Some(line) = report_line(&event, &adapter_path) {
-                println!("{line}");
+                say(&line);
+            }
+            if let Some(file) = &mut events {
+                if let Ok(line) = serde_json::to_string(&event) {
+                    let _ = writeln!(file, "{line}");
+                }
             }
         },
     )?;
@@ -165,7 +221,9 @@ pub(crate) fn stop_on_interrupt(stop: Arc<AtomicBool>, message: &'static str) {
         };
         runtime.block_on(async {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("{message}");
+                if !message.is_empty() {
+                    eprintln!("{message}");
+                }
                 stop.store(true, Ordering::SeqCst);
             }
         });

@@ -159,13 +159,20 @@ pub fn run() -> ExitCode {
         }
     };
     let journal = run_dir.join(EVENTS_JOURNAL);
+    // Of a run's ranks, rank 0 speaks for the run; the others' journal
+    // lines would interleave with its own in the shared run folder.
+    let journaled = crate::launch::rank_from_env() == 0;
     let mut emitter = Emitter {
-        journal: std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&journal)
-            .map_err(|error| log!("cannot open {}: {error}", journal.display()))
-            .ok(),
+        journal: journaled
+            .then(|| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&journal)
+                    .map_err(|error| log!("cannot open {}: {error}", journal.display()))
+                    .ok()
+            })
+            .flatten(),
         stdout_broken: false,
         run_dir: run_dir.clone(),
     };
@@ -214,6 +221,10 @@ fn train(
 ) -> Result<()> {
     std::fs::create_dir_all(run_dir)
         .with_context(|| format!("cannot create the run folder {}", run_dir.display()))?;
+    if let Ok(backend) = std::env::var(crate::launch::BACKEND_ENV) {
+        let world = engine::distributed::init(&backend)?;
+        log!("Rank {} of {} ({backend})", world.rank(), world.size());
+    }
     let Prepared { mut model, data } = prepare(cfg, &mut |line| log!("{line}"))?;
     log!(
         "Training {} steps on {} batches",

@@ -66,6 +66,7 @@ fn checked_form() -> Option<NewRunForm> {
             steps_per_eval: field("steps_per_eval"),
             save_every: field("save_every"),
             seed: field("seed"),
+            gpus: field("gpus"),
             force: field("force"),
             clone_of: field("clone_of"),
             guard: field("guard"),
@@ -403,6 +404,10 @@ fn NewRunForm(
                     <label>
                         <span>"Seed"</span>
                         <input type="number" name="form[seed]" placeholder="0" min="0" step="1" value=initial.seed.clone() />
+                    </label>
+                    <label>
+                        <span>"GPUs (data-parallel ranks; on the CPU, processes sharing the cores)"</span>
+                        <input type="number" name="form[gpus]" placeholder="1" min="1" step="1" value=initial.gpus.clone() />
                     </label>
                     <label>
                         <span>"Loss on answers only (mask the prompt)"</span>

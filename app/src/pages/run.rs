@@ -217,6 +217,14 @@ fn RunView(
             <Stat label="Train loss" key="train_loss" value=format_optional(last.as_ref().map(|p| p.train_loss), 3) />
             <Stat label="Best val loss" key="best_val_loss" value=format_optional(summary.best_val_loss, 3) />
             <Stat label="Tokens/s" key="tokens_per_sec" value=format_optional(last.as_ref().map(|p| p.tokens_per_sec), 0) />
+            {(detail.ranks > 1).then(|| {
+                // Reports count the tokens of all ranks together.
+                let per_rank = last.as_ref().map(|p| p.tokens_per_sec / detail.ranks as f64);
+                view! {
+                    <Stat label="Ranks" key="ranks" value=detail.ranks.to_string() />
+                    <Stat label="Tokens/s per rank" key="tokens_per_sec_per_rank" value=format_optional(per_rank, 0) />
+                }
+            })}
             <Stat label="Learning rate" key="learning_rate" value=last.as_ref().map_or("–".into(), |p| format!("{:.2e}", p.learning_rate)) />
             <Stat label="Peak memory" key="peak_memory_gb" value=last.as_ref().map_or("–".into(), |p| format!("{:.2} GB", p.peak_memory_gb)) />
             <Stat label="ETA" key="eta" value=eta />

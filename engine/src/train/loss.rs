@@ -157,7 +157,9 @@ pub fn batch_loss(model: &Model, pass: &Pass, batch: &LossInputs) -> Result<Arra
 }
 
 /// Loss of `batches` as mlx-lm's `evaluate` computes it: the token-weighted
-/// mean over at most `limit` batches (-1: all), no dropout.
+/// mean over at most `limit` batches (-1: all), no dropout. In a
+/// distributed group each rank computes its rows of every batch
+/// (`data_parallel::rows_of`) and the sums are added over the ranks.
 pub fn evaluate(model: &Model, batches: &[Batch], limit: i64) -> Result<f64> {
     let count = if limit < 0 {
         batches.len()
@@ -188,9 +190,14 @@ pub fn evaluate(model: &Model, batches: &[Batch], limit: i64) -> Result<f64> {
         },
         None,
     );
+    let world = crate::distributed::world();
     let (mut total, mut tokens) = (0.0f64, 0usize);
     for batch in &batches[..count] {
-        let inputs = loss_inputs(batch)?;
+        let mine = super::data_parallel::rows_of(batch, world.rank(), world.size());
+        if world.size() > 1 && super::data_parallel::counted_targets(&mine) == 0 {
+            continue;
+        }
+        let inputs = loss_inputs(&mine)?;
         let mut args = params.clone();
         args.extend(inputs.arrays());
         let loss = loss_of(&args)?
@@ -199,5 +206,6 @@ pub fn evaluate(model: &Model, batches: &[Batch], limit: i64) -> Result<f64> {
         total += f64::from(loss.try_item_exact::<f32>()?) * inputs.tokens as f64;
         tokens += inputs.tokens;
     }
-    Ok(total / tokens as f64)
+    let summed = world.sum_values(&[total, tokens as f64])?;
+    Ok(summed[0] / summed[1])
 }

@@ -3,6 +3,7 @@
 //! and its own position, and derives every random draw from the seed.
 
 pub mod checkpoint;
+pub mod data_parallel;
 pub mod loss;
 pub mod optimizer;
 pub mod order;
@@ -18,11 +19,13 @@ use mlx_rs::{error::Exception, transforms::value_and_grad_with_argnums, Array};
 
 use crate::batch::Batch;
 use crate::config::TrainConfig;
+use crate::distributed::World;
 use crate::lora::{self, AdapterSettings, ADAPTER_WEIGHTS_FILE};
 use crate::models::{Model, Pass};
 use crate::protocol::Event;
 use checkpoint::{DataPosition, RngState, TrainerState, Window, OPTIMIZER_FILE};
-use loss::{batch_loss, evaluate, loss_inputs, LossInputs};
+use data_parallel::Share;
+use loss::{batch_loss, evaluate, LossInputs};
 use optimizer::{clip_grad_norm, Optimizer};
 use retention::{EarlyStopState, SavedCheckpoint, Verdict};
 use schedule::Schedule;
@@ -43,8 +46,15 @@ pub fn total_steps(cfg: &TrainConfig, train_batches: usize) -> usize {
     }
 }
 
-fn check_config(cfg: &TrainConfig, data: &TrainData) -> Result<()> {
+fn check_config(cfg: &TrainConfig, data: &TrainData, world: &World) -> Result<()> {
     cfg.validate()?;
+    if !cfg.batch_size.is_multiple_of(world.size()) {
+        bail!(
+            "batch_size {} does not divide among {} ranks: each rank takes an equal share of every batch",
+            cfg.batch_size,
+            world.size()
+        );
+    }
     if data.train.is_empty() {
         bail!("no training batches");
     }
@@ -130,6 +140,10 @@ fn compile_disabled() -> bool {
 /// `early_stopping` may end the run before its last step, on its best
 /// checkpoint; `keep_checkpoints` deletes superseded numbered checkpoints
 /// (see `retention`).
+///
+/// In a distributed group (`crate::distributed::world`), every rank runs
+/// this with the same config and data: each computes its share of every
+/// batch (`data_parallel`), and only rank 0 emits events and writes files.
 pub fn train(
     cfg: &TrainConfig,
     model: &mut Model,
@@ -139,7 +153,14 @@ pub fn train(
     stop: &AtomicBool,
     emit: &mut dyn FnMut(Event),
 ) -> Result<()> {
-    check_config(cfg, data)?;
+    let world = crate::distributed::world();
+    check_config(cfg, data, world)?;
+    let leader = world.is_leader();
+    let emit = &mut |event: Event| {
+        if leader {
+            emit(event);
+        }
+    };
     let schedule = Schedule::from_config(cfg)?;
     std::fs::create_dir_all(run_dir)
         .map_err(|e| anyhow!("cannot create {}: {e}", run_dir.display()))?;
@@ -201,7 +222,9 @@ pub fn train(
         lora::load_weights(model, Path::new(file))?;
         params = model.lora_params();
     }
-    lora::write_adapter_config(run_dir, cfg)?;
+    if leader {
+        lora::write_adapter_config(run_dir, cfg)?;
+    }
     if crate::device::is_gpu() && !cfg!(target_vendor = "apple") {
         // On an H100 the first 10 steps on a fresh machine took 94 s, the
         // same steps 0.4 s once the kernels were cached: say why it waits.
@@ -241,6 +264,9 @@ pub fn train(
                 val_loss: Option<f64>,
                 emit: &mut dyn FnMut(Event)|
      -> Result<()> {
+        if !leader {
+            return Ok(());
+        }
         let adapters: Vec<(String, Array)> =
             names.iter().cloned().zip(model.lora_params()).collect();
         checkpoint::save_arrays(&run_dir.join(ADAPTER_WEIGHTS_FILE), &adapters)?;
@@ -317,7 +343,7 @@ pub fn train(
         last_eval.and_then(|(at, loss)| (at == step).then_some(loss))
     };
     for it in (state.step + 1)..=last {
-        if stop.load(Ordering::SeqCst) {
+        if world.any(stop.load(Ordering::SeqCst))? {
             state.window = window;
             let val_loss = measured(last_eval, state.step);
             save(model, &opt, &accumulated, &mut state, val_loss, emit)?;
@@ -342,9 +368,10 @@ pub fn train(
             order = order::epoch_order(cfg.seed, epoch, batches);
             order_epoch = epoch;
         }
-        let batch = loss_inputs(&data.train[order[index]])?;
-        let (loss, mut grads) = match &mut compiled {
-            Some(step) => {
+        let share = Share::of(&data.train[order[index]], world)?;
+        let (loss, grads) = match (&share.inputs, &mut compiled) {
+            (None, _) => Share::nothing(&params)?,
+            (Some(batch), Some(step)) => {
                 let mut args = params.clone();
                 args.extend(batch.arrays());
                 let mut out = step(&args)?.into_iter();
@@ -353,11 +380,14 @@ pub fn train(
                     .ok_or_else(|| anyhow!("the compiled step returned nothing"))?;
                 (loss, out.collect())
             }
-            None => {
+            (Some(batch), None) => {
                 let dropout_seed = Some(order::dropout_seed(cfg.seed, it));
-                loss_and_grads(model, &params, &batch, dropout_seed, cfg.grad_checkpoint)?
+                loss_and_grads(model, &params, batch, dropout_seed, cfg.grad_checkpoint)?
             }
         };
+        // Summed over the ranks at every step, accumulation included, so
+        // the accumulated gradients a checkpoint holds are the same on all.
+        let (loss, mut grads) = share.combine(world, loss, grads)?;
         if let Some(previous) = accumulated.take() {
             grads = grads
                 .iter()
@@ -392,7 +422,7 @@ pub fn train(
         let loss_value = f64::from(loss.try_item_exact::<f32>()?);
         window_time += tic.elapsed().as_secs_f64();
         window.loss_sum += loss_value;
-        window.tokens += batch.tokens as u64;
+        window.tokens += share.batch_tokens as u64;
         window.steps += 1;
 
         state.step = it;
@@ -468,7 +498,7 @@ pub fn train(
     } else {
         (None, None)
     };
-    if let Some((best_file, _)) = &reason {
+    if let (true, Some((best_file, _))) = (leader, &reason) {
         checkpoint::copy_file(best_file, &run_dir.join(ADAPTER_WEIGHTS_FILE))?;
     }
     emit(Event::Done {

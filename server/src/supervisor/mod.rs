@@ -2,6 +2,7 @@
 //! per running run, every worker event persisted (run_events + runs, one
 //! transaction each) and then fanned out to live listeners.
 
+mod ranks;
 mod settings;
 mod worker_process;
 

@@ -20,6 +20,8 @@ pub struct SupervisorSettings {
     pub stop_grace: Duration,
     /// The binary to run as `<exe> worker`.
     pub worker_exe: PathBuf,
+    /// Runs on several ranks use NCCL between GPUs, else the ring backend.
+    pub on_gpu: bool,
 }
 
 impl SupervisorSettings {
@@ -48,6 +50,7 @@ impl SupervisorSettings {
             memory_budget,
             stop_grace: Duration::from_secs(number("LORALAB_STOP_GRACE_SECS", 30)?),
             worker_exe: std::env::current_exe().context("cannot locate the loralab binary")?,
+            on_gpu: device.kind == "gpu",
         })
     }
 }

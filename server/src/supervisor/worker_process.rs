@@ -199,8 +199,34 @@ impl Driver<'_> {
             resume,
         };
 
+        // A run on several ranks: rank 0 here, the others in `ranks`.
+        let rank_count = config.gpus.max(1);
+        let backend = if inner.settings.on_gpu {
+            "nccl"
+        } else {
+            "ring"
+        };
+        let environments = if rank_count > 1 {
+            match crate::launch::local_rank_environments(rank_count, backend, &run_dir) {
+                Ok(environments) => environments,
+                Err(error) => {
+                    return fail(format!(
+                        "cannot set up the run's {rank_count} ranks: {error:#}"
+                    ))
+                }
+            }
+        } else {
+            vec![Vec::new()]
+        };
+        let mut rank_zero = tokio::process::Command::new(&inner.settings.worker_exe);
+        if rank_count > 1 {
+            rank_zero
+                .envs(environments[0].iter().map(|(k, v)| (k, v)))
+                .env(crate::launch::BACKEND_ENV, backend);
+        }
+
         let oom_kills_before = crate::failure::OomKills::now();
-        let mut child = match tokio::process::Command::new(&inner.settings.worker_exe)
+        let mut child = match rank_zero
             .arg("worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -220,12 +246,19 @@ impl Driver<'_> {
         };
 
         let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
-        let tail_task = {
+        // With several ranks, each line of the log says whose it is.
+        let log_task = |rank: usize, stderr: tokio::process::ChildStderr| {
             let tail = tail.clone();
             let store_inner = supervisor.inner.clone();
+            let prefix = if rank_count > 1 {
+                format!("[rank {rank}] ")
+            } else {
+                String::new()
+            };
             tokio::spawn(async move {
                 let mut lines = BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
+                    let line = format!("{prefix}{line}");
                     let text = {
                         let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
                         if tail.len() == LOG_TAIL_LINES {
@@ -240,6 +273,7 @@ impl Driver<'_> {
                 }
             })
         };
+        let tail_task = log_task(0, stderr);
 
         let mut line = serde_json::to_string(&command).unwrap_or_default();
         line.push('\n');
@@ -247,6 +281,26 @@ impl Driver<'_> {
             let _ = child.start_kill();
             return fail(format!("cannot send the worker its command: {error}"));
         }
+        let mut followers = None;
+        if rank_count > 1 {
+            match super::ranks::Followers::start(
+                &inner.settings.worker_exe,
+                &environments[1..],
+                backend,
+                &line,
+                log_task,
+            )
+            .await
+            {
+                Ok(started) => followers = Some(started),
+                Err(reason) => {
+                    let _ = child.start_kill();
+                    return fail(reason);
+                }
+            }
+        }
+        let mut rank_failed = None;
+        let mut rank_zero_failure = None;
 
         let mut events = BufReader::new(stdout).lines();
         let mut ended = false;
@@ -281,7 +335,14 @@ impl Driver<'_> {
                                 event,
                                 Event::Done { .. } | Event::Stopped { .. } | Event::Failed { .. }
                             );
-                            inner.record(id, &event);
+                            match event {
+                                // Rank 0 failing may only be it losing a peer
+                                // that was killed: decided once all ranks end.
+                                Event::Failed { reason } if rank_count > 1 => {
+                                    rank_zero_failure = Some(reason);
+                                }
+                                event => inner.record(id, &event),
+                            }
                         }
                         Err(error) => tracing::warn!(%error, run = id, line = %line, "worker wrote a non-event line"),
                     },
@@ -325,6 +386,17 @@ impl Driver<'_> {
                         kill_at = Some(Instant::now() + inner.settings.stop_grace);
                     }
                 },
+                failure = async {
+                    match &mut followers {
+                        Some(followers) => followers.failure().await,
+                        None => std::future::pending().await,
+                    }
+                }, if rank_failed.is_none() => {
+                    // Rank 0 would wait on it in the next collective.
+                    rank_failed = Some(failure);
+                    let _ = child.start_kill();
+                    killed = true;
+                },
                 _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() && !killed => {
                     tracing::warn!(run = id, "the worker did not stop within the grace period; killing it");
                     let _ = child.start_kill();
@@ -335,7 +407,24 @@ impl Driver<'_> {
         let status = child.wait().await;
         // Its stdout read to the end, every event of the journal is stored.
         inner.forget_journal(id);
+        if let Some(followers) = followers {
+            let late = followers.finish(RANKS_GRACE).await;
+            // A rank killed from outside is why rank 0 lost its peer, even
+            // when rank 0 said so first.
+            let killed_from_outside =
+                late.filter(|(_, s)| std::os::unix::process::ExitStatusExt::signal(s).is_some());
+            rank_failed = rank_failed.or(killed_from_outside);
+        }
         let _ = tail_task.await;
+        if let Some((rank, status)) = rank_failed {
+            return fail(format!(
+                "rank {rank} of {rank_count} {}; the other ranks were stopped",
+                crate::launch::describe(status)
+            ));
+        }
+        if let Some(reason) = rank_zero_failure {
+            return fail(format!("rank 0 of {rank_count} failed: {reason}"));
+        }
         if ended {
             return WorkerEnd::Finished;
         }
@@ -382,6 +471,9 @@ impl Driver<'_> {
         fail(crate::failure::explain(reason))
     }
 }
+
+/// How long the other ranks get to end on their own after rank 0 did.
+const RANKS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn send(stdin: &mut tokio::process::ChildStdin, line: &str) -> std::io::Result<()> {
     stdin.write_all(line.as_bytes()).await?;
