@@ -333,10 +333,19 @@ impl TrainConfig {
             ));
         }
         if self.fine_tune_type == FineTuneType::Full {
-            return Err(invalid(
-                "fine_tune_type",
-                "`full` is not supported (only `lora` and `dora`)",
-            ));
+            if self.quantize.is_some() {
+                return Err(invalid(
+                    "quantize",
+                    "is QLoRA's (a quantized base under adapters); `fine_tune_type: full` \
+                     trains the weights themselves, which stay dense: leave `quantize` out",
+                ));
+            }
+            if self.grad_checkpoint {
+                return Err(invalid(
+                    "grad_checkpoint",
+                    "is not supported with `fine_tune_type: full` yet: leave it off",
+                ));
+            }
         }
         let lora = &self.lora_parameters;
         if lora.rank == 0 {

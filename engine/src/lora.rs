@@ -93,6 +93,9 @@ pub struct LoraState {
     pub names: Vec<String>,
     pub params: Vec<Array>,
     pub settings: AdapterSettings,
+    /// Full fine-tuning (`crate::train::full`): the first trained block;
+    /// `params` are the blocks' own weights, not adapters.
+    pub(crate) full_from: Option<usize>,
 }
 
 /// What `adapter_config.json` must say for an adapter to be rebuilt.
@@ -204,6 +207,7 @@ pub fn attach(model: &mut Model, settings: &AdapterSettings, seed: u64) -> Resul
         names,
         params,
         settings: settings.clone(),
+        full_from: None,
     });
     Ok(())
 }
@@ -248,7 +252,28 @@ pub fn load_weights(model: &mut Model, path: &Path) -> Result<()> {
         .lora
         .as_mut()
         .ok_or_else(|| anyhow!("the model has no adapters attached"))?;
-    set_params(lora, loaded, path)
+    set_params(lora, loaded, path)?;
+    if lora.full_from.is_some() {
+        let params = lora.params.clone();
+        crate::train::full::write_weights(model, &params, true)?;
+    }
+    Ok(())
+}
+
+/// Makes `params` (in parameter order) the trained values: the adapters,
+/// or with full fine-tuning the blocks' weights (cast to their dtype).
+/// Returns the values as the model now holds them.
+pub fn set_trained(model: &mut Model, params: Vec<Array>) -> Result<Vec<Array>> {
+    let lora = model
+        .lora
+        .as_mut()
+        .ok_or_else(|| anyhow!("the model has no adapters attached"))?;
+    if lora.full_from.is_some() {
+        crate::train::full::write_weights(model, &params, true)?;
+    } else {
+        lora.params = params;
+    }
+    Ok(model.lora_params())
 }
 
 fn set_params(lora: &mut LoraState, mut loaded: HashMap<String, Array>, path: &Path) -> Result<()> {
@@ -302,7 +327,13 @@ pub fn adapter_config_json(cfg: &TrainConfig) -> Result<serde_json::Value> {
     if let Some(keys) = &cfg.lora_parameters.keys {
         lora.insert("keys".into(), serde_json::to_value(keys)?);
     }
-    map.insert("lora_parameters".into(), lora.into());
+    // mlx-lm drops `lora_parameters` for a full fine-tune.
+    let lora = if cfg.fine_tune_type == FineTuneType::Full {
+        serde_json::Value::Null
+    } else {
+        lora.into()
+    };
+    map.insert("lora_parameters".into(), lora);
     // mlx-lm's own arguments that Loralab has no field for.
     for (key, default) in [
         ("config", serde_json::Value::Null),
@@ -336,7 +367,8 @@ struct AdapterConfigFile {
     #[serde(default)]
     fine_tune_type: Option<String>,
     num_layers: i64,
-    lora_parameters: LoraParametersFile,
+    /// `null` in a full fine-tune's config.
+    lora_parameters: Option<LoraParametersFile>,
 }
 
 #[derive(Deserialize)]
@@ -359,17 +391,26 @@ pub fn read_adapter_settings(dir: &Path) -> Result<AdapterSettings> {
     let dora = match file.fine_tune_type.as_deref().unwrap_or("lora") {
         "lora" => false,
         "dora" => true,
+        "full" => bail!(
+            "{}: a full fine-tune: its adapters.safetensors holds the trained blocks' own \
+             weights, not LoRA adapters, and loading it here is not supported yet \
+             (mlx_lm.generate --adapter-path loads it)",
+            path.display()
+        ),
         other => bail!(
             "{}: fine_tune_type `{other}` is not supported (only `lora` and `dora`)",
             path.display()
         ),
     };
+    let Some(lora) = file.lora_parameters else {
+        bail!("{}: `lora_parameters` is missing", path.display());
+    };
     Ok(AdapterSettings {
         num_layers: file.num_layers,
-        rank: file.lora_parameters.rank,
-        scale: file.lora_parameters.scale,
-        dropout: file.lora_parameters.dropout,
-        keys: file.lora_parameters.keys,
+        rank: lora.rank,
+        scale: lora.scale,
+        dropout: lora.dropout,
+        keys: lora.keys,
         dora,
     })
 }

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use engine::config::{FineTuneType, LoraParameters, LrSchedule, TrainConfig};
+use engine::config::{FineTuneType, LoraParameters, LrSchedule, QuantizeOnLoad, TrainConfig};
 use engine::models::{load_hf_folder, Model};
 use engine::protocol::Event;
 use engine::train::loss::{evaluate, loss_mask};
@@ -260,7 +260,16 @@ fn bad_configs_are_rejected_naming_the_field() {
         (TrainConfig { grad_accumulation_steps: 0, ..base.clone() }, data.clone(), "`grad_accumulation_steps` must be at least 1"),
         (TrainConfig { epochs: Some(0), ..base.clone() }, data.clone(), "`epochs` must be at least 1"),
         (TrainConfig { num_layers: 9, ..base.clone() }, data.clone(), "`num_layers` is 9 but the model only has 4 layers"),
-        (TrainConfig { fine_tune_type: FineTuneType::Full, ..base.clone() }, data.clone(), "`fine_tune_type` `full` is not supported (only `lora` and `dora`)"),
+        (
+            TrainConfig { fine_tune_type: FineTuneType::Full, quantize: Some(QuantizeOnLoad { bits: 4, group_size: 64 }), ..base.clone() },
+            data.clone(),
+            "`quantize` is QLoRA's (a quantized base under adapters); `fine_tune_type: full` trains the weights themselves, which stay dense: leave `quantize` out",
+        ),
+        (
+            TrainConfig { fine_tune_type: FineTuneType::Full, grad_checkpoint: true, ..base.clone() },
+            data.clone(),
+            "`grad_checkpoint` is not supported with `fine_tune_type: full` yet: leave it off",
+        ),
         (
             TrainConfig {
                 lr_schedule: Some(LrSchedule { name: "warp".into(), arguments: vec![1e-3], warmup: 0, warmup_init: 0.0 }),

@@ -347,6 +347,25 @@ impl DecoderLayer {
         Ok(())
     }
 
+    /// The block's norms under mlx-lm's module keys (`input_layernorm`,
+    /// `self_attn.q_norm`, ...), for full fine-tuning, which trains them.
+    pub(crate) fn norms_mut(&mut self) -> Vec<(&'static str, &mut RmsNorm)> {
+        let mut out: Vec<(&'static str, &mut RmsNorm)> = vec![
+            ("input_layernorm", &mut self.input_layernorm),
+            (
+                "post_attention_layernorm",
+                &mut self.post_attention_layernorm,
+            ),
+        ];
+        if let Some(norm) = &mut self.self_attn.q_norm {
+            out.push(("self_attn.q_norm", norm));
+        }
+        if let Some(norm) = &mut self.self_attn.k_norm {
+            out.push(("self_attn.k_norm", norm));
+        }
+        out
+    }
+
     /// The block's linear layers under mlx-lm's module keys
     /// (`self_attn.q_proj`, `mlp.gate_up_proj`, ...), in a fixed order.
     pub(crate) fn linears_mut(&mut self) -> Vec<(&'static str, &mut Linear)> {

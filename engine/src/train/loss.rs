@@ -169,7 +169,13 @@ pub fn evaluate(model: &Model, batches: &[Batch], limit: i64) -> Result<f64> {
     if count == 0 {
         bail!("no batches to evaluate");
     }
-    let params = model.lora_params();
+    // A full fine-tune's weights are the model's own, held by the copy
+    // below: passing them as arguments too would make them uncaptured inputs.
+    let params = if super::full::first_trained_block(model).is_some() {
+        Vec::new()
+    } else {
+        model.lora_params()
+    };
     let n = params.len();
     // Compiled, like the training step, so that the exps fuse (see
     // `models::fused`); traced once per batch shape. The closure holds a

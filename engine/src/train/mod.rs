@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod data_parallel;
+pub mod full;
 pub mod loss;
 pub mod optimizer;
 pub mod order;
@@ -18,7 +19,7 @@ use anyhow::{anyhow, bail, Result};
 use mlx_rs::{error::Exception, transforms::value_and_grad_with_argnums, Array};
 
 use crate::batch::Batch;
-use crate::config::TrainConfig;
+use crate::config::{FineTuneType, TrainConfig};
 use crate::distributed::World;
 use crate::lora::{self, AdapterSettings, ADAPTER_WEIGHTS_FILE};
 use crate::models::{Model, Pass};
@@ -67,7 +68,8 @@ fn check_config(cfg: &TrainConfig, data: &TrainData, world: &World) -> Result<()
     Ok(())
 }
 
-/// Mean loss of one batch and the gradients with respect to the adapters.
+/// Mean loss of one batch and the gradients with respect to the adapters
+/// (with full fine-tuning, the trained blocks' weights).
 /// `grad_checkpoint` recomputes each layer's activations in the backward
 /// pass (same values, less memory).
 pub fn loss_and_grads(
@@ -79,14 +81,26 @@ pub fn loss_and_grads(
 ) -> Result<(Array, Vec<Array>)> {
     let n = params.len();
     let argnums: Vec<i32> = (0..n as i32).collect();
+    let full = full::first_trained_block(model).is_some();
     let f = |inputs: &[Array]| -> Result<Vec<Array>, Exception> {
-        let pass = Pass {
-            lora: inputs,
-            dropout_seed,
-            grad_checkpoint,
+        let loss = if full {
+            // The blocks read their weights themselves: the loss is taken
+            // on a copy holding the traced values, and no adapters.
+            let pass = Pass {
+                lora: &[],
+                dropout_seed,
+                grad_checkpoint,
+            };
+            full::with_weights(model, inputs).and_then(|m| batch_loss(&m, &pass, batch))
+        } else {
+            let pass = Pass {
+                lora: inputs,
+                dropout_seed,
+                grad_checkpoint,
+            };
+            batch_loss(model, &pass, batch)
         };
-        batch_loss(model, &pass, batch)
-            .map(|l| vec![l])
+        loss.map(|l| vec![l])
             .map_err(|e| Exception::custom(format!("{e:#}")))
     };
     let mut vg = value_and_grad_with_argnums(f, &argnums[..]);
@@ -168,7 +182,11 @@ pub fn train(
         if let Some(q) = cfg.quantize {
             model.quantize(q)?;
         }
-        lora::attach(model, &AdapterSettings::from_train_config(cfg), cfg.seed)?;
+        if cfg.fine_tune_type == FineTuneType::Full {
+            full::attach(model, cfg.num_layers)?;
+        } else {
+            lora::attach(model, &AdapterSettings::from_train_config(cfg), cfg.seed)?;
+        }
     }
     let names = model.lora.as_ref().expect("attached above").names.clone();
     let mut params = model.lora_params();
@@ -248,8 +266,10 @@ pub fn train(
 
     let accum = cfg.grad_accumulation_steps;
     // Built after the adapters are attached and loaded: the copy it holds
-    // must carry the slots. Dropout needs per-step masks (see the function).
-    let mut compiled = (cfg.lora_parameters.dropout == 0.0 && !compile_disabled())
+    // must carry the slots. Dropout needs per-step masks (see the function);
+    // a full fine-tune has none (mlx-lm drops `lora_parameters` for it).
+    let dropout = cfg.fine_tune_type != FineTuneType::Full && cfg.lora_parameters.dropout > 0.0;
+    let mut compiled = (!dropout && !compile_disabled())
         .then(|| compiled_loss_and_grads(model, cfg.grad_checkpoint));
     let mut order_epoch = usize::MAX;
     let mut order = Vec::new();
@@ -407,8 +427,8 @@ pub fn train(
                 clip_grad_norm(&mut grads, max_norm)?;
             }
             let lr = schedule.at(opt.step);
-            params = opt.update(&params, &grads, lr)?;
-            model.lora.as_mut().expect("attached").params = params.clone();
+            let updated = opt.update(&params, &grads, lr)?;
+            params = lora::set_trained(model, updated)?;
         } else {
             accumulated = Some(grads);
         }
