@@ -343,7 +343,7 @@ pub struct NewRunForm {
     pub model: String,
     pub dataset: String,
     pub preset: Option<String>,
-    /// `lora`, `qlora` or `dora`.
+    /// `lora`, `qlora`, `dora` or `full`.
     pub fine_tune: Option<String>,
     pub bits: Option<String>,
     pub iters: Option<String>,

@@ -30,11 +30,9 @@ fn block_linears(config: &ModelConfig) -> [(&'static str, usize, usize); 7] {
     ]
 }
 
-/// Parameters of the model the config describes (biases of Qwen2's
-/// attention included), as a checkpoint of it holds them.
-pub fn parameter_count(config: &ModelConfig) -> u64 {
-    let hidden = config.hidden_size as u64;
-    let embedding = config.vocab_size as u64 * hidden;
+/// Parameters of one decoder block: its linear layers, Qwen2's attention
+/// biases, its norms (Qwen3's per-head Q/K norms included).
+fn block_parameters(config: &ModelConfig) -> u64 {
     let linears: u64 = block_linears(config)
         .iter()
         .map(|&(_, inputs, outputs)| (inputs * outputs) as u64)
@@ -50,8 +48,15 @@ pub fn parameter_count(config: &ModelConfig) -> u64 {
     } else {
         0
     };
-    let norms = 2 * hidden;
-    let block = linears + biases + qk_norms + norms;
+    linears + biases + qk_norms + 2 * config.hidden_size as u64
+}
+
+/// Parameters of the model the config describes (biases of Qwen2's
+/// attention included), as a checkpoint of it holds them.
+pub fn parameter_count(config: &ModelConfig) -> u64 {
+    let hidden = config.hidden_size as u64;
+    let embedding = config.vocab_size as u64 * hidden;
+    let block = block_parameters(config);
     let head = if config.tie_word_embeddings {
         0
     } else {
@@ -64,7 +69,9 @@ pub fn parameter_count(config: &ModelConfig) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MemoryEstimate {
     pub weights: u64,
-    /// LoRA weights, their gradients and the optimizer's state.
+    /// LoRA weights, their gradients and the optimizer's state; for a full
+    /// fine-tune the trained blocks' gradients and optimizer state (their
+    /// weights are the model's, counted in `weights`).
     pub adapters: u64,
     /// What one step keeps for backward: adapted blocks and the logits.
     pub activations: u64,
@@ -94,6 +101,12 @@ impl WeightFormat {
         }
     }
 
+    /// Bytes of one value of a dense weight: a quantized matrix that is
+    /// trained (full fine-tuning) is dequantized to its scales' half type.
+    fn dense_bytes(self) -> u64 {
+        self.activation_bytes()
+    }
+
     /// Bytes of one activation value: compute follows the weights' float
     /// type, and quantized matmuls compute in half precision.
     fn activation_bytes(self) -> u64 {
@@ -120,8 +133,12 @@ fn adapted_layers(config: &ModelConfig, train: &TrainConfig) -> u64 {
     layers as u64
 }
 
-/// Trained values (LoRA A and B, DoRA magnitudes) over all adapted blocks.
+/// Trained values (LoRA A and B, DoRA magnitudes; a full fine-tune's
+/// whole blocks) over all adapted blocks.
 fn trained_values(config: &ModelConfig, train: &TrainConfig) -> u64 {
+    if train.fine_tune_type == FineTuneType::Full {
+        return block_parameters(config) * adapted_layers(config, train);
+    }
     let rank = train.lora_parameters.rank as u64;
     let adapted_per_block: u64 = block_linears(config)
         .iter()
@@ -143,14 +160,29 @@ fn trained_values(config: &ModelConfig, train: &TrainConfig) -> u64 {
 }
 
 pub fn estimate(config: &ModelConfig, format: WeightFormat, train: &TrainConfig) -> MemoryEstimate {
-    let weights = format.bytes(parameter_count(config));
     let layers = adapted_layers(config, train);
-    // Weights and gradients, plus Adam's two moments (SGD keeps none).
-    let copies = match train.optimizer {
-        OptimizerKind::Sgd => 2,
-        OptimizerKind::Adam | OptimizerKind::Adamw => 4,
+    // Adam's two moments, in f32 (SGD keeps none).
+    let moments = match train.optimizer {
+        OptimizerKind::Sgd => 0,
+        OptimizerKind::Adam | OptimizerKind::Adamw => 2,
     };
-    let adapters = trained_values(config, train) * 4 * copies;
+    let trained = trained_values(config, train);
+    let (weights, adapters) = if train.fine_tune_type == FineTuneType::Full {
+        // The trained blocks are dense (dequantized if need be), and their
+        // gradients come in the weights' type.
+        let frozen = parameter_count(config) - trained;
+        let dense = format.dense_bytes();
+        (
+            format.bytes(frozen) + trained * dense,
+            trained * (dense + 4 * moments),
+        )
+    } else {
+        // f32 weights and gradients, and the moments.
+        (
+            format.bytes(parameter_count(config)),
+            trained * 4 * (2 + moments),
+        )
+    };
 
     let tokens = (train.batch_size * train.max_seq_length) as u64;
     let value = format.activation_bytes();
@@ -410,6 +442,49 @@ mod tests {
             estimate(&config, WeightFormat::F32, &dora).adapters
                 - estimate(&config, WeightFormat::F32, &lora).adapters,
             outputs_per_block * 16 * 4 * 4
+        );
+    }
+
+    #[test]
+    fn full_fine_tuning_counts_gradients_and_moments_of_whole_blocks() {
+        let config = smollm2_135m();
+        let full = TrainConfig {
+            fine_tune_type: FineTuneType::Full,
+            num_layers: 16,
+            ..TrainConfig::default()
+        };
+        // q and o 576 x 576, k and v 576 x 192, gate, up and down 576 x
+        // 1536, two norms of 576.
+        let block = 2 * 576 * 576 + 2 * 576 * 192 + 3 * 576 * 1536 + 2 * 576;
+        let trained = block * 16;
+        let f32 = estimate(&config, WeightFormat::F32, &full);
+        assert_eq!(f32.weights, 134_515_008 * 4);
+        // f32 gradients and Adam's two f32 moments.
+        assert_eq!(f32.adapters, trained * (4 + 2 * 4));
+        let sgd = estimate(
+            &config,
+            WeightFormat::F32,
+            &TrainConfig {
+                optimizer: OptimizerKind::Sgd,
+                ..full.clone()
+            },
+        );
+        assert_eq!(sgd.adapters, trained * 4);
+        // A quantized base: the trained blocks are dequantized to half.
+        let format = WeightFormat::Quantized {
+            bits: 4,
+            group_size: 64,
+        };
+        let quantized = estimate(&config, format, &full);
+        assert_eq!(
+            quantized.weights,
+            format.bytes(134_515_008 - trained) + trained * 2
+        );
+        assert_eq!(quantized.adapters, trained * (2 + 2 * 4));
+        // Each checkpoint holds the trained blocks in f32.
+        assert_eq!(
+            checkpoint_disk(&config, &full, 1000).per_checkpoint,
+            trained * 4
         );
     }
 }

@@ -612,6 +612,9 @@ fn form_request(
         "dora" => {
             request.insert("fine_tune_type".into(), json!("dora"));
         }
+        "full" => {
+            request.insert("fine_tune_type".into(), json!("full"));
+        }
         "qlora" => {
             let bits: u8 = form
                 .bits
@@ -630,7 +633,7 @@ fn form_request(
         }
         other => {
             return Err(format!(
-                "fine_tune: unknown type {other:?} (lora, qlora or dora)"
+                "fine_tune: unknown type {other:?} (lora, qlora, dora or full)"
             ))
         }
     }
@@ -733,6 +736,7 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         fine_tune: Some(
             match (config.get("fine_tune_type").and_then(Value::as_str), &bits) {
                 (Some("dora"), _) => "dora",
+                (Some("full"), _) => "full",
                 (_, Some(_)) => "qlora",
                 _ => "lora",
             }

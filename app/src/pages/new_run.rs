@@ -343,6 +343,7 @@ fn NewRunForm(
         .collect_view();
     let qlora = initial.fine_tune.as_deref() == Some("qlora");
     let dora = initial.fine_tune.as_deref() == Some("dora");
+    let full = initial.fine_tune.as_deref() == Some("full");
     let eight_bits = initial.bits.as_deref() == Some("8");
     let unmasked = initial.mask_prompt.as_deref() == Some("false");
     let recompute = initial.grad_checkpoint.as_deref() == Some("true");
@@ -374,9 +375,11 @@ fn NewRunForm(
                     <label>
                         <span>"Fine-tune type"</span>
                         <select name="form[fine_tune]">
-                            <option value="lora" selected=!qlora && !dora>"LoRA"</option>
+                            <option value="lora" selected=!qlora && !dora && !full>"LoRA"</option>
                             <option value="qlora" selected=qlora>"QLoRA (quantized base)"</option>
                             <option value="dora" selected=dora>"DoRA (LoRA plus a learned magnitude per row)"</option>
+                            // A quantized base's trained layers are dequantized on load.
+                            <option value="full" selected=full>"Full (the top layers' own weights train; far more memory)"</option>
                         </select>
                     </label>
                     // Shown only while QLoRA is chosen (CSS :has, no script needed).

@@ -130,3 +130,16 @@ pub(crate) fn with_weights(model: &Model, params: &[Array]) -> Result<Model> {
     write_weights(&mut copy, params, false)?;
     Ok(copy)
 }
+
+/// Replaces the trained weights of `model` (a copy the compiled step keeps,
+/// which reads them from its arguments instead) with unevaluated broadcasts
+/// of the same shapes, so the copy does not keep the starting values alive
+/// beside the trained ones all run long.
+pub(crate) fn release_weights(model: &mut Model) -> Result<()> {
+    let placeholders: Vec<Array> = model
+        .lora_params()
+        .iter()
+        .map(|p| mlx_rs::ops::broadcast_to(Array::from_f32(0.0).as_dtype(p.dtype())?, p.shape()))
+        .collect::<Result<_, _>>()?;
+    write_weights(model, &placeholders, false)
+}

@@ -121,14 +121,21 @@ pub fn loss_and_grads(
 /// seed, which a traced graph would freeze, so it is for dropout-free runs.
 ///
 /// The function holds a shallow copy of `model` (MLX arrays share their
-/// buffers), whose base weights enter the graph as constants.
+/// buffers), whose base weights enter the graph as constants; a full
+/// fine-tune's trained blocks are rebuilt from the arguments.
 pub fn compiled_loss_and_grads(
     model: &Model,
     grad_checkpoint: bool,
 ) -> impl FnMut(&[Array]) -> Result<Vec<Array>, Exception> {
-    let model = model.clone();
+    let mut model = model.clone();
     let n = model.lora_params().len();
+    let full = full::first_trained_block(&model).is_some();
     let step = move |args: &[Array]| -> Result<Vec<Array>, Exception> {
+        if full {
+            // The step reads a full fine-tune's weights from its arguments:
+            // the copy need not keep the starting values alive all run long.
+            full::release_weights(&mut model).map_err(|e| Exception::custom(format!("{e:#}")))?;
+        }
         let (params, batch) = args.split_at(n.min(args.len()));
         let batch = LossInputs::from_arrays(batch)?;
         let (loss, grads) = loss_and_grads(&model, params, &batch, None, grad_checkpoint)
