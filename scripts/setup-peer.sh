@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Python peer used by the parity tests and benchmarks: mlx-lm on
 # the same MLX build (0.32.2, CPU) that Loralab links, in .deps/peer-venv,
-# and gguf-py (llama.cpp's own GGUF package), which reads back our GGUF exports.
+# gguf-py (llama.cpp's own GGUF package), which reads back our GGUF exports,
+# and TensorBoard, whose reader reads back our event files.
 # Like scripts/setup.sh, it points the wheel's bundled reference BLAS/LAPACK at
 # Debian's OpenBLAS, so both sides of a comparison use the same BLAS.
 # Idempotent: a second run prints nothing and downloads nothing.
@@ -14,7 +15,8 @@ venv="$deps/peer-venv"
 MLX_SPEC="mlx[cpu]==0.32.2"
 MLX_LM_SPEC="mlx-lm==0.32.2"
 GGUF_SPEC="gguf==0.19.0"
-wanted="$MLX_SPEC $MLX_LM_SPEC $GGUF_SPEC"
+TENSORBOARD_SPEC="tensorboard==2.21.0"
+wanted="$MLX_SPEC $MLX_LM_SPEC $GGUF_SPEC $TENSORBOARD_SPEC"
 
 log() { printf '[setup-peer] %s\n' "$*" >&2; }
 
@@ -25,7 +27,7 @@ if [[ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]]; then
     python3 -m venv "$venv"
   fi
   log "installing $wanted"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$MLX_SPEC" "$MLX_LM_SPEC" "$GGUF_SPEC" >&2
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$MLX_SPEC" "$MLX_LM_SPEC" "$GGUF_SPEC" "$TENSORBOARD_SPEC" >&2
   printf '%s\n' "$wanted" > "$stamp"
 fi
 

@@ -360,6 +360,8 @@ pub struct NewRunForm {
     pub keep_checkpoints: Option<String>,
     /// `true`: recompute activations in the backward pass (less memory).
     pub grad_checkpoint: Option<String>,
+    /// `true`: write TensorBoard event files (`tensorboard` in the config).
+    pub tensorboard: Option<String>,
     pub steps_per_eval: Option<String>,
     pub save_every: Option<String>,
     pub seed: Option<String>,

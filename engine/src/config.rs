@@ -168,6 +168,9 @@ pub struct TrainConfig {
     /// processes sharing the cores on the CPU); `batch_size` is the global
     /// batch, divided among them.
     pub gpus: usize,
+    /// Extra: write TensorBoard event files into `tensorboard/` of the run
+    /// folder (`adapter_path` for `loralab train`).
+    pub tensorboard: bool,
 }
 
 impl Default for TrainConfig {
@@ -207,6 +210,7 @@ impl Default for TrainConfig {
             early_stopping: None,
             keep_checkpoints: None,
             gpus: 1,
+            tensorboard: false,
         }
     }
 }

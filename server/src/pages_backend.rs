@@ -579,6 +579,12 @@ fn form_request(
     }
     let grad_checkpoint = form.grad_checkpoint.as_deref() == Some("true");
     request.insert("grad_checkpoint".into(), json!(grad_checkpoint));
+    // An unticked checkbox sends nothing: off (also for a clone of a run
+    // that had it on); the key is left out while it is off anyway.
+    let tensorboard = form.tensorboard.as_deref() == Some("true");
+    if tensorboard || request.contains_key("tensorboard") {
+        request.insert("tensorboard".into(), json!(tensorboard));
+    }
     let mut guard = match request.remove("thermal_guard") {
         Some(Value::Object(kept)) => kept,
         _ => Map::new(),
@@ -765,6 +771,7 @@ fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
         ),
         keep_checkpoints: Some(text("keep_checkpoints").unwrap_or_else(|| "0".into())),
         grad_checkpoint: text("grad_checkpoint"),
+        tensorboard: text("tensorboard"),
         steps_per_eval: text("steps_per_eval"),
         save_every: text("save_every"),
         seed: text("seed"),

@@ -315,6 +315,26 @@ async fn bad_export_requests_are_refused_naming_the_field() {
         "{answer}"
     );
 
+    // A full fine-tune trains in its worker like any run; its export is
+    // refused before a job exists.
+    let full = create_run(
+        &client,
+        &server,
+        tiny_run(json!({"iters": 2, "fine_tune_type": "full", "num_layers": 2})),
+    )
+    .await;
+    wait_for_status(&client, &server, full, 300, "done").await;
+    let (status, answer) = start_export(&client, &server, full, json!({"format": "hf"})).await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "run");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("a full fine-tune cannot be exported yet"),
+        "{answer}"
+    );
+
     // A run queued behind a long one has no adapter yet.
     let long = create_run(&client, &server, tiny_run(json!({"iters": 100000}))).await;
     let queued = create_run(&client, &server, tiny_run(json!({"iters": 5}))).await;

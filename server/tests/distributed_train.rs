@@ -156,6 +156,42 @@ fn two_and_three_ranks_train_as_one_rank_does() {
     assert!(train_one[5].1 < train_one[0].1, "{train_one:?}");
 }
 
+#[test]
+fn a_full_fine_tune_on_two_ranks_trains_as_on_one() {
+    let setup = tiny_setup();
+    let dir = setup.temp.path();
+    engine::data::sample::write_sample_dataset(&dir.join("dataset")).unwrap();
+    let full = "fine_tune_type: full\n";
+    std::fs::write(dir.join("one.yaml"), config(&setup.model_dir, "one", full)).unwrap();
+    std::fs::write(
+        dir.join("two.yaml"),
+        config(&setup.model_dir, "two", &format!("{full}gpus: 2\n")),
+    )
+    .unwrap();
+    for name in ["one", "two"] {
+        let config = format!("{name}.yaml");
+        let events = format!("{name}.jsonl");
+        let output = loralab(&["train", "--config", &config, "--events", &events], dir);
+        assert!(
+            output.status.success(),
+            "{name}: {}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let (train_one, valid_one) = losses(&dir.join("one.jsonl"));
+    let (train_two, valid_two) = losses(&dir.join("two.jsonl"));
+    assert_eq!(train_one.len(), 6);
+    assert_close("train loss", &train_one, &train_two);
+    assert_close("val loss", &valid_one, &valid_two);
+    let one = adapters(&dir.join("one"));
+    // Every weight of the fixture's two blocks: 7 matrices and 2 norms each.
+    assert_eq!(one.len(), 2 * 9);
+    assert!(one.contains_key("model.layers.0.self_attn.q_proj.weight"));
+    assert_same_adapters(&one, &adapters(&dir.join("two")));
+    assert!(train_one[5].1 < train_one[0].1, "{train_one:?}");
+}
+
 /// Lines of a child's pipe, as they come.
 fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (send, receive) = mpsc::channel();

@@ -63,6 +63,7 @@ fn checked_form() -> Option<NewRunForm> {
             min_delta: field("min_delta"),
             keep_checkpoints: field("keep_checkpoints"),
             grad_checkpoint: field("grad_checkpoint"),
+            tensorboard: field("tensorboard"),
             steps_per_eval: field("steps_per_eval"),
             save_every: field("save_every"),
             seed: field("seed"),
@@ -449,6 +450,10 @@ fn NewRunForm(
                     </label>
                 </div>
             </div>
+            <label class="inline">
+                <input type="checkbox" name="form[tensorboard]" value="true" id="tensorboard" checked=initial.tensorboard.as_deref() == Some("true") />
+                "Write TensorBoard event files (the run folder's tensorboard/; nothing leaves this machine)"
+            </label>
             <label class="inline">
                 <input type="checkbox" name="form[force]" value="true" id="force" checked=initial.force.as_deref() == Some("true") />
                 "Start even if the memory estimate is over what this machine has (it then trains alone)"

@@ -10,6 +10,7 @@ pub mod optimizer;
 pub mod order;
 pub mod retention;
 pub mod schedule;
+pub mod tensorboard;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -177,10 +178,27 @@ pub fn train(
     let world = crate::distributed::world();
     check_config(cfg, data, world)?;
     let leader = world.is_leader();
+    let mut board = if leader && cfg.tensorboard {
+        Some(tensorboard::EventWriter::create(
+            &run_dir.join(tensorboard::TENSORBOARD_DIR),
+        )?)
+    } else {
+        None
+    };
     let emit = &mut |event: Event| {
-        if leader {
-            emit(event);
+        if !leader {
+            return;
         }
+        if let Some(writer) = &mut board {
+            if let Err(error) = writer.observe(&event) {
+                // The run goes on without its TensorBoard scalars.
+                board = None;
+                emit(Event::Log {
+                    message: format!("TensorBoard: {error:#}; no more scalars are written"),
+                });
+            }
+        }
+        emit(event);
     };
     let schedule = Schedule::from_config(cfg)?;
     std::fs::create_dir_all(run_dir)

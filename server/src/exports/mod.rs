@@ -613,12 +613,19 @@ fn remove_staging(dir: &Path) {
 
 /// The base's architecture from its header or config.json (no MLX).
 /// What the writer would refuse, refused here, before a job exists: an
-/// architecture GGUF has no layout for, a DoRA adapter as a llama.cpp LoRA.
+/// architecture GGUF has no layout for, a DoRA adapter as a llama.cpp LoRA,
+/// a full fine-tune.
 fn refuse_unwritable(
     options: &ExportOptions,
     config: &ModelConfig,
     run_config: &serde_json::Value,
 ) -> Result<(), ExportError> {
+    if run_config["fine_tune_type"] == "full" {
+        return Err(invalid(
+            "run",
+            "a full fine-tune cannot be exported yet: its checkpoint holds the trained layers' own weights, not an adapter to fuse; download the run's adapter folder instead (mlx-lm loads it with `--adapter-path`)",
+        ));
+    }
     let gguf = matches!(options.format, ExportFormat::Gguf | ExportFormat::GgufLora);
     if gguf && engine::export::gguf::architecture(&config.model_type).is_none() {
         return Err(invalid(
