@@ -157,11 +157,11 @@ fn two_and_three_ranks_train_as_one_rank_does() {
 }
 
 #[test]
-fn a_full_fine_tune_on_two_ranks_trains_as_on_one() {
+fn a_full_fine_tune_on_two_ranks_trains_as_on_one_and_logs_once() {
     let setup = tiny_setup();
     let dir = setup.temp.path();
     engine::data::sample::write_sample_dataset(&dir.join("dataset")).unwrap();
-    let full = "fine_tune_type: full\n";
+    let full = "fine_tune_type: full\ntensorboard: true\n";
     std::fs::write(dir.join("one.yaml"), config(&setup.model_dir, "one", full)).unwrap();
     std::fs::write(
         dir.join("two.yaml"),
@@ -190,6 +190,13 @@ fn a_full_fine_tune_on_two_ranks_trains_as_on_one() {
     assert!(one.contains_key("model.layers.0.self_attn.q_proj.weight"));
     assert_same_adapters(&one, &adapters(&dir.join("two")));
     assert!(train_one[5].1 < train_one[0].1, "{train_one:?}");
+    // `<adapter_path>/tensorboard/`, one event file: rank 0 alone writes.
+    for name in ["one", "two"] {
+        let files = std::fs::read_dir(dir.join(name).join("tensorboard"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 1, "{name}");
+    }
 }
 
 /// Lines of a child's pipe, as they come.
