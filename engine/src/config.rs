@@ -336,20 +336,12 @@ impl TrainConfig {
                 "must be at least 1 (or left out to keep every checkpoint)",
             ));
         }
-        if self.fine_tune_type == FineTuneType::Full {
-            if self.quantize.is_some() {
-                return Err(invalid(
-                    "quantize",
-                    "is QLoRA's (a quantized base under adapters); `fine_tune_type: full` \
-                     trains the weights themselves, which stay dense: leave `quantize` out",
-                ));
-            }
-            if self.grad_checkpoint {
-                return Err(invalid(
-                    "grad_checkpoint",
-                    "is not supported with `fine_tune_type: full` yet: leave it off",
-                ));
-            }
+        if self.fine_tune_type == FineTuneType::Full && self.quantize.is_some() {
+            return Err(invalid(
+                "quantize",
+                "is QLoRA's (a quantized base under adapters); `fine_tune_type: full` \
+                 trains the weights themselves, which stay dense: leave `quantize` out",
+            ));
         }
         let lora = &self.lora_parameters;
         if lora.rank == 0 {

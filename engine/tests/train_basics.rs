@@ -266,11 +266,6 @@ fn bad_configs_are_rejected_naming_the_field() {
             "`quantize` is QLoRA's (a quantized base under adapters); `fine_tune_type: full` trains the weights themselves, which stay dense: leave `quantize` out",
         ),
         (
-            TrainConfig { fine_tune_type: FineTuneType::Full, grad_checkpoint: true, ..base.clone() },
-            data.clone(),
-            "`grad_checkpoint` is not supported with `fine_tune_type: full` yet: leave it off",
-        ),
-        (
             TrainConfig {
                 lr_schedule: Some(LrSchedule { name: "warp".into(), arguments: vec![1e-3], warmup: 0, warmup_init: 0.0 }),
                 ..base.clone()

@@ -299,3 +299,44 @@ fn a_stopped_and_resumed_full_run_equals_an_uninterrupted_one() {
         assert!(max_abs_diff(x, &base[name]) > 1e-4, "{name}: did not train");
     }
 }
+
+/// With `grad_checkpoint`, a block's own weights are inputs of its
+/// recomputation: without that their gradients would be lost and the
+/// weights would not move.
+#[test]
+fn grad_checkpoint_trains_a_full_fine_tune_as_without() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("model");
+    write_tiny(&model_dir, &Tiny::family("qwen3"));
+    let cfg = TrainConfig {
+        iters: 4,
+        grad_accumulation_steps: 1,
+        ..resume_config()
+    };
+    let mut runs = Vec::new();
+    for grad_checkpoint in [false, true] {
+        let run_dir = dir.path().join(format!("run-{grad_checkpoint}"));
+        let mut model = load_hf_folder(&model_dir, ComputeDtype::Auto).unwrap();
+        let cfg = TrainConfig {
+            grad_checkpoint,
+            ..cfg.clone()
+        };
+        let events = train_run(&cfg, &mut model, &resume_data(), &run_dir).unwrap();
+        runs.push((
+            train_losses(&events),
+            weights(&run_dir.join("adapters.safetensors")),
+        ));
+    }
+    let ((plain_losses, plain), (recomputed_losses, recomputed)) = (&runs[0], &runs[1]);
+    assert_eq!(plain_losses.len(), 4);
+    for (a, b) in plain_losses.iter().zip(recomputed_losses) {
+        assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} vs {b}");
+    }
+    // Qwen3's blocks also train their per-head Q/K norms.
+    assert!(plain.contains_key("model.layers.3.self_attn.q_norm.weight"));
+    assert_eq!(plain.len(), recomputed.len());
+    for (name, x) in plain {
+        let diff = max_abs_diff(x, &recomputed[name]);
+        assert!(diff < 1e-5, "{name}: {diff} apart with grad_checkpoint");
+    }
+}

@@ -11,7 +11,7 @@ use mlx_rs::{
 
 use super::fused::{causal_attention, written_out};
 use super::grad_checkpoint::checkpointed;
-use super::layers::{Linear, Pass, RmsNorm, Rope};
+use super::layers::{Linear, LinearWeight, Pass, RmsNorm, Rope};
 use super::weights::WeightMap;
 use crate::model_config::ModelConfig;
 
@@ -273,8 +273,15 @@ impl DecoderLayer {
     /// `forward` without a cache, its activations recomputed in the
     /// backward pass rather than kept. The checkpointed function's inputs
     /// are `x` and this layer's adapter parameters, so that their gradients
-    /// flow; it holds a copy of the layer (base weights shared).
-    pub(crate) fn forward_checkpointed(&self, x: &Array, pass: &Pass) -> Result<Array> {
+    /// flow, and with `trained` (full fine-tuning) the layer's own weights
+    /// too (mlx-lm passes the trainable parameters); it holds a copy of the
+    /// layer (base weights shared).
+    pub(crate) fn forward_checkpointed(
+        &self,
+        x: &Array,
+        pass: &Pass,
+        trained: bool,
+    ) -> Result<Array> {
         let slots: Vec<usize> = self
             .linears()
             .iter()
@@ -283,7 +290,11 @@ impl DecoderLayer {
             .collect();
         let mut inputs = vec![x.clone()];
         inputs.extend(slots.iter().map(|&slot| pass.lora[slot].clone()));
-        let layer = self.clone();
+        let mut layer = self.clone();
+        if trained {
+            layer.for_each_weight(|_, weight| inputs.push(weight.clone()));
+        }
+        let own_from = 1 + slots.len();
         let (count, dropout_seed) = (pass.lora.len(), pass.dropout_seed);
         // Stands in for the other layers' parameters, which this one never reads.
         let unused = Array::from_f32(0.0);
@@ -297,7 +308,17 @@ impl DecoderLayer {
                 dropout_seed,
                 grad_checkpoint: false,
             };
-            Ok(vec![layer.forward(&arguments[0], &pass, None)?])
+            if !trained {
+                return Ok(vec![layer.forward(&arguments[0], &pass, None)?]);
+            }
+            let mut block = layer.clone();
+            let mut own = arguments[own_from..].iter();
+            block.for_each_weight(|_, weight| {
+                if let Some(value) = own.next() {
+                    *weight = value.clone();
+                }
+            });
+            Ok(vec![block.forward(&arguments[0], &pass, None)?])
         })?;
         outputs
             .pop()
@@ -347,9 +368,27 @@ impl DecoderLayer {
         Ok(())
     }
 
+    /// Calls `f` with the mlx-lm name (`self_attn.q_proj.weight`,
+    /// `input_layernorm.weight`, ...) and value of each weight of the block
+    /// that full fine-tuning trains, in a fixed order: each dense linear
+    /// layer's weight and bias, then the norms.
+    pub(crate) fn for_each_weight(&mut self, mut f: impl FnMut(String, &mut Array)) {
+        for (key, linear) in self.linears_mut() {
+            if let LinearWeight::Dense(weight) = &mut linear.weight {
+                f(format!("{key}.weight"), weight);
+            }
+            if let Some(bias) = &mut linear.bias {
+                f(format!("{key}.bias"), bias);
+            }
+        }
+        for (key, norm) in self.norms_mut() {
+            f(format!("{key}.weight"), &mut norm.weight);
+        }
+    }
+
     /// The block's norms under mlx-lm's module keys (`input_layernorm`,
-    /// `self_attn.q_norm`, ...), for full fine-tuning, which trains them.
-    pub(crate) fn norms_mut(&mut self) -> Vec<(&'static str, &mut RmsNorm)> {
+    /// `self_attn.q_norm`, ...).
+    fn norms_mut(&mut self) -> Vec<(&'static str, &mut RmsNorm)> {
         let mut out: Vec<(&'static str, &mut RmsNorm)> = vec![
             ("input_layernorm", &mut self.input_layernorm),
             (

@@ -330,10 +330,15 @@ impl Model {
             );
         }
         let mut h = self.embed_tokens.lookup(tokens)?;
+        // A full fine-tune's blocks from here on train their own weights.
+        let first_trained = self.lora.as_ref().and_then(|lora| lora.full_from);
         for (i, layer) in self.layers.iter().enumerate() {
             h = match cache.as_mut() {
                 Some(cache) => layer.forward(&h, pass, Some(cache.slot(i)))?,
-                None if pass.grad_checkpoint => layer.forward_checkpointed(&h, pass)?,
+                None if pass.grad_checkpoint => {
+                    let trained = first_trained.is_some_and(|first| i >= first);
+                    layer.forward_checkpointed(&h, pass, trained)?
+                }
                 None => layer.forward(&h, pass, None)?,
             };
         }

@@ -65,23 +65,11 @@ fn block_weights(model: &mut Model, first: usize) -> Vec<(String, Array)> {
     out
 }
 
-/// Calls `f` with each trained weight of the blocks from `first` on, in a
-/// fixed order: per block its linear layers (weight, then bias), then its
-/// norms.
+/// Calls `f` with each trained weight of the blocks from `first` on, in
+/// `DecoderLayer::for_each_weight`'s order.
 fn for_each_weight(model: &mut Model, first: usize, mut f: impl FnMut(String, &mut Array)) {
     for (index, layer) in model.layers.iter_mut().enumerate().skip(first) {
-        let prefix = format!("model.layers.{index}");
-        for (key, linear) in layer.linears_mut() {
-            if let LinearWeight::Dense(weight) = &mut linear.weight {
-                f(format!("{prefix}.{key}.weight"), weight);
-            }
-            if let Some(bias) = &mut linear.bias {
-                f(format!("{prefix}.{key}.bias"), bias);
-            }
-        }
-        for (key, norm) in layer.norms_mut() {
-            f(format!("{prefix}.{key}.weight"), &mut norm.weight);
-        }
+        layer.for_each_weight(|name, weight| f(format!("model.layers.{index}.{name}"), weight));
     }
 }
 
