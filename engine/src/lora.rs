@@ -381,6 +381,17 @@ struct LoraParametersFile {
     keys: Option<Vec<String>>,
 }
 
+/// Whether an adapter folder holds a full fine-tune (`fine_tune_type:
+/// full`): trained blocks' own weights rather than adapters.
+pub fn is_full_fine_tune(dir: &Path) -> Result<bool> {
+    let path = dir.join(ADAPTER_CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
+    let file: AdapterConfigFile =
+        serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(file.fine_tune_type.as_deref() == Some("full"))
+}
+
 /// Reads what an adapter folder's `adapter_config.json` says about the adapters.
 pub fn read_adapter_settings(dir: &Path) -> Result<AdapterSettings> {
     let path = dir.join(ADAPTER_CONFIG_FILE);

@@ -161,6 +161,69 @@ fn fused_tiny_matches(tiny: Tiny, kind: FineTuneType) {
     );
 }
 
+/// A full fine-tune's folder exports as the base with its trained blocks'
+/// weights in place (nothing to fuse); there is no adapter to write alone.
+#[test]
+fn a_full_fine_tune_exports_as_its_trained_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_dir = dir.path().join("base");
+    write_tiny(&base_dir, &Tiny::llama());
+    let mut model = load_hf_folder(&base_dir, ComputeDtype::Float32).unwrap();
+    let base_logits = model.forward(&probe()).unwrap();
+    let cfg = TrainConfig {
+        fine_tune_type: FineTuneType::Full,
+        num_layers: 2,
+        iters: 3,
+        batch_size: 2,
+        learning_rate: 1e-2,
+        ..Default::default()
+    };
+    let data = engine::train::TrainData {
+        train: vec![batch(&pattern_rows(2, 20, 1), 21, &[0, 0])],
+        ..Default::default()
+    };
+    let run_dir = dir.path().join("run");
+    common::train_run(&cfg, &mut model, &data, &run_dir).unwrap();
+    let trained = model.forward(&probe()).unwrap();
+    assert!(
+        max_abs_diff(&trained, &base_logits) > 1e-2,
+        "training must change the logits for the test to mean anything"
+    );
+
+    let out = dir.path().join("exported");
+    let report = run_export(&request(
+        &base_dir,
+        &run_dir,
+        &out,
+        f32_options(ExportFormat::Hf),
+    ));
+    assert_eq!(
+        report.fused,
+        2 * 9,
+        "two blocks of seven matrices and two norms"
+    );
+    let exported = load_hf_folder(&out, ComputeDtype::Float32).unwrap();
+    let diff = max_abs_diff(&exported.forward(&probe()).unwrap(), &trained);
+    assert!(
+        diff < 1e-5,
+        "the export's logits differ from the run's by {diff}"
+    );
+
+    let refused = plan(&request(
+        &base_dir,
+        &run_dir,
+        &dir.path().join("peft"),
+        f32_options(ExportFormat::Peft),
+    ))
+    .err()
+    .expect("a PEFT export of a full fine-tune is refused")
+    .to_string();
+    assert_eq!(
+        refused,
+        "a full fine-tune has no adapter to write alone (`peft`): export `hf`, `mlx` or `gguf`, whose weights are the trained ones"
+    );
+}
+
 #[test]
 fn lora_fused_into_an_hf_base_gives_the_adapted_logits() {
     fused_tiny_matches(Tiny::llama(), FineTuneType::Lora);

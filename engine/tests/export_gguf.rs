@@ -678,6 +678,48 @@ fn smollm2_q4_1_reexport_copies_untouched_tensors_byte_for_byte() {
 
 /// The adapter alone in llama.cpp's LoRA format, on the base as an F32
 /// GGUF, gives in llama.cpp the greedy tokens of the fused F32 GGUF.
+/// A full fine-tune of the top block, re-exported in the base's own types:
+/// the block's nine tensors are written from the trained weights (its f32
+/// norms exactly), every other tensor is the base's bytes.
+#[test]
+fn a_full_fine_tune_reexports_its_trained_block_into_the_gguf() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = smollm2_f32();
+    let cfg = TrainConfig {
+        fine_tune_type: FineTuneType::Full,
+        num_layers: 1,
+        iters: 1,
+        batch_size: 2,
+        learning_rate: 1e-2,
+        ..Default::default()
+    };
+    let data = engine::train::TrainData {
+        train: vec![batch(&pattern_rows(2, 20, 1), 21, &[0, 0])],
+        ..Default::default()
+    };
+    let run_dir = dir.path().join("run");
+    common::train_run(&cfg, &mut model, &data, &run_dir).unwrap();
+    drop(model);
+    let out = dir.path().join("same");
+    let report = run_export(&request(
+        &smollm2_path(),
+        Some(&run_dir),
+        &out,
+        gguf_options(ExportFormat::Gguf, GgufQuant::Same),
+    ));
+    let base = GgufFile::open(smollm2_path()).unwrap();
+    assert_eq!((report.fused, report.requantized), (9, 9));
+    assert_eq!(report.copied, base.tensors.len() - 9);
+    let mut exported = load_gguf_model(&out.join("model.gguf")).unwrap();
+    exported.dequantize_weights().unwrap();
+    let trained = Array::load_safetensors(run_dir.join("adapters.safetensors")).unwrap();
+    for norm in ["input_layernorm", "post_attention_layernorm"] {
+        let name = format!("model.layers.29.{norm}.weight");
+        let diff = max_abs_diff(&exported.weights[&name], &trained[&name]);
+        assert_eq!(diff, 0.0, "{name}");
+    }
+}
+
 #[test]
 fn gguf_lora_adapter_on_the_base_gives_the_fused_tokens() {
     let dir = tempfile::tempdir().unwrap();

@@ -315,8 +315,8 @@ async fn bad_export_requests_are_refused_naming_the_field() {
         "{answer}"
     );
 
-    // A full fine-tune trains in its worker like any run; its export is
-    // refused before a job exists.
+    // A full fine-tune trains in its worker like any run; it has no
+    // adapter to export alone.
     let full = create_run(
         &client,
         &server,
@@ -324,14 +324,15 @@ async fn bad_export_requests_are_refused_naming_the_field() {
     )
     .await;
     wait_for_status(&client, &server, full, 300, "done").await;
-    let (status, answer) = start_export(&client, &server, full, json!({"format": "hf"})).await;
+    let (status, answer) =
+        start_export(&client, &server, full, json!({"format": "gguf-lora"})).await;
     assert_eq!(status, 422, "{answer}");
-    assert_eq!(answer["field"], "run");
+    assert_eq!(answer["field"], "format");
     assert!(
         answer["error"]
             .as_str()
             .unwrap()
-            .contains("a full fine-tune cannot be exported yet"),
+            .contains("a full fine-tune has no adapter to write alone (`gguf-lora`)"),
         "{answer}"
     );
 

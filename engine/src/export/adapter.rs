@@ -2,7 +2,9 @@
 //! `[in, rank]`, `lora_b` `[rank, out]` and, for DoRA, `m` `[out]`, and the
 //! fuse of one base weight with it, as mlx-lm's `fuse` computes it:
 //! `W + scale * (A B)^T`, and for DoRA that matrix's rows rescaled to
-//! `m / ||row||`.
+//! `m / ||row||`. A full fine-tune's folder holds the trained blocks'
+//! weights themselves, which replace the base's (as mlx-lm's `fuse` loads
+//! them), with nothing to fold in.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -10,7 +12,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Result};
 use mlx_rs::{Array, Dtype};
 
-use crate::lora::{read_adapter_settings, AdapterSettings, ADAPTER_WEIGHTS_FILE};
+use crate::lora::{
+    is_full_fine_tune, read_adapter_settings, AdapterSettings, ADAPTER_WEIGHTS_FILE,
+};
 
 /// One adapted linear layer.
 pub struct AdapterLayer {
@@ -24,6 +28,9 @@ pub struct Adapter {
     pub settings: AdapterSettings,
     /// By module path (`model.layers.3.self_attn.q_proj`), in layer order.
     pub layers: BTreeMap<String, AdapterLayer>,
+    /// A full fine-tune's weights (f32) by the base tensor they replace
+    /// (`model.layers.3.input_layernorm.weight`); empty for an adapter.
+    pub replaced: BTreeMap<String, Array>,
 }
 
 impl Adapter {
@@ -31,12 +38,15 @@ impl Adapter {
     /// `weights` (a run's numbered checkpoint), else the folder's own
     /// `adapters.safetensors`.
     pub fn open(dir: &Path, weights: Option<&Path>) -> Result<Self> {
-        let settings = read_adapter_settings(dir)?;
         let path = weights
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.join(ADAPTER_WEIGHTS_FILE));
         let mut tensors: HashMap<String, Array> = Array::load_safetensors(&path)
             .map_err(|e| anyhow!("cannot load {}: {e}", path.display()))?;
+        if is_full_fine_tune(dir)? {
+            return Self::full(dir, &path, tensors);
+        }
+        let settings = read_adapter_settings(dir)?;
         let mut modules: Vec<String> = tensors
             .keys()
             .filter_map(|k| k.strip_suffix(".lora_a").map(str::to_string))
@@ -86,7 +96,41 @@ impl Adapter {
             dir: dir.to_path_buf(),
             settings,
             layers,
+            replaced: BTreeMap::new(),
         })
+    }
+
+    fn full(dir: &Path, path: &Path, tensors: HashMap<String, Array>) -> Result<Self> {
+        if tensors.is_empty() {
+            bail!("{}: the full fine-tune holds no weights", path.display());
+        }
+        let replaced = tensors
+            .into_iter()
+            .map(|(name, w)| Ok((name, w.as_dtype(Dtype::Float32)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            settings: AdapterSettings {
+                num_layers: -1,
+                rank: 0,
+                scale: 0.0,
+                dropout: 0.0,
+                keys: None,
+                dora: false,
+            },
+            layers: BTreeMap::new(),
+            replaced,
+        })
+    }
+
+    /// A full fine-tune: weights that replace the base's, no adapter.
+    pub fn is_full(&self) -> bool {
+        !self.replaced.is_empty()
+    }
+
+    /// Whether the export's tensor `name` differs from the base's.
+    pub fn changes(&self, name: &str) -> bool {
+        self.replaced.contains_key(name) || self.layer_for(name).is_some()
     }
 
     /// The layer adapting the base tensor `weight_name` (`X.weight`).
@@ -97,6 +141,17 @@ impl Adapter {
     /// Checks that every adapted module is a matrix of the base with the
     /// adapter's shapes; `shape_of` gives a base tensor's logical shape.
     pub fn check_against(&self, shape_of: impl Fn(&str) -> Option<Vec<usize>>) -> Result<()> {
+        for (name, weight) in &self.replaced {
+            let shape: Vec<usize> = weight.shape().iter().map(|&d| d as usize).collect();
+            match shape_of(name) {
+                None => bail!("the full fine-tune's `{name}` is not a tensor of the base model"),
+                Some(base) if base != shape => bail!(
+                    "the full fine-tune's `{name}` {shape:?} does not fit the base's {base:?}: \
+                     was it trained on another model?"
+                ),
+                Some(_) => {}
+            }
+        }
         for (module, layer) in &self.layers {
             let name = format!("{module}.weight");
             let Some(shape) = shape_of(&name) else {

@@ -300,7 +300,7 @@ pub fn plan_model(
     let arch = architecture(model_type).ok_or_else(|| {
         anyhow!("cannot write architecture `{model_type}` as GGUF (writable: llama, mistral, qwen2, qwen3, phi3)")
     })?;
-    let adapted = |name: &str| adapter.and_then(|a| a.layer_for(name)).is_some();
+    let adapted = |name: &str| adapter.is_some_and(|a| a.changes(name));
     let heads = (
         base.config.num_attention_heads,
         base.config.num_key_value_heads(),

@@ -279,6 +279,14 @@ pub fn plan(request: &ExportRequest) -> Result<ExportPlan> {
         None => None,
     };
     if let Some(adapter) = &adapter {
+        if adapter.is_full()
+            && matches!(options.format, ExportFormat::Peft | ExportFormat::GgufLora)
+        {
+            bail!(
+                "a full fine-tune has no adapter to write alone (`{}`): export `hf`, `mlx` or `gguf`, whose weights are the trained ones",
+                options.format.name()
+            );
+        }
         adapter.check_against(|name| {
             base.tensors
                 .iter()
@@ -411,6 +419,12 @@ impl ExportPlan {
             .iter()
             .flat_map(|a| a.layers.values())
             .map(|l| (l.lora_a.size() + l.lora_b.size()) as u64 * 4)
+            .chain(
+                self.adapter
+                    .iter()
+                    .flat_map(|a| a.replaced.values())
+                    .map(|w| w.size() as u64 * 4),
+            )
             .sum();
         largest * 3 + adapter
     }
@@ -609,6 +623,14 @@ impl ExportPlan {
     /// adapter changed it.
     fn fused(&self, i: usize) -> Result<(Array, bool)> {
         let tensor = &self.base.tensors[i];
+        let trained = self
+            .adapter
+            .as_ref()
+            .and_then(|a| a.replaced.get(&tensor.name));
+        if let Some(weight) = trained {
+            // A full fine-tune's weight is the tensor itself.
+            return Ok((weight.clone(), true));
+        }
         let weight = self.base.dense(i)?;
         let adapted = self
             .adapter

@@ -614,16 +614,20 @@ fn remove_staging(dir: &Path) {
 /// The base's architecture from its header or config.json (no MLX).
 /// What the writer would refuse, refused here, before a job exists: an
 /// architecture GGUF has no layout for, a DoRA adapter as a llama.cpp LoRA,
-/// a full fine-tune.
+/// a full fine-tune as an adapter alone.
 fn refuse_unwritable(
     options: &ExportOptions,
     config: &ModelConfig,
     run_config: &serde_json::Value,
 ) -> Result<(), ExportError> {
-    if run_config["fine_tune_type"] == "full" {
+    let alone = matches!(options.format, ExportFormat::Peft | ExportFormat::GgufLora);
+    if alone && run_config["fine_tune_type"] == "full" {
         return Err(invalid(
-            "run",
-            "a full fine-tune cannot be exported yet: its checkpoint holds the trained layers' own weights, not an adapter to fuse; download the run's adapter folder instead (mlx-lm loads it with `--adapter-path`)",
+            "format",
+            format!(
+                "a full fine-tune has no adapter to write alone (`{}`): export `hf`, `mlx` or `gguf`, whose weights are the trained ones",
+                options.format.name()
+            ),
         ));
     }
     let gguf = matches!(options.format, ExportFormat::Gguf | ExportFormat::GgufLora);
