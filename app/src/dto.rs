@@ -33,6 +33,9 @@ pub struct RunSummary {
     pub started_at: Option<String>,
     /// Seconds from the start to the end, or to now while it runs.
     pub elapsed_seconds: Option<f64>,
+    /// Its thermal/memory guard holds it (its status stays `running`).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl RunSummary {

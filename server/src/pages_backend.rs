@@ -48,9 +48,12 @@ impl app::Backend for AppState {
     }
 
     fn list_runs(&self) -> Result<Vec<RunSummary>, String> {
-        self.store
+        let mut runs = self
+            .store
             .list_runs()
-            .map_err(|error| user_error("reading the runs", error))
+            .map_err(|error| user_error("reading the runs", error))?;
+        self.supervisor.mark_paused(&mut runs);
+        Ok(runs)
     }
 
     fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, String> {
