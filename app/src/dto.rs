@@ -33,6 +33,9 @@ pub struct RunSummary {
     pub started_at: Option<String>,
     /// Seconds from the start to the end, or to now while it runs.
     pub elapsed_seconds: Option<f64>,
+    /// Its thermal/memory guard holds it (its status stays `running`).
+    #[serde(default)]
+    pub paused: bool,
 }
 
 impl RunSummary {
@@ -302,6 +305,17 @@ pub struct DatasetDetail {
     pub previews: Vec<ExamplePreview>,
     /// The settings the figures were computed with (defaults filled in).
     pub query: DatasetQuery,
+    /// While the model's tokenizer is still reading a large dataset for
+    /// the first time: how far it is (the figures come when it is done).
+    #[serde(default)]
+    pub inspecting: Option<InspectionProgress>,
+}
+
+/// Examples tokenized of all read, while a dataset is first inspected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InspectionProgress {
+    pub encoded: u64,
+    pub total: u64,
 }
 
 /// The memory a run will need (`POST /api/runs/estimate`), in bytes,

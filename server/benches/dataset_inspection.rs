@@ -47,11 +47,13 @@ fn main() {
     }
     std::fs::write(folder.join("train.jsonl"), text).unwrap();
     let tokenizers = TokenizerCache::default();
+    let inspections = server::inspections::Inspections::new(std::sync::Arc::new(store));
     let cfg = TrainConfig::default();
     let timed = |label: &str| {
         let tic = Instant::now();
-        let inspection =
-            server::inspections::inspect(&store, &tokenizers, &model, &folder, &cfg, 3).unwrap();
+        let inspection = inspections
+            .inspect(&tokenizers, &model, &folder, &cfg, 3)
+            .unwrap();
         let seconds = tic.elapsed().as_secs_f64();
         let tokens = inspection
             .report

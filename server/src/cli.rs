@@ -128,6 +128,7 @@ fn serve(data_dir: &Path, args: ServeArgs) -> Result<()> {
             std::env::current_exe().context("cannot locate the loralab binary")?,
         )?;
         let state = Arc::new(AppState {
+            inspections: crate::inspections::Inspections::new(store.clone()),
             store,
             data_dir,
             device,

@@ -8,17 +8,19 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use app::dto::{
-    DatasetDetail, DatasetProblem, DatasetQuery, DatasetSummary, ExamplePreview, PreviewSegment,
-    SplitInfo, SplitTokens,
+    DatasetDetail, DatasetProblem, DatasetQuery, DatasetSummary, ExamplePreview,
+    InspectionProgress, PreviewSegment, SplitInfo, SplitTokens,
 };
 use engine::config::TrainConfig;
 use engine::data::{DatasetReport, FormatKeys, Split, SplitSource};
 use engine::tokenizer::TokenizerBundle;
 
 use crate::access::{safe_name, NameError};
+use crate::inspections::{Inspected, Inspections};
 use crate::store::{DatasetRecord, ModelRecord, NewDataset, Store};
 
 /// Examples the dataset page renders.
@@ -357,12 +359,15 @@ pub fn summary(dataset: DatasetRecord) -> DatasetSummary {
 
 /// The dataset page's content: files, splits, every problem and, with a
 /// model, token figures and rendered examples. `None` when there is no such
-/// dataset.
+/// dataset. With `patience`, a tokenization that takes longer answers how
+/// far it is (`inspecting`) and goes on; without, this waits for it.
 pub fn inspect(
     store: &Store,
+    inspections: &Inspections,
     tokenizers: &TokenizerCache,
     id: i64,
     query: DatasetQuery,
+    patience: Option<Duration>,
 ) -> Result<Option<DatasetDetail>, DatasetError> {
     let Some(dataset) = store.dataset(id).context("cannot read the dataset")? else {
         return Ok(None);
@@ -384,22 +389,12 @@ pub fn inspect(
         ..defaults
     };
     let directory = Path::new(&dataset.directory);
-    let (report, previews) = match model {
-        Some(model) => {
-            let inspection = crate::inspections::inspect(
-                store,
-                tokenizers,
-                model,
-                directory,
-                &cfg,
-                PREVIEW_EXAMPLES,
-            )?;
-            (inspection.report, inspection.previews)
-        }
-        None => (
-            engine::data::inspect_dataset(directory, &FormatKeys::default(), &cfg),
-            Vec::new(),
-        ),
+    let query = DatasetQuery {
+        model: model.map(|model| model.name.clone()),
+        max_seq_length: Some(cfg.max_seq_length),
+        mask_prompt: Some(cfg.mask_prompt),
+        split_fraction: Some(cfg.split_fraction),
+        seed: Some(cfg.seed),
     };
     let files = Split::ALL
         .iter()
@@ -409,6 +404,49 @@ pub fn inspect(
             Some((split.file_name().to_string(), bytes))
         })
         .collect();
+    let (report, previews) = match model {
+        Some(model) => {
+            let inspected = match patience {
+                Some(patience) => inspections.inspect_or_progress(
+                    tokenizers,
+                    model,
+                    directory,
+                    &cfg,
+                    PREVIEW_EXAMPLES,
+                    patience,
+                )?,
+                None => Inspected::Ready(inspections.inspect(
+                    tokenizers,
+                    model,
+                    directory,
+                    &cfg,
+                    PREVIEW_EXAMPLES,
+                )?),
+            };
+            match inspected {
+                Inspected::Ready(inspection) => (inspection.report, inspection.previews),
+                Inspected::Running(progress) => {
+                    return Ok(Some(DatasetDetail {
+                        summary: summary(dataset),
+                        files,
+                        format: None,
+                        splits: Vec::new(),
+                        problems: Vec::new(),
+                        previews: Vec::new(),
+                        query,
+                        inspecting: Some(InspectionProgress {
+                            encoded: progress.encoded as u64,
+                            total: progress.total as u64,
+                        }),
+                    }))
+                }
+            }
+        }
+        None => (
+            engine::data::inspect_dataset(directory, &FormatKeys::default(), &cfg),
+            Vec::new(),
+        ),
+    };
     Ok(Some(DatasetDetail {
         summary: summary(dataset),
         files,
@@ -443,13 +481,8 @@ pub fn inspect(
                     .collect(),
             })
             .collect(),
-        query: DatasetQuery {
-            model: model.map(|model| model.name.clone()),
-            max_seq_length: Some(cfg.max_seq_length),
-            mask_prompt: Some(cfg.mask_prompt),
-            split_fraction: Some(cfg.split_fraction),
-            seed: Some(cfg.seed),
-        },
+        query,
+        inspecting: None,
     }))
 }
 

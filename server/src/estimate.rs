@@ -101,16 +101,11 @@ fn train_examples(
     model: &ModelRecord,
     config: &TrainConfig,
 ) -> Option<TrainExamples> {
-    let inspection = crate::inspections::inspect(
-        &state.store,
-        &state.tokenizers,
-        model,
-        Path::new(&config.data),
-        config,
-        0,
-    )
-    .inspect_err(|error| tracing::warn!(%error, "cannot inspect the run's dataset"))
-    .ok()?;
+    let inspection = state
+        .inspections
+        .inspect(&state.tokenizers, model, Path::new(&config.data), config, 0)
+        .inspect_err(|error| tracing::warn!(%error, "cannot inspect the run's dataset"))
+        .ok()?;
     let tokens = inspection
         .report
         .split(engine::data::Split::Train)

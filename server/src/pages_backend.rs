@@ -37,6 +37,10 @@ fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// How long the dataset page waits for a first tokenization before it
+/// shows how far it is (and reloads itself until the figures are there).
+const PAGE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 impl app::Backend for AppState {
     fn health(&self) -> HealthInfo {
         HealthInfo {
@@ -48,9 +52,12 @@ impl app::Backend for AppState {
     }
 
     fn list_runs(&self) -> Result<Vec<RunSummary>, String> {
-        self.store
+        let mut runs = self
+            .store
             .list_runs()
-            .map_err(|error| user_error("reading the runs", error))
+            .map_err(|error| user_error("reading the runs", error))?;
+        self.supervisor.mark_paused(&mut runs);
+        Ok(runs)
     }
 
     fn run_detail(&self, id: i64) -> Result<Option<RunDetail>, String> {
@@ -214,12 +221,20 @@ impl app::Backend for AppState {
         id: i64,
         query: DatasetQuery,
     ) -> Result<Option<DatasetDetail>, String> {
-        cpu_bound(|| crate::datasets::inspect(&self.store, &self.tokenizers, id, query)).map_err(
-            |error| match error {
-                DatasetError::Internal(error) => user_error("checking the dataset", error),
-                refused => refused.to_string(),
-            },
-        )
+        cpu_bound(|| {
+            crate::datasets::inspect(
+                &self.store,
+                &self.inspections,
+                &self.tokenizers,
+                id,
+                query,
+                Some(PAGE_PATIENCE),
+            )
+        })
+        .map_err(|error| match error {
+            DatasetError::Internal(error) => user_error("checking the dataset", error),
+            refused => refused.to_string(),
+        })
     }
 
     fn delete_dataset(&self, id: i64) -> Result<(), String> {

@@ -20,6 +20,8 @@ pub struct AppState {
     pub supervisor: Supervisor,
     /// Tokenizers of registered models, for dataset previews.
     pub tokenizers: TokenizerCache,
+    /// Datasets' token figures: stored, and those being computed.
+    pub inspections: crate::inspections::Inspections,
     /// The inference worker behind comparisons and chat.
     pub inference: Inference,
     /// Comparisons being generated, and their live output.

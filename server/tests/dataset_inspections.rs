@@ -7,7 +7,9 @@ mod common;
 use engine::config::TrainConfig;
 use engine::data::Split;
 use server::datasets::TokenizerCache;
-use server::inspections::inspect;
+use server::inspections::{Inspected, Inspections};
+use std::sync::Arc;
+use std::time::Duration;
 
 #[test]
 fn an_inspection_is_stored_reused_and_renewed_when_the_files_change() {
@@ -15,6 +17,7 @@ fn an_inspection_is_stored_reused_and_renewed_when_the_files_change() {
     let (_, store) = server::setup::prepare(&setup.data_dir, None).unwrap();
     let model = store.model_by_name("tiny").unwrap().unwrap();
     let tokenizers = TokenizerCache::default();
+    let inspections = Inspections::new(Arc::new(store));
     let folder = setup.temp.path().join("notes");
     std::fs::create_dir_all(&folder).unwrap();
     let line = |text: &str| format!("{{\"prompt\": \"{text}?\", \"completion\": \"{text}!\"}}\n");
@@ -32,10 +35,16 @@ fn an_inspection_is_stored_reused_and_renewed_when_the_files_change() {
             .examples
     };
 
-    let first = inspect(&store, &tokenizers, &model, &folder, &cfg, 2).unwrap();
+    let first = inspections
+        .inspect(&tokenizers, &model, &folder, &cfg, 2)
+        .unwrap();
     assert_eq!(examples(&first), 4);
     assert_eq!(first.previews.len(), 2);
-    let stored = |cfg: &TrainConfig| inspect(&store, &tokenizers, &model, &folder, cfg, 2).unwrap();
+    let stored = |cfg: &TrainConfig| {
+        inspections
+            .inspect(&tokenizers, &model, &folder, cfg, 2)
+            .unwrap()
+    };
     // Stored: the same figures come back, and they are a fresh computation's.
     let fresh = engine::data::inspect_with_tokenizer(
         &folder,
@@ -98,4 +107,64 @@ fn an_inspection_is_stored_reused_and_renewed_when_the_files_change() {
     let renewed = stored(&cfg);
     assert_eq!(examples(&renewed), 5);
     assert_eq!(renewed.previews.len(), 2);
+}
+
+#[test]
+fn a_first_inspection_reports_its_progress_and_later_asks_share_it() {
+    let setup = common::tiny_setup();
+    let (_, store) = server::setup::prepare(&setup.data_dir, None).unwrap();
+    let model = store.model_by_name("tiny").unwrap().unwrap();
+    let tokenizers = TokenizerCache::default();
+    let inspections = Inspections::new(Arc::new(store));
+    let folder = setup.temp.path().join("many");
+    std::fs::create_dir_all(&folder).unwrap();
+    const EXAMPLES: usize = 20_000;
+    let train: String = (0..EXAMPLES)
+        .map(|i| format!("{{\"prompt\": \"question {i}?\", \"completion\": \"answer {i}!\"}}\n"))
+        .collect();
+    std::fs::write(folder.join("train.jsonl"), train).unwrap();
+    let cfg = TrainConfig::default();
+    let ask = |patience| {
+        inspections
+            .inspect_or_progress(&tokenizers, &model, &folder, &cfg, 2, patience)
+            .unwrap()
+    };
+
+    // No patience: the computation starts and the answer is how far it is.
+    let Inspected::Running(first) = ask(Duration::ZERO) else {
+        panic!("20,000 examples are not tokenized in no time");
+    };
+    assert!(first.encoded < EXAMPLES, "{first:?}");
+    let mut seen = vec![first];
+    let inspection = loop {
+        match ask(Duration::from_millis(20)) {
+            Inspected::Running(progress) => seen.push(progress),
+            Inspected::Ready(inspection) => break inspection,
+        }
+    };
+    let later: Vec<_> = seen.iter().filter(|p| p.total > 0).collect();
+    assert!(
+        later.iter().all(|p| p.total == EXAMPLES),
+        "the total is every example read: {later:?}"
+    );
+    assert!(
+        seen.windows(2)
+            .all(|pair| pair[0].encoded <= pair[1].encoded),
+        "one computation, moving forward: {seen:?}"
+    );
+    assert!(
+        later.iter().any(|p| p.encoded > 0 && p.encoded < EXAMPLES),
+        "a count between none and all was reported: {seen:?}"
+    );
+    let fresh = engine::data::inspect_with_tokenizer(
+        &folder,
+        &engine::data::FormatKeys::default(),
+        &tokenizers.get(&model).unwrap(),
+        &cfg,
+        Split::Train,
+        2,
+    );
+    assert_eq!(inspection, fresh);
+    // Stored: the next ask answers without waiting.
+    assert_eq!(ask(Duration::ZERO), Inspected::Ready(fresh));
 }

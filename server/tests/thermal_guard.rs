@@ -181,6 +181,20 @@ async fn a_hot_sensor_pauses_the_run_at_a_checkpoint_and_it_resumes_when_cool() 
         run_page.contains("id=\"resume\""),
         "a paused run offers Resume"
     );
+    // The runs list says it waits, in the API and on the page.
+    let listed = get_json(&client, &server.url("/api/runs")).await;
+    let row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|run| run["id"] == guarded)
+        .expect("the paused run is listed");
+    assert_eq!(row["paused"], true, "{row:#}");
+    let runs_page = page(&client, &server.url("/")).await;
+    assert!(
+        runs_page.contains(r#"<span class="status paused">paused</span>"#),
+        "{runs_page}"
+    );
     // 90 °C is under the threshold but not under it by the hysteresis.
     set_cpu_temp(&root, 90);
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -67,6 +67,9 @@ pub fn DatasetPage() -> impl IntoView {
             <Suspense fallback=|| view! { <p class="muted">"Checking the dataset..."</p> }>
                 {move || Suspend::new(async move {
                     match loaded.await {
+                        Ok((Some(detail), _)) if detail.inspecting.is_some() => {
+                            view! { <Inspecting detail /> }.into_any()
+                        }
                         Ok((Some(detail), models)) => view! { <DatasetView detail models /> }.into_any(),
                         Ok((None, _)) => view! {
                             <Heading text="No such dataset" />
@@ -83,6 +86,59 @@ pub fn DatasetPage() -> impl IntoView {
             </Suspense>
         </Page>
     }
+}
+
+/// A large dataset read by a model's tokenizer for the first time: how far
+/// it is. The page reloads itself until the figures are there (they are
+/// stored, so later visits answer at once).
+#[component]
+fn Inspecting(detail: DatasetDetail) -> impl IntoView {
+    let progress = detail.inspecting.unwrap_or(crate::dto::InspectionProgress {
+        encoded: 0,
+        total: 0,
+    });
+    let model = detail.query.model.clone().unwrap_or_default();
+    let files = detail
+        .files
+        .iter()
+        .map(|(name, bytes)| format!("{name} ({})", crate::pages::catalog::format_bytes(*bytes)))
+        .collect::<Vec<_>>()
+        .join(" · ");
+    view! {
+        <meta http-equiv="refresh" content="1" />
+        <div class="toolbar">
+            <Heading text=detail.summary.name.clone() />
+            <span class="status running">"tokenizing"</span>
+        </div>
+        <section class="panel" id="inspection-progress">
+            <p>
+                {format!("Tokenizing with {model}: ")}
+                <progress value=progress.encoded max=progress.total.max(1)></progress>
+                {format!(
+                    " {} of {} examples",
+                    group_digits(progress.encoded),
+                    group_digits(progress.total),
+                )}
+            </p>
+            <p class="muted">
+                "The first look at a large dataset reads every example once; its figures are then kept, so this page and new runs on it answer at once."
+            </p>
+        </section>
+        <p class="muted small">{files}</p>
+    }
+}
+
+/// 100000 as "100,000".
+fn group_digits(value: u64) -> String {
+    let digits = value.to_string();
+    let mut grouped = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    grouped
 }
 
 #[component]

@@ -92,7 +92,13 @@ fn RunsTable(runs: Vec<RunSummary>) -> impl IntoView {
 fn RunRow(run: RunSummary) -> impl IntoView {
     let width = format!("width: {:.1}%", run.progress() * 100.0);
     let steps = format!("{}/{}", run.step, run.total_steps);
-    let status_class = format!("status {}", run.status);
+    // A run its guard holds is still `running`; the list says why it waits.
+    let shown_status = if run.paused {
+        "paused".to_string()
+    } else {
+        run.status.clone()
+    };
+    let status_class = format!("status {shown_status}");
     let href = format!("/runs/{}", run.id);
     let eta = run
         .eta_seconds()
@@ -105,7 +111,6 @@ fn RunRow(run: RunSummary) -> impl IntoView {
     let RunSummary {
         id,
         name,
-        status,
         model,
         dataset,
         latest_val_loss,
@@ -124,7 +129,7 @@ fn RunRow(run: RunSummary) -> impl IntoView {
                 <a href=href>{name}</a>
             </td>
             <td>
-                <span class=status_class>{status}</span>
+                <span class=status_class>{shown_status}</span>
             </td>
             <td>{model}</td>
             <td>{dataset}</td>

@@ -204,7 +204,7 @@ pub fn load_dataset_with_keys(
     tokenizer: &TokenizerBundle,
     cfg: &TrainConfig,
 ) -> Result<PreparedData, DataError> {
-    let (mut report, encoded, _) = tokenize(dir_or_file, keys, tokenizer, cfg, None);
+    let (mut report, encoded, _) = tokenize(dir_or_file, keys, tokenizer, cfg, None, &mut |_| {});
     if !report.problems.is_empty() {
         return Err(DataError(Box::new(report)));
     }
@@ -241,12 +241,44 @@ pub fn inspect_with_tokenizer(
     preview_split: Split,
     preview_limit: usize,
 ) -> Inspection {
+    inspect_with_progress(
+        dir_or_file,
+        keys,
+        tokenizer,
+        cfg,
+        (preview_split, preview_limit),
+        &mut |_| {},
+    )
+}
+
+/// How far an inspection's tokenization is: examples encoded of all read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub encoded: usize,
+    pub total: usize,
+}
+
+/// Examples encoded between two progress reports: often enough for a bar
+/// that moves, rarely enough to cost nothing beside the tokenizer.
+const PROGRESS_EVERY: usize = 1000;
+
+/// [`inspect_with_tokenizer`], telling `on_progress` how far it is (once
+/// the files are read, every [`PROGRESS_EVERY`] examples, and at the end).
+pub fn inspect_with_progress(
+    dir_or_file: &Path,
+    keys: &FormatKeys,
+    tokenizer: &TokenizerBundle,
+    cfg: &TrainConfig,
+    (preview_split, preview_limit): (Split, usize),
+    on_progress: &mut dyn FnMut(Progress),
+) -> Inspection {
     let (mut report, encoded, previews) = tokenize(
         dir_or_file,
         keys,
         tokenizer,
         cfg,
         Some((preview_split, preview_limit)),
+        on_progress,
     );
     for (split, encoded) in report.splits.iter_mut().zip(&encoded) {
         split.batches = encoded.len().div_ceil(cfg.batch_size.max(1));
@@ -285,10 +317,12 @@ fn tokenize(
     tokenizer: &TokenizerBundle,
     cfg: &TrainConfig,
     preview: Option<(Split, usize)>,
+    on_progress: &mut dyn FnMut(Progress),
 ) -> (DatasetReport, [Vec<Encoded>; 3], Vec<ExamplePreview>) {
     let mut problems = Vec::new();
     let splits = read_splits(dir_or_file, keys, cfg, &mut problems);
-    let (encoded, previews) = encode_splits(&splits, tokenizer, cfg, preview, &mut problems);
+    let (encoded, previews) =
+        encode_splits(&splits, tokenizer, cfg, preview, &mut problems, on_progress);
     let mut report = report_of(&splits, problems);
     for (split, encoded) in report.splits.iter_mut().zip(&encoded) {
         if split.source != SplitSource::Missing {
@@ -310,6 +344,7 @@ fn encode_splits(
     cfg: &TrainConfig,
     preview: Option<(Split, usize)>,
     problems: &mut Vec<Problem>,
+    on_progress: &mut dyn FnMut(Progress),
 ) -> ([Vec<Encoded>; 3], Vec<ExamplePreview>) {
     let empty = || ([Vec::new(), Vec::new(), Vec::new()], Vec::new());
     let encoder = match Encoder::new(tokenizer, cfg.mask_prompt, cfg.max_seq_length) {
@@ -326,6 +361,11 @@ fn encode_splits(
     let mut failures = Vec::new();
     let mut previews = Vec::new();
     let mut encoded: [Vec<Encoded>; 3] = Default::default();
+    let mut progress = Progress {
+        encoded: 0,
+        total: splits.records.iter().map(Vec::len).sum(),
+    };
+    on_progress(progress);
     for (split, records) in Split::ALL.iter().zip(&splits.records) {
         let shown = match preview {
             Some((wanted, limit)) if wanted == *split => limit,
@@ -344,8 +384,13 @@ fn encode_splits(
                 Ok(example) => encoded[source::index(*split)].push(example),
                 Err(problem) => failures.push(problem),
             }
+            progress.encoded += 1;
+            if progress.encoded.is_multiple_of(PROGRESS_EVERY) {
+                on_progress(progress);
+            }
         }
     }
+    on_progress(progress);
     // A held-out split scatters one file's lines over three splits; list
     // them back in file order.
     failures.sort_by_key(|p| (file_rank(&p.file), p.line));

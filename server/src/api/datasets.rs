@@ -139,7 +139,14 @@ pub async fn show(
     Query(query): Query<DatasetQuery>,
 ) -> Result<Json<DatasetDetail>, ApiError> {
     let detail = tokio::task::spawn_blocking(move || {
-        crate::datasets::inspect(&state.store, &state.tokenizers, id, query)
+        crate::datasets::inspect(
+            &state.store,
+            &state.inspections,
+            &state.tokenizers,
+            id,
+            query,
+            None,
+        )
     })
     .await
     .map_err(|error| anyhow::anyhow!("dataset check stopped: {error}"))??;

@@ -18,7 +18,9 @@ use crate::train_cli::known_keys;
 pub async fn list(
     State(state): State<SharedState>,
 ) -> Result<Json<Vec<app::dto::RunSummary>>, ApiError> {
-    Ok(Json(state.store.list_runs()?))
+    let mut runs = state.store.list_runs()?;
+    state.supervisor.mark_paused(&mut runs);
+    Ok(Json(runs))
 }
 
 /// `GET /api/runs/{id}`.

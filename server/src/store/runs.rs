@@ -46,6 +46,7 @@ impl Store {
                     created_at: row.get(11)?,
                     started_at: row.get(12)?,
                     elapsed_seconds: row.get(13)?,
+                    paused: false,
                 })
             },
         )

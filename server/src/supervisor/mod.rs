@@ -124,6 +124,14 @@ impl Supervisor {
         self.inner.paused().get(&id).cloned()
     }
 
+    /// Marks the runs of a list that their guard holds.
+    pub fn mark_paused(&self, runs: &mut [app::dto::RunSummary]) {
+        let paused = self.inner.paused();
+        for run in runs {
+            run.paused = paused.contains_key(&run.id);
+        }
+    }
+
     /// The memory runs, exports and the inference worker share, when known.
     pub fn memory_budget(&self) -> Option<u64> {
         self.inner.settings.memory_budget
