@@ -127,8 +127,8 @@ PY
 }
 
 echo "SmolLM2-135M-Instruct (f32 on the CPU), 6 columns x 20 prompts x 128 tokens, greedy"
+run_comparison "batched" 128 | tee "$work/after"
 run_comparison "one-at-a-time" 1 | tee "$work/before"
-run_comparison "batched" 64 | tee "$work/after"
 python3 - "$work" <<'PY'
 import json, re, sys
 work = sys.argv[1]

@@ -232,7 +232,7 @@ pub fn inference(config: &ModelConfig, format: WeightFormat, context: usize) -> 
 
 /// What a batched generation's KV cache may hold (the rows decoded together
 /// are as many as fit): the inference worker's estimate counts it.
-pub const BATCH_KV_BYTES: u64 = 1 << 30;
+pub const BATCH_KV_BYTES: u64 = 2 << 30;
 
 /// Bytes of keys and values that one token leaves in a KV cache, with
 /// activations of `value_bytes` bytes.

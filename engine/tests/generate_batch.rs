@@ -280,3 +280,50 @@ fn a_batch_too_wide_for_one_prefill_chunk_decodes_the_same() {
         assert_eq!(got[i].0, alone(&base, &row.prompt, &[], &params), "row {i}");
     }
 }
+
+/// The shipped SmolLM2 (dequantized to f32): base and two LoRAs on chat
+/// prompts of different lengths, batched, equal each row alone.
+#[test]
+fn smollm2_rows_equal_each_row_alone() {
+    let mut gguf = engine::gguf::load_gguf_model(&smollm2_path()).unwrap();
+    gguf.dequantize_weights().unwrap();
+    let base =
+        engine::models::build_model(&gguf.config, gguf.weights, ComputeDtype::Float32).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folders = [dir.path().join("one"), dir.path().join("two")];
+    for (seed, folder) in folders.iter().enumerate() {
+        write_adapter(&base, folder, 10 + seed as u64, 8, 8, false);
+    }
+    let adapted: Vec<Model> = folders.iter().map(|f| with_adapter(&base, f)).collect();
+    let stacked = base.with_stacked_adapters(&adapted).unwrap();
+    let questions = [
+        "Hi!",
+        "What is the capital of France, and what is it famous for?",
+        "Name three colours.",
+    ];
+    let rows: Vec<BatchRow> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let messages = [engine::generate::Message {
+                role: "user".into(),
+                content: (*q).into(),
+            }];
+            BatchRow {
+                prompt: engine::generate::chat_prompt(&gguf.tokenizer, &messages).unwrap(),
+                adapter: [None, Some(0), Some(1)][i],
+            }
+        })
+        .collect();
+    let stop = gguf.tokenizer.eos_token_ids.clone();
+    let params = greedy(16);
+    let got = batched(&stacked, &rows, &stop, &params);
+    for (i, row) in rows.iter().enumerate() {
+        let model = row.adapter.map_or(&base, |a| &adapted[a]);
+        assert_eq!(
+            got[i].0,
+            alone(model, &row.prompt, &stop, &params),
+            "row {i}"
+        );
+    }
+}

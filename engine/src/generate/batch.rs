@@ -4,8 +4,8 @@
 //! once per step for the whole batch, which is what makes it faster than
 //! one row after another where a step is bound by reading the weights).
 //! Each row has its own adapter from the model's stack, sampler, stop
-//! tokens and token limit; a row that ends leaves the batch, and its cache
-//! rows with it.
+//! tokens and token limit; rows that end leave the batch, and their cache
+//! rows with them, once they are a quarter of it.
 
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,14 @@ use crate::models::{BatchKvCache, Model, RowAdapters};
 /// chunk length), as one sequence's prefill holds `PREFILL_CHUNK`.
 const PREFILL_POSITIONS: usize = 4096;
 
-/// Token that fills the padding (never attended to).
+/// Token that fills the padding (never attended to), and that rows which
+/// ended but are still in the cache are fed.
 const PAD: u32 = 0;
+
+/// Ended rows stay in the cache (and are computed, their tokens ignored)
+/// until they are this fraction of it: dropping a row copies the whole
+/// cache, which per ended row would cost more than it saves.
+const COMPACT_WHEN_ENDED: usize = 4;
 
 /// One sequence of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,13 +50,13 @@ pub struct BatchStep {
 pub struct BatchGenerator<'m> {
     model: &'m Model,
     rows: Vec<Decoding>,
-    /// Rows still decoding, in the order of the cache's rows.
-    live: Vec<usize>,
-    /// The live rows' adapters, in the same order.
-    live_adapters: RowAdapters,
+    /// Per row of the cache: the row it decodes, `None` once that ended.
+    slots: Vec<Option<usize>>,
+    /// The adapters of the cache's rows, in the same order.
+    slot_adapters: RowAdapters,
     /// `None` before the prefill.
     cache: Option<BatchKvCache>,
-    /// Per live row: the token the next step feeds.
+    /// Per row of the cache: the token the next step feeds.
     last: Vec<u32>,
     prompt_seconds: f64,
     generation_time: Vec<Duration>,
@@ -80,12 +86,12 @@ impl<'m> BatchGenerator<'m> {
         let live: Vec<usize> = (0..rows.len())
             .filter(|&i| !decodings[i].reached_limit())
             .collect();
-        let live_adapters: Vec<Option<usize>> = live.iter().map(|&i| rows[i].adapter).collect();
+        let adapters: Vec<Option<usize>> = live.iter().map(|&i| rows[i].adapter).collect();
         Ok(Self {
-            live_adapters: RowAdapters::new(model, &live_adapters)?,
+            slot_adapters: RowAdapters::new(model, &adapters)?,
             model,
             rows: decodings,
-            live,
+            slots: live.into_iter().map(Some).collect(),
             cache: None,
             last: Vec::new(),
             prompt_seconds: 0.0,
@@ -104,7 +110,7 @@ impl<'m> BatchGenerator<'m> {
 
     /// Rows still decoding.
     pub fn live(&self) -> usize {
-        self.live.len()
+        self.slots.iter().flatten().count()
     }
 
     /// Why row `row` ended, once it has.
@@ -121,7 +127,7 @@ impl<'m> BatchGenerator<'m> {
     /// Decodes one token for every live row; `None` once every row ended
     /// (or after an error).
     pub fn step(&mut self) -> Result<Option<BatchStep>> {
-        if self.live.is_empty() || self.failed {
+        if self.live() == 0 || self.failed {
             return Ok(None);
         }
         let result = self.decode();
@@ -139,7 +145,7 @@ impl<'m> BatchGenerator<'m> {
             Some(cache) => {
                 let input = Array::from_slice(&self.last, &[self.last.len() as i32, 1]);
                 self.model
-                    .forward_rows(&input, cache, &self.live_adapters)?
+                    .forward_rows(&input, cache, &self.slot_adapters)?
             }
         };
         let chosen = self.choose(&logits)?;
@@ -147,69 +153,77 @@ impl<'m> BatchGenerator<'m> {
         if prefill {
             self.prompt_seconds = elapsed.as_secs_f64();
         } else {
-            for &row in &self.live {
+            for &row in self.slots.iter().flatten() {
                 self.generation_time[row] += elapsed;
             }
         }
         let mut step = BatchStep::default();
-        let (mut kept, mut last) = (Vec::new(), Vec::new());
-        for (position, (&row, token)) in self.live.iter().zip(chosen).enumerate() {
+        let mut last = vec![PAD; self.slots.len()];
+        for (position, token) in chosen.into_iter().enumerate() {
+            let Some(row) = self.slots[position] else {
+                continue;
+            };
             let decoding = &mut self.rows[row];
             match decoding.accept(token) {
                 Some(token) => {
                     step.tokens.push((row, token));
                     if decoding.reached_limit() {
                         step.finished.push(row);
+                        self.slots[position] = None;
                     } else {
-                        kept.push(position);
-                        last.push(token);
+                        last[position] = token;
                     }
                 }
-                None => step.finished.push(row),
+                None => {
+                    step.finished.push(row);
+                    self.slots[position] = None;
+                }
             }
-        }
-        if kept.len() < self.live.len() {
-            let cache = self.cache.as_mut().expect("prefilled above");
-            if !kept.is_empty() {
-                cache.keep_rows(&kept)?;
-                self.live_adapters = self.live_adapters.keep(self.model, &kept)?;
-            }
-            self.live = kept.iter().map(|&p| self.live[p]).collect();
         }
         self.last = last;
+        let ended = self.slots.iter().filter(|s| s.is_none()).count();
+        let live = self.slots.len() - ended;
+        if live > 0 && ended * COMPACT_WHEN_ENDED >= self.slots.len() {
+            let kept: Vec<usize> = (0..self.slots.len())
+                .filter(|&p| self.slots[p].is_some())
+                .collect();
+            let cache = self.cache.as_mut().expect("prefilled above");
+            cache.keep_rows(&kept)?;
+            self.slot_adapters = self.slot_adapters.keep(self.model, &kept)?;
+            self.slots = kept.iter().map(|&p| self.slots[p]).collect();
+            self.last = kept.iter().map(|&p| self.last[p]).collect();
+        }
         Ok(step)
     }
 
     /// Prefills every live row's prompt, left-padded to the longest, in
     /// chunks of positions; returns the logits after each prompt.
     fn prefill(&mut self) -> Result<Array> {
-        let longest = self
-            .live
+        let rows: Vec<usize> = self.slots.iter().flatten().copied().collect();
+        let longest = rows
             .iter()
             .map(|&row| self.rows[row].prompt().len())
             .max()
             .unwrap_or(0);
-        let pads: Vec<usize> = self
-            .live
+        let pads: Vec<usize> = rows
             .iter()
             .map(|&row| longest - self.rows[row].prompt().len())
             .collect();
-        let mut tokens = Vec::with_capacity(self.live.len() * longest);
-        for (&row, &pad) in self.live.iter().zip(&pads) {
+        let mut tokens = Vec::with_capacity(rows.len() * longest);
+        for (&row, &pad) in rows.iter().zip(&pads) {
             tokens.extend(std::iter::repeat_n(PAD, pad));
             tokens.extend_from_slice(self.rows[row].prompt());
         }
-        let rows = self.live.len() as i32;
-        let tokens = Array::from_slice(&tokens, &[rows, longest as i32]);
+        let tokens = Array::from_slice(&tokens, &[rows.len() as i32, longest as i32]);
         let mut cache = self.model.new_batch_cache(pads);
-        let chunk = (PREFILL_POSITIONS / self.live.len()).clamp(1, PREFILL_CHUNK);
+        let chunk = (PREFILL_POSITIONS / rows.len()).clamp(1, PREFILL_CHUNK);
         let mut logits = None;
         for start in (0..longest).step_by(chunk) {
             let end = (start + chunk).min(longest) as i32;
             let part = tokens.index((.., start as i32..end));
             let out = self
                 .model
-                .forward_rows(&part, &mut cache, &self.live_adapters)?;
+                .forward_rows(&part, &mut cache, &self.slot_adapters)?;
             // Evaluating runs the chunk, so the cache holds arrays rather
             // than an ever longer graph.
             out.eval()?;
@@ -219,11 +233,13 @@ impl<'m> BatchGenerator<'m> {
         logits.ok_or_else(|| anyhow::anyhow!("the prompts have no tokens"))
     }
 
-    /// Each live row's next token from the logits `[live rows, vocab]`.
+    /// A token for each row of the cache from the logits `[cache rows,
+    /// vocab]` (`PAD` for the rows that ended).
     fn choose(&mut self, logits: &Array) -> Result<Vec<u32>> {
         let sampled = self
-            .live
+            .slots
             .iter()
+            .flatten()
             .any(|&row| self.rows[row].sampler.needs_logits());
         if !sampled {
             let tokens = mlx_rs::ops::indexing::argmax_axis(logits, -1, None)?
@@ -233,10 +249,13 @@ impl<'m> BatchGenerator<'m> {
         let logits = logits.as_dtype(mlx_rs::Dtype::Float32)?;
         let mut all = logits.as_slice::<f32>().to_vec();
         let vocab = logits.dim(1) as usize;
-        self.live
+        self.slots
             .iter()
             .zip(all.chunks_mut(vocab))
-            .map(|(&row, values)| self.rows[row].choose_from(values))
+            .map(|(slot, values)| match slot {
+                Some(row) => self.rows[*row].choose_from(values),
+                None => Ok(PAD),
+            })
             .collect()
     }
 }

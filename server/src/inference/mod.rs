@@ -36,7 +36,7 @@ use crate::supervisor::Supervisor;
 const LOG_TAIL_LINES: usize = 20;
 
 /// Outputs decoded together by default (`LORALAB_INFERENCE_BATCH`).
-const DEFAULT_BATCH_ROWS: usize = 64;
+const DEFAULT_BATCH_ROWS: usize = 128;
 
 #[derive(Debug, Clone)]
 pub struct InferenceSettings {
