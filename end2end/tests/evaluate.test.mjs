@@ -120,10 +120,11 @@ test("Stop ends a comparison mid-generation and keeps what was written", async (
   assert.ok(statuses.includes("cancelled"), statuses.join(","));
   const stored = await api("GET", `/api/compare/${comparison.id}`);
   const outputs = stored.prompts.flatMap((p) => p.outputs);
+  // The 40 outputs are decoded together (one batch): the stop cuts them
+  // all between two tokens, each keeping what it had.
   const cut = outputs.filter((o) => o.status === "cancelled" && o.generated_tokens > 0);
-  assert.ok(cut.length <= 1, JSON.stringify(cut));
-  // Outputs after the stop were not generated.
-  assert.ok(outputs.some((o) => o.status === "cancelled" && o.generated_tokens === 0));
+  assert.ok(cut.length >= 1, JSON.stringify(outputs.map((o) => o.status)));
+  for (const output of outputs) assert.ok(output.generated_tokens < 1024, JSON.stringify(output));
   await screenshot(page, "compare-stopped");
 });
 

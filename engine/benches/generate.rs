@@ -3,14 +3,16 @@
 //! (`engine/tests/peer/generate_greedy.py`, from scripts/setup-peer.sh) on
 //! the same weights and prompt, side by side. Both count prompt speed as
 //! prompt tokens over the time to the first token, and generation speed as
-//! the later tokens over their time.
+//! the later tokens over their time. Then the batched generator (what a
+//! comparison runs) at 1, 4, 16 and 64 rows of the same prompt: tokens/s
+//! per stream and for the whole batch.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use engine::config::ComputeDtype;
-use engine::generate::{GenerateParams, GenerationStats, Generator};
+use engine::generate::{BatchGenerator, BatchRow, GenerateParams, GenerationStats, Generator};
 use engine::gguf::load_gguf_model;
 use engine::models::build_model;
 use mlx_rs::Array;
@@ -109,6 +111,48 @@ fn main() {
             );
         }
         Err(why) => println!("mlx-lm     (not run: {why})"),
+    }
+    batched(&model, &prompt, &params);
+}
+
+/// The batched generator at several batch sizes: every row the same prompt
+/// and no stop ids, so each row generates `MAX_TOKENS`.
+fn batched(model: &engine::models::Model, prompt: &[u32], params: &GenerateParams) {
+    let stacked = model.with_stacked_adapters(&[]).expect("stack");
+    let run = |rows: usize, params: &GenerateParams| -> (GenerationStats, f64) {
+        let batch: Vec<BatchRow> = (0..rows)
+            .map(|_| BatchRow {
+                prompt: prompt.to_vec(),
+                adapter: None,
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let mut generator = BatchGenerator::new(&stacked, &batch, &[], params).expect("batch");
+        while generator.step().expect("batch step").is_some() {}
+        (generator.stats(0), started.elapsed().as_secs_f64())
+    };
+    // Warm-up (kernel compilation for the batched shapes).
+    run(
+        4,
+        &GenerateParams {
+            max_tokens: 8,
+            ..params.clone()
+        },
+    );
+    println!("batched, {MAX_TOKENS} tokens per row:");
+    println!(
+        "{:>6} {:>18} {:>18} {:>18} {:>10}",
+        "rows", "per stream tok/s", "decode total tok/s", "total tok/s (all)", "prefill s"
+    );
+    for rows in [1, 4, 16, 64] {
+        let (stats, wall) = run(rows, params);
+        let per_stream = stats.generation_tokens_per_second();
+        println!(
+            "{rows:>6} {per_stream:>18.1} {:>18.1} {:>18.1} {:>10.2}",
+            per_stream * rows as f64,
+            (rows * stats.generated_tokens) as f64 / wall,
+            stats.prompt_seconds
+        );
     }
 }
 

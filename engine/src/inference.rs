@@ -12,8 +12,8 @@ use crate::batch::Batch;
 use crate::config::ComputeDtype;
 use crate::data::{load_dataset, Split, SplitSource};
 use crate::generate::{
-    chat_prompt, generate_text, text_prompt, FinishReason, GenerateParams, Generation,
-    GenerationStats, Generator, SamplingParams, StreamDecoder,
+    chat_prompt, generate_text, text_prompt, BatchGenerator, BatchRow, FinishReason,
+    GenerateParams, Generation, GenerationStats, Generator, SamplingParams, StreamDecoder,
 };
 use crate::lora;
 use crate::models::{build_model, load_hf_folder, Model, Pass};
@@ -61,6 +61,43 @@ pub struct GenerationOutcome {
     /// `stop`, `length` or `cancelled`.
     pub finish_reason: &'static str,
     pub stats: GenerationStats,
+}
+
+/// One output of a batched request: a prompt, with an adapter or the bare
+/// base.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchPrompt {
+    pub adapter: Option<AdapterSource>,
+    pub prompt: InferencePrompt,
+}
+
+/// What [`InferenceSession::generate_batch`] reports as it goes; rows are
+/// named by their index in the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchUpdate<'a> {
+    /// The request's adapters are read (`count` folders).
+    AdaptersLoaded { count: usize, seconds: f64 },
+    /// These rows start decoding now, together.
+    Started(&'a [usize]),
+    /// Newly final text of a row.
+    Text { row: usize, text: &'a str },
+    /// A row ended (stopped, at its limit, or cancelled: a cancel also
+    /// ends the rows not started yet, with no text).
+    Finished {
+        row: usize,
+        outcome: GenerationOutcome,
+    },
+    /// A row could not be generated (its adapter or prompt is bad); the
+    /// others go on.
+    Failed { row: usize, reason: String },
+}
+
+/// A row of a batched request, tokenized, with its adapter's place in the
+/// stack.
+struct ReadyRow {
+    row: usize,
+    tokens: Vec<u32>,
+    adapter: Option<usize>,
 }
 
 /// Batches of one dataset, kept while the next evaluation reads the same
@@ -260,6 +297,274 @@ impl InferenceSession {
         })
     }
 
+    /// Generates every row of `rows` (each a prompt with its adapter), up to
+    /// `max_rows` decoded together: the adapters are read once and stacked
+    /// on the base (`Model::with_stacked_adapters`), and the rows run in
+    /// batches of as many as `max_rows` and `memory::BATCH_KV_BYTES` allow
+    /// (their KV cache, padded to the longest prompt). `max_rows` 1 is the
+    /// one-at-a-time path: each row alone, adapters swapped in as needed.
+    /// `cancelled` is asked between steps: yes ends every row there with
+    /// what it has (finish reason `cancelled`), and the rows not started
+    /// with nothing.
+    pub fn generate_batch(
+        &mut self,
+        rows: &[BatchPrompt],
+        settings: &GenerationSettings,
+        max_rows: usize,
+        on_update: &mut dyn FnMut(BatchUpdate<'_>),
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> Result<()> {
+        let params = generate_params(settings)?;
+        if max_rows == 0 {
+            bail!("max_rows must be at least 1");
+        }
+        if rows.is_empty() {
+            bail!("a batch needs at least one row");
+        }
+        if max_rows == 1 {
+            self.generate_one_by_one(rows, settings, on_update, cancelled);
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut base = self.model.clone();
+        lora::detach(&mut base);
+        let mut sources: Vec<&AdapterSource> = Vec::new();
+        let mut adapted: Vec<Model> = Vec::new();
+        let mut broken: Vec<(&AdapterSource, String)> = Vec::new();
+        let mut ready = Vec::new();
+        for (row, request) in rows.iter().enumerate() {
+            let tokens = match self.prompt_tokens(&request.prompt) {
+                Ok(tokens) => tokens,
+                Err(error) => {
+                    on_update(BatchUpdate::Failed {
+                        row,
+                        reason: format!("{error:#}"),
+                    });
+                    continue;
+                }
+            };
+            let adapter = match &request.adapter {
+                None => None,
+                Some(source) => {
+                    if let Some(i) = sources.iter().position(|s| *s == source) {
+                        Some(i)
+                    } else if let Some((_, reason)) = broken.iter().find(|(s, _)| *s == source) {
+                        on_update(BatchUpdate::Failed {
+                            row,
+                            reason: reason.clone(),
+                        });
+                        continue;
+                    } else {
+                        self.adapter_loads += 1;
+                        match with_adapter(&base, source) {
+                            Ok(model) => {
+                                sources.push(source);
+                                adapted.push(model);
+                                Some(adapted.len() - 1)
+                            }
+                            Err(error) => {
+                                let reason = format!("{error:#}");
+                                broken.push((source, reason.clone()));
+                                on_update(BatchUpdate::Failed { row, reason });
+                                continue;
+                            }
+                        }
+                    }
+                }
+            };
+            ready.push(ReadyRow {
+                row,
+                tokens,
+                adapter,
+            });
+        }
+        on_update(BatchUpdate::AdaptersLoaded {
+            count: sources.len() + broken.len(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        let stacked = base.with_stacked_adapters(&adapted)?;
+        let value_bytes = match self.model.compute_dtype {
+            mlx_rs::Dtype::Float16 | mlx_rs::Dtype::Bfloat16 => 2,
+            _ => 4,
+        };
+        let per_token = crate::memory::kv_bytes_per_token(&self.model.config, value_bytes);
+        let mut stopped = false;
+        for batch in plan_batches(&ready, max_rows, params.max_tokens, per_token) {
+            let batch = &ready[batch];
+            stopped = stopped || cancelled();
+            if stopped {
+                for row in batch {
+                    on_update(BatchUpdate::Finished {
+                        row: row.row,
+                        outcome: not_started(row.tokens.len()),
+                    });
+                }
+                continue;
+            }
+            stopped = self.decode_batch(&stacked, batch, &params, on_update, cancelled);
+        }
+        Ok(())
+    }
+
+    /// Decodes one batch to its end; whether a cancel stopped it. A failed
+    /// step fails the rows still going.
+    fn decode_batch(
+        &self,
+        stacked: &Model,
+        batch: &[ReadyRow],
+        params: &GenerateParams,
+        on_update: &mut dyn FnMut(BatchUpdate<'_>),
+        cancelled: &mut dyn FnMut() -> bool,
+    ) -> bool {
+        let ids: Vec<usize> = batch.iter().map(|r| r.row).collect();
+        let rows: Vec<BatchRow> = batch
+            .iter()
+            .map(|r| BatchRow {
+                prompt: r.tokens.clone(),
+                adapter: r.adapter,
+            })
+            .collect();
+        let mut generator =
+            match BatchGenerator::new(stacked, &rows, &self.tokenizer.eos_token_ids, params) {
+                Ok(generator) => generator,
+                Err(error) => {
+                    for &row in &ids {
+                        on_update(BatchUpdate::Failed {
+                            row,
+                            reason: format!("{error:#}"),
+                        });
+                    }
+                    return false;
+                }
+            };
+        on_update(BatchUpdate::Started(&ids));
+        let mut decoders: Vec<StreamDecoder> = ids
+            .iter()
+            .map(|_| StreamDecoder::new(&self.tokenizer.tokenizer, true))
+            .collect();
+        let mut texts = vec![String::new(); ids.len()];
+        let mut open = vec![true; ids.len()];
+        let mut stopped = false;
+        let mut run = |on_update: &mut dyn FnMut(BatchUpdate<'_>)| -> Result<()> {
+            loop {
+                if cancelled() {
+                    stopped = true;
+                    return Ok(());
+                }
+                let Some(step) = generator.step()? else {
+                    return Ok(());
+                };
+                for (i, token) in step.tokens {
+                    let piece = decoders[i].push(token)?;
+                    if !piece.is_empty() {
+                        on_update(BatchUpdate::Text {
+                            row: ids[i],
+                            text: &piece,
+                        });
+                        texts[i].push_str(&piece);
+                    }
+                }
+                for i in step.finished {
+                    let reason = generator
+                        .finish_reason(i)
+                        .ok_or_else(|| anyhow!("row {i} ended without a reason"))?;
+                    let outcome = finish_row(
+                        &mut decoders[i],
+                        &mut texts[i],
+                        finish_reason_name(reason),
+                        generator.stats(i),
+                        ids[i],
+                        on_update,
+                    )?;
+                    open[i] = false;
+                    on_update(BatchUpdate::Finished {
+                        row: ids[i],
+                        outcome,
+                    });
+                }
+            }
+        };
+        let result = run(on_update);
+        for i in (0..ids.len()).filter(|&i| open[i]) {
+            let outcome = match &result {
+                Ok(()) => finish_row(
+                    &mut decoders[i],
+                    &mut texts[i],
+                    "cancelled",
+                    generator.stats(i),
+                    ids[i],
+                    on_update,
+                ),
+                Err(error) => Err(anyhow!("{error:#}")),
+            };
+            match outcome {
+                Ok(outcome) => on_update(BatchUpdate::Finished {
+                    row: ids[i],
+                    outcome,
+                }),
+                Err(error) => on_update(BatchUpdate::Failed {
+                    row: ids[i],
+                    reason: format!("{error:#}"),
+                }),
+            }
+        }
+        stopped
+    }
+
+    /// `generate_batch` with one row at a time: what comparisons did before
+    /// batching (and the bench's baseline).
+    fn generate_one_by_one(
+        &mut self,
+        rows: &[BatchPrompt],
+        settings: &GenerationSettings,
+        on_update: &mut dyn FnMut(BatchUpdate<'_>),
+        cancelled: &mut dyn FnMut() -> bool,
+    ) {
+        let mut stopped = false;
+        for (row, request) in rows.iter().enumerate() {
+            stopped = stopped || cancelled();
+            if stopped {
+                let tokens = self.prompt_tokens(&request.prompt).map_or(0, |t| t.len());
+                on_update(BatchUpdate::Finished {
+                    row,
+                    outcome: not_started(tokens),
+                });
+                continue;
+            }
+            let started = Instant::now();
+            let loads = self.adapter_loads;
+            let swapped = self.set_adapter_source(request.adapter.as_ref());
+            on_update(BatchUpdate::AdaptersLoaded {
+                count: (self.adapter_loads - loads) as usize,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            if let Err(error) = swapped {
+                on_update(BatchUpdate::Failed {
+                    row,
+                    reason: format!("{error:#}"),
+                });
+                continue;
+            }
+            on_update(BatchUpdate::Started(&[row]));
+            let result = self.generate_until(
+                &request.prompt,
+                settings,
+                |text| on_update(BatchUpdate::Text { row, text }),
+                &mut *cancelled,
+            );
+            match result {
+                Ok(outcome) => {
+                    stopped = outcome.finish_reason == "cancelled";
+                    on_update(BatchUpdate::Finished { row, outcome });
+                }
+                Err(error) => on_update(BatchUpdate::Failed {
+                    row,
+                    reason: format!("{error:#}"),
+                }),
+            }
+        }
+    }
+
     /// Loss and perplexity of the base with the current adapter on `split`
     /// of the dataset at `dataset`, computed as training's validation does
     /// (`train::loss::evaluate`): the same batches in the same order (the
@@ -347,6 +652,80 @@ impl InferenceSession {
             seconds: started.elapsed().as_secs_f64(),
         })
     }
+}
+
+/// The rows of each batch, in order: consecutive rows, at most `max_rows`,
+/// and only as many as `memory::BATCH_KV_BYTES` holds the KV cache of
+/// (each row padded to the batch's longest prompt plus `max_tokens`, in the
+/// cache's 256-position steps). A batch has at least one row.
+fn plan_batches(
+    rows: &[ReadyRow],
+    max_rows: usize,
+    max_tokens: usize,
+    per_token: u64,
+) -> Vec<std::ops::Range<usize>> {
+    let positions = |longest: usize| (longest + max_tokens).div_ceil(256) as u64 * 256;
+    let mut batches = Vec::new();
+    let mut start = 0;
+    while start < rows.len() {
+        let mut longest = rows[start].tokens.len();
+        let mut end = start + 1;
+        while end < rows.len() && end - start < max_rows {
+            let wider = longest.max(rows[end].tokens.len());
+            let bytes = (end - start + 1) as u64 * positions(wider) * per_token;
+            if bytes > crate::memory::BATCH_KV_BYTES {
+                break;
+            }
+            longest = wider;
+            end += 1;
+        }
+        batches.push(start..end);
+        start = end;
+    }
+    batches
+}
+
+/// The outcome of a row a cancel kept from starting.
+fn not_started(prompt_tokens: usize) -> GenerationOutcome {
+    GenerationOutcome {
+        text: String::new(),
+        finish_reason: "cancelled",
+        stats: GenerationStats {
+            prompt_tokens,
+            ..GenerationStats::default()
+        },
+    }
+}
+
+/// Ends a row of a batch: its held-back text comes out (and is reported).
+fn finish_row(
+    decoder: &mut StreamDecoder,
+    text: &mut String,
+    finish_reason: &'static str,
+    stats: GenerationStats,
+    row: usize,
+    on_update: &mut dyn FnMut(BatchUpdate<'_>),
+) -> Result<GenerationOutcome> {
+    let rest = decoder.finish()?;
+    if !rest.is_empty() {
+        on_update(BatchUpdate::Text { row, text: &rest });
+        text.push_str(&rest);
+    }
+    Ok(GenerationOutcome {
+        text: std::mem::take(text),
+        finish_reason,
+        stats,
+    })
+}
+
+/// `base` (bare) with the adapter of `source` attached.
+fn with_adapter(base: &Model, source: &AdapterSource) -> Result<Model> {
+    let mut model = base.clone();
+    match &source.weights {
+        None => lora::load_adapters(&mut model, &source.dir)?,
+        Some(weights) => swap_to_weights(&mut model, &source.dir, weights)?,
+    }
+    Ok(model)
 }
 
 /// A file's path, length and modification time.

@@ -258,12 +258,21 @@ pub fn checkpoint_disk(
 /// Bytes an inference worker holds for a model: its weights, and a KV cache
 /// of `context` tokens (prompt and reply) in the compute precision.
 pub fn inference(config: &ModelConfig, format: WeightFormat, context: usize) -> u64 {
-    let kv_per_token = 2
-        * config.num_hidden_layers as u64
+    let kv_per_token = kv_bytes_per_token(config, format.activation_bytes());
+    format.bytes(parameter_count(config)) + kv_per_token * context as u64
+}
+
+/// What a batched generation's KV cache may hold (the rows decoded together
+/// are as many as fit): the inference worker's estimate counts it.
+pub const BATCH_KV_BYTES: u64 = 2 << 30;
+
+/// Bytes of keys and values that one token leaves in a KV cache, with
+/// activations of `value_bytes` bytes.
+pub fn kv_bytes_per_token(config: &ModelConfig, value_bytes: u64) -> u64 {
+    2 * config.num_hidden_layers as u64
         * config.num_key_value_heads() as u64
         * config.head_dim() as u64
-        * format.activation_bytes();
-    format.bytes(parameter_count(config)) + kv_per_token * context as u64
+        * value_bytes
 }
 
 /// Memory the system can give a new process now (Linux: `MemAvailable`),

@@ -94,6 +94,18 @@ pub enum InferenceCommand {
         prompt: InferencePrompt,
         settings: GenerationSettings,
     },
+    /// Generate every row (a prompt with an adapter folder, or the bare
+    /// base), up to `max_rows` decoded together in one batch (1: one after
+    /// another, as `generate`). Answered by `adapters_loaded`, then per
+    /// batch `rows_started`, and per row `row_text` and `row_finished` (or
+    /// `row_failed`); then `batch_finished`, or `error` when the request
+    /// as a whole is refused (bad settings).
+    GenerateBatch {
+        request: u64,
+        rows: Vec<BatchRowPrompt>,
+        settings: GenerationSettings,
+        max_rows: usize,
+    },
     /// Loss of the loaded base with `adapter` swapped in (or none) on one
     /// split of a dataset, computed as training's validation computes it:
     /// the same pipeline (formats, chat template, masking, held-out split,
@@ -185,6 +197,14 @@ impl EvalSettings {
     }
 }
 
+/// One row of a `generate_batch` request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchRowPrompt {
+    /// An mlx-lm adapter folder; `None` for the bare base.
+    pub adapter: Option<String>,
+    pub prompt: InferencePrompt,
+}
+
 /// What to generate after.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -272,6 +292,16 @@ pub enum InferenceEvent {
         seconds: f64,
         adapter_loads: u64,
     },
+    /// The adapters of a `generate_batch` are read: `adapters` folders,
+    /// `adapter_loads` over the worker's life.
+    AdaptersLoaded {
+        request: u64,
+        adapters: usize,
+        seconds: f64,
+        adapter_loads: u64,
+    },
+    /// These rows of a `generate_batch` start decoding now, together.
+    RowsStarted { request: u64, rows: Vec<usize> },
     /// Newly final text of a request's output.
     Text { request: u64, text: String },
     /// A generation ended.
@@ -280,6 +310,28 @@ pub enum InferenceEvent {
         #[serde(flatten)]
         result: Finished,
     },
+    /// Newly final text of row `row` of a `generate_batch`.
+    RowText {
+        request: u64,
+        row: usize,
+        text: String,
+    },
+    /// Row `row` of a `generate_batch` ended.
+    RowFinished {
+        request: u64,
+        row: usize,
+        #[serde(flatten)]
+        result: Finished,
+    },
+    /// Row `row` of a `generate_batch` could not be generated (a bad
+    /// adapter or prompt); the other rows go on.
+    RowFailed {
+        request: u64,
+        row: usize,
+        reason: String,
+    },
+    /// Every row of a `generate_batch` has ended.
+    BatchFinished { request: u64, seconds: f64 },
     /// An evaluation's progress: `batches` of `total` done.
     EvalProgress {
         request: u64,

@@ -74,16 +74,17 @@ pub fn estimate_run(
 const INFERENCE_CONTEXT: usize = 4096;
 
 /// What the inference worker holds with the base model at `path` loaded on
-/// `device` ("cpu" or "gpu"): weights in the compute format and a KV cache.
+/// `device` ("cpu" or "gpu"): weights in the compute format and a KV cache,
+/// of one long generation or of a batch (`engine::memory::BATCH_KV_BYTES`,
+/// which a comparison's batches are sized to), whichever is larger.
 pub fn estimate_inference(device: &str, path: &Path) -> anyhow::Result<u64> {
     let architecture = model_architecture(path)
         .with_context(|| format!("cannot read the architecture of {}", path.display()))?;
     let (format, _) = weight_format(device, &architecture, &TrainConfig::default());
-    Ok(engine::memory::inference(
-        &architecture,
-        format,
-        INFERENCE_CONTEXT,
-    ))
+    let one = engine::memory::inference(&architecture, format, INFERENCE_CONTEXT);
+    let batch =
+        engine::memory::inference(&architecture, format, 0) + engine::memory::BATCH_KV_BYTES;
+    Ok(one.max(batch))
 }
 
 /// A dataset's training examples, as the model's tokenizer reads them.

@@ -334,8 +334,8 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
         assert!(error["error"].as_str().unwrap().contains(needle), "{error}");
     }
 
-    // Stop: a long generation ends early and keeps its text; the outputs
-    // not started are not generated.
+    // Stop: a long generation ends early and keeps its text. Both outputs
+    // are decoded together (one batch), so both stop there.
     let (_, long) = post_json(
         &client,
         &server.url("/api/compare"),
@@ -361,7 +361,7 @@ async fn compare_columns_get_losses_on_one_base_and_stop_cancels() {
     assert!((1..1024).contains(&generated), "{generated}");
     assert!(!outputs[0]["text"].as_str().unwrap().is_empty());
     assert_eq!(outputs[1]["status"], "cancelled", "{stopped}");
-    assert_eq!(outputs[1]["generated_tokens"], 0);
+    assert!(outputs[1]["generated_tokens"].as_u64().unwrap() < 1024);
     // Nothing left to stop.
     let (_, again) = post_json(
         &client,

@@ -1,7 +1,10 @@
 //! Text generation: a prompt is prefilled into the model's KV cache, then
 //! tokens come one per step from a [`Generator`] (an `Iterator`), chosen by
-//! a [`Sampler`] and turned into text by a [`StreamDecoder`].
+//! a [`Sampler`] and turned into text by a [`StreamDecoder`]. A
+//! [`BatchGenerator`] does the same for many prompts at once, each row with
+//! its own adapter.
 
+mod batch;
 pub mod chat;
 pub mod sampler;
 pub mod stream;
@@ -13,6 +16,7 @@ use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::Array;
 
 use crate::models::{KvCache, Model};
+pub use batch::{BatchGenerator, BatchRow, BatchStep};
 pub use chat::{chat_prompt, render_chat, text_prompt, Message};
 pub use sampler::{Sampler, SamplingParams};
 pub use stream::StreamDecoder;
@@ -81,33 +85,23 @@ fn rate(count: usize, seconds: f64) -> f64 {
     }
 }
 
-/// Generates tokens from `model` after `prompt`: each `next()` runs one
-/// decoding step (the first one prefills the prompt). Yields generated
-/// token ids; stops after a stop token (not yielded) or `max_tokens`.
-/// An error ends the iteration.
-pub struct Generator<'m> {
-    model: &'m Model,
-    cache: KvCache,
+/// What one sequence's decoding has seen and decided: the part of a
+/// generation that does not depend on how its logits were computed, shared
+/// by [`Generator`] (one sequence) and [`BatchGenerator`] (many at once).
+struct Decoding {
     sampler: Sampler,
     stop_ids: Vec<u32>,
     max_tokens: usize,
     /// Prompt and generated tokens, for the repetition penalty.
     history: Vec<u32>,
     prompt_len: usize,
-    /// The token whose logits the next step needs (None before prefill).
-    last: Option<u32>,
     generated: usize,
     finish: Option<FinishReason>,
-    failed: bool,
-    started: Option<Instant>,
-    first_token_at: Option<Instant>,
-    generation_time: Duration,
 }
 
-impl<'m> Generator<'m> {
-    /// `stop_ids` are usually the tokenizer bundle's `eos_token_ids`.
-    pub fn new(
-        model: &'m Model,
+impl Decoding {
+    fn new(
+        model: &Model,
         prompt: &[u32],
         stop_ids: &[u32],
         params: &GenerateParams,
@@ -124,16 +118,98 @@ impl<'m> Generator<'m> {
             bail!("prompt token {i} is {id}, outside the model's vocabulary of {vocab}");
         }
         Ok(Self {
-            model,
-            cache: model.new_cache(),
             sampler: Sampler::new(params.sampling.clone())?,
             stop_ids: stop_ids.to_vec(),
             max_tokens: params.max_tokens,
             history: prompt.to_vec(),
             prompt_len: prompt.len(),
-            last: None,
             generated: 0,
             finish: None,
+        })
+    }
+
+    fn prompt(&self) -> &[u32] {
+        &self.history[..self.prompt_len]
+    }
+
+    /// Ends the decoding when `max_tokens` are generated; whether it has.
+    fn reached_limit(&mut self) -> bool {
+        if self.generated >= self.max_tokens {
+            self.finish = Some(FinishReason::Length);
+        }
+        self.finish.is_some()
+    }
+
+    /// Takes the chosen `token`: `None` when it is a stop token (which ends
+    /// the decoding and is not yielded).
+    fn accept(&mut self, token: u32) -> Option<u32> {
+        if self.stop_ids.contains(&token) {
+            self.finish = Some(FinishReason::Stop);
+            return None;
+        }
+        self.history.push(token);
+        self.generated += 1;
+        Some(token)
+    }
+
+    /// The next token from one row of logits `[vocab]` on the device.
+    fn choose(&mut self, logits: &Array) -> Result<u32> {
+        if !self.sampler.needs_logits() {
+            let index = mlx_rs::ops::indexing::argmax(logits, None)?;
+            return Ok(index.try_item_exact::<u32>()?);
+        }
+        let logits = logits.as_dtype(mlx_rs::Dtype::Float32)?;
+        let mut row = logits.as_slice::<f32>().to_vec();
+        self.sampler.sample(&mut row, &self.history)
+    }
+
+    /// The next token from one row of logits copied off the device.
+    fn choose_from(&mut self, row: &mut [f32]) -> Result<u32> {
+        if !self.sampler.needs_logits() {
+            return Ok(sampler::argmax(row));
+        }
+        self.sampler.sample(row, &self.history)
+    }
+
+    fn stats(&self, prompt_seconds: f64, generation_seconds: f64) -> GenerationStats {
+        GenerationStats {
+            prompt_tokens: self.prompt_len,
+            generated_tokens: self.generated,
+            prompt_seconds,
+            generation_seconds,
+        }
+    }
+}
+
+/// Generates tokens from `model` after `prompt`: each `next()` runs one
+/// decoding step (the first one prefills the prompt). Yields generated
+/// token ids; stops after a stop token (not yielded) or `max_tokens`.
+/// An error ends the iteration.
+pub struct Generator<'m> {
+    model: &'m Model,
+    cache: KvCache,
+    decoding: Decoding,
+    /// The token whose logits the next step needs (None before prefill).
+    last: Option<u32>,
+    failed: bool,
+    started: Option<Instant>,
+    first_token_at: Option<Instant>,
+    generation_time: Duration,
+}
+
+impl<'m> Generator<'m> {
+    /// `stop_ids` are usually the tokenizer bundle's `eos_token_ids`.
+    pub fn new(
+        model: &'m Model,
+        prompt: &[u32],
+        stop_ids: &[u32],
+        params: &GenerateParams,
+    ) -> Result<Self> {
+        Ok(Self {
+            model,
+            cache: model.new_cache(),
+            decoding: Decoding::new(model, prompt, stop_ids, params)?,
+            last: None,
             failed: false,
             started: None,
             first_token_at: None,
@@ -143,7 +219,7 @@ impl<'m> Generator<'m> {
 
     /// Why the generation ended, once it has.
     pub fn finish_reason(&self) -> Option<FinishReason> {
-        self.finish
+        self.decoding.finish
     }
 
     pub fn stats(&self) -> GenerationStats {
@@ -152,19 +228,14 @@ impl<'m> Generator<'m> {
             (Some(s), None) => s.elapsed().as_secs_f64(),
             _ => 0.0,
         };
-        GenerationStats {
-            prompt_tokens: self.prompt_len,
-            generated_tokens: self.generated,
-            prompt_seconds,
-            generation_seconds: self.generation_time.as_secs_f64(),
-        }
+        self.decoding
+            .stats(prompt_seconds, self.generation_time.as_secs_f64())
     }
 
     /// Logits `[vocab]` of the position after the prompt.
     fn prefill(&mut self) -> Result<Array> {
-        let prompt = &self.history[..self.prompt_len];
         let mut logits = None;
-        for chunk in prompt.chunks(PREFILL_CHUNK) {
+        for chunk in self.decoding.prompt().chunks(PREFILL_CHUNK) {
             let tokens = Array::from_slice(chunk, &[1, chunk.len() as i32]);
             let out = self.model.forward_cached(&tokens, &mut self.cache)?;
             let last = out.index((0, -1));
@@ -181,8 +252,7 @@ impl<'m> Generator<'m> {
     // was tried and measured slower on the 2-core CPU: 0.67-0.74x mlx-lm's
     // generation speed against 0.93-0.95x without it.
     fn step(&mut self) -> Result<Option<u32>> {
-        if self.generated >= self.max_tokens {
-            self.finish = Some(FinishReason::Length);
+        if self.decoding.reached_limit() {
             return Ok(None);
         }
         let step_start = Instant::now();
@@ -197,30 +267,17 @@ impl<'m> Generator<'m> {
                 out.index((0, -1))
             }
         };
-        let token = self.choose(&logits)?;
+        let token = self.decoding.choose(&logits)?;
         let now = Instant::now();
         match self.first_token_at {
             None => self.first_token_at = Some(now),
             Some(_) => self.generation_time += now - step_start,
         }
-        if self.stop_ids.contains(&token) {
-            self.finish = Some(FinishReason::Stop);
-            return Ok(None);
+        let token = self.decoding.accept(token);
+        if token.is_some() {
+            self.last = token;
         }
-        self.history.push(token);
-        self.last = Some(token);
-        self.generated += 1;
-        Ok(Some(token))
-    }
-
-    fn choose(&mut self, logits: &Array) -> Result<u32> {
-        if !self.sampler.needs_logits() {
-            let index = mlx_rs::ops::indexing::argmax(logits, None)?;
-            return Ok(index.try_item_exact::<u32>()?);
-        }
-        let logits = logits.as_dtype(mlx_rs::Dtype::Float32)?;
-        let mut row = logits.as_slice::<f32>().to_vec();
-        self.sampler.sample(&mut row, &self.history)
+        Ok(token)
     }
 }
 
@@ -228,7 +285,7 @@ impl Iterator for Generator<'_> {
     type Item = Result<u32>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.finish.is_some() || self.failed {
+        if self.decoding.finish.is_some() || self.failed {
             return None;
         }
         match self.step() {

@@ -9,9 +9,11 @@ use mlx_rs::{
     Array,
 };
 
+use super::batch_cache::{append, StepMask};
 use super::fused::{causal_attention, written_out};
 use super::grad_checkpoint::checkpointed;
 use super::layers::{Linear, LinearWeight, Pass, RmsNorm, Rope};
+use super::stacked::RowAdapters;
 use super::weights::WeightMap;
 use crate::model_config::ModelConfig;
 
@@ -30,6 +32,8 @@ pub struct BlockLayout {
     pub fused_gate_up: bool,
 }
 
+// One per block, built once: the unused room of a fused layout costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone)]
 enum Qkv {
     Separate { q: Linear, k: Linear, v: Linear },
@@ -61,6 +65,41 @@ impl KvCache {
     pub fn offset(&self) -> usize {
         self.offset
     }
+}
+
+/// How a forward pass applies adapters: those attached to the model (the
+/// pass's parameters), or each row its own from a stack.
+enum Adapters<'a> {
+    Attached(&'a Pass<'a>),
+    PerRow(&'a RowAdapters),
+}
+
+impl Adapters<'_> {
+    fn apply(&self, linear: &Linear, x: &Array) -> Result<Array> {
+        match self {
+            Adapters::Attached(pass) => linear.forward(x, pass),
+            Adapters::PerRow(rows) => linear.forward_rows(x, rows),
+        }
+    }
+}
+
+/// What a block's attention attends over besides the new positions.
+pub(crate) enum Attend<'c> {
+    /// Nothing: the input is the whole sequence (training, evaluation).
+    Whole,
+    /// One sequence's cache, holding `offset` positions.
+    Cached {
+        slot: &'c mut Option<(Array, Array)>,
+        offset: usize,
+    },
+    /// A batch's cache (see `batch_cache`), holding `start` positions;
+    /// `positions` `[rows]` is each row's position of its first new token.
+    Rows {
+        slot: &'c mut Option<(Array, Array)>,
+        start: usize,
+        positions: &'c Array,
+        mask: &'c StepMask,
+    },
 }
 
 impl Attention {
@@ -124,21 +163,16 @@ impl Attention {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Array,
-        pass: &Pass,
-        cache: Option<(&mut Option<(Array, Array)>, usize)>,
-    ) -> Result<Array> {
+    fn forward(&self, x: &Array, adapters: &Adapters, attend: Attend) -> Result<Array> {
         let (b, l) = (x.dim(0), x.dim(1));
         let (q, k, v) = match &self.qkv {
             Qkv::Separate { q, k, v } => (
-                q.forward(x, pass)?,
-                k.forward(x, pass)?,
-                v.forward(x, pass)?,
+                adapters.apply(q, x)?,
+                adapters.apply(k, x)?,
+                adapters.apply(v, x)?,
             ),
             Qkv::Fused(qkv) => {
-                let qkv = qkv.forward(x, pass)?;
+                let qkv = adapters.apply(qkv, x)?;
                 let q_end = (self.n_heads * self.head_dim) as i32;
                 let k_end = q_end + (self.n_kv_heads * self.head_dim) as i32;
                 let mut parts = qkv.split_at_indices(&[q_end, k_end], -1)?.into_iter();
@@ -156,30 +190,50 @@ impl Attention {
         let k = k.transpose_axes(&[0, 2, 1, 3])?;
         let v = heads(v, self.n_kv_heads)?.transpose_axes(&[0, 2, 1, 3])?;
 
-        let whole_sequence = cache.is_none();
-        let offset = cache.as_ref().map_or(0, |(_, offset)| *offset);
-        let q = self.rope.forward(&q, offset)?;
-        let mut k = self.rope.forward(&k, offset)?;
-        let mut v = v;
-        if let Some((slot, _)) = cache {
-            if let Some((old_k, old_v)) = slot.take() {
-                k = mlx_rs::ops::concatenate(&[old_k, k], 2)?;
-                v = mlx_rs::ops::concatenate(&[old_v, v], 2)?;
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
         let scale = (self.head_dim as f32).powf(-0.5);
-        let out = if whole_sequence && l > 1 && written_out() {
-            // Training and evaluation: see `fused` for why not MLX's kernel.
-            causal_attention(&q, &k, &v, scale)?
-        } else {
-            // A single new query attends to every cached position: no mask.
-            // MLX's causal mode aligns the query block with the end of the keys.
-            let mask = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
-            fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
+        // A single new query attends to every cached position: no mask.
+        // MLX's causal mode aligns the query block with the end of the keys.
+        let causal_unless_one = (l > 1).then_some(ScaledDotProductAttentionMask::Causal);
+        let out = match attend {
+            Attend::Whole if l > 1 && written_out() => {
+                // Training and evaluation: see `fused` for why not MLX's kernel.
+                let (q, k) = (self.rope.forward(&q, 0)?, self.rope.forward(&k, 0)?);
+                causal_attention(&q, &k, &v, scale)?
+            }
+            Attend::Whole => {
+                let (q, k) = (self.rope.forward(&q, 0)?, self.rope.forward(&k, 0)?);
+                fast::scaled_dot_product_attention(&q, &k, &v, scale, causal_unless_one, None)?
+            }
+            Attend::Cached { slot, offset } => {
+                let q = self.rope.forward(&q, offset)?;
+                let mut k = self.rope.forward(&k, offset)?;
+                let mut v = v;
+                if let Some((old_k, old_v)) = slot.take() {
+                    k = mlx_rs::ops::concatenate(&[old_k, k], 2)?;
+                    v = mlx_rs::ops::concatenate(&[old_v, v], 2)?;
+                }
+                *slot = Some((k.clone(), v.clone()));
+                fast::scaled_dot_product_attention(&q, &k, &v, scale, causal_unless_one, None)?
+            }
+            Attend::Rows {
+                slot,
+                start,
+                positions,
+                mask,
+            } => {
+                let q = self.rope.forward_rows(&q, positions)?;
+                let k = self.rope.forward_rows(&k, positions)?;
+                let (k, v) = append(slot, &k, &v, start)?;
+                let mask = match mask {
+                    StepMask::All => None,
+                    StepMask::Causal => Some(ScaledDotProductAttentionMask::Causal),
+                    StepMask::Array(mask) => Some(ScaledDotProductAttentionMask::Array(mask)),
+                };
+                fast::scaled_dot_product_attention(&q, &k, &v, scale, mask, None)?
+            }
         };
         let out = out.transpose_axes(&[0, 2, 1, 3])?.reshape(&[b, l, -1])?;
-        self.o_proj.forward(&out, pass)
+        adapters.apply(&self.o_proj, &out)
     }
 }
 
@@ -210,15 +264,15 @@ impl Mlp {
         Ok(Self { gate_up, down_proj })
     }
 
-    fn forward(&self, x: &Array, pass: &Pass) -> Result<Array> {
+    fn forward(&self, x: &Array, adapters: &Adapters) -> Result<Array> {
         let (gate, up) = match &self.gate_up {
-            GateUp::Separate { gate, up } => (gate.forward(x, pass)?, up.forward(x, pass)?),
+            GateUp::Separate { gate, up } => (adapters.apply(gate, x)?, adapters.apply(up, x)?),
             GateUp::Fused(gate_up) => {
-                let mut halves = gate_up.forward(x, pass)?.split_equal(2, -1)?.into_iter();
+                let mut halves = adapters.apply(gate_up, x)?.split_equal(2, -1)?.into_iter();
                 (halves.next().unwrap(), halves.next().unwrap())
             }
         };
-        self.down_proj.forward(&silu(gate)?.multiply(up)?, pass)
+        adapters.apply(&self.down_proj, &silu(gate)?.multiply(up)?)
     }
 }
 
@@ -260,13 +314,33 @@ impl DecoderLayer {
         pass: &Pass,
         cache: Option<(&mut Option<(Array, Array)>, usize)>,
     ) -> Result<Array> {
-        let h = x.add(
-            self.self_attn
-                .forward(&self.input_layernorm.forward(x)?, pass, cache)?,
-        )?;
+        let attend = match cache {
+            Some((slot, offset)) => Attend::Cached { slot, offset },
+            None => Attend::Whole,
+        };
+        self.run(x, &Adapters::Attached(pass), attend)
+    }
+
+    /// `forward` for a batch whose rows each use their own adapter of the
+    /// model's stack, against a batch cache.
+    pub(crate) fn forward_rows(
+        &self,
+        x: &Array,
+        rows: &RowAdapters,
+        attend: Attend,
+    ) -> Result<Array> {
+        self.run(x, &Adapters::PerRow(rows), attend)
+    }
+
+    fn run(&self, x: &Array, adapters: &Adapters, attend: Attend) -> Result<Array> {
+        let h = x.add(self.self_attn.forward(
+            &self.input_layernorm.forward(x)?,
+            adapters,
+            attend,
+        )?)?;
         let out = self
             .mlp
-            .forward(&self.post_attention_layernorm.forward(&h)?, pass)?;
+            .forward(&self.post_attention_layernorm.forward(&h)?, adapters)?;
         Ok(h.add(out)?)
     }
 

@@ -8,6 +8,7 @@ use mlx_rs::{
     Array,
 };
 
+use super::stacked::StackedLinear;
 use crate::lora::LoraSlot;
 use crate::model_config::ModelConfig;
 
@@ -38,7 +39,7 @@ pub(crate) enum LinearWeight {
 
 impl LinearWeight {
     /// `x @ W.T`
-    fn apply(&self, x: &Array) -> Result<Array> {
+    pub(crate) fn apply(&self, x: &Array) -> Result<Array> {
         Ok(match self {
             LinearWeight::Dense(w) => x.matmul(w.t())?,
             LinearWeight::Quantized {
@@ -109,6 +110,8 @@ pub struct Linear {
     pub in_dim: usize,
     pub out_dim: usize,
     pub(crate) lora: Option<LoraSlot>,
+    /// Adapters applied per row in batched generation (`stacked`).
+    pub(crate) stacked: Option<Box<StackedLinear>>,
 }
 
 impl Linear {
@@ -211,12 +214,16 @@ impl Rope {
         Ok(rope)
     }
 
-    /// `x` is `[batch, heads, length, head_dim]`; positions start at `offset`.
-    pub(crate) fn forward(&self, x: &Array, offset: usize) -> Result<Array> {
-        let (base, freqs) = match &self.freqs {
+    fn base_and_freqs(&self) -> (Option<f32>, Option<&Array>) {
+        match &self.freqs {
             Some(freqs) => (None, Some(freqs)),
             None => (Some(self.base), None),
-        };
+        }
+    }
+
+    /// `x` is `[batch, heads, length, head_dim]`; positions start at `offset`.
+    pub(crate) fn forward(&self, x: &Array, offset: usize) -> Result<Array> {
+        let (base, freqs) = self.base_and_freqs();
         Ok(fast::rope(
             x,
             self.dims,
@@ -224,6 +231,21 @@ impl Rope {
             base,
             self.scale,
             offset as i32,
+            freqs,
+        )?)
+    }
+
+    /// `forward` where row `b`'s positions start at `offsets[b]` (`[batch]`
+    /// int32): a batch of sequences left-padded to one length.
+    pub(crate) fn forward_rows(&self, x: &Array, offsets: &Array) -> Result<Array> {
+        let (base, freqs) = self.base_and_freqs();
+        Ok(fast::rope_dynamic(
+            x,
+            self.dims,
+            self.traditional,
+            base,
+            self.scale,
+            offsets,
             freqs,
         )?)
     }

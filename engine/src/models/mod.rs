@@ -3,6 +3,7 @@
 //! it differs. Weights come from an HF folder (`load_hf_folder`) or from any
 //! other source that produces HF names (`build_model`, used by the GGUF reader).
 
+mod batch_cache;
 mod decoder;
 mod folder_check;
 mod fused;
@@ -12,24 +13,28 @@ mod llama;
 mod phi3;
 mod qwen2;
 mod qwen3;
+mod stacked;
 mod weights;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
 
+pub use batch_cache::BatchKvCache;
 pub use decoder::{BlockLayout, KvCache};
 pub use folder_check::check_model_folder;
 pub(crate) use fused::logsumexp_last;
 pub(crate) use layers::LinearWeight;
 pub use layers::{Linear, Pass};
+pub use stacked::RowAdapters;
 
 use crate::config::{ComputeDtype, QuantizeOnLoad};
 use crate::lora::LoraState;
 use crate::model_config::ModelConfig;
-use decoder::DecoderLayer;
+use decoder::{Attend, DecoderLayer};
 use layers::{Embedding, RmsNorm};
 use weights::{Placement, WeightMap};
 
@@ -85,6 +90,9 @@ pub struct Model {
     /// Whether the base weights are (or were, before dequantizing for the
     /// CPU) affine-quantized.
     pub quantized: bool,
+    /// The scale of each adapter stacked for per-row use (empty without a
+    /// stack; see `stacked`).
+    stacked_scales: Vec<f32>,
 }
 
 /// Reads an HF model folder: `config.json` plus `model.safetensors`, or the
@@ -230,6 +238,7 @@ fn build_with_placement(
         compute_dtype,
         placement,
         quantized,
+        stacked_scales: Vec::new(),
     };
     model.eval_weights()?;
     Ok(model)
@@ -302,6 +311,66 @@ impl Model {
 
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.layers.len())
+    }
+
+    /// A cache for a batch whose row `i` starts with `pads[i]` padding
+    /// positions (prompts left-padded to one length).
+    pub fn new_batch_cache(&self, pads: Vec<usize>) -> BatchKvCache {
+        BatchKvCache::new(self.layers.len(), pads)
+    }
+
+    /// One step of a batch (`tokens` `[rows, length]`, each row with its
+    /// adapter from the stack, see [`Self::with_stacked_adapters`]) against
+    /// `cache`: returns the logits of each row's last new position,
+    /// `[rows, vocab]`, and advances the cache.
+    pub fn forward_rows(
+        &self,
+        tokens: &Array,
+        cache: &mut BatchKvCache,
+        rows: &RowAdapters,
+    ) -> Result<Array> {
+        if tokens.ndim() != 2 || tokens.dim(0) as usize != cache.rows() {
+            bail!(
+                "tokens must be [rows, length] for a cache of {} rows, got shape {:?}",
+                cache.rows(),
+                tokens.shape()
+            );
+        }
+        if rows.len() != cache.rows() {
+            bail!(
+                "{} row adapters for a cache of {} rows",
+                rows.len(),
+                cache.rows()
+            );
+        }
+        let new = tokens.dim(1) as usize;
+        let positions = cache.positions();
+        let mask = cache.mask(new)?;
+        let mut h = self.embed_tokens.lookup(tokens)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (slot, start) = cache.slot(i);
+            let attend = Attend::Rows {
+                slot,
+                start,
+                positions: &positions,
+                mask: &mask,
+            };
+            h = layer.forward_rows(&h, rows, attend)?;
+        }
+        cache.advance(new);
+        // Only the last position's logits are wanted: the output head (the
+        // widest matmul) skips the others.
+        let last = h.index((.., -1.., ..));
+        let h = self.norm.forward(&last)?;
+        let logits = self.head(
+            &h,
+            &Pass {
+                lora: &[],
+                dropout_seed: None,
+                grad_checkpoint: false,
+            },
+        )?;
+        Ok(logits.squeeze_axes(&[1])?)
     }
 
     /// The forward pass with explicit LoRA parameters, so gradients can be

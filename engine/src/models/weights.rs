@@ -120,6 +120,7 @@ impl WeightMap {
             in_dim,
             out_dim,
             lora: None,
+            stacked: None,
         })
     }
 

@@ -1,11 +1,13 @@
 //! Comparisons: a request is checked and saved with one pending output per
-//! (prompt, column); a task then generates the outputs through the
-//! inference worker, column by column (so the worker swaps adapters once
-//! per column, not once per output), storing each as it finishes and
-//! streaming its text to listeners through the [`ComparisonHub`]. A
-//! comparison can be cancelled ([`cancel`]): the output being generated
-//! stops between two tokens and keeps its text, the pending ones are not
-//! generated; all are stored with the finish reason `cancelled`.
+//! (prompt, column); a task then sends every pending output to the
+//! inference worker as one batched request (the worker reads each adapter
+//! once and decodes as many outputs together as its batch holds, see
+//! `engine::inference::InferenceSession::generate_batch`), storing each
+//! output as it finishes and streaming its text to listeners through the
+//! [`ComparisonHub`]. A comparison can be cancelled ([`cancel`]): the
+//! outputs being generated stop between two tokens and keep their text,
+//! the ones not started are not generated; all are stored with the finish
+//! reason `cancelled`.
 
 pub mod adapters;
 pub mod request;
@@ -14,11 +16,11 @@ pub mod view;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use engine::protocol::{GenerationSettings, InferencePrompt};
+use engine::protocol::{BatchRowPrompt, GenerationSettings, InferencePrompt};
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 
-use crate::inference::{CancelToken, Inference, InferenceError};
+use crate::inference::{CancelToken, Finished, Inference, InferenceError, RowUpdate};
 use crate::state::AppState;
 use crate::store::{OutputResult, Store};
 
@@ -261,14 +263,25 @@ async fn generate_all(state: &Runner, id: i64, cancel: CancelToken) -> Result<()
         .iter()
         .filter(|o| o.status == "pending")
         .collect();
+    // Column by column, as the outputs were generated one at a time before
+    // batching (and still are with a batch of 1: one adapter swap per
+    // column).
     pending.sort_by_key(|o| (o.column_index, o.prompt_index));
-    for (done, output) in pending.iter().enumerate() {
-        if cancel.is_cancelled() {
-            for rest in &pending[done..] {
-                cancel_output(state, id, rest.id, rest.column_index, rest.prompt_index);
-            }
-            return Ok(());
+    if cancel.is_cancelled() {
+        for output in &pending {
+            cancel_output(
+                state,
+                id,
+                output.id,
+                output.column_index,
+                output.prompt_index,
+            );
         }
+        return Ok(());
+    }
+    let mut outputs = Vec::new();
+    let mut rows = Vec::new();
+    for output in pending {
         let prompt = record
             .prompts
             .get(output.prompt_index)
@@ -283,57 +296,106 @@ async fn generate_all(state: &Runner, id: i64, cancel: CancelToken) -> Result<()
             );
             continue;
         };
-        state.comparisons.start_output(id, output.id);
-        let hub = &state.comparisons;
-        let output_id = output.id;
-        let result = state
-            .inference
-            .generate_cancellable(
-                &record.model_location,
-                column.adapter_path.as_deref(),
-                prompt,
-                settings.clone(),
-                &mut |piece: &str| hub.append(id, output_id, piece),
-                Some(cancel.clone()),
-            )
-            .await;
-        match result {
-            Ok(finished) => {
-                let stored = OutputResult {
-                    text: finished.text.clone(),
-                    prompt_tokens: finished.prompt_tokens as i64,
-                    generated_tokens: finished.generated_tokens as i64,
-                    finish_reason: finished.finish_reason.clone(),
-                    generation_tokens_per_sec: finished.generation_tokens_per_sec,
-                };
-                if let Err(error) = state.store.finish_output(output.id, &stored) {
-                    tracing::error!(%error, output = output.id, "storing an output");
+        outputs.push(output);
+        rows.push(BatchRowPrompt {
+            adapter: column.adapter_path.clone(),
+            prompt,
+        });
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let hub = &state.comparisons;
+    let mut ended = vec![false; outputs.len()];
+    let result = state
+        .inference
+        .generate_batch(
+            &record.model_location,
+            rows,
+            settings,
+            state.inference.batch_rows(),
+            &mut |update: RowUpdate<'_>| match update {
+                RowUpdate::Started(rows) => {
+                    for &row in rows {
+                        hub.start_output(id, outputs[row].id);
+                    }
                 }
-                hub.end_output(
-                    id,
-                    output.id,
-                    json!({
-                        "output": output.id,
-                        "column": output.column_index,
-                        "prompt": output.prompt_index,
-                        "status": output_status("done", Some(&finished.finish_reason)),
-                        "text": finished.text,
-                        "generated_tokens": finished.generated_tokens,
-                        "finish_reason": finished.finish_reason,
-                        "tokens_per_sec": finished.generation_tokens_per_sec,
-                    }),
-                );
-            }
-            Err(InferenceError::Busy(reason)) => {
-                for rest in &pending[done..] {
-                    fail_output(state, id, rest.id, &reason);
+                RowUpdate::Text { row, text } => hub.append(id, outputs[row].id, text),
+                RowUpdate::Finished { row, result } => {
+                    ended[row] = true;
+                    let output = outputs[row];
+                    store_output(
+                        state,
+                        id,
+                        output.id,
+                        output.column_index,
+                        output.prompt_index,
+                        &result,
+                    );
                 }
-                return Err(reason);
+                RowUpdate::Failed { row, reason } => {
+                    ended[row] = true;
+                    fail_output(state, id, outputs[row].id, &reason);
+                }
+            },
+            Some(cancel),
+        )
+        .await;
+    let unfinished = outputs
+        .iter()
+        .zip(&ended)
+        .filter(|(_, &ended)| !ended)
+        .map(|(output, _)| output.id);
+    match result {
+        Ok(()) => Ok(()),
+        Err(InferenceError::Busy(reason)) => {
+            for output in unfinished {
+                fail_output(state, id, output, &reason);
             }
-            Err(InferenceError::Failed(reason)) => fail_output(state, id, output.id, &reason),
+            Err(reason)
+        }
+        Err(InferenceError::Failed(reason)) => {
+            for output in unfinished {
+                fail_output(state, id, output, &reason);
+            }
+            Ok(())
         }
     }
-    Ok(())
+}
+
+/// Stores a generated output (cancelled ones included) and tells listeners.
+fn store_output(
+    state: &Runner,
+    comparison: i64,
+    output: i64,
+    column: usize,
+    prompt: usize,
+    finished: &Finished,
+) {
+    let stored = OutputResult {
+        text: finished.text.clone(),
+        prompt_tokens: finished.prompt_tokens as i64,
+        generated_tokens: finished.generated_tokens as i64,
+        finish_reason: finished.finish_reason.clone(),
+        generation_tokens_per_sec: finished.generation_tokens_per_sec,
+    };
+    if let Err(error) = state.store.finish_output(output, &stored) {
+        tracing::error!(%error, output, "storing an output");
+    }
+    state.comparisons.end_output(
+        comparison,
+        output,
+        json!({
+            "output": output,
+            "column": column,
+            "prompt": prompt,
+            "status": output_status("done", Some(&finished.finish_reason)),
+            "text": finished.text,
+            "generated_tokens": finished.generated_tokens,
+            "finish_reason": finished.finish_reason,
+            "tokens_per_sec": finished.generation_tokens_per_sec,
+        }),
+    );
 }
 
 /// Stores an output that a cancel kept from being generated.

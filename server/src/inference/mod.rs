@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use engine::device::DeviceInfo;
 use engine::protocol::{
-    EvalSettings, GenerationSettings, InferenceCommand, InferenceEvent, InferencePrompt,
+    BatchRowPrompt, EvalSettings, GenerationSettings, InferenceCommand, InferenceEvent,
+    InferencePrompt,
 };
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -34,6 +35,9 @@ use crate::supervisor::Supervisor;
 /// Lines of the worker's stderr kept to explain a crash.
 const LOG_TAIL_LINES: usize = 20;
 
+/// Outputs decoded together by default (`LORALAB_INFERENCE_BATCH`).
+const DEFAULT_BATCH_ROWS: usize = 128;
+
 #[derive(Debug, Clone)]
 pub struct InferenceSettings {
     /// How long an unused worker keeps its model loaded.
@@ -43,6 +47,9 @@ pub struct InferenceSettings {
     /// `cpu` or `gpu`: the format the worker holds weights in, for its
     /// memory estimate.
     pub device: String,
+    /// Most outputs of a comparison generated together in one batch (1:
+    /// one after another).
+    pub batch_rows: usize,
 }
 
 impl InferenceSettings {
@@ -54,10 +61,22 @@ impl InferenceSettings {
             })?,
             Err(_) => 300,
         };
+        let batch_rows = match std::env::var("LORALAB_INFERENCE_BATCH") {
+            Ok(text) => text
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&rows| rows >= 1)
+                .ok_or_else(|| {
+                    anyhow!("LORALAB_INFERENCE_BATCH must be a whole number from 1, got {text:?}")
+                })?,
+            Err(_) => DEFAULT_BATCH_ROWS,
+        };
         Ok(Self {
             idle_timeout: Duration::from_secs(idle),
             worker_exe: std::env::current_exe().context("cannot locate the loralab binary")?,
             device: device.kind.clone(),
+            batch_rows,
         })
     }
 }
@@ -145,16 +164,40 @@ impl Drop for Cancellable {
     }
 }
 
+/// What a batched generation reports on its way; rows are named by their
+/// index in the request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowUpdate<'a> {
+    /// These rows start decoding now, together.
+    Started(&'a [usize]),
+    Text {
+        row: usize,
+        text: &'a str,
+    },
+    Finished {
+        row: usize,
+        result: Finished,
+    },
+    /// The row could not be generated; the others go on.
+    Failed {
+        row: usize,
+        reason: String,
+    },
+}
+
 /// What a request produces on its way.
 enum Update<'a> {
     Text(&'a str),
     Progress { batches: usize, total: usize },
+    Row(RowUpdate<'a>),
 }
 
 /// What a request ends with.
 enum Outcome {
     Finished(Finished),
     Evaluated(Evaluated),
+    /// Every row of a batched generation ended (each reported on its way).
+    Batch,
 }
 
 /// What a request asks the worker to do.
@@ -163,6 +206,11 @@ enum Job {
         adapter: Option<String>,
         prompt: InferencePrompt,
         settings: GenerationSettings,
+    },
+    GenerateBatch {
+        rows: Vec<BatchRowPrompt>,
+        settings: GenerationSettings,
+        max_rows: usize,
     },
     Evaluate(EvalJob),
 }
@@ -230,6 +278,11 @@ impl Inference {
         lock(&self.inner.stats).clone()
     }
 
+    /// Most outputs a batched generation decodes together.
+    pub fn batch_rows(&self) -> usize {
+        self.inner.settings.batch_rows
+    }
+
     /// Registers work under `key` that [`Self::cancel`] can stop, until
     /// the returned guard is dropped. A second registration under the same
     /// key takes the key over.
@@ -293,8 +346,41 @@ impl Inference {
         };
         match self.run(model, job, &mut on_update, cancel).await? {
             Outcome::Finished(finished) => Ok(finished),
-            Outcome::Evaluated(_) => Err(InferenceError::Failed(
-                "the inference worker answered a generation with an evaluation".into(),
+            Outcome::Evaluated(_) | Outcome::Batch => Err(InferenceError::Failed(
+                "the inference worker answered a generation with something else".into(),
+            )),
+        }
+    }
+
+    /// Generates every row of `rows` (a prompt with an adapter folder or
+    /// none) with the base model at `model`, up to `max_rows` decoded
+    /// together (1: one after another); each row's progress goes to
+    /// `on_update`. Once `cancel` fires, every row stops between two steps
+    /// and keeps its text (finish reason `cancelled`), and the rows not
+    /// started end with none.
+    pub async fn generate_batch(
+        &self,
+        model: &str,
+        rows: Vec<BatchRowPrompt>,
+        settings: GenerationSettings,
+        max_rows: usize,
+        on_update: &mut (dyn FnMut(RowUpdate<'_>) + Send),
+        cancel: Option<CancelToken>,
+    ) -> Result<(), InferenceError> {
+        let job = Job::GenerateBatch {
+            rows,
+            settings,
+            max_rows,
+        };
+        let mut on_update = |update: Update<'_>| {
+            if let Update::Row(row) = update {
+                on_update(row);
+            }
+        };
+        match self.run(model, job, &mut on_update, cancel).await? {
+            Outcome::Batch => Ok(()),
+            Outcome::Finished(_) | Outcome::Evaluated(_) => Err(InferenceError::Failed(
+                "the inference worker answered a batched generation with something else".into(),
             )),
         }
     }
@@ -318,7 +404,7 @@ impl Inference {
             .await?
         {
             Outcome::Evaluated(evaluated) => Ok(evaluated),
-            Outcome::Finished(_) => Err(InferenceError::Failed(
+            Outcome::Finished(_) | Outcome::Batch => Err(InferenceError::Failed(
                 "the inference worker answered an evaluation with a generation".into(),
             )),
         }
@@ -376,7 +462,8 @@ impl Inference {
                 match &result {
                     Ok(Outcome::Finished(_)) => lock(&inner.stats).generations += 1,
                     Ok(Outcome::Evaluated(_)) => lock(&inner.stats).evaluations += 1,
-                    Err(_) => {}
+                    // Each row was counted as it finished.
+                    Ok(Outcome::Batch) | Err(_) => {}
                 }
                 result
             }
@@ -472,6 +559,16 @@ async fn request(
             prompt,
             settings,
         },
+        Job::GenerateBatch {
+            rows,
+            settings,
+            max_rows,
+        } => InferenceCommand::GenerateBatch {
+            request: id,
+            rows,
+            settings,
+            max_rows,
+        },
         Job::Evaluate(job) => InferenceCommand::Evaluate {
             request: id,
             adapter: job.adapter,
@@ -515,6 +612,37 @@ async fn request(
             }
             InferenceEvent::Text { request, text } if request == id => {
                 on_update(Update::Text(&text))
+            }
+            InferenceEvent::AdaptersLoaded {
+                request,
+                adapter_loads,
+                ..
+            } if request == id => {
+                let mut stats = lock(&inner.stats);
+                stats.adapter_loads += adapter_loads.saturating_sub(worker.adapter_loads_seen);
+                worker.adapter_loads_seen = adapter_loads;
+            }
+            InferenceEvent::RowsStarted { request, rows } if request == id => {
+                on_update(Update::Row(RowUpdate::Started(&rows)))
+            }
+            InferenceEvent::RowText { request, row, text } if request == id => {
+                on_update(Update::Row(RowUpdate::Text { row, text: &text }))
+            }
+            InferenceEvent::RowFinished {
+                request,
+                row,
+                result,
+            } if request == id => {
+                lock(&inner.stats).generations += 1;
+                on_update(Update::Row(RowUpdate::Finished { row, result }))
+            }
+            InferenceEvent::RowFailed {
+                request,
+                row,
+                reason,
+            } if request == id => on_update(Update::Row(RowUpdate::Failed { row, reason })),
+            InferenceEvent::BatchFinished { request, .. } if request == id => {
+                return Ok(Ok(Outcome::Batch))
             }
             InferenceEvent::EvalProgress {
                 request,

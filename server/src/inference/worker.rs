@@ -17,10 +17,12 @@ use std::process::ExitCode;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Instant;
 
-use engine::inference::{AdapterSource, InferenceSession};
+use engine::inference::{
+    AdapterSource, BatchPrompt, BatchUpdate, GenerationOutcome, InferenceSession,
+};
 use engine::protocol::{
-    EvalSettings, Evaluated, Finished, GenerationSettings, InferenceCommand, InferenceEvent,
-    InferencePrompt,
+    BatchRowPrompt, EvalSettings, Evaluated, Finished, GenerationSettings, InferenceCommand,
+    InferenceEvent, InferencePrompt,
 };
 
 fn emit(event: &InferenceEvent) -> bool {
@@ -149,6 +151,17 @@ pub fn run() -> ExitCode {
                     &prompt,
                     &settings,
                 ),
+            },
+            InferenceCommand::GenerateBatch {
+                request,
+                rows,
+                settings,
+                max_rows,
+            } => match session.as_mut() {
+                None => no_model(request),
+                Some(session) => {
+                    generate_batch(session, &mut inbox, request, &rows, &settings, max_rows)
+                }
             },
             InferenceCommand::Evaluate {
                 request,
@@ -285,15 +298,103 @@ fn generate(
     match result {
         Ok(generation) => emit(&InferenceEvent::Finished {
             request,
-            result: Finished {
-                text: generation.text,
-                prompt_tokens: generation.stats.prompt_tokens,
-                generated_tokens: generation.stats.generated_tokens,
-                finish_reason: generation.finish_reason.to_string(),
-                prompt_tokens_per_sec: generation.stats.prompt_tokens_per_second(),
-                generation_tokens_per_sec: generation.stats.generation_tokens_per_second(),
-                seconds: started.elapsed().as_secs_f64(),
-            },
+            result: finished(generation, started.elapsed().as_secs_f64()),
+        }),
+        Err(error) => emit(&InferenceEvent::Error {
+            request: Some(request),
+            reason: format!("{error:#}"),
+        }),
+    }
+}
+
+fn finished(generation: GenerationOutcome, seconds: f64) -> Finished {
+    Finished {
+        text: generation.text,
+        prompt_tokens: generation.stats.prompt_tokens,
+        generated_tokens: generation.stats.generated_tokens,
+        finish_reason: generation.finish_reason.to_string(),
+        prompt_tokens_per_sec: generation.stats.prompt_tokens_per_second(),
+        generation_tokens_per_sec: generation.stats.generation_tokens_per_second(),
+        seconds,
+    }
+}
+
+/// Generates the rows of a batched request, each row's events as they
+/// come; a cancel stops every row between two steps.
+fn generate_batch(
+    session: &mut InferenceSession,
+    inbox: &mut Inbox,
+    request: u64,
+    rows: &[BatchRowPrompt],
+    settings: &GenerationSettings,
+    max_rows: usize,
+) -> bool {
+    let started = Instant::now();
+    let rows: Vec<BatchPrompt> = rows
+        .iter()
+        .map(|row| BatchPrompt {
+            adapter: row
+                .adapter
+                .as_deref()
+                .map(|dir| AdapterSource::folder(Path::new(dir))),
+            prompt: row.prompt.clone(),
+        })
+        .collect();
+    let delivered = Cell::new(true);
+    let send = |event: InferenceEvent| {
+        if !emit(&event) {
+            delivered.set(false);
+        }
+    };
+    // Each row's clock starts when its batch does.
+    let mut row_started = vec![started; rows.len()];
+    let adapter_loads = Cell::new(session.adapter_loads);
+    let mut on_update = |update: BatchUpdate<'_>| match update {
+        BatchUpdate::AdaptersLoaded { count, seconds } => {
+            adapter_loads.set(adapter_loads.get() + count as u64);
+            send(InferenceEvent::AdaptersLoaded {
+                request,
+                adapters: count,
+                seconds,
+                adapter_loads: adapter_loads.get(),
+            })
+        }
+        BatchUpdate::Started(ids) => {
+            let now = Instant::now();
+            for &row in ids {
+                row_started[row] = now;
+            }
+            send(InferenceEvent::RowsStarted {
+                request,
+                rows: ids.to_vec(),
+            })
+        }
+        BatchUpdate::Text { row, text } => send(InferenceEvent::RowText {
+            request,
+            row,
+            text: text.to_string(),
+        }),
+        BatchUpdate::Finished { row, outcome } => send(InferenceEvent::RowFinished {
+            request,
+            row,
+            result: finished(outcome, row_started[row].elapsed().as_secs_f64()),
+        }),
+        BatchUpdate::Failed { row, reason } => send(InferenceEvent::RowFailed {
+            request,
+            row,
+            reason,
+        }),
+    };
+    // A broken stdout ends the generation too: nobody reads it.
+    let mut cancelled = || !delivered.get() || inbox.cancelled(request);
+    let result = session.generate_batch(&rows, settings, max_rows, &mut on_update, &mut cancelled);
+    if !delivered.get() {
+        return false;
+    }
+    match result {
+        Ok(()) => emit(&InferenceEvent::BatchFinished {
+            request,
+            seconds: started.elapsed().as_secs_f64(),
         }),
         Err(error) => emit(&InferenceEvent::Error {
             request: Some(request),
