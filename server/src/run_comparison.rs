@@ -142,7 +142,8 @@ pub fn compare_runs(state: &AppState, ids: &[i64]) -> Result<RunComparison, ApiE
             duration_seconds: summary.elapsed_seconds,
         };
         let mut settings = BTreeMap::new();
-        flatten("", &record.config, &mut settings);
+        let config = serde_json::to_value(&record.config).map_err(anyhow::Error::from)?;
+        flatten("", &config, &mut settings);
         settings.insert("model".to_string(), summary.model.clone());
         settings.insert("dataset".to_string(), summary.dataset.clone());
         configs.push(settings);

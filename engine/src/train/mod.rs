@@ -8,7 +8,7 @@ pub mod loss;
 pub mod optimizer;
 pub mod order;
 pub mod retention;
-pub mod schedule;
+pub use loralab_types::schedule;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,6 @@
 //! trained on, with its own settings (the run page's action).
 
 use app::compare_dto::{EvaluationView, RunEvaluations};
-use engine::config::TrainConfig;
 
 use super::{check_dataset, evaluate_or_reuse, job, parse_split, split_name, view, EvalSettings};
 use crate::api::ApiError;
@@ -63,8 +62,7 @@ pub async fn evaluate_run(
         .run(run_id)?
         .ok_or_else(|| ApiError::run_not_found(run_id))?;
     let split = parse_split("split", split.unwrap_or("test"))?;
-    let config: TrainConfig = serde_json::from_value(run.config.clone())
-        .map_err(|e| anyhow::anyhow!("run {run_id}: the stored config is unreadable: {e}"))?;
+    let config = run.config.clone();
     let model = run
         .model
         .as_deref()

@@ -87,6 +87,16 @@ pub struct QuantizeOnLoad {
     pub group_size: usize,
 }
 
+impl QuantizeOnLoad {
+    /// `bits` at mlx-lm's default group size.
+    pub fn with_bits(bits: u8) -> Self {
+        Self {
+            bits,
+            group_size: defaults::group_size(),
+        }
+    }
+}
+
 /// Extra: end the run when validation loss stops improving. An evaluation
 /// improves when its loss is below the best so far by more than
 /// `min_delta`; after `patience` evaluations in a row that do not, the run
@@ -372,7 +382,7 @@ impl TrainConfig {
             }
         }
         if let Some(schedule) = &self.lr_schedule {
-            crate::train::schedule::Schedule::from_lr_schedule(schedule)
+            crate::schedule::Schedule::from_lr_schedule(schedule)
                 .map_err(|error| invalid("lr_schedule", format!("is not usable: {error}")))?;
         }
         self.thermal_guard.validate()?;
