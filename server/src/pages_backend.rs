@@ -16,6 +16,7 @@ use app::compare_dto::{
 use app::run_comparison_dto::RunComparison;
 
 use crate::api::runs::{create_run, validate_run, RunRequest};
+use crate::api::ApiError;
 use crate::compare::CompareRequest;
 use crate::datasets::DatasetError;
 use crate::state::AppState;
@@ -24,6 +25,24 @@ use crate::state::AppState;
 fn user_error(context: &str, error: impl std::fmt::Display) -> String {
     tracing::error!(%error, "{context}");
     format!("{context} failed; see the server log")
+}
+
+/// A module's error as a page shows it: a refusal's own words; an internal
+/// error (what the API answers 500 to) as [`user_error`]'s short text.
+fn page_error<E: Into<ApiError>>(context: &'static str) -> impl Fn(E) -> String {
+    move |error| match error.into() {
+        ApiError::Internal(error) => user_error(context, format!("{error:#}")),
+        refusal => refusal.to_string(),
+    }
+}
+
+/// A chat's error as a page shows it: as [`page_error`], but a failed reply
+/// says why (the API logs it instead: it may name files of this machine).
+fn chat_error(context: &'static str) -> impl Fn(crate::chat::ChatError) -> String {
+    move |error| match error {
+        crate::chat::ChatError::Generation(reason) => reason,
+        other => page_error(context)(other),
+    }
 }
 
 /// Runs CPU work (tokenizing a dataset) without stalling the other tasks of
@@ -122,10 +141,7 @@ impl app::Backend for AppState {
 
     fn compare_runs(&self, ids: String) -> Result<RunComparison, String> {
         let ids = crate::run_comparison::parse_ids([ids.as_str()]).map_err(|e| e.to_string())?;
-        crate::run_comparison::compare_runs(self, &ids).map_err(|error| match error {
-            crate::api::ApiError::Internal(error) => user_error("comparing the runs", error),
-            refusal => refusal.to_string(),
-        })
+        crate::run_comparison::compare_runs(self, &ids).map_err(page_error("comparing the runs"))
     }
 
     fn list_models(&self) -> Result<Vec<ModelSummary>, String> {
@@ -225,7 +241,7 @@ impl app::Backend for AppState {
 
     fn check_run(&self, form: NewRunForm) -> Result<RunCheck, String> {
         let request = self.run_request(form)?;
-        let run = validate_run(self, request).map_err(|error| error.to_string())?;
+        let run = validate_run(self, request).map_err(page_error("checking the run"))?;
         let memory =
             crate::estimate::estimate_run(self, &run.model, &run.architecture, &run.config);
         Ok(RunCheck {
@@ -236,7 +252,7 @@ impl app::Backend for AppState {
 
     fn create_run(&self, form: NewRunForm) -> Result<i64, String> {
         let request = self.run_request(form)?;
-        create_run(self, request).map_err(|error| error.to_string())
+        create_run(self, request).map_err(page_error("starting the run"))
     }
 
     fn stop_run(&self, id: i64) -> Result<(), String> {
@@ -292,7 +308,8 @@ impl app::Backend for AppState {
     fn compare_choices(&self) -> Result<CompareChoices, String> {
         Ok(CompareChoices {
             models: self.list_models()?,
-            adapters: crate::compare::adapter_choices(self).map_err(|e| e.to_string())?,
+            adapters: crate::compare::adapter_choices(self)
+                .map_err(page_error("reading the adapters"))?,
             datasets: self.list_datasets()?,
             recent: self
                 .store
@@ -302,8 +319,10 @@ impl app::Backend for AppState {
     }
 
     fn create_comparison(&self, form: NewComparisonForm) -> Result<i64, String> {
-        let request = CompareRequest::from_form(form).map_err(|e| e.to_string())?;
-        crate::api::compare::create_comparison(self, &request).map_err(|e| e.to_string())
+        let request =
+            CompareRequest::from_form(form).map_err(page_error("starting the comparison"))?;
+        crate::compare::create_comparison(self, &request)
+            .map_err(page_error("starting the comparison"))
     }
 
     fn wait_comparison(&self, id: i64) -> BoxFuture<'_, ()> {
@@ -324,25 +343,25 @@ impl app::Backend for AppState {
             .comparison(id)
             .map_err(|error| user_error("reading the comparison", error))?;
         Ok(record.and_then(|record| {
-            crate::compare::view::ballot(&record, prompt, crate::api::compare::shuffle_seed())
+            crate::compare::view::ballot(&record, prompt, crate::compare::shuffle_seed())
         }))
     }
 
     fn vote(&self, id: i64, prompt: usize, output: i64) -> Result<(), String> {
-        let vote = crate::api::compare::VoteRequest { prompt, output };
-        crate::api::compare::cast_vote(self, id, &vote).map_err(|e| e.to_string())
+        let vote = crate::compare::VoteRequest { prompt, output };
+        crate::compare::cast_vote(self, id, &vote).map_err(page_error("saving the vote"))
     }
 
     fn import_adapter(&self, form: ImportAdapterForm) -> Result<(), String> {
         crate::compare::import_adapter(self, &form.name, &form.path, form.model.as_deref())
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(page_error("importing the adapter"))
     }
 
     fn create_chat(&self, form: NewChatForm) -> Result<i64, String> {
         let settings = crate::chat::ReplySettings::default()
             .with_typed(form.temperature.as_deref(), form.max_tokens.as_deref())
-            .map_err(|e| e.to_string())?;
+            .map_err(chat_error("starting the chat"))?;
         crate::chat::create_chat(
             self,
             &form.model,
@@ -350,19 +369,19 @@ impl app::Backend for AppState {
             form.system.as_deref(),
             settings,
         )
-        .map_err(|e| e.to_string())
+        .map_err(chat_error("starting the chat"))
     }
 
     fn set_chat_settings(&self, id: i64, form: ChatSettingsForm) -> Result<(), String> {
-        crate::chat::update_settings(self, id, &form).map_err(|e| e.to_string())
+        crate::chat::update_settings(self, id, &form).map_err(chat_error("changing the chat"))
     }
 
     fn chat(&self, id: i64) -> Result<Option<ChatView>, String> {
-        crate::chat::chat_view(self, id).map_err(|e| e.to_string())
+        crate::chat::chat_view(self, id).map_err(chat_error("reading the chat"))
     }
 
     fn recent_chats(&self) -> Result<Vec<ChatView>, String> {
-        crate::chat::recent_chats(self).map_err(|e| e.to_string())
+        crate::chat::recent_chats(self).map_err(chat_error("reading the chats"))
     }
 
     fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>> {
@@ -370,12 +389,12 @@ impl app::Backend for AppState {
             crate::chat::send_message(self, id, &message, &mut |_: &str| {})
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(chat_error("sending the message"))
         })
     }
 
     fn run_evaluations(&self, id: i64) -> Result<Option<RunEvaluations>, String> {
-        crate::evaluations::run_evaluations(self, id).map_err(|e| e.to_string())
+        crate::evaluations::run_evaluations(self, id).map_err(page_error("reading the evaluations"))
     }
 
     fn evaluate_run(
@@ -387,7 +406,7 @@ impl app::Backend for AppState {
         Box::pin(async move {
             crate::evaluations::evaluate_run(self, id, split.as_deref(), step)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(page_error("evaluating the run"))
         })
     }
 
@@ -398,7 +417,7 @@ impl app::Backend for AppState {
         split: String,
     ) -> Result<ComparisonEvaluations, String> {
         cpu_bound(|| crate::evaluations::comparison_evaluations(self, id, &dataset, &split))
-            .map_err(|e| e.to_string())
+            .map_err(page_error("reading the evaluations"))
     }
 
     fn evaluate_comparison(
@@ -410,7 +429,7 @@ impl app::Backend for AppState {
         Box::pin(async move {
             crate::evaluations::evaluate_comparison(self, id, &dataset, &split)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(page_error("evaluating the comparison"))
         })
     }
 
@@ -466,5 +485,36 @@ impl AppState {
             resume_adapter_file: fresh.resume_adapter_file,
             ..run.config
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::ChatError;
+    use crate::compare::CompareError;
+
+    #[test]
+    fn pages_show_refusals_but_not_internal_errors() {
+        let refused = CompareError::invalid("prompt", "is empty");
+        assert_eq!(
+            page_error("starting the comparison")(refused),
+            "prompt: is empty"
+        );
+        let internal = CompareError::Internal(anyhow::anyhow!("disk I/O error in /srv/db"));
+        assert_eq!(
+            page_error("starting the comparison")(internal),
+            "starting the comparison failed; see the server log"
+        );
+        let failed = ChatError::Generation("the adapter does not fit the model".into());
+        assert_eq!(
+            chat_error("sending the message")(failed),
+            "the adapter does not fit the model"
+        );
+        let internal = ChatError::Internal(anyhow::anyhow!("database is locked"));
+        assert_eq!(
+            chat_error("sending the message")(internal),
+            "sending the message failed; see the server log"
+        );
     }
 }

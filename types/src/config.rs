@@ -233,6 +233,11 @@ mod defaults {
     }
 }
 
+/// Keys Loralab sets per run from the registered model and dataset and
+/// the run's folder: a request may not set them, and they say nothing about
+/// how two runs differ.
+pub const MANAGED_KEYS: &[&str] = &["data", "adapter_path", "resume_adapter_file"];
+
 /// A setting a run cannot start with: the field (dotted for nested keys)
 /// and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

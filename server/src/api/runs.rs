@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use engine::config::TrainConfig;
+use engine::config::{TrainConfig, MANAGED_KEYS};
 use engine::model_config::ModelConfig;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -48,9 +48,6 @@ fn detail(state: &AppState, id: i64) -> Result<RunDetail, ApiError> {
         paused,
     })
 }
-
-/// Keys Loralab sets itself from the registered model and dataset.
-pub(crate) const MANAGED_KEYS: &[&str] = &["data", "adapter_path", "resume_adapter_file"];
 
 pub async fn create(
     State(state): State<SharedState>,

@@ -7,7 +7,9 @@
 //! stops between two tokens and keeps its text, the pending ones are not
 //! generated; all are stored with the finish reason `cancelled`.
 
+pub mod actions;
 pub mod adapters;
+pub mod error;
 pub mod request;
 pub mod view;
 
@@ -22,7 +24,9 @@ use crate::inference::{CancelToken, Inference, InferenceError};
 use crate::state::AppState;
 use crate::store::{OutputResult, Store};
 
+pub use actions::{cast_vote, comparison_view, create_comparison, shuffle_seed, VoteRequest};
 pub use adapters::{adapter_choices, import_adapter, resolve_adapter, ResolvedAdapter};
+pub use error::CompareError;
 pub use request::CompareRequest;
 
 /// The finish reason of an output a cancel stopped (or kept from starting).

@@ -11,7 +11,7 @@ use engine::protocol::{GenerationSettings, InferencePrompt, PromptMessage};
 use serde::Deserialize;
 
 use super::adapters::resolve_adapter;
-use crate::api::ApiError;
+use super::error::CompareError;
 use crate::state::AppState;
 use crate::store::{NewColumn, NewComparison, NewPrompt};
 
@@ -52,16 +52,16 @@ pub struct CompareRequest {
 impl CompareRequest {
     /// The compare form as a request; text fields are parsed and a bad one
     /// is named.
-    pub fn from_form(form: NewComparisonForm) -> Result<Self, ApiError> {
+    pub fn from_form(form: NewComparisonForm) -> Result<Self, CompareError> {
         fn field<T: std::str::FromStr>(
             name: &str,
             value: &Option<String>,
             default: T,
-        ) -> Result<T, ApiError> {
+        ) -> Result<T, CompareError> {
             match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
                 None => Ok(default),
                 Some(text) => text.parse().map_err(|_| {
-                    ApiError::invalid(name, format!("{text:?} is not a valid number"))
+                    CompareError::invalid(name, format!("{text:?} is not a valid number"))
                 }),
             }
         }
@@ -106,25 +106,25 @@ impl CompareRequest {
 }
 
 /// The engine's settings from the request's, checked.
-pub fn generation_settings(settings: &CompareSettings) -> Result<GenerationSettings, ApiError> {
+pub fn generation_settings(settings: &CompareSettings) -> Result<GenerationSettings, CompareError> {
     let s = settings;
     if s.max_tokens == 0 || s.max_tokens > MAX_COMPARE_TOKENS {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "max_tokens",
             format!("must be between 1 and {MAX_COMPARE_TOKENS}"),
         ));
     }
     if !s.temperature.is_finite() || s.temperature < 0.0 {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "temperature",
             "must be 0 (greedy) or positive",
         ));
     }
     if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-        return Err(ApiError::invalid("top_p", "must be in (0, 1]"));
+        return Err(CompareError::invalid("top_p", "must be in (0, 1]"));
     }
     if !s.repetition_penalty.is_finite() || s.repetition_penalty <= 0.0 {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "repetition_penalty",
             "must be positive (1 is off)",
         ));
@@ -140,12 +140,12 @@ pub fn generation_settings(settings: &CompareSettings) -> Result<GenerationSetti
 }
 
 /// Checks and resolves a request into the comparison to save.
-pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparison, ApiError> {
+pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparison, CompareError> {
     let model = state
         .store
         .model_by_name(request.model.trim())?
         .ok_or_else(|| {
-            ApiError::invalid(
+            CompareError::invalid(
                 "model",
                 format!(
                     "no model named {:?} (GET /api/models lists them)",
@@ -154,13 +154,13 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
             )
         })?;
     if request.columns.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "columns",
             "pick at least one adapter (or `base`)",
         ));
     }
     if request.columns.len() > MAX_COLUMNS {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "columns",
             format!("at most {MAX_COLUMNS}, got {}", request.columns.len()),
         ));
@@ -170,7 +170,7 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
         let field = format!("columns[{i}]");
         let resolved = resolve_adapter(state, reference, &model.name, &field)?;
         if columns.iter().any(|c| c.adapter_ref == resolved.reference) {
-            return Err(ApiError::invalid(
+            return Err(CompareError::invalid(
                 field,
                 format!("{:?} is already a column", resolved.reference),
             ));
@@ -188,13 +188,13 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
     let settings = generation_settings(&request.settings)?;
     let (prompts, dataset_name, split) = match (&request.prompt, &request.dataset) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
+            return Err(CompareError::invalid(
                 "prompt",
                 "give a prompt or a dataset, not both",
             ))
         }
         (None, None) => {
-            return Err(ApiError::invalid(
+            return Err(CompareError::invalid(
                 "prompt",
                 "required: type a prompt or pick a dataset",
             ))
@@ -209,13 +209,13 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
                 .store
                 .dataset_by_name(dataset.trim())?
                 .ok_or_else(|| {
-                    ApiError::invalid("dataset", format!("no dataset named {dataset:?}"))
+                    CompareError::invalid("dataset", format!("no dataset named {dataset:?}"))
                 })?;
             let split = match request.split.as_deref().unwrap_or("valid") {
                 "valid" => Split::Valid,
                 "test" => Split::Test,
                 other => {
-                    return Err(ApiError::invalid(
+                    return Err(CompareError::invalid(
                         "split",
                         format!("{other:?} is not `valid` or `test`"),
                     ))
@@ -223,13 +223,13 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
             };
             let count = request.count.unwrap_or(3);
             if count == 0 || count > MAX_DATASET_PROMPTS {
-                return Err(ApiError::invalid(
+                return Err(CompareError::invalid(
                     "count",
                     format!("must be between 1 and {MAX_DATASET_PROMPTS}"),
                 ));
             }
             let prompts = dataset_prompts(Path::new(&record.directory), split, count)
-                .map_err(|message| ApiError::invalid("dataset", message))?;
+                .map_err(|message| CompareError::invalid("dataset", message))?;
             (
                 prompts,
                 Some(record.name),
@@ -249,10 +249,10 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
     })
 }
 
-fn typed_prompt(prompt: &str, system: Option<&str>) -> Result<NewPrompt, ApiError> {
+fn typed_prompt(prompt: &str, system: Option<&str>) -> Result<NewPrompt, CompareError> {
     let prompt = prompt.trim();
     if prompt.is_empty() {
-        return Err(ApiError::invalid("prompt", "is empty"));
+        return Err(CompareError::invalid("prompt", "is empty"));
     }
     let mut messages = Vec::new();
     if let Some(system) = system.map(str::trim).filter(|s| !s.is_empty()) {
@@ -274,7 +274,7 @@ fn message(role: &str, content: &str) -> PromptMessage {
     }
 }
 
-fn prompt_json(prompt: &InferencePrompt) -> Result<String, ApiError> {
+fn prompt_json(prompt: &InferencePrompt) -> Result<String, CompareError> {
     Ok(serde_json::to_string(prompt).map_err(anyhow::Error::from)?)
 }
 
