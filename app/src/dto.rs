@@ -154,6 +154,8 @@ pub struct ModelSummary {
     pub size_bytes: Option<u64>,
     /// Shipped with Loralab (cannot be removed).
     pub builtin: bool,
+    /// When it was registered (UTC, as SQLite writes it).
+    pub created_at: String,
 }
 
 /// A model being pulled from the Hugging Face Hub (or just pulled): the

@@ -3,10 +3,10 @@
 //! reply in progress can be cancelled ([`cancel`]): it ends between two
 //! tokens and is stored with what it had, marked cancelled.
 
-use app::compare_dto::{ChatMessageView, ChatSettingsForm, ChatView, CompareSettings};
+use app::compare_dto::{ChatMessageView, ChatSettingsForm, ChatView, GenerationSettings};
 use engine::protocol::{InferencePrompt, PromptMessage};
 
-use crate::compare::request::generation_settings;
+use crate::compare::request::check_settings;
 use crate::compare::{resolve_adapter, CompareError};
 use crate::inference::{Finished, InferenceError};
 use crate::state::AppState;
@@ -106,16 +106,16 @@ impl ReplySettings {
     }
 
     pub fn checked(self) -> Result<Self, ChatError> {
-        generation_settings(&self.sampling())?;
+        check_settings(&self.sampling())?;
         Ok(self)
     }
 
-    fn sampling(self) -> CompareSettings {
-        CompareSettings {
+    fn sampling(self) -> GenerationSettings {
+        GenerationSettings {
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             top_p: 0.95,
-            ..CompareSettings::default()
+            ..GenerationSettings::default()
         }
     }
 }
@@ -249,7 +249,8 @@ pub async fn send_message(
         role: m.role.clone(),
         content: m.content.clone(),
     }));
-    let settings = generation_settings(&reply_settings(&chat).sampling())?;
+    let settings = reply_settings(&chat).sampling();
+    check_settings(&settings)?;
     let cancellable = state.inference.cancellable(&cancel_key(id));
     let finished = state
         .inference

@@ -14,7 +14,7 @@ use engine::data::{FormatKeys, Inspection, Split};
 use serde_json::json;
 
 use crate::datasets::TokenizerCache;
-use crate::store::{ModelRecord, Store};
+use crate::store::{ModelSummary, Store};
 
 /// `dir_or_file` inspected with `model`'s tokenizer and the settings of
 /// `cfg` that change the figures, with previews of the first
@@ -24,7 +24,7 @@ use crate::store::{ModelRecord, Store};
 pub fn inspect(
     store: &Store,
     tokenizers: &TokenizerCache,
-    model: &ModelRecord,
+    model: &ModelSummary,
     dir_or_file: &Path,
     cfg: &TrainConfig,
     preview_limit: usize,
@@ -59,7 +59,7 @@ pub fn inspect(
 /// What an inspection's figures depend on besides the files: the
 /// tokenizer (and chat template) of the model, as its file is now, and the
 /// settings `engine::data` reads.
-fn settings_key(model: &ModelRecord, cfg: &TrainConfig, preview_limit: usize) -> String {
+fn settings_key(model: &ModelSummary, cfg: &TrainConfig, preview_limit: usize) -> String {
     json!({
         "tokenizer": model.location,
         "tokenizer_file": signature_of(Path::new(&model.location)),

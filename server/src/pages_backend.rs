@@ -145,24 +145,9 @@ impl app::Backend for AppState {
     }
 
     fn list_models(&self) -> Result<Vec<ModelSummary>, String> {
-        let models = self
-            .store
+        self.store
             .list_models()
-            .map_err(|error| user_error("reading the models", error))?;
-        Ok(models
-            .into_iter()
-            .map(|model| ModelSummary {
-                id: model.id,
-                name: model.name,
-                source: model.source,
-                location: model.location,
-                architecture: model.architecture,
-                parameters: model.parameters,
-                quantization: model.quantization,
-                size_bytes: model.size_bytes,
-                builtin: model.builtin,
-            })
-            .collect())
+            .map_err(|error| user_error("reading the models", error))
     }
 
     fn list_datasets(&self) -> Result<Vec<DatasetSummary>, String> {

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::state::{AppState, SharedState};
-use crate::store::{CheckpointRecord, DatasetRecord, ModelRecord, NewRun, RunRecord};
+use crate::store::{CheckpointRecord, DatasetRecord, ModelSummary, NewRun, RunRecord};
 use crate::train_cli::known_keys;
 
 pub async fn list(
@@ -80,7 +80,7 @@ pub fn create_run(state: &AppState, request: RunRequest) -> Result<i64, ApiError
 /// A new run's request, checked: everything `create_run` stores.
 pub struct ValidatedRun {
     pub name: String,
-    pub model: ModelRecord,
+    pub model: ModelSummary,
     pub dataset: DatasetRecord,
     pub config: TrainConfig,
     /// The model's architecture, read from its files once.

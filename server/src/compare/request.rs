@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use app::compare_dto::{CompareSettings, NewComparisonForm};
+use app::compare_dto::NewComparisonForm;
 use engine::data::format::{Example, FormatKeys, Role};
 use engine::data::source::Split;
 use engine::protocol::{GenerationSettings, InferencePrompt, PromptMessage};
@@ -46,7 +46,7 @@ pub struct CompareRequest {
     #[serde(default)]
     pub count: Option<usize>,
     #[serde(default)]
-    pub settings: CompareSettings,
+    pub settings: GenerationSettings,
 }
 
 impl CompareRequest {
@@ -65,8 +65,8 @@ impl CompareRequest {
                 }),
             }
         }
-        let defaults = CompareSettings::default();
-        let settings = CompareSettings {
+        let defaults = GenerationSettings::default();
+        let settings = GenerationSettings {
             max_tokens: field("max_tokens", &form.max_tokens, defaults.max_tokens)?,
             temperature: field("temperature", &form.temperature, defaults.temperature)?,
             top_p: field("top_p", &form.top_p, defaults.top_p)?,
@@ -105,8 +105,8 @@ impl CompareRequest {
     }
 }
 
-/// The engine's settings from the request's, checked.
-pub fn generation_settings(settings: &CompareSettings) -> Result<GenerationSettings, CompareError> {
+/// Refuses decoding settings no generation should run with.
+pub fn check_settings(settings: &GenerationSettings) -> Result<(), CompareError> {
     let s = settings;
     if s.max_tokens == 0 || s.max_tokens > MAX_COMPARE_TOKENS {
         return Err(CompareError::invalid(
@@ -129,14 +129,7 @@ pub fn generation_settings(settings: &CompareSettings) -> Result<GenerationSetti
             "must be positive (1 is off)",
         ));
     }
-    Ok(GenerationSettings {
-        max_tokens: s.max_tokens,
-        temperature: s.temperature,
-        top_p: s.top_p,
-        top_k: s.top_k,
-        repetition_penalty: s.repetition_penalty,
-        seed: s.seed,
-    })
+    Ok(())
 }
 
 /// Checks and resolves a request into the comparison to save.
@@ -185,7 +178,8 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
             test_loss: resolved.test_loss,
         });
     }
-    let settings = generation_settings(&request.settings)?;
+    check_settings(&request.settings)?;
+    let settings = request.settings.clone();
     let (prompts, dataset_name, split) = match (&request.prompt, &request.dataset) {
         (Some(_), Some(_)) => {
             return Err(CompareError::invalid(
