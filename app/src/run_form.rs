@@ -383,37 +383,42 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let error = |form: NewRunForm| form.train_config(None).unwrap_err();
-        assert_eq!(
-            error(NewRunForm {
-                iters: Some("abc".into()),
-                ..form("quick")
-            }),
-            "iters: \"abc\" is not a valid number"
-        );
-        assert_eq!(
-            error(NewRunForm {
-                learning_rate: Some("inf".into()),
-                ..form("quick")
-            }),
-            "learning_rate: \"inf\" is not a valid number"
-        );
-        assert_eq!(
-            error(NewRunForm {
-                guard_gpu_c: Some("hot".into()),
-                ..form("quick")
-            }),
-            "guard_gpu_c: \"hot\" is not a number (°C)"
-        );
-        assert_eq!(
-            error(NewRunForm {
-                fine_tune: Some("qlora".into()),
-                bits: Some("3".into()),
-                ..form("quick")
-            }),
-            "bits: must be 4 or 8"
-        );
-        assert_eq!(error(form("fast")), "preset: unknown preset \"fast\"");
+        let text = |value: &str| Some(value.to_string());
+        let cases = [
+            (
+                NewRunForm {
+                    iters: text("abc"),
+                    ..form("quick")
+                },
+                "iters: \"abc\" is not a valid number",
+            ),
+            (
+                NewRunForm {
+                    learning_rate: text("inf"),
+                    ..form("quick")
+                },
+                "learning_rate: \"inf\" is not a valid number",
+            ),
+            (
+                NewRunForm {
+                    guard_gpu_c: text("hot"),
+                    ..form("quick")
+                },
+                "guard_gpu_c: \"hot\" is not a number (°C)",
+            ),
+            (
+                NewRunForm {
+                    fine_tune: text("qlora"),
+                    bits: text("3"),
+                    ..form("quick")
+                },
+                "bits: must be 4 or 8",
+            ),
+            (form("fast"), "preset: unknown preset \"fast\""),
+        ];
+        for (form, message) in cases {
+            assert_eq!(form.train_config(None).unwrap_err(), message);
+        }
     }
 
     #[test]

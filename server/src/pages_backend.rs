@@ -481,24 +481,26 @@ mod tests {
 
     #[test]
     fn pages_show_refusals_but_not_internal_errors() {
-        let refused = CompareError::invalid("prompt", "is empty");
+        let compare = page_error("starting the comparison");
         assert_eq!(
-            page_error("starting the comparison")(refused),
+            compare(CompareError::invalid("prompt", "is empty")),
             "prompt: is empty"
         );
-        let internal = CompareError::Internal(anyhow::anyhow!("disk I/O error in /srv/db"));
         assert_eq!(
-            page_error("starting the comparison")(internal),
+            compare(CompareError::Internal(anyhow::anyhow!(
+                "disk I/O error in /srv/db"
+            ))),
             "starting the comparison failed; see the server log"
         );
-        let failed = ChatError::Generation("the adapter does not fit the model".into());
+        let chat = chat_error("sending the message");
         assert_eq!(
-            chat_error("sending the message")(failed),
+            chat(ChatError::Generation(
+                "the adapter does not fit the model".into()
+            )),
             "the adapter does not fit the model"
         );
-        let internal = ChatError::Internal(anyhow::anyhow!("database is locked"));
         assert_eq!(
-            chat_error("sending the message")(internal),
+            chat(ChatError::Internal(anyhow::anyhow!("database is locked"))),
             "sending the message failed; see the server log"
         );
     }

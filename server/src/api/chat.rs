@@ -18,7 +18,12 @@ use tokio::sync::mpsc;
 use super::{parse_body, ApiError};
 use crate::access::{Client, StreamSlot};
 use crate::chat::{ChatError, ReplySettings};
-use crate::state::SharedState;
+use crate::state::{AppState, SharedState};
+
+/// Chat `id`, or a 404.
+fn chat_view(state: &AppState, id: i64) -> Result<ChatView, ApiError> {
+    Ok(crate::chat::chat_view(state, id)?.ok_or(ChatError::NotFound(id))?)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -52,17 +57,14 @@ pub async fn create_chat(
         request.system.as_deref(),
         settings,
     )?;
-    let chat = crate::chat::chat_view(&state, id)?.ok_or(ChatError::NotFound(id))?;
-    Ok((StatusCode::CREATED, Json(chat)))
+    Ok((StatusCode::CREATED, Json(chat_view(&state, id)?)))
 }
 
 pub async fn show_chat(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
 ) -> Result<Json<ChatView>, ApiError> {
-    crate::chat::chat_view(&state, id)?
-        .map(Json)
-        .ok_or_else(|| ChatError::NotFound(id).into())
+    Ok(Json(chat_view(&state, id)?))
 }
 
 /// `PATCH /api/chat/{id}`: what is given changes for the next replies;
@@ -84,16 +86,14 @@ pub async fn update_chat(
     body: Bytes,
 ) -> Result<Json<ChatView>, ApiError> {
     let request: ChatSettingsRequest = parse_body(&body)?;
-    let chat = crate::chat::chat_view(&state, id)?.ok_or(ChatError::NotFound(id))?;
+    let chat = chat_view(&state, id)?;
     let form = ChatSettingsForm {
         system: request.system.or(chat.system),
         temperature: request.temperature.map(|t| t.to_string()),
         max_tokens: request.max_tokens.map(|n| n.to_string()),
     };
     crate::chat::update_settings(&state, id, &form)?;
-    crate::chat::chat_view(&state, id)?
-        .map(Json)
-        .ok_or_else(|| ChatError::NotFound(id).into())
+    Ok(Json(chat_view(&state, id)?))
 }
 
 #[derive(Debug, Deserialize)]
