@@ -4,31 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dto::{DatasetSummary, ModelSummary};
 
-/// Decoding settings, the same for every output of a comparison. Mirrors
-/// the engine's `GenerationSettings` (this crate knows nothing of MLX).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct CompareSettings {
-    pub max_tokens: usize,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub top_k: usize,
-    pub repetition_penalty: f32,
-    pub seed: u64,
-}
-
-impl Default for CompareSettings {
-    fn default() -> Self {
-        Self {
-            max_tokens: 128,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
-    }
-}
+/// Decoding settings, the same for every output of a comparison.
+pub use loralab_types::generation::GenerationSettings;
 
 /// Something a column can show: `base` (no adapter), `run:ID` (a run's
 /// adapter) or `adapter:ID` (an imported one).
@@ -112,7 +89,7 @@ pub struct ComparisonView {
     pub model: String,
     pub dataset: Option<String>,
     pub split: Option<String>,
-    pub settings: CompareSettings,
+    pub settings: GenerationSettings,
     /// `running`, `done`, `failed` or `interrupted`.
     pub status: String,
     pub failure: Option<String>,

@@ -157,6 +157,8 @@ pub struct ModelSummary {
     pub size_bytes: Option<u64>,
     /// Shipped with Loralab (cannot be removed).
     pub builtin: bool,
+    /// When it was registered (UTC, as SQLite writes it).
+    pub created_at: String,
 }
 
 /// A model being pulled from the Hugging Face Hub (or just pulled): the
@@ -350,49 +352,7 @@ pub struct RunCheck {
     pub memory: MemoryEstimate,
 }
 
-/// The new-run form, as posted. Empty fields take the preset's value.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct NewRunForm {
-    pub name: Option<String>,
-    pub model: String,
-    pub dataset: String,
-    pub preset: Option<String>,
-    /// `lora`, `qlora`, `dora` or `full`.
-    pub fine_tune: Option<String>,
-    pub bits: Option<String>,
-    pub iters: Option<String>,
-    pub batch_size: Option<String>,
-    pub learning_rate: Option<String>,
-    pub rank: Option<String>,
-    pub num_layers: Option<String>,
-    pub max_seq_length: Option<String>,
-    pub mask_prompt: Option<String>,
-    /// Early stopping's patience in evaluations; 0 turns it off.
-    pub patience: Option<String>,
-    pub min_delta: Option<String>,
-    /// Numbered checkpoints kept (the best, plus the latest); 0 keeps all.
-    pub keep_checkpoints: Option<String>,
-    /// `true`: recompute activations in the backward pass (less memory).
-    pub grad_checkpoint: Option<String>,
-    /// `true`: write TensorBoard event files (`tensorboard` in the config).
-    pub tensorboard: Option<String>,
-    pub steps_per_eval: Option<String>,
-    pub save_every: Option<String>,
-    pub seed: Option<String>,
-    /// Data-parallel ranks (`gpus`): one GPU each on CUDA; empty: 1.
-    pub gpus: Option<String>,
-    /// The run this form was cloned from: its stored config is the base the
-    /// fields apply to (not a preset), so an unchanged clone is an exact copy.
-    pub clone_of: Option<String>,
-    /// `true`: queue it even if the memory estimate does not fit.
-    pub force: Option<String>,
-    /// The thermal guard: `true` / `false`, and its thresholds in °C
-    /// (`thermal_guard` in the config; empty: the defaults).
-    pub guard: Option<String>,
-    pub guard_cpu_c: Option<String>,
-    pub guard_gpu_c: Option<String>,
-    pub guard_resume_c: Option<String>,
-}
+pub use crate::run_form::NewRunForm;
 
 /// An export of a fine-tune (a fused model, an MLX-quantized one or a PEFT
 /// adapter): the Exports page, the run page and `GET /api/exports/{id}`.

@@ -18,6 +18,7 @@ pub mod pages;
 pub mod presets;
 pub mod role;
 pub mod run_comparison_dto;
+pub mod run_form;
 pub mod system_dto;
 
 use leptos::prelude::*;

@@ -1,30 +1,35 @@
 //! The new-run presets: starting points for the training settings, chosen
 //! for a small model on a laptop. The form's filled-in fields override them.
 
+use loralab_types::config::{EarlyStopping, TrainConfig};
+
 /// A preset's training settings, as `loralab train` config keys.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Preset {
     pub key: &'static str,
-    pub iters: u64,
-    pub batch_size: u64,
+    /// What the preset picker shows.
+    pub label: &'static str,
+    pub iters: usize,
+    pub batch_size: usize,
     pub learning_rate: f64,
-    pub rank: u64,
+    pub rank: usize,
     pub num_layers: i64,
-    pub max_seq_length: u64,
-    pub steps_per_report: u64,
-    pub steps_per_eval: u64,
-    pub save_every: u64,
+    pub max_seq_length: usize,
+    pub steps_per_report: usize,
+    pub steps_per_eval: usize,
+    pub save_every: usize,
     pub val_batches: i64,
     /// Early stopping's patience in evaluations; 0: never stop early.
-    pub patience: u64,
+    pub patience: usize,
     pub min_delta: f64,
     /// Numbered checkpoints kept (the best, plus the latest); 0: all.
-    pub keep_checkpoints: u64,
+    pub keep_checkpoints: usize,
 }
 
 pub const PRESETS: [Preset; 3] = [
     Preset {
         key: "quick",
+        label: "Quick test: 30 steps, to check everything works",
         iters: 30,
         batch_size: 2,
         learning_rate: 1e-4,
@@ -41,6 +46,7 @@ pub const PRESETS: [Preset; 3] = [
     },
     Preset {
         key: "balanced",
+        label: "Balanced: 300 steps",
         iters: 300,
         batch_size: 4,
         learning_rate: 1e-4,
@@ -57,6 +63,7 @@ pub const PRESETS: [Preset; 3] = [
     },
     Preset {
         key: "thorough",
+        label: "Thorough: 1000 steps, rank 16, all layers",
         iters: 1000,
         batch_size: 4,
         learning_rate: 5e-5,
@@ -82,6 +89,28 @@ pub fn preset(key: Option<&str>) -> Option<&'static Preset> {
 }
 
 impl Preset {
+    /// Sets the preset's settings on `config`; every other key keeps its
+    /// value (mlx-lm's default, for a fresh config). A run from a preset
+    /// reports its test loss at the end.
+    pub fn apply(&self, config: &mut TrainConfig) {
+        config.iters = self.iters;
+        config.batch_size = self.batch_size;
+        config.learning_rate = self.learning_rate;
+        config.lora_parameters.rank = self.rank;
+        config.num_layers = self.num_layers;
+        config.max_seq_length = self.max_seq_length;
+        config.steps_per_report = self.steps_per_report;
+        config.steps_per_eval = self.steps_per_eval;
+        config.save_every = self.save_every;
+        config.val_batches = self.val_batches;
+        config.test = true;
+        config.early_stopping = (self.patience > 0).then_some(EarlyStopping {
+            patience: self.patience,
+            min_delta: self.min_delta,
+        });
+        config.keep_checkpoints = (self.keep_checkpoints > 0).then_some(self.keep_checkpoints);
+    }
+
     /// The form fields a preset fills, as (field name, value): what an
     /// empty field means, shown as its placeholder.
     pub fn field_values(&self) -> [(&'static str, String); 11] {

@@ -4,7 +4,7 @@
 
 pub mod batch;
 pub mod chat_template;
-pub mod config;
+pub use loralab_types::config;
 pub mod data;
 pub mod device;
 pub mod distributed;
@@ -13,7 +13,7 @@ pub mod export;
 pub mod fixtures;
 pub mod generate;
 pub mod gguf;
-pub mod guard_config;
+pub use loralab_types::guard_config;
 pub mod inference;
 pub mod lora;
 pub mod memory;

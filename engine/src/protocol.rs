@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
 use crate::data::Split;
+/// Decoding settings; the pages' forms carry the same type.
+pub use loralab_types::generation::GenerationSettings;
 
 /// Server -> worker.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -220,31 +222,6 @@ pub enum InferencePrompt {
 pub struct PromptMessage {
     pub role: String,
     pub content: String,
-}
-
-/// Decoding settings, the same for every column of a comparison.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct GenerationSettings {
-    pub max_tokens: usize,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub top_k: usize,
-    pub repetition_penalty: f32,
-    pub seed: u64,
-}
-
-impl Default for GenerationSettings {
-    fn default() -> Self {
-        Self {
-            max_tokens: 128,
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            repetition_penalty: 1.0,
-            seed: 0,
-        }
-    }
 }
 
 /// A finished generation: the `finished` event's body, and what the

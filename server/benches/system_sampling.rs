@@ -51,7 +51,7 @@ async fn main() {
             name: "bench".into(),
             model_id: None,
             dataset_id: None,
-            config_json: "{}".into(),
+            config: Default::default(),
         })
         .unwrap();
     let mut body = serde_json::to_value(&last).unwrap();

@@ -3,15 +3,62 @@
 //! reply in progress can be cancelled ([`cancel`]): it ends between two
 //! tokens and is stored with what it had, marked cancelled.
 
-use app::compare_dto::{ChatMessageView, ChatSettingsForm, ChatView, CompareSettings};
+use app::compare_dto::{ChatMessageView, ChatSettingsForm, ChatView, GenerationSettings};
 use engine::protocol::{InferencePrompt, PromptMessage};
 
-use crate::api::ApiError;
-use crate::compare::request::generation_settings;
-use crate::compare::resolve_adapter;
+use crate::compare::request::check_settings;
+use crate::compare::{resolve_adapter, CompareError};
 use crate::inference::{Finished, InferenceError};
 use crate::state::AppState;
-use crate::store::{ChatRecord, NewChat};
+use crate::store::{ChatRecord, NewChat, StoreError};
+
+/// Why a chat or a reply was refused or failed; `api::error` turns these
+/// into HTTP answers.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// A request field with a bad value.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("chat {0} does not exist")]
+    NotFound(i64),
+    /// The inference worker cannot take the reply now (trainings hold
+    /// every slot).
+    #[error("{0}")]
+    Busy(String),
+    /// The inference worker failed on the reply: its reason, which pages
+    /// show and the API logs.
+    #[error("{0}")]
+    Generation(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ChatError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ChatError {
+    fn from(error: StoreError) -> Self {
+        Self::Internal(error.into())
+    }
+}
+
+/// A chat's model, adapter and sampling are checked as a comparison's are.
+impl From<CompareError> for ChatError {
+    fn from(error: CompareError) -> Self {
+        match error {
+            CompareError::Invalid { field, message } => Self::Invalid { field, message },
+            // Only a missing adapter or model is "not found" here: a bad field.
+            CompareError::NotFound(message) => Self::invalid("adapter", message),
+            CompareError::Internal(error) => Self::Internal(error),
+        }
+    }
+}
 
 /// Longest message a user may send.
 const MAX_MESSAGE_CHARS: usize = 20_000;
@@ -43,32 +90,32 @@ impl ReplySettings {
         self,
         temperature: Option<&str>,
         max_tokens: Option<&str>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, ChatError> {
         let mut settings = self;
         if let Some(text) = typed(temperature) {
             settings.temperature = text.parse().map_err(|_| {
-                ApiError::invalid("temperature", format!("{text:?} is not a number"))
+                ChatError::invalid("temperature", format!("{text:?} is not a number"))
             })?;
         }
         if let Some(text) = typed(max_tokens) {
             settings.max_tokens = text.parse().map_err(|_| {
-                ApiError::invalid("max_tokens", format!("{text:?} is not a whole number"))
+                ChatError::invalid("max_tokens", format!("{text:?} is not a whole number"))
             })?;
         }
         settings.checked()
     }
 
-    pub fn checked(self) -> Result<Self, ApiError> {
-        generation_settings(&self.sampling())?;
+    pub fn checked(self) -> Result<Self, ChatError> {
+        check_settings(&self.sampling())?;
         Ok(self)
     }
 
-    fn sampling(self) -> CompareSettings {
-        CompareSettings {
+    fn sampling(self) -> GenerationSettings {
+        GenerationSettings {
             max_tokens: self.max_tokens,
             temperature: self.temperature,
             top_p: 0.95,
-            ..CompareSettings::default()
+            ..GenerationSettings::default()
         }
     }
 }
@@ -84,12 +131,12 @@ pub fn create_chat(
     adapter: &str,
     system: Option<&str>,
     settings: ReplySettings,
-) -> Result<i64, ApiError> {
+) -> Result<i64, ChatError> {
     let settings = settings.checked()?;
     let model = state
         .store
         .model_by_name(model.trim())?
-        .ok_or_else(|| ApiError::invalid("model", format!("no model named {model:?}")))?;
+        .ok_or_else(|| ChatError::invalid("model", format!("no model named {model:?}")))?;
     let resolved = resolve_adapter(state, adapter, &model.name, "adapter")?;
     Ok(state.store.insert_chat(&NewChat {
         model_name: model.name,
@@ -105,11 +152,12 @@ pub fn create_chat(
 
 /// Changes chat `id`'s system message and settings for its next replies:
 /// the form's empty number fields keep theirs.
-pub fn update_settings(state: &AppState, id: i64, form: &ChatSettingsForm) -> Result<(), ApiError> {
-    let chat = state
-        .store
-        .chat(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
+pub fn update_settings(
+    state: &AppState,
+    id: i64,
+    form: &ChatSettingsForm,
+) -> Result<(), ChatError> {
+    let chat = state.store.chat(id)?.ok_or(ChatError::NotFound(id))?;
     let settings = reply_settings(&chat)
         .with_typed(form.temperature.as_deref(), form.max_tokens.as_deref())?;
     state.store.set_chat_settings(
@@ -145,7 +193,7 @@ fn messages(chat: &ChatRecord) -> Vec<ChatMessageView> {
 const RECENT_CHATS: usize = 50;
 
 /// The newest chats, newest first.
-pub fn recent_chats(state: &AppState) -> Result<Vec<ChatView>, ApiError> {
+pub fn recent_chats(state: &AppState) -> Result<Vec<ChatView>, ChatError> {
     let mut chats = Vec::new();
     for id in state.store.recent_chat_ids(RECENT_CHATS)? {
         chats.extend(chat_view(state, id)?);
@@ -153,7 +201,7 @@ pub fn recent_chats(state: &AppState) -> Result<Vec<ChatView>, ApiError> {
     Ok(chats)
 }
 
-pub fn chat_view(state: &AppState, id: i64) -> Result<Option<ChatView>, ApiError> {
+pub fn chat_view(state: &AppState, id: i64) -> Result<Option<ChatView>, ChatError> {
     Ok(state.store.chat(id)?.map(|chat| ChatView {
         id: chat.id,
         messages: messages(&chat),
@@ -172,17 +220,14 @@ pub async fn send_message(
     id: i64,
     content: &str,
     on_text: &mut (dyn FnMut(&str) + Send),
-) -> Result<Finished, ApiError> {
-    let chat = state
-        .store
-        .chat(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
+) -> Result<Finished, ChatError> {
+    let chat = state.store.chat(id)?.ok_or(ChatError::NotFound(id))?;
     let content = content.trim();
     if content.is_empty() {
-        return Err(ApiError::invalid("content", "the message is empty"));
+        return Err(ChatError::invalid("content", "the message is empty"));
     }
     if content.chars().count() > MAX_MESSAGE_CHARS {
-        return Err(ApiError::invalid(
+        return Err(ChatError::invalid(
             "content",
             format!("at most {MAX_MESSAGE_CHARS} characters"),
         ));
@@ -204,7 +249,8 @@ pub async fn send_message(
         role: m.role.clone(),
         content: m.content.clone(),
     }));
-    let settings = generation_settings(&reply_settings(&chat).sampling())?;
+    let settings = reply_settings(&chat).sampling();
+    check_settings(&settings)?;
     let cancellable = state.inference.cancellable(&cancel_key(id));
     let finished = state
         .inference
@@ -218,8 +264,8 @@ pub async fn send_message(
         )
         .await
         .map_err(|error| match error {
-            InferenceError::Busy(message) => ApiError::Conflict(message),
-            InferenceError::Failed(message) => ApiError::Internal(anyhow::anyhow!(message)),
+            InferenceError::Busy(message) => ChatError::Busy(message),
+            InferenceError::Failed(message) => ChatError::Generation(message),
         })?;
     history.push(ChatMessageView {
         role: "assistant".into(),

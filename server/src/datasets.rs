@@ -21,7 +21,7 @@ use engine::tokenizer::TokenizerBundle;
 
 use crate::access::{safe_name, NameError};
 use crate::inspections::{Inspected, Inspections};
-use crate::store::{DatasetRecord, ModelRecord, NewDataset, Store};
+use crate::store::{DatasetRecord, ModelSummary, NewDataset, Store};
 
 /// Examples the dataset page renders.
 const PREVIEW_EXAMPLES: usize = 3;
@@ -320,7 +320,7 @@ pub struct TokenizerCache {
 }
 
 impl TokenizerCache {
-    pub fn get(&self, model: &ModelRecord) -> Result<Arc<TokenizerBundle>> {
+    pub fn get(&self, model: &ModelSummary) -> Result<Arc<TokenizerBundle>> {
         if let Some(tokenizer) = self.lock().get(&model.location) {
             return Ok(tokenizer.clone());
         }

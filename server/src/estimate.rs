@@ -12,7 +12,7 @@ use engine::memory::WeightFormat;
 use engine::model_config::ModelConfig;
 
 use crate::state::AppState;
-use crate::store::ModelRecord;
+use crate::store::ModelSummary;
 
 /// The estimate for a run of `model` (of `architecture`, read once when
 /// the run was validated) on the dataset at `config.data`. Batches are
@@ -21,7 +21,7 @@ use crate::store::ModelRecord;
 /// sequence length counted.
 pub fn estimate_run(
     state: &AppState,
-    model: &ModelRecord,
+    model: &ModelSummary,
     architecture: &ModelConfig,
     config: &TrainConfig,
 ) -> MemoryEstimate {
@@ -99,7 +99,7 @@ struct TrainExamples {
 /// elsewhere).
 fn train_examples(
     state: &AppState,
-    model: &ModelRecord,
+    model: &ModelSummary,
     config: &TrainConfig,
 ) -> Option<TrainExamples> {
     let inspection = state

@@ -18,7 +18,7 @@ use engine::tokenizer::TokenizerBundle;
 use serde_json::json;
 
 use crate::datasets::TokenizerCache;
-use crate::store::{ModelRecord, Store};
+use crate::store::{ModelSummary, Store};
 
 /// Inspections of this server: those stored, and those being computed now,
 /// which every asker for the same figures shares (a page that asks again
@@ -69,7 +69,7 @@ impl Inspections {
     pub fn inspect(
         &self,
         tokenizers: &TokenizerCache,
-        model: &ModelRecord,
+        model: &ModelSummary,
         dir_or_file: &Path,
         cfg: &TrainConfig,
         preview_limit: usize,
@@ -86,7 +86,7 @@ impl Inspections {
     pub fn inspect_or_progress(
         &self,
         tokenizers: &TokenizerCache,
-        model: &ModelRecord,
+        model: &ModelSummary,
         dir_or_file: &Path,
         cfg: &TrainConfig,
         preview_limit: usize,
@@ -105,7 +105,7 @@ impl Inspections {
     fn ask(
         &self,
         tokenizers: &TokenizerCache,
-        model: &ModelRecord,
+        model: &ModelSummary,
         dir_or_file: &Path,
         cfg: &TrainConfig,
         preview_limit: usize,
@@ -238,7 +238,7 @@ impl Task {
 /// What an inspection's figures depend on besides the files: the
 /// tokenizer (and chat template) of the model, as its file is now, and the
 /// settings `engine::data` reads.
-fn settings_key(model: &ModelRecord, cfg: &TrainConfig, preview_limit: usize) -> String {
+fn settings_key(model: &ModelSummary, cfg: &TrainConfig, preview_limit: usize) -> String {
     json!({
         "tokenizer": model.location,
         "tokenizer_file": signature_of(Path::new(&model.location)),

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{anyhow, Context, Result};
 
 use crate::access::{safe_name, NameError};
-use crate::store::{ModelRecord, NewModel, Store};
+use crate::store::{ModelSummary, NewModel, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -84,7 +84,7 @@ pub fn describe(name: &str, path: &Path, builtin: bool) -> Result<NewModel> {
 
 /// Registers the GGUF file or model folder at `path`, under `name` or the
 /// file or folder's own name.
-pub fn import(store: &Store, name: Option<&str>, path: &str) -> Result<ModelRecord, ModelError> {
+pub fn import(store: &Store, name: Option<&str>, path: &str) -> Result<ModelSummary, ModelError> {
     let invalid = |field, message: String| ModelError::Invalid { field, message };
     let path = Path::new(path.trim());
     if path.as_os_str().is_empty() {
@@ -137,7 +137,7 @@ pub fn register_pulled(
     store: &Store,
     spec: &crate::hub::HubSpec,
     pulled: &crate::hub::Pulled,
-) -> Result<ModelRecord, ModelError> {
+) -> Result<ModelSummary, ModelError> {
     let name = spec.to_string();
     let mut model = describe(&name, &pulled.path, false)
         .with_context(|| format!("{} is not a usable model", pulled.path.display()))?;

@@ -6,7 +6,7 @@ use app::dto::{
     CheckpointInfo, DatasetDetail, DatasetQuery, DatasetSummary, ExportView, HealthInfo,
     ModelSummary, NewRunForm, RunCheck, RunDetail, RunSummary,
 };
-use serde_json::{json, Map, Value};
+use engine::config::TrainConfig;
 
 use app::backend::BoxFuture;
 use app::compare_dto::{
@@ -15,7 +15,8 @@ use app::compare_dto::{
 };
 use app::run_comparison_dto::RunComparison;
 
-use crate::api::runs::{create_run, validate_run};
+use crate::api::runs::{create_run, validate_run, RunRequest};
+use crate::api::ApiError;
 use crate::compare::CompareRequest;
 use crate::datasets::DatasetError;
 use crate::state::AppState;
@@ -24,6 +25,24 @@ use crate::state::AppState;
 fn user_error(context: &str, error: impl std::fmt::Display) -> String {
     tracing::error!(%error, "{context}");
     format!("{context} failed; see the server log")
+}
+
+/// A module's error as a page shows it: a refusal's own words; an internal
+/// error (what the API answers 500 to) as [`user_error`]'s short text.
+fn page_error<E: Into<ApiError>>(context: &'static str) -> impl Fn(E) -> String {
+    move |error| match error.into() {
+        ApiError::Internal(error) => user_error(context, format!("{error:#}")),
+        refusal => refusal.to_string(),
+    }
+}
+
+/// A chat's error as a page shows it: as [`page_error`], but a failed reply
+/// says why (the API logs it instead: it may name files of this machine).
+fn chat_error(context: &'static str) -> impl Fn(crate::chat::ChatError) -> String {
+    move |error| match error {
+        crate::chat::ChatError::Generation(reason) => reason,
+        other => page_error(context)(other),
+    }
 }
 
 /// Runs CPU work (tokenizing a dataset) without stalling the other tasks of
@@ -90,12 +109,7 @@ impl app::Backend for AppState {
             clock_seconds: 0.0,
             exports: self.list_exports(Some(id))?,
             system: Default::default(),
-            ranks: run
-                .config
-                .get("gpus")
-                .and_then(|g| g.as_u64())
-                .unwrap_or(1)
-                .max(1) as usize,
+            ranks: run.config.gpus.max(1),
         };
         let curves = crate::run_comparison::run_curves(&self.store, id).map_err(read)?;
         detail.train = curves.train;
@@ -108,10 +122,7 @@ impl app::Backend for AppState {
             crate::system::read_run_event(&mut detail.system, &stored);
         }
         let latest = self.supervisor.monitor().latest();
-        let guard = serde_json::from_value::<engine::config::TrainConfig>(run.config.clone())
-            .map(|config| config.thermal_guard)
-            .unwrap_or_default();
-        detail.system.guard = crate::system::guard::describe(&guard, &latest);
+        detail.system.guard = crate::system::guard::describe(&run.config.thermal_guard, &latest);
         detail.system.now = (*latest).clone();
         detail.system.paused = self.supervisor.paused(id).map(|mut pause| {
             pause.seconds = Some((latest.time - pause.since).max(0.0));
@@ -137,31 +148,13 @@ impl app::Backend for AppState {
 
     fn compare_runs(&self, ids: String) -> Result<RunComparison, String> {
         let ids = crate::run_comparison::parse_ids([ids.as_str()]).map_err(|e| e.to_string())?;
-        crate::run_comparison::compare_runs(self, &ids).map_err(|error| match error {
-            crate::api::ApiError::Internal(error) => user_error("comparing the runs", error),
-            refusal => refusal.to_string(),
-        })
+        crate::run_comparison::compare_runs(self, &ids).map_err(page_error("comparing the runs"))
     }
 
     fn list_models(&self) -> Result<Vec<ModelSummary>, String> {
-        let models = self
-            .store
+        self.store
             .list_models()
-            .map_err(|error| user_error("reading the models", error))?;
-        Ok(models
-            .into_iter()
-            .map(|model| ModelSummary {
-                id: model.id,
-                name: model.name,
-                source: model.source,
-                location: model.location,
-                architecture: model.architecture,
-                parameters: model.parameters,
-                quantization: model.quantization,
-                size_bytes: model.size_bytes,
-                builtin: model.builtin,
-            })
-            .collect())
+            .map_err(|error| user_error("reading the models", error))
     }
 
     fn list_datasets(&self) -> Result<Vec<DatasetSummary>, String> {
@@ -247,8 +240,8 @@ impl app::Backend for AppState {
     }
 
     fn check_run(&self, form: NewRunForm) -> Result<RunCheck, String> {
-        let request = form_request(form, |id| self.cloned_config(id))?;
-        let run = validate_run(self, request).map_err(|error| error.to_string())?;
+        let request = self.run_request(form)?;
+        let run = validate_run(self, request).map_err(page_error("checking the run"))?;
         let memory =
             crate::estimate::estimate_run(self, &run.model, &run.architecture, &run.config);
         Ok(RunCheck {
@@ -258,8 +251,8 @@ impl app::Backend for AppState {
     }
 
     fn create_run(&self, form: NewRunForm) -> Result<i64, String> {
-        let request = form_request(form, |id| self.cloned_config(id))?;
-        create_run(self, request).map_err(|error| error.to_string())
+        let request = self.run_request(form)?;
+        create_run(self, request).map_err(page_error("starting the run"))
     }
 
     fn stop_run(&self, id: i64) -> Result<(), String> {
@@ -277,7 +270,15 @@ impl app::Backend for AppState {
             .store
             .run(id)
             .map_err(|error| user_error("reading the run", error))?;
-        Ok(run.map(|run| clone_form(&run)))
+        Ok(run.map(|run| {
+            NewRunForm::from_config(
+                run.id,
+                &run.name,
+                run.model.unwrap_or_default(),
+                run.dataset.unwrap_or_default(),
+                &run.config,
+            )
+        }))
     }
 
     fn resume_run(&self, id: i64) -> Result<(), String> {
@@ -307,7 +308,8 @@ impl app::Backend for AppState {
     fn compare_choices(&self) -> Result<CompareChoices, String> {
         Ok(CompareChoices {
             models: self.list_models()?,
-            adapters: crate::compare::adapter_choices(self).map_err(|e| e.to_string())?,
+            adapters: crate::compare::adapter_choices(self)
+                .map_err(page_error("reading the adapters"))?,
             datasets: self.list_datasets()?,
             recent: self
                 .store
@@ -317,8 +319,10 @@ impl app::Backend for AppState {
     }
 
     fn create_comparison(&self, form: NewComparisonForm) -> Result<i64, String> {
-        let request = CompareRequest::from_form(form).map_err(|e| e.to_string())?;
-        crate::api::compare::create_comparison(self, &request).map_err(|e| e.to_string())
+        let request =
+            CompareRequest::from_form(form).map_err(page_error("starting the comparison"))?;
+        crate::compare::create_comparison(self, &request)
+            .map_err(page_error("starting the comparison"))
     }
 
     fn wait_comparison(&self, id: i64) -> BoxFuture<'_, ()> {
@@ -339,25 +343,25 @@ impl app::Backend for AppState {
             .comparison(id)
             .map_err(|error| user_error("reading the comparison", error))?;
         Ok(record.and_then(|record| {
-            crate::compare::view::ballot(&record, prompt, crate::api::compare::shuffle_seed())
+            crate::compare::view::ballot(&record, prompt, crate::compare::shuffle_seed())
         }))
     }
 
     fn vote(&self, id: i64, prompt: usize, output: i64) -> Result<(), String> {
-        let vote = crate::api::compare::VoteRequest { prompt, output };
-        crate::api::compare::cast_vote(self, id, &vote).map_err(|e| e.to_string())
+        let vote = crate::compare::VoteRequest { prompt, output };
+        crate::compare::cast_vote(self, id, &vote).map_err(page_error("saving the vote"))
     }
 
     fn import_adapter(&self, form: ImportAdapterForm) -> Result<(), String> {
         crate::compare::import_adapter(self, &form.name, &form.path, form.model.as_deref())
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(page_error("importing the adapter"))
     }
 
     fn create_chat(&self, form: NewChatForm) -> Result<i64, String> {
         let settings = crate::chat::ReplySettings::default()
             .with_typed(form.temperature.as_deref(), form.max_tokens.as_deref())
-            .map_err(|e| e.to_string())?;
+            .map_err(chat_error("starting the chat"))?;
         crate::chat::create_chat(
             self,
             &form.model,
@@ -365,19 +369,19 @@ impl app::Backend for AppState {
             form.system.as_deref(),
             settings,
         )
-        .map_err(|e| e.to_string())
+        .map_err(chat_error("starting the chat"))
     }
 
     fn set_chat_settings(&self, id: i64, form: ChatSettingsForm) -> Result<(), String> {
-        crate::chat::update_settings(self, id, &form).map_err(|e| e.to_string())
+        crate::chat::update_settings(self, id, &form).map_err(chat_error("changing the chat"))
     }
 
     fn chat(&self, id: i64) -> Result<Option<ChatView>, String> {
-        crate::chat::chat_view(self, id).map_err(|e| e.to_string())
+        crate::chat::chat_view(self, id).map_err(chat_error("reading the chat"))
     }
 
     fn recent_chats(&self) -> Result<Vec<ChatView>, String> {
-        crate::chat::recent_chats(self).map_err(|e| e.to_string())
+        crate::chat::recent_chats(self).map_err(chat_error("reading the chats"))
     }
 
     fn send_chat(&self, id: i64, message: String) -> BoxFuture<'_, Result<(), String>> {
@@ -385,12 +389,12 @@ impl app::Backend for AppState {
             crate::chat::send_message(self, id, &message, &mut |_: &str| {})
                 .await
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(chat_error("sending the message"))
         })
     }
 
     fn run_evaluations(&self, id: i64) -> Result<Option<RunEvaluations>, String> {
-        crate::evaluations::run_evaluations(self, id).map_err(|e| e.to_string())
+        crate::evaluations::run_evaluations(self, id).map_err(page_error("reading the evaluations"))
     }
 
     fn evaluate_run(
@@ -402,7 +406,7 @@ impl app::Backend for AppState {
         Box::pin(async move {
             crate::evaluations::evaluate_run(self, id, split.as_deref(), step)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(page_error("evaluating the run"))
         })
     }
 
@@ -413,7 +417,7 @@ impl app::Backend for AppState {
         split: String,
     ) -> Result<ComparisonEvaluations, String> {
         cpu_bound(|| crate::evaluations::comparison_evaluations(self, id, &dataset, &split))
-            .map_err(|e| e.to_string())
+            .map_err(page_error("reading the evaluations"))
     }
 
     fn evaluate_comparison(
@@ -425,7 +429,7 @@ impl app::Backend for AppState {
         Box::pin(async move {
             crate::evaluations::evaluate_comparison(self, id, &dataset, &split)
                 .await
-                .map_err(|e| e.to_string())
+                .map_err(page_error("evaluating the comparison"))
         })
     }
 
@@ -441,9 +445,30 @@ impl app::Backend for AppState {
 }
 
 impl AppState {
-    /// A stored run's config as a request body for a clone: every key but
-    /// those Loralab sets from the chosen model and dataset.
-    fn cloned_config(&self, id: &str) -> Result<Map<String, Value>, String> {
+    /// The new-run form as a request: its fields over the chosen preset or,
+    /// for a clone, over the original run's config.
+    fn run_request(&self, form: NewRunForm) -> Result<RunRequest, String> {
+        let cloned = match form.clone_of.as_deref().filter(|id| !id.is_empty()) {
+            Some(id) => Some(self.cloned_config(id)?),
+            None => None,
+        };
+        Ok(RunRequest {
+            config: form.train_config(cloned)?,
+            name: form
+                .name
+                .as_deref()
+                .map(str::trim)
+                .filter(|name| !name.is_empty())
+                .map(str::to_string),
+            model: form.model,
+            dataset: form.dataset,
+            force: form.force.as_deref() == Some("true"),
+        })
+    }
+
+    /// A stored run's config for a clone: every setting but the paths
+    /// Loralab sets from the chosen model and dataset.
+    fn cloned_config(&self, id: &str) -> Result<TrainConfig, String> {
         let id: i64 = id
             .parse()
             .map_err(|_| format!("clone_of: {id:?} is not a run id"))?;
@@ -452,358 +477,46 @@ impl AppState {
             .run(id)
             .map_err(|error| user_error("reading the run", error))?
             .ok_or_else(|| format!("clone_of: run {id} no longer exists"))?;
-        let Value::Object(mut config) = run.config else {
-            return Err(format!(
-                "clone_of: run {id}'s stored config is not an object"
-            ));
-        };
-        for key in crate::api::runs::MANAGED_KEYS.iter().chain(&["model"]) {
-            config.remove(*key);
-        }
-        Ok(config)
-    }
-}
-
-/// The new-run form as a `POST /api/runs` body: the preset's settings (or,
-/// for a clone, the original run's whole config), then every filled-in field
-/// over them. Fields are text (a plain HTML form), so each number is parsed
-/// here and a bad one is named.
-fn form_request(
-    form: NewRunForm,
-    cloned_config: impl Fn(&str) -> Result<Map<String, Value>, String>,
-) -> Result<Value, String> {
-    let preset = app::presets::preset(form.preset.as_deref()).ok_or_else(|| {
-        format!(
-            "preset: unknown preset {:?}",
-            form.preset.unwrap_or_default()
-        )
-    })?;
-    let base = match form.clone_of.as_deref().filter(|id| !id.is_empty()) {
-        Some(id) => Some(cloned_config(id)?),
-        None => None,
-    };
-    let mut request = base.clone().unwrap_or_default();
-    request.insert("model".into(), json!(form.model));
-    request.insert("dataset".into(), json!(form.dataset));
-    if let Some(name) = form.name.filter(|name| !name.trim().is_empty()) {
-        request.insert("name".into(), json!(name.trim()));
-    }
-    let mut rank = preset.rank;
-    // An empty field keeps the clone's value, else takes the preset's.
-    let mut set =
-        |key: &str, field: Option<String>, default: Value, parse: fn(&str) -> Option<Value>| {
-            let value = match field
-                .as_deref()
-                .map(str::trim)
-                .filter(|text| !text.is_empty())
-            {
-                Some(text) => {
-                    parse(text).ok_or_else(|| format!("{key}: {text:?} is not a valid number"))?
-                }
-                None => match request.get(key) {
-                    Some(kept) if base.is_some() => kept.clone(),
-                    _ => default,
-                },
-            };
-            request.insert(key.to_string(), value);
-            Ok::<(), String>(())
-        };
-    let whole = |text: &str| text.parse::<u64>().ok().map(Value::from);
-    let signed = |text: &str| text.parse::<i64>().ok().map(Value::from);
-    let real = |text: &str| {
-        text.parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .map(Value::from)
-    };
-    set("iters", form.iters, json!(preset.iters), whole)?;
-    set(
-        "batch_size",
-        form.batch_size,
-        json!(preset.batch_size),
-        whole,
-    )?;
-    set(
-        "learning_rate",
-        form.learning_rate,
-        json!(preset.learning_rate),
-        real,
-    )?;
-    set(
-        "num_layers",
-        form.num_layers,
-        json!(preset.num_layers),
-        signed,
-    )?;
-    set(
-        "max_seq_length",
-        form.max_seq_length,
-        json!(preset.max_seq_length),
-        whole,
-    )?;
-    set(
-        "steps_per_eval",
-        form.steps_per_eval,
-        json!(preset.steps_per_eval),
-        whole,
-    )?;
-    set(
-        "save_every",
-        form.save_every,
-        json!(preset.save_every),
-        whole,
-    )?;
-    set("seed", form.seed, json!(0), whole)?;
-    set("gpus", form.gpus, json!(1), whole)?;
-    if base.is_none() {
-        request.insert("steps_per_report".into(), json!(preset.steps_per_report));
-        request.insert("val_batches".into(), json!(preset.val_batches));
-        request.insert("test".into(), json!(true));
-    }
-    if let Some(text) = form
-        .rank
-        .as_deref()
-        .map(str::trim)
-        .filter(|text| !text.is_empty())
-    {
-        rank = text
-            .parse()
-            .map_err(|_| format!("rank: {text:?} is not a whole number"))?;
-    }
-    // A clone keeps its scale, dropout and target keys; a new run takes the
-    // engine's defaults for all but the rank.
-    let lora = match request.get("lora_parameters") {
-        Some(Value::Object(kept)) => {
-            let mut kept = kept.clone();
-            kept.insert("rank".into(), json!(rank));
-            Value::Object(kept)
-        }
-        _ => json!({ "rank": rank }),
-    };
-    request.insert("lora_parameters".into(), lora);
-    let stopping = StoppingFields {
-        patience: form.patience,
-        min_delta: form.min_delta,
-        keep_checkpoints: form.keep_checkpoints,
-    };
-    stopping_fields(&mut request, stopping, preset, base.is_some())?;
-    let mask_prompt = form.mask_prompt.as_deref().unwrap_or("true") == "true";
-    request.insert("mask_prompt".into(), json!(mask_prompt));
-    if form.force.as_deref() == Some("true") {
-        request.insert("force".into(), json!(true));
-    }
-    let grad_checkpoint = form.grad_checkpoint.as_deref() == Some("true");
-    request.insert("grad_checkpoint".into(), json!(grad_checkpoint));
-    // An unticked checkbox sends nothing: off (also for a clone of a run
-    // that had it on); the key is left out while it is off anyway.
-    let tensorboard = form.tensorboard.as_deref() == Some("true");
-    if tensorboard || request.contains_key("tensorboard") {
-        request.insert("tensorboard".into(), json!(tensorboard));
-    }
-    let mut guard = match request.remove("thermal_guard") {
-        Some(Value::Object(kept)) => kept,
-        _ => Map::new(),
-    };
-    match form.guard.as_deref() {
-        Some("true") => guard.insert("enabled".into(), json!(true)),
-        Some("false") => guard.insert("enabled".into(), json!(false)),
-        _ => None,
-    };
-    for (field, key, text) in [
-        ("guard_cpu_c", "cpu_pause_c", &form.guard_cpu_c),
-        ("guard_gpu_c", "gpu_pause_c", &form.guard_gpu_c),
-        ("guard_resume_c", "resume_below_c", &form.guard_resume_c),
-    ] {
-        if let Some(text) = text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
-            let degrees: f64 = text
-                .parse()
-                .map_err(|_| format!("{field}: {text:?} is not a number (°C)"))?;
-            guard.insert(key.into(), json!(degrees));
-        }
-    }
-    if !guard.is_empty() {
-        request.insert("thermal_guard".into(), Value::Object(guard));
-    }
-    let kept_group_size = request
-        .remove("quantize")
-        .and_then(|quantize| quantize.get("group_size").cloned());
-    request.remove("fine_tune_type");
-    match form.fine_tune.as_deref().unwrap_or("lora") {
-        "lora" => {}
-        "dora" => {
-            request.insert("fine_tune_type".into(), json!("dora"));
-        }
-        "full" => {
-            request.insert("fine_tune_type".into(), json!("full"));
-        }
-        "qlora" => {
-            let bits: u8 = form
-                .bits
-                .as_deref()
-                .unwrap_or("4")
-                .parse()
-                .map_err(|_| "bits: must be 4 or 8".to_string())?;
-            if bits != 4 && bits != 8 {
-                return Err("bits: must be 4 or 8".into());
-            }
-            let mut quantize = json!({ "bits": bits });
-            if let Some(group_size) = kept_group_size {
-                quantize["group_size"] = group_size;
-            }
-            request.insert("quantize".into(), quantize);
-        }
-        other => {
-            return Err(format!(
-                "fine_tune: unknown type {other:?} (lora, qlora, dora or full)"
-            ))
-        }
-    }
-    Ok(Value::Object(request))
-}
-
-/// `early_stopping` and `keep_checkpoints` from the form, where 0 turns
-/// each off (the key is left out). An empty field keeps a clone's value
-/// (off when the original had none), else takes the preset's.
-struct StoppingFields {
-    patience: Option<String>,
-    min_delta: Option<String>,
-    keep_checkpoints: Option<String>,
-}
-
-fn stopping_fields(
-    request: &mut Map<String, Value>,
-    form: StoppingFields,
-    preset: &app::presets::Preset,
-    cloned: bool,
-) -> Result<(), String> {
-    let filled = |field: &Option<String>| {
-        field
-            .as_deref()
-            .map(str::trim)
-            .filter(|text| !text.is_empty())
-            .map(str::to_string)
-    };
-    let kept = |key: &str, inner: Option<&str>| {
-        let value = request.get(key).filter(|_| cloned)?;
-        match inner {
-            Some(inner) => value.get(inner).cloned(),
-            None => Some(value.clone()),
-        }
-    };
-    let whole =
-        |key: &str, field: &Option<String>, kept: Option<Value>, preset: u64| match filled(field) {
-            Some(text) => text
-                .parse::<u64>()
-                .map_err(|_| format!("{key}: {text:?} is not a whole number")),
-            None if cloned => Ok(kept.and_then(|value| value.as_u64()).unwrap_or(0)),
-            None => Ok(preset),
-        };
-    let patience = whole(
-        "early_stopping.patience",
-        &form.patience,
-        kept("early_stopping", Some("patience")),
-        preset.patience,
-    )?;
-    let min_delta = match filled(&form.min_delta) {
-        Some(text) => text
-            .parse::<f64>()
-            .ok()
-            .filter(|value| value.is_finite())
-            .ok_or_else(|| format!("early_stopping.min_delta: {text:?} is not a valid number"))?,
-        None if cloned => kept("early_stopping", Some("min_delta"))
-            .and_then(|value| value.as_f64())
-            .unwrap_or(0.0),
-        None => preset.min_delta,
-    };
-    let keep = whole(
-        "keep_checkpoints",
-        &form.keep_checkpoints,
-        kept("keep_checkpoints", None),
-        preset.keep_checkpoints,
-    )?;
-    request.remove("early_stopping");
-    if patience > 0 {
-        request.insert(
-            "early_stopping".into(),
-            json!({ "patience": patience, "min_delta": min_delta }),
-        );
-    }
-    request.remove("keep_checkpoints");
-    if keep > 0 {
-        request.insert("keep_checkpoints".into(), json!(keep));
-    }
-    Ok(())
-}
-
-/// An earlier run's settings as the new-run form shows them: every field
-/// filled, so the preset does not matter.
-fn clone_form(run: &crate::store::RunRecord) -> NewRunForm {
-    let config = &run.config;
-    let text = |key: &str| {
-        config.get(key).and_then(|value| match value {
-            Value::Number(number) => Some(number.to_string()),
-            Value::Bool(flag) => Some(flag.to_string()),
-            _ => None,
+        let fresh = TrainConfig::default();
+        Ok(TrainConfig {
+            model: fresh.model,
+            data: fresh.data,
+            adapter_path: fresh.adapter_path,
+            resume_adapter_file: fresh.resume_adapter_file,
+            ..run.config
         })
-    };
-    let bits = config
-        .pointer("/quantize/bits")
-        .map(|bits| bits.to_string());
-    NewRunForm {
-        name: Some(format!("{} (copy)", run.name)),
-        model: run.model.clone().unwrap_or_default(),
-        dataset: run.dataset.clone().unwrap_or_default(),
-        preset: None,
-        fine_tune: Some(
-            match (config.get("fine_tune_type").and_then(Value::as_str), &bits) {
-                (Some("dora"), _) => "dora",
-                (Some("full"), _) => "full",
-                (_, Some(_)) => "qlora",
-                _ => "lora",
-            }
-            .to_string(),
-        ),
-        bits,
-        iters: text("iters"),
-        batch_size: text("batch_size"),
-        learning_rate: text("learning_rate"),
-        rank: config
-            .pointer("/lora_parameters/rank")
-            .map(|rank| rank.to_string()),
-        num_layers: text("num_layers"),
-        max_seq_length: text("max_seq_length"),
-        mask_prompt: text("mask_prompt"),
-        // 0: off, as the original had it.
-        patience: Some(
-            config
-                .pointer("/early_stopping/patience")
-                .map_or("0".into(), |value| value.to_string()),
-        ),
-        min_delta: Some(
-            config
-                .pointer("/early_stopping/min_delta")
-                .map_or("0".into(), |value| value.to_string()),
-        ),
-        keep_checkpoints: Some(text("keep_checkpoints").unwrap_or_else(|| "0".into())),
-        grad_checkpoint: text("grad_checkpoint"),
-        tensorboard: text("tensorboard"),
-        steps_per_eval: text("steps_per_eval"),
-        save_every: text("save_every"),
-        seed: text("seed"),
-        gpus: text("gpus"),
-        clone_of: Some(run.id.to_string()),
-        force: None,
-        guard: config
-            .pointer("/thermal_guard/enabled")
-            .map(|enabled| enabled.to_string()),
-        guard_cpu_c: config
-            .pointer("/thermal_guard/cpu_pause_c")
-            .map(|c| c.to_string()),
-        guard_gpu_c: config
-            .pointer("/thermal_guard/gpu_pause_c")
-            .map(|c| c.to_string()),
-        guard_resume_c: config
-            .pointer("/thermal_guard/resume_below_c")
-            .map(|c| c.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::ChatError;
+    use crate::compare::CompareError;
+
+    #[test]
+    fn pages_show_refusals_but_not_internal_errors() {
+        let compare = page_error("starting the comparison");
+        assert_eq!(
+            compare(CompareError::invalid("prompt", "is empty")),
+            "prompt: is empty"
+        );
+        assert_eq!(
+            compare(CompareError::Internal(anyhow::anyhow!(
+                "disk I/O error in /srv/db"
+            ))),
+            "starting the comparison failed; see the server log"
+        );
+        let chat = chat_error("sending the message");
+        assert_eq!(
+            chat(ChatError::Generation(
+                "the adapter does not fit the model".into()
+            )),
+            "the adapter does not fit the model"
+        );
+        assert_eq!(
+            chat(ChatError::Internal(anyhow::anyhow!("database is locked"))),
+            "sending the message failed; see the server log"
+        );
     }
 }

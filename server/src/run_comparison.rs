@@ -11,10 +11,29 @@ use app::run_comparison_dto::{
 use engine::protocol::Event;
 use serde_json::Value;
 
-use crate::api::runs::MANAGED_KEYS;
-use crate::api::ApiError;
+use engine::config::MANAGED_KEYS;
+
 use crate::state::AppState;
-use crate::store::{Store, StoreResult};
+use crate::store::{Store, StoreError, StoreResult};
+
+/// Why runs could not be compared; `api::error` turns these into HTTP
+/// answers.
+#[derive(Debug, thiserror::Error)]
+pub enum RunComparisonError {
+    /// `ids` does not name 2 to 8 runs.
+    #[error("ids: {0}")]
+    InvalidIds(String),
+    #[error("run {0} does not exist")]
+    NotFound(i64),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for RunComparisonError {
+    fn from(error: StoreError) -> Self {
+        Self::Internal(error.into())
+    }
+}
 
 /// A run's measurements, from its stored events.
 #[derive(Debug, Default)]
@@ -82,7 +101,9 @@ pub fn run_curves(store: &Store, id: i64) -> StoreResult<RunCurves> {
 /// The run ids of `?ids=`: comma-separated, or the key repeated (what a
 /// form's checkboxes send), each run once, oldest first (so one set of
 /// runs is one page, whatever order they were ticked or typed in).
-pub fn parse_ids<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<i64>, ApiError> {
+pub fn parse_ids<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<i64>, RunComparisonError> {
     let mut ids = Vec::new();
     for part in values.into_iter().flat_map(|value| value.split(',')) {
         let part = part.trim();
@@ -90,25 +111,22 @@ pub fn parse_ids<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Vec<i6
             continue;
         }
         let id = part.parse::<i64>().map_err(|_| {
-            ApiError::invalid("ids", format!("`{part}` is not a run id (ids are numbers)"))
+            RunComparisonError::InvalidIds(format!("`{part}` is not a run id (ids are numbers)"))
         })?;
         ids.push(id);
     }
     ids.sort_unstable();
     ids.dedup();
     if !(MIN_RUNS..=MAX_RUNS).contains(&ids.len()) {
-        return Err(ApiError::invalid(
-            "ids",
-            format!(
-                "choose {MIN_RUNS} to {MAX_RUNS} runs to compare ({} chosen)",
-                ids.len()
-            ),
-        ));
+        return Err(RunComparisonError::InvalidIds(format!(
+            "choose {MIN_RUNS} to {MAX_RUNS} runs to compare ({} chosen)",
+            ids.len()
+        )));
     }
     Ok(ids)
 }
 
-pub fn compare_runs(state: &AppState, ids: &[i64]) -> Result<RunComparison, ApiError> {
+pub fn compare_runs(state: &AppState, ids: &[i64]) -> Result<RunComparison, RunComparisonError> {
     let summaries = state.store.list_runs()?;
     let mut runs = Vec::new();
     let mut configs = Vec::new();
@@ -117,7 +135,7 @@ pub fn compare_runs(state: &AppState, ids: &[i64]) -> Result<RunComparison, ApiE
             summaries.iter().find(|run| run.id == id).cloned(),
             state.store.run(id)?,
         ) else {
-            return Err(ApiError::run_not_found(id));
+            return Err(RunComparisonError::NotFound(id));
         };
         let curves = run_curves(&state.store, id)?;
         let checkpoints = state.store.checkpoints(id)?;
@@ -142,7 +160,8 @@ pub fn compare_runs(state: &AppState, ids: &[i64]) -> Result<RunComparison, ApiE
             duration_seconds: summary.elapsed_seconds,
         };
         let mut settings = BTreeMap::new();
-        flatten("", &record.config, &mut settings);
+        let config = serde_json::to_value(&record.config).map_err(anyhow::Error::from)?;
+        flatten("", &config, &mut settings);
         settings.insert("model".to_string(), summary.model.clone());
         settings.insert("dataset".to_string(), summary.dataset.clone());
         configs.push(settings);
@@ -166,7 +185,7 @@ pub fn compare_runs(state: &AppState, ids: &[i64]) -> Result<RunComparison, ApiE
 fn newest_test_evaluation(
     state: &AppState,
     id: i64,
-) -> Result<(Option<f64>, Option<f64>), ApiError> {
+) -> Result<(Option<f64>, Option<f64>), RunComparisonError> {
     let newest = state
         .store
         .run_evaluations(id)?
@@ -228,7 +247,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn message(error: ApiError) -> String {
+    fn message(error: RunComparisonError) -> String {
         error.to_string()
     }
 

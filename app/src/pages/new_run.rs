@@ -43,39 +43,8 @@ pub async fn check_run(form: NewRunForm) -> Result<RunCheck, ServerFnError> {
 /// The form as a "Check" button sent it: the same `form[...]` fields in
 /// the URL. `None` when the page was opened plainly.
 fn checked_form() -> Option<NewRunForm> {
-    leptos_router::hooks::use_query_map().with_untracked(|query| {
-        let field = |key: &str| query.get(&format!("form[{key}]"));
-        Some(NewRunForm {
-            name: field("name"),
-            model: field("model")?,
-            dataset: field("dataset")?,
-            preset: field("preset"),
-            fine_tune: field("fine_tune"),
-            bits: field("bits"),
-            iters: field("iters"),
-            batch_size: field("batch_size"),
-            learning_rate: field("learning_rate"),
-            rank: field("rank"),
-            num_layers: field("num_layers"),
-            max_seq_length: field("max_seq_length"),
-            mask_prompt: field("mask_prompt"),
-            patience: field("patience"),
-            min_delta: field("min_delta"),
-            keep_checkpoints: field("keep_checkpoints"),
-            grad_checkpoint: field("grad_checkpoint"),
-            tensorboard: field("tensorboard"),
-            steps_per_eval: field("steps_per_eval"),
-            save_every: field("save_every"),
-            seed: field("seed"),
-            gpus: field("gpus"),
-            force: field("force"),
-            clone_of: field("clone_of"),
-            guard: field("guard"),
-            guard_cpu_c: field("guard_cpu_c"),
-            guard_gpu_c: field("guard_gpu_c"),
-            guard_resume_c: field("guard_resume_c"),
-        })
-    })
+    leptos_router::hooks::use_query_map()
+        .with_untracked(|query| NewRunForm::from_fields(|key| query.get(&format!("form[{key}]"))))
 }
 
 fn gigabytes(bytes: u64) -> String {
@@ -324,11 +293,6 @@ fn NewRunForm(
     let preset_options = crate::presets::PRESETS
         .iter()
         .map(|choice| {
-            let label = match choice.key {
-                "quick" => "Quick test: 30 steps, to check everything works",
-                "balanced" => "Balanced: 300 steps",
-                _ => "Thorough: 1000 steps, rank 16, all layers",
-            };
             // The values live.js puts in the placeholders on a change.
             // Keys and values are plain words and numbers: no escaping.
             let values = choice
@@ -337,7 +301,7 @@ fn NewRunForm(
                 .join(",");
             view! {
                 <option value=choice.key selected=choice.key == preset.key data-values=format!("{{{values}}}")>
-                    {label}
+                    {choice.label}
                 </option>
             }
         })

@@ -9,7 +9,7 @@ pub mod loss;
 pub mod optimizer;
 pub mod order;
 pub mod retention;
-pub mod schedule;
+pub use loralab_types::schedule;
 pub mod tensorboard;
 
 use std::path::Path;

@@ -19,11 +19,11 @@ use super::ApiError;
 use crate::access::Client;
 use crate::hub::pulls;
 use crate::state::SharedState;
-use crate::store::{DatasetRecord, ModelRecord};
+use crate::store::{DatasetRecord, ModelSummary};
 
 pub async fn list_models(
     State(state): State<SharedState>,
-) -> Result<Json<Vec<ModelRecord>>, ApiError> {
+) -> Result<Json<Vec<ModelSummary>>, ApiError> {
     Ok(Json(state.store.list_models()?))
 }
 
@@ -43,7 +43,7 @@ pub struct ImportModel {
 pub async fn import_model(
     State(state): State<SharedState>,
     Json(request): Json<ImportModel>,
-) -> Result<(StatusCode, Json<ModelRecord>), ApiError> {
+) -> Result<(StatusCode, Json<ModelSummary>), ApiError> {
     let model = tokio::task::spawn_blocking(move || {
         crate::models::import(&state.store, request.name.as_deref(), &request.path)
     })

@@ -1,12 +1,9 @@
-//! Comparisons, blind votes, imported adapters, chats and the inference
-//! worker's figures. Outputs stream by SSE.
+//! Comparisons, blind votes, imported adapters and the inference worker's
+//! figures. Outputs stream by SSE.
 
 use std::convert::Infallible;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use app::compare_dto::{
-    AdapterChoice, Ballot, ChatSettingsForm, ChatView, ComparisonSummary, ComparisonView,
-};
+use app::compare_dto::{AdapterChoice, Ballot, ComparisonSummary, ComparisonView};
 use axum::body::Bytes;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
@@ -17,26 +14,15 @@ use futures_util::stream::{self, Stream};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
-use tokio::sync::mpsc;
 
-use super::ApiError;
+use super::{parse_body, ApiError};
 use crate::access::{Client, StreamSlot};
-use crate::chat::ReplySettings;
-use crate::compare::{self, view, CompareRequest};
+use crate::compare::{self, view, CompareError, CompareRequest};
 use crate::inference::InferenceStats;
-use crate::state::{AppState, SharedState};
-
-pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let field = if path == "." { "body".into() } else { path };
-        ApiError::invalid(field, error.into_inner().to_string())
-    })
-}
+use crate::state::SharedState;
 
 fn not_found(id: i64) -> ApiError {
-    ApiError::NotFound(format!("comparison {id} does not exist"))
+    CompareError::comparison_not_found(id).into()
 }
 
 pub async fn list(
@@ -45,33 +31,23 @@ pub async fn list(
     Ok(Json(state.store.list_comparisons()?))
 }
 
-/// Checks, saves and starts a comparison; returns its id.
-pub fn create_comparison(state: &AppState, request: &CompareRequest) -> Result<i64, ApiError> {
-    let new = compare::request::resolve(state, request)?;
-    let id = state.store.insert_comparison(&new)?;
-    compare::start(state, id);
-    Ok(id)
-}
-
 pub async fn create(
     State(state): State<SharedState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ComparisonView>), ApiError> {
     let request: CompareRequest = parse_body(&body)?;
-    let id = create_comparison(&state, &request)?;
-    Ok((StatusCode::CREATED, Json(comparison_view(&state, id)?)))
-}
-
-pub fn comparison_view(state: &AppState, id: i64) -> Result<ComparisonView, ApiError> {
-    let record = state.store.comparison(id)?.ok_or_else(|| not_found(id))?;
-    Ok(view::comparison_view(&record))
+    let id = compare::create_comparison(&state, &request)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(compare::comparison_view(&state, id)?),
+    ))
 }
 
 pub async fn show(
     State(state): State<SharedState>,
     Path(id): Path<i64>,
 ) -> Result<Json<ComparisonView>, ApiError> {
-    Ok(Json(comparison_view(&state, id)?))
+    Ok(Json(compare::comparison_view(&state, id)?))
 }
 
 /// `GET /api/compare/{id}/events`: first every output's current state
@@ -207,34 +183,10 @@ pub async fn cancel(
     Ok(Json(json!({ "cancelled": cancelled })))
 }
 
-/// `POST /api/chat/{id}/cancel`: stops the reply being generated; the
-/// stored reply keeps what came before. `{"cancelled": false}` when none was.
-pub async fn cancel_chat(
-    State(state): State<SharedState>,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
-    state
-        .store
-        .chat(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
-    Ok(Json(
-        json!({ "cancelled": crate::chat::cancel(&state, id) }),
-    ))
-}
-
 #[derive(Debug, Deserialize)]
 pub struct BallotQuery {
     #[serde(default)]
     prompt: usize,
-}
-
-/// A seed for a ballot's order: a new order at every look, so position
-/// tells nothing either.
-pub fn shuffle_seed() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 pub async fn ballot(
@@ -243,31 +195,10 @@ pub async fn ballot(
     Query(query): Query<BallotQuery>,
 ) -> Result<Json<Ballot>, ApiError> {
     let record = state.store.comparison(id)?.ok_or_else(|| not_found(id))?;
-    let ballot = view::ballot(&record, query.prompt, shuffle_seed()).ok_or_else(|| {
+    let ballot = view::ballot(&record, query.prompt, compare::shuffle_seed()).ok_or_else(|| {
         ApiError::NotFound(format!("comparison {id} has no prompt {}", query.prompt))
     })?;
     Ok(Json(ballot))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VoteRequest {
-    pub prompt: usize,
-    pub output: i64,
-}
-
-pub fn cast_vote(state: &AppState, id: i64, vote: &VoteRequest) -> Result<(), ApiError> {
-    state.store.comparison(id)?.ok_or_else(|| not_found(id))?;
-    if !state.store.insert_vote(id, vote.prompt, vote.output)? {
-        return Err(ApiError::invalid(
-            "output",
-            format!(
-                "output {} is not an output of prompt {} of comparison {id}",
-                vote.output, vote.prompt
-            ),
-        ));
-    }
-    Ok(())
 }
 
 pub async fn vote(
@@ -275,9 +206,12 @@ pub async fn vote(
     Path(id): Path<i64>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<ComparisonView>), ApiError> {
-    let request: VoteRequest = parse_body(&body)?;
-    cast_vote(&state, id, &request)?;
-    Ok((StatusCode::CREATED, Json(comparison_view(&state, id)?)))
+    let request: compare::VoteRequest = parse_body(&body)?;
+    compare::cast_vote(&state, id, &request)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(compare::comparison_view(&state, id)?),
+    ))
 }
 
 pub async fn list_adapters(
@@ -314,147 +248,4 @@ pub async fn import_adapter(
 
 pub async fn inference_stats(State(state): State<SharedState>) -> Json<InferenceStats> {
     Json(state.inference.stats())
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NewChatRequest {
-    pub model: String,
-    pub adapter: String,
-    #[serde(default)]
-    pub system: Option<String>,
-    /// 0 is greedy; default 0.7.
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    /// Default 256.
-    #[serde(default)]
-    pub max_tokens: Option<usize>,
-}
-
-pub async fn create_chat(
-    State(state): State<SharedState>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<ChatView>), ApiError> {
-    let request: NewChatRequest = parse_body(&body)?;
-    let defaults = ReplySettings::default();
-    let settings = ReplySettings {
-        temperature: request.temperature.unwrap_or(defaults.temperature),
-        max_tokens: request.max_tokens.unwrap_or(defaults.max_tokens),
-    };
-    let id = crate::chat::create_chat(
-        &state,
-        &request.model,
-        &request.adapter,
-        request.system.as_deref(),
-        settings,
-    )?;
-    let chat = crate::chat::chat_view(&state, id)?
-        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
-    Ok((StatusCode::CREATED, Json(chat)))
-}
-
-pub async fn show_chat(
-    State(state): State<SharedState>,
-    Path(id): Path<i64>,
-) -> Result<Json<ChatView>, ApiError> {
-    crate::chat::chat_view(&state, id)?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))
-}
-
-/// `PATCH /api/chat/{id}`: what is given changes for the next replies;
-/// `"system": ""` removes the system message.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatSettingsRequest {
-    #[serde(default)]
-    pub system: Option<String>,
-    #[serde(default)]
-    pub temperature: Option<f32>,
-    #[serde(default)]
-    pub max_tokens: Option<usize>,
-}
-
-pub async fn update_chat(
-    State(state): State<SharedState>,
-    Path(id): Path<i64>,
-    body: Bytes,
-) -> Result<Json<ChatView>, ApiError> {
-    let request: ChatSettingsRequest = parse_body(&body)?;
-    let chat = crate::chat::chat_view(&state, id)?
-        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
-    let form = ChatSettingsForm {
-        system: request.system.or(chat.system),
-        temperature: request.temperature.map(|t| t.to_string()),
-        max_tokens: request.max_tokens.map(|n| n.to_string()),
-    };
-    crate::chat::update_settings(&state, id, &form)?;
-    crate::chat::chat_view(&state, id)?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChatMessageRequest {
-    pub content: String,
-}
-
-/// `POST /api/chat/{id}/messages`: the reply as SSE, `text` pieces then
-/// `done` (the whole reply and its speed) or `error`.
-pub async fn send_chat_message(
-    State(state): State<SharedState>,
-    Path(id): Path<i64>,
-    client: Option<Extension<Client>>,
-    body: Bytes,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Response> {
-    let slot = super::events::open_slot(client).map_err(IntoResponse::into_response)?;
-    chat_reply_stream(state, id, slot, &body).map_err(IntoResponse::into_response)
-}
-
-fn chat_reply_stream(
-    state: SharedState,
-    id: i64,
-    slot: Option<StreamSlot>,
-    body: &[u8],
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let request: ChatMessageRequest = parse_body(body)?;
-    state
-        .store
-        .chat(id)?
-        .ok_or_else(|| ApiError::NotFound(format!("chat {id} does not exist")))?;
-    let (sender, receiver) = mpsc::unbounded_channel::<(&'static str, Value)>();
-    tokio::spawn(async move {
-        let pieces = sender.clone();
-        let inference = state.inference.clone();
-        let mut on_text = move |piece: &str| {
-            // The reader is gone (the page closed, the fetch aborted): stop
-            // generating for nobody; what came so far is stored.
-            if pieces.send(("text", json!({ "text": piece }))).is_err() {
-                inference.cancel(&crate::chat::cancel_key(id));
-            }
-        };
-        let outcome = crate::chat::send_message(&state, id, &request.content, &mut on_text).await;
-        let last = match outcome {
-            Ok(finished) => (
-                "done",
-                json!({
-                    "text": finished.text,
-                    "generated_tokens": finished.generated_tokens,
-                    "tokens_per_sec": finished.generation_tokens_per_sec,
-                    "finish_reason": finished.finish_reason,
-                }),
-            ),
-            Err(error) => ("error", json!({ "error": error.to_string() })),
-        };
-        let _ = sender.send(last);
-    });
-    let stream = stream::unfold((receiver, slot), |(mut receiver, slot)| async move {
-        let (kind, data) = receiver.recv().await?;
-        Some((
-            Ok(SseEvent::default().event(kind).data(data.to_string())),
-            (receiver, slot),
-        ))
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

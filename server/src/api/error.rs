@@ -6,6 +6,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::chat::ChatError;
+use crate::compare::CompareError;
+use crate::evaluations::EvaluationError;
+use crate::run_comparison::RunComparisonError;
 use crate::store::StoreError;
 use crate::supervisor::SupervisorError;
 
@@ -57,6 +61,50 @@ impl From<SupervisorError> for ApiError {
     }
 }
 
+impl From<CompareError> for ApiError {
+    fn from(error: CompareError) -> Self {
+        match error {
+            CompareError::Invalid { field, message } => Self::Invalid { field, message },
+            CompareError::NotFound(message) => Self::NotFound(message),
+            CompareError::Internal(error) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(error: ChatError) -> Self {
+        match error {
+            ChatError::Invalid { field, message } => Self::Invalid { field, message },
+            not_found @ ChatError::NotFound(_) => Self::NotFound(not_found.to_string()),
+            ChatError::Busy(message) => Self::Conflict(message),
+            // The worker's reason may name files and internals: logged, not sent.
+            ChatError::Generation(message) => Self::Internal(anyhow::anyhow!(message)),
+            ChatError::Internal(error) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<EvaluationError> for ApiError {
+    fn from(error: EvaluationError) -> Self {
+        match error {
+            EvaluationError::Invalid { field, message } => Self::Invalid { field, message },
+            EvaluationError::NotFound(message) => Self::NotFound(message),
+            EvaluationError::Conflict(message) => Self::Conflict(message),
+            EvaluationError::Internal(error) => Self::Internal(error),
+        }
+    }
+}
+
+impl From<RunComparisonError> for ApiError {
+    fn from(error: RunComparisonError) -> Self {
+        match error {
+            RunComparisonError::InvalidIds(message) => Self::invalid("ids", message),
+            not_found @ RunComparisonError::NotFound(_) => Self::NotFound(not_found.to_string()),
+            RunComparisonError::Internal(error) => Self::Internal(error),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = match &self {
@@ -77,5 +125,50 @@ impl IntoResponse for ApiError {
             }
         };
         (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(error: impl Into<ApiError>) -> StatusCode {
+        error.into().into_response().status()
+    }
+
+    #[test]
+    fn module_errors_answer_with_their_status() {
+        assert_eq!(
+            status(CompareError::invalid("top_p", "must be in (0, 1]")),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            status(CompareError::comparison_not_found(7)),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(status(ChatError::NotFound(3)), StatusCode::NOT_FOUND);
+        assert_eq!(
+            status(ChatError::Busy("trainings hold every slot".into())),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(ChatError::Generation("cannot read /models/x".into())),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a worker's failure is logged, not sent"
+        );
+        assert_eq!(
+            status(EvaluationError::Conflict("no checkpoint yet".into())),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(RunComparisonError::NotFound(9)),
+            StatusCode::NOT_FOUND
+        );
+        let ids = ApiError::from(RunComparisonError::InvalidIds("choose 2 to 8 runs".into()));
+        assert_eq!(ids.to_string(), "ids: choose 2 to 8 runs");
+        assert_eq!(
+            ApiError::from(ChatError::NotFound(3)).to_string(),
+            "chat 3 does not exist"
+        );
     }
 }

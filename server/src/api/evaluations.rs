@@ -7,7 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::Deserialize;
 
-use super::compare::parse_body;
+use super::parse_body;
 use super::ApiError;
 use crate::evaluations;
 use crate::state::SharedState;

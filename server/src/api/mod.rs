@@ -2,7 +2,8 @@
 
 mod adapter;
 mod catalog;
-pub(crate) mod compare;
+mod chat;
+mod compare;
 mod datasets;
 mod error;
 mod evaluations;
@@ -16,6 +17,7 @@ mod system;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 use axum::Router;
+use serde::Deserialize;
 
 pub use error::ApiError;
 
@@ -95,11 +97,22 @@ pub fn routes() -> Router<SharedState> {
             get(compare::list_adapters).post(compare::import_adapter),
         )
         .route("/api/compare/inference", get(compare::inference_stats))
-        .route("/api/chat", post(compare::create_chat))
+        .route("/api/chat", post(chat::create_chat))
         .route(
             "/api/chat/{id}",
-            get(compare::show_chat).patch(compare::update_chat),
+            get(chat::show_chat).patch(chat::update_chat),
         )
-        .route("/api/chat/{id}/messages", post(compare::send_chat_message))
-        .route("/api/chat/{id}/cancel", post(compare::cancel_chat))
+        .route("/api/chat/{id}/messages", post(chat::send_chat_message))
+        .route("/api/chat/{id}/cancel", post(chat::cancel_chat))
+}
+
+/// A JSON body as `T`; a value that does not fit names its path (`body`
+/// for the whole).
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." { "body".into() } else { path };
+        ApiError::invalid(field, error.into_inner().to_string())
+    })
 }

@@ -5,14 +5,14 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use engine::config::TrainConfig;
+use engine::config::{TrainConfig, MANAGED_KEYS};
 use engine::model_config::ModelConfig;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::ApiError;
 use crate::state::{AppState, SharedState};
-use crate::store::{CheckpointRecord, DatasetRecord, ModelRecord, NewRun, RunRecord};
+use crate::store::{CheckpointRecord, DatasetRecord, ModelSummary, NewRun, RunRecord};
 use crate::train_cli::known_keys;
 
 pub async fn list(
@@ -51,24 +51,18 @@ fn detail(state: &AppState, id: i64) -> Result<RunDetail, ApiError> {
     })
 }
 
-/// Keys Loralab sets itself from the registered model and dataset.
-pub(crate) const MANAGED_KEYS: &[&str] = &["data", "adapter_path", "resume_adapter_file"];
-
 pub async fn create(
     State(state): State<SharedState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RunDetail>), ApiError> {
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("not valid JSON: {e}")))?;
-    let id = create_run(&state, value)?;
+    let id = create_run(&state, RunRequest::from_body(&body)?)?;
     Ok((StatusCode::CREATED, Json(detail(&state, id)?)))
 }
 
 /// Validates a new run's request (`POST /api/runs`'s body, or the new-run
-/// form turned into one) and queues it.
-pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
+/// form's) and queues it.
+pub fn create_run(state: &AppState, request: RunRequest) -> Result<i64, ApiError> {
     let run = validate_run(state, request)?;
-    let config_json = serde_json::to_string(&run.config).map_err(anyhow::Error::from)?;
     // For the supervisor's memory budget.
     let estimate = crate::estimate::estimate_run(state, &run.model, &run.architecture, &run.config);
     if !run.force {
@@ -79,7 +73,7 @@ pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
         name: run.name,
         model_id: Some(run.model.id),
         dataset_id: Some(run.dataset.id),
-        config_json,
+        config: run.config,
     })?;
     state.supervisor.enqueue(id, estimate);
     Ok(id)
@@ -88,7 +82,7 @@ pub fn create_run(state: &AppState, request: Value) -> Result<i64, ApiError> {
 /// A new run's request, checked: everything `create_run` stores.
 pub struct ValidatedRun {
     pub name: String,
-    pub model: ModelRecord,
+    pub model: ModelSummary,
     pub dataset: DatasetRecord,
     pub config: TrainConfig,
     /// The model's architecture, read from its files once.
@@ -122,27 +116,66 @@ fn refuse_unless_it_fits(state: &AppState, estimate: &MemoryEstimate) -> Result<
     ))
 }
 
+/// A new run as asked for, before the model and dataset are looked up:
+/// `POST /api/runs`'s body, or the new-run form's fields.
+pub struct RunRequest {
+    /// `None`: "<model> on <dataset>".
+    pub name: Option<String>,
+    /// Registered names.
+    pub model: String,
+    pub dataset: String,
+    /// Every setting but `model` and `data`, which come from the registered
+    /// model and dataset.
+    pub config: TrainConfig,
+    /// Queue it even if its memory estimate does not fit.
+    pub force: bool,
+}
+
+impl RunRequest {
+    /// A JSON body: `model`, `dataset`, `name`, `force` and TrainConfig
+    /// keys; errors name the field.
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        let request: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid("body", format!("not valid JSON: {e}")))?;
+        let Value::Object(mut fields) = request else {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        };
+        let model = take_string(&mut fields, "model")?.ok_or_else(|| {
+            ApiError::invalid("model", "required: the name of a registered model")
+        })?;
+        let dataset = take_string(&mut fields, "dataset")?.ok_or_else(|| {
+            ApiError::invalid("dataset", "required: the name of a registered dataset")
+        })?;
+        let name = take_string(&mut fields, "name")?;
+        let force = match fields.remove("force") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(force)) => force,
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "force",
+                    format!("must be true or false, got {other}"),
+                ))
+            }
+        };
+        Ok(Self {
+            name,
+            model,
+            dataset,
+            config: train_config(fields)?,
+            force,
+        })
+    }
+}
+
 /// Checks a new run's request; errors name the field.
-pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, ApiError> {
-    let Value::Object(mut fields) = request else {
-        return Err(ApiError::invalid("body", "must be a JSON object"));
-    };
-    let model_name = take_string(&mut fields, "model")?
-        .ok_or_else(|| ApiError::invalid("model", "required: the name of a registered model"))?;
-    let dataset_name = take_string(&mut fields, "dataset")?.ok_or_else(|| {
-        ApiError::invalid("dataset", "required: the name of a registered dataset")
-    })?;
-    let name = take_string(&mut fields, "name")?;
-    let force = match fields.remove("force") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(force)) => force,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                "force",
-                format!("must be true or false, got {other}"),
-            ))
-        }
-    };
+pub fn validate_run(state: &AppState, request: RunRequest) -> Result<ValidatedRun, ApiError> {
+    let RunRequest {
+        name,
+        model: model_name,
+        dataset: dataset_name,
+        config,
+        force,
+    } = request;
     let model = state.store.model_by_name(&model_name)?.ok_or_else(|| {
         ApiError::invalid(
             "model",
@@ -164,7 +197,6 @@ pub fn validate_run(state: &AppState, request: Value) -> Result<ValidatedRun, Ap
             ),
         ));
     }
-    let config = train_config(fields)?;
     let config = TrainConfig {
         model: model.location.clone(),
         data: dataset.directory.clone(),
@@ -202,9 +234,7 @@ pub async fn estimate(
     State(state): State<SharedState>,
     body: Bytes,
 ) -> Result<Json<app::dto::MemoryEstimate>, ApiError> {
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid("body", format!("not valid JSON: {e}")))?;
-    let run = validate_run(&state, value)?;
+    let run = validate_run(&state, RunRequest::from_body(&body)?)?;
     Ok(Json(crate::estimate::estimate_run(
         &state,
         &run.model,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use app::compare_dto::AdapterChoice;
 use engine::lora::{read_adapter_settings, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 
-use crate::api::ApiError;
+use super::error::CompareError;
 use crate::state::AppState;
 use crate::store::NewAdapter;
 
@@ -30,9 +30,9 @@ pub fn resolve_adapter(
     reference: &str,
     model: &str,
     field: &str,
-) -> Result<ResolvedAdapter, ApiError> {
+) -> Result<ResolvedAdapter, CompareError> {
     let reference = reference.trim();
-    let bad = |message: String| ApiError::invalid(field, message);
+    let bad = |message: String| CompareError::invalid(field, message);
     if reference == "base" {
         return Ok(ResolvedAdapter {
             reference: "base".into(),
@@ -107,7 +107,7 @@ pub fn resolve_adapter(
 
 /// Everything a column can show: the base, runs with an adapter on disk,
 /// imported adapters.
-pub fn adapter_choices(state: &AppState) -> Result<Vec<AdapterChoice>, ApiError> {
+pub fn adapter_choices(state: &AppState) -> Result<Vec<AdapterChoice>, CompareError> {
     let mut choices = vec![AdapterChoice {
         reference: "base".into(),
         label: "base (no adapter)".into(),
@@ -176,16 +176,16 @@ pub fn import_adapter(
     name: &str,
     path: &str,
     model: Option<&str>,
-) -> Result<i64, ApiError> {
+) -> Result<i64, CompareError> {
     let name = name.trim();
     if name.is_empty() || name.len() > 100 {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "name",
             "required, at most 100 characters",
         ));
     }
     if state.store.adapter_by_name(name)?.is_some() {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "name",
             format!("an adapter named {name:?} already exists"),
         ));
@@ -196,13 +196,13 @@ pub fn import_adapter(
             state
                 .store
                 .model_by_name(model)?
-                .ok_or_else(|| ApiError::invalid("model", format!("no model named {model:?}")))?
+                .ok_or_else(|| CompareError::invalid("model", format!("no model named {model:?}")))?
                 .id,
         ),
     };
     let source = PathBuf::from(path.trim());
     if !source.is_dir() {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "path",
             format!(
                 "{} is not a folder (expected {ADAPTER_CONFIG_FILE} and {ADAPTER_WEIGHTS_FILE})",
@@ -211,11 +211,11 @@ pub fn import_adapter(
         ));
     }
     let (rank, num_layers) =
-        check_adapter_folder(&source).map_err(|message| ApiError::invalid("path", message))?;
+        check_adapter_folder(&source).map_err(|message| CompareError::invalid("path", message))?;
     let weights = source.join(ADAPTER_WEIGHTS_FILE);
-    let names = safetensors_names(&weights).map_err(|m| ApiError::invalid("path", m))?;
+    let names = safetensors_names(&weights).map_err(|m| CompareError::invalid("path", m))?;
     if names.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "path",
             format!("{}: holds no tensors", weights.display()),
         ));
@@ -224,7 +224,7 @@ pub fn import_adapter(
         .iter()
         .find(|n| !(n.ends_with(".lora_a") || n.ends_with(".lora_b")))
     {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "path",
             format!(
                 "{}: tensor {odd:?} is not a LoRA matrix (names end in .lora_a or .lora_b)",
@@ -249,7 +249,7 @@ pub fn import_adapter(
     });
     if let Err(error) = copied {
         let _ = state.store.delete_adapter(id);
-        return Err(ApiError::Internal(anyhow::anyhow!(
+        return Err(CompareError::Internal(anyhow::anyhow!(
             "cannot copy the adapter into {}: {error}",
             target.display()
         )));

@@ -9,7 +9,9 @@
 //! the ones not started are not generated; all are stored with the finish
 //! reason `cancelled`.
 
+pub mod actions;
 pub mod adapters;
+pub mod error;
 pub mod request;
 pub mod view;
 
@@ -24,7 +26,9 @@ use crate::inference::{CancelToken, Finished, Inference, InferenceError, RowUpda
 use crate::state::AppState;
 use crate::store::{OutputResult, Store};
 
+pub use actions::{cast_vote, comparison_view, create_comparison, shuffle_seed, VoteRequest};
 pub use adapters::{adapter_choices, import_adapter, resolve_adapter, ResolvedAdapter};
+pub use error::CompareError;
 pub use request::CompareRequest;
 
 /// The finish reason of an output a cancel stopped (or kept from starting).

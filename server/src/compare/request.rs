@@ -4,14 +4,14 @@
 
 use std::path::Path;
 
-use app::compare_dto::{CompareSettings, NewComparisonForm};
+use app::compare_dto::NewComparisonForm;
 use engine::data::format::{Example, FormatKeys, Role};
 use engine::data::source::Split;
 use engine::protocol::{GenerationSettings, InferencePrompt, PromptMessage};
 use serde::Deserialize;
 
 use super::adapters::resolve_adapter;
-use crate::api::ApiError;
+use super::error::CompareError;
 use crate::state::AppState;
 use crate::store::{NewColumn, NewComparison, NewPrompt};
 
@@ -46,27 +46,27 @@ pub struct CompareRequest {
     #[serde(default)]
     pub count: Option<usize>,
     #[serde(default)]
-    pub settings: CompareSettings,
+    pub settings: GenerationSettings,
 }
 
 impl CompareRequest {
     /// The compare form as a request; text fields are parsed and a bad one
     /// is named.
-    pub fn from_form(form: NewComparisonForm) -> Result<Self, ApiError> {
+    pub fn from_form(form: NewComparisonForm) -> Result<Self, CompareError> {
         fn field<T: std::str::FromStr>(
             name: &str,
             value: &Option<String>,
             default: T,
-        ) -> Result<T, ApiError> {
+        ) -> Result<T, CompareError> {
             match value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
                 None => Ok(default),
                 Some(text) => text.parse().map_err(|_| {
-                    ApiError::invalid(name, format!("{text:?} is not a valid number"))
+                    CompareError::invalid(name, format!("{text:?} is not a valid number"))
                 }),
             }
         }
-        let defaults = CompareSettings::default();
-        let settings = CompareSettings {
+        let defaults = GenerationSettings::default();
+        let settings = GenerationSettings {
             max_tokens: field("max_tokens", &form.max_tokens, defaults.max_tokens)?,
             temperature: field("temperature", &form.temperature, defaults.temperature)?,
             top_p: field("top_p", &form.top_p, defaults.top_p)?,
@@ -105,47 +105,40 @@ impl CompareRequest {
     }
 }
 
-/// The engine's settings from the request's, checked.
-pub fn generation_settings(settings: &CompareSettings) -> Result<GenerationSettings, ApiError> {
+/// Refuses decoding settings no generation should run with.
+pub fn check_settings(settings: &GenerationSettings) -> Result<(), CompareError> {
     let s = settings;
     if s.max_tokens == 0 || s.max_tokens > MAX_COMPARE_TOKENS {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "max_tokens",
             format!("must be between 1 and {MAX_COMPARE_TOKENS}"),
         ));
     }
     if !s.temperature.is_finite() || s.temperature < 0.0 {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "temperature",
             "must be 0 (greedy) or positive",
         ));
     }
     if !(s.top_p > 0.0 && s.top_p <= 1.0) {
-        return Err(ApiError::invalid("top_p", "must be in (0, 1]"));
+        return Err(CompareError::invalid("top_p", "must be in (0, 1]"));
     }
     if !s.repetition_penalty.is_finite() || s.repetition_penalty <= 0.0 {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "repetition_penalty",
             "must be positive (1 is off)",
         ));
     }
-    Ok(GenerationSettings {
-        max_tokens: s.max_tokens,
-        temperature: s.temperature,
-        top_p: s.top_p,
-        top_k: s.top_k,
-        repetition_penalty: s.repetition_penalty,
-        seed: s.seed,
-    })
+    Ok(())
 }
 
 /// Checks and resolves a request into the comparison to save.
-pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparison, ApiError> {
+pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparison, CompareError> {
     let model = state
         .store
         .model_by_name(request.model.trim())?
         .ok_or_else(|| {
-            ApiError::invalid(
+            CompareError::invalid(
                 "model",
                 format!(
                     "no model named {:?} (GET /api/models lists them)",
@@ -154,13 +147,13 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
             )
         })?;
     if request.columns.is_empty() {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "columns",
             "pick at least one adapter (or `base`)",
         ));
     }
     if request.columns.len() > MAX_COLUMNS {
-        return Err(ApiError::invalid(
+        return Err(CompareError::invalid(
             "columns",
             format!("at most {MAX_COLUMNS}, got {}", request.columns.len()),
         ));
@@ -170,7 +163,7 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
         let field = format!("columns[{i}]");
         let resolved = resolve_adapter(state, reference, &model.name, &field)?;
         if columns.iter().any(|c| c.adapter_ref == resolved.reference) {
-            return Err(ApiError::invalid(
+            return Err(CompareError::invalid(
                 field,
                 format!("{:?} is already a column", resolved.reference),
             ));
@@ -185,16 +178,17 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
             test_loss: resolved.test_loss,
         });
     }
-    let settings = generation_settings(&request.settings)?;
+    check_settings(&request.settings)?;
+    let settings = request.settings.clone();
     let (prompts, dataset_name, split) = match (&request.prompt, &request.dataset) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid(
+            return Err(CompareError::invalid(
                 "prompt",
                 "give a prompt or a dataset, not both",
             ))
         }
         (None, None) => {
-            return Err(ApiError::invalid(
+            return Err(CompareError::invalid(
                 "prompt",
                 "required: type a prompt or pick a dataset",
             ))
@@ -209,13 +203,13 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
                 .store
                 .dataset_by_name(dataset.trim())?
                 .ok_or_else(|| {
-                    ApiError::invalid("dataset", format!("no dataset named {dataset:?}"))
+                    CompareError::invalid("dataset", format!("no dataset named {dataset:?}"))
                 })?;
             let split = match request.split.as_deref().unwrap_or("valid") {
                 "valid" => Split::Valid,
                 "test" => Split::Test,
                 other => {
-                    return Err(ApiError::invalid(
+                    return Err(CompareError::invalid(
                         "split",
                         format!("{other:?} is not `valid` or `test`"),
                     ))
@@ -223,13 +217,13 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
             };
             let count = request.count.unwrap_or(3);
             if count == 0 || count > MAX_DATASET_PROMPTS {
-                return Err(ApiError::invalid(
+                return Err(CompareError::invalid(
                     "count",
                     format!("must be between 1 and {MAX_DATASET_PROMPTS}"),
                 ));
             }
             let prompts = dataset_prompts(Path::new(&record.directory), split, count)
-                .map_err(|message| ApiError::invalid("dataset", message))?;
+                .map_err(|message| CompareError::invalid("dataset", message))?;
             (
                 prompts,
                 Some(record.name),
@@ -249,10 +243,10 @@ pub fn resolve(state: &AppState, request: &CompareRequest) -> Result<NewComparis
     })
 }
 
-fn typed_prompt(prompt: &str, system: Option<&str>) -> Result<NewPrompt, ApiError> {
+fn typed_prompt(prompt: &str, system: Option<&str>) -> Result<NewPrompt, CompareError> {
     let prompt = prompt.trim();
     if prompt.is_empty() {
-        return Err(ApiError::invalid("prompt", "is empty"));
+        return Err(CompareError::invalid("prompt", "is empty"));
     }
     let mut messages = Vec::new();
     if let Some(system) = system.map(str::trim).filter(|s| !s.is_empty()) {
@@ -274,7 +268,7 @@ fn message(role: &str, content: &str) -> PromptMessage {
     }
 }
 
-fn prompt_json(prompt: &InferencePrompt) -> Result<String, ApiError> {
+fn prompt_json(prompt: &InferencePrompt) -> Result<String, CompareError> {
     Ok(serde_json::to_string(prompt).map_err(anyhow::Error::from)?)
 }
 

@@ -2,23 +2,14 @@
 //! perplexities, speeds, blind-vote win rates, and ballots.
 
 use app::compare_dto::{
-    Ballot, ColumnView, CompareSettings, ComparisonView, OutputView, PromptView,
+    Ballot, ColumnView, ComparisonView, GenerationSettings, OutputView, PromptView,
 };
-use engine::protocol::GenerationSettings;
 
 use crate::store::ComparisonRecord;
 
 pub fn comparison_view(record: &ComparisonRecord) -> ComparisonView {
-    let settings = serde_json::from_str::<GenerationSettings>(&record.settings_json)
-        .map(|s| CompareSettings {
-            max_tokens: s.max_tokens,
-            temperature: s.temperature,
-            top_p: s.top_p,
-            top_k: s.top_k,
-            repetition_penalty: s.repetition_penalty,
-            seed: s.seed,
-        })
-        .unwrap_or_default();
+    let settings =
+        serde_json::from_str::<GenerationSettings>(&record.settings_json).unwrap_or_default();
     let column_of = |output_id: i64| {
         record
             .outputs

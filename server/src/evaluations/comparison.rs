@@ -4,8 +4,8 @@
 use app::compare_dto::ComparisonEvaluations;
 use engine::data::Split;
 
+use super::EvaluationError;
 use super::{check_dataset, evaluate_or_reuse, job, parse_split, split_name, view, EvalSettings};
-use crate::api::ApiError;
 use crate::state::AppState;
 use crate::store::{ColumnRecord, DatasetRecord, EvalSource, NewEvaluation};
 
@@ -23,7 +23,7 @@ struct ColumnTarget {
 fn column_target(
     state: &AppState,
     column: &ColumnRecord,
-) -> Result<Option<ColumnTarget>, ApiError> {
+) -> Result<Option<ColumnTarget>, EvaluationError> {
     if column.adapter_ref == "base" {
         return Ok(Some(ColumnTarget {
             source: EvalSource::Base,
@@ -77,15 +77,14 @@ fn comparison_plan(
     comparison: i64,
     dataset: &str,
     split: &str,
-) -> Result<ComparisonPlan, ApiError> {
-    let record = state
-        .store
-        .comparison(comparison)?
-        .ok_or_else(|| ApiError::NotFound(format!("comparison {comparison} does not exist")))?;
+) -> Result<ComparisonPlan, EvaluationError> {
+    let record = state.store.comparison(comparison)?.ok_or_else(|| {
+        EvaluationError::NotFound(format!("comparison {comparison} does not exist"))
+    })?;
     let split = parse_split("split", split)?;
     let dataset_name = dataset.trim();
     let dataset = state.store.dataset_by_name(dataset_name)?.ok_or_else(|| {
-        ApiError::invalid("dataset", format!("no dataset named {dataset_name:?}"))
+        EvaluationError::invalid("dataset", format!("no dataset named {dataset_name:?}"))
     })?;
     let settings = super::comparison_settings(&dataset);
     let targets = record
@@ -126,7 +125,7 @@ pub fn comparison_evaluations(
     comparison: i64,
     dataset: &str,
     split: &str,
-) -> Result<ComparisonEvaluations, ApiError> {
+) -> Result<ComparisonEvaluations, EvaluationError> {
     let plan = comparison_plan(state, comparison, dataset, split)?;
     let columns = plan
         .targets
@@ -138,7 +137,7 @@ pub fn comparison_evaluations(
                 .map(|record| view(&record, true))),
             None => Ok(None),
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+        .collect::<Result<Vec<_>, EvaluationError>>()?;
     Ok(ComparisonEvaluations {
         dataset: plan.dataset.name.clone(),
         split: split_name(plan.split).to_string(),
@@ -154,7 +153,7 @@ pub async fn evaluate_comparison(
     comparison: i64,
     dataset: &str,
     split: &str,
-) -> Result<ComparisonEvaluations, ApiError> {
+) -> Result<ComparisonEvaluations, EvaluationError> {
     let plan = comparison_plan(state, comparison, dataset, split)?;
     check_dataset(&plan.dataset, plan.split, &plan.settings)?;
     let mut columns = Vec::with_capacity(plan.targets.len());

@@ -6,6 +6,7 @@
 //! question again (same weights, dataset, split and settings) reads it back.
 
 mod comparison;
+mod error;
 mod run;
 
 use std::path::Path;
@@ -15,12 +16,12 @@ use engine::config::TrainConfig;
 use engine::data::{inspect_dataset, FormatKeys, Split};
 use engine::protocol::EvalSettings;
 
-use crate::api::ApiError;
 use crate::inference::{EvalJob, InferenceError};
 use crate::state::AppState;
 use crate::store::{DatasetRecord, EvalSource, EvaluationRecord, NewEvaluation};
 
 pub use comparison::{comparison_evaluations, evaluate_comparison};
+pub use error::EvaluationError;
 pub use run::{evaluate_run, run_evaluations};
 
 /// Batches the compare page evaluates each column on (mlx-lm's default
@@ -48,9 +49,9 @@ fn settings_key(settings: &EvalSettings) -> String {
 }
 
 /// `train`, `valid` or `test`, else a 422 naming `field`.
-pub fn parse_split(field: &str, split: &str) -> Result<Split, ApiError> {
+pub fn parse_split(field: &str, split: &str) -> Result<Split, EvaluationError> {
     engine::inference::parse_split(split.trim())
-        .map_err(|error| ApiError::invalid(field, error.to_string()))
+        .map_err(|error| EvaluationError::invalid(field, error.to_string()))
 }
 
 pub(crate) fn split_name(split: Split) -> &'static str {
@@ -109,10 +110,10 @@ pub(crate) fn check_dataset(
     dataset: &DatasetRecord,
     split: Split,
     settings: &EvalSettings,
-) -> Result<(), ApiError> {
+) -> Result<(), EvaluationError> {
     let (splits, problems) = dataset_splits(dataset, settings);
     if problems > 0 {
-        return Err(ApiError::invalid(
+        return Err(EvaluationError::invalid(
             "dataset",
             format!(
                 "dataset {:?} has {problems} problem{}; its page lists them",
@@ -123,7 +124,7 @@ pub(crate) fn check_dataset(
     }
     if !splits.contains(&split) {
         let have: Vec<&str> = splits.into_iter().map(split_name).collect();
-        return Err(ApiError::invalid(
+        return Err(EvaluationError::invalid(
             "split",
             format!(
                 "dataset {:?} has no {} split (it has: {})",
@@ -146,7 +147,7 @@ pub(crate) async fn evaluate_or_reuse(
     key: NewEvaluation,
     model_location: &str,
     job: EvalJob,
-) -> Result<EvaluationView, ApiError> {
+) -> Result<EvaluationView, EvaluationError> {
     if let Some(stored) = state.store.find_evaluation(&key)? {
         return Ok(view(&stored, true));
     }
@@ -159,7 +160,7 @@ pub(crate) async fn evaluate_or_reuse(
         .await
         .map_err(|error| match error {
             InferenceError::Busy(message) | InferenceError::Failed(message) => {
-                ApiError::Conflict(message)
+                EvaluationError::Conflict(message)
             }
         })?;
     let record = state.store.insert_evaluation(

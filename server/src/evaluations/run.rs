@@ -2,10 +2,9 @@
 //! trained on, with its own settings (the run page's action).
 
 use app::compare_dto::{EvaluationView, RunEvaluations};
-use engine::config::TrainConfig;
 
+use super::EvaluationError;
 use super::{check_dataset, evaluate_or_reuse, job, parse_split, split_name, view, EvalSettings};
-use crate::api::ApiError;
 use crate::state::AppState;
 use crate::store::{best_checkpoint, CheckpointRecord, EvalSource, NewEvaluation, RunRecord};
 
@@ -16,7 +15,7 @@ fn run_checkpoint(
     run: &RunRecord,
     checkpoints: &[CheckpointRecord],
     step: Option<i64>,
-) -> Result<CheckpointRecord, ApiError> {
+) -> Result<CheckpointRecord, EvaluationError> {
     if let Some(step) = step {
         return checkpoints
             .iter()
@@ -24,7 +23,7 @@ fn run_checkpoint(
             .cloned()
             .ok_or_else(|| {
                 let steps: Vec<String> = checkpoints.iter().map(|c| c.step.to_string()).collect();
-                ApiError::invalid(
+                EvaluationError::invalid(
                     "step",
                     format!(
                         "run {} has no checkpoint at step {step} (it has: {})",
@@ -42,7 +41,7 @@ fn run_checkpoint(
         .or_else(|| checkpoints.iter().max_by_key(|c| c.step))
         .cloned()
         .ok_or_else(|| {
-            ApiError::Conflict(format!(
+            EvaluationError::Conflict(format!(
                 "run {} has no checkpoint yet: its adapter is written at the first checkpoint",
                 run.id
             ))
@@ -57,21 +56,20 @@ pub async fn evaluate_run(
     run_id: i64,
     split: Option<&str>,
     step: Option<i64>,
-) -> Result<EvaluationView, ApiError> {
+) -> Result<EvaluationView, EvaluationError> {
     let run = state
         .store
         .run(run_id)?
-        .ok_or_else(|| ApiError::run_not_found(run_id))?;
+        .ok_or_else(|| EvaluationError::NotFound(format!("run {run_id} does not exist")))?;
     let split = parse_split("split", split.unwrap_or("test"))?;
-    let config: TrainConfig = serde_json::from_value(run.config.clone())
-        .map_err(|e| anyhow::anyhow!("run {run_id}: the stored config is unreadable: {e}"))?;
+    let config = run.config.clone();
     let model = run
         .model
         .as_deref()
         .and_then(|name| state.store.model_by_name(name).transpose())
         .transpose()?
         .ok_or_else(|| {
-            ApiError::Conflict(format!(
+            EvaluationError::Conflict(format!(
                 "run {run_id}'s base model is no longer registered; import it again to evaluate"
             ))
         })?;
@@ -81,7 +79,7 @@ pub async fn evaluate_run(
         .and_then(|name| state.store.dataset_by_name(name).transpose())
         .transpose()?
         .ok_or_else(|| {
-            ApiError::Conflict(format!(
+            EvaluationError::Conflict(format!(
                 "run {run_id}'s dataset is no longer registered; nothing to evaluate on"
             ))
         })?;
@@ -116,7 +114,10 @@ pub async fn evaluate_run(
 /// run's stored evaluations. The splits come from the counts stored at
 /// upload (no file is read to render a page); evaluating checks the files
 /// with the run's own split settings.
-pub fn run_evaluations(state: &AppState, run_id: i64) -> Result<Option<RunEvaluations>, ApiError> {
+pub fn run_evaluations(
+    state: &AppState,
+    run_id: i64,
+) -> Result<Option<RunEvaluations>, EvaluationError> {
     let Some(run) = state.store.run(run_id)? else {
         return Ok(None);
     };

@@ -618,10 +618,10 @@ fn remove_staging(dir: &Path) {
 fn refuse_unwritable(
     options: &ExportOptions,
     config: &ModelConfig,
-    run_config: &serde_json::Value,
+    run_config: &engine::config::TrainConfig,
 ) -> Result<(), ExportError> {
     let alone = matches!(options.format, ExportFormat::Peft | ExportFormat::GgufLora);
-    if alone && run_config["fine_tune_type"] == "full" {
+    if alone && run_config.fine_tune_type == engine::config::FineTuneType::Full {
         return Err(invalid(
             "format",
             format!(
@@ -640,7 +640,9 @@ fn refuse_unwritable(
             ),
         ));
     }
-    if options.format == ExportFormat::GgufLora && run_config["fine_tune_type"] == "dora" {
+    if options.format == ExportFormat::GgufLora
+        && run_config.fine_tune_type == engine::config::FineTuneType::Dora
+    {
         return Err(invalid(
             "format",
             "a DoRA adapter cannot be written as a GGUF LoRA adapter (llama.cpp has no DoRA): export `gguf` to fuse it instead",
@@ -721,7 +723,8 @@ fn model_card(
     store: &Store,
     run_id: i64,
 ) -> ModelCard {
-    let config = &run.config;
+    // The card names settings by their config keys.
+    let config = serde_json::to_value(&run.config).unwrap_or_default();
     let setting = |key: &str| config.get(key).map(|v| v.to_string());
     let mut details = Vec::new();
     details.push(("run".into(), format!("{} (#{run_id})", run.name)));

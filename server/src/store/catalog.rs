@@ -1,9 +1,8 @@
 //! Models and datasets known to this Loralab.
 
 use rusqlite::{params, OptionalExtension, Row};
-use serde::Serialize;
 
-use super::{all_rows, Store, StoreResult};
+use super::{all_rows, ModelSummary, Store, StoreResult};
 
 /// A model to register.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,25 +19,11 @@ pub struct NewModel {
     pub builtin: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ModelRecord {
-    pub id: i64,
-    pub name: String,
-    pub source: String,
-    pub location: String,
-    pub architecture: Option<String>,
-    pub parameters: Option<u64>,
-    pub quantization: Option<String>,
-    pub size_bytes: Option<u64>,
-    pub builtin: bool,
-    pub created_at: String,
-}
-
 const MODEL_COLUMNS: &str = "id, name, source, location, architecture, parameters, \
                              quantization, size_bytes, builtin, created_at";
 
-fn model_from_row(row: &Row<'_>) -> rusqlite::Result<ModelRecord> {
-    Ok(ModelRecord {
+fn model_from_row(row: &Row<'_>) -> rusqlite::Result<ModelSummary> {
+    Ok(ModelSummary {
         id: row.get(0)?,
         name: row.get(1)?,
         source: row.get(2)?,
@@ -92,7 +77,7 @@ impl Store {
         )
     }
 
-    pub fn list_models(&self) -> StoreResult<Vec<ModelRecord>> {
+    pub fn list_models(&self) -> StoreResult<Vec<ModelSummary>> {
         all_rows(
             &self.connection(),
             &format!("SELECT {MODEL_COLUMNS} FROM models ORDER BY name"),
@@ -101,7 +86,7 @@ impl Store {
         )
     }
 
-    pub fn model_by_name(&self, name: &str) -> StoreResult<Option<ModelRecord>> {
+    pub fn model_by_name(&self, name: &str) -> StoreResult<Option<ModelSummary>> {
         let connection = self.connection();
         let model = connection
             .query_row(
@@ -113,7 +98,7 @@ impl Store {
         Ok(model)
     }
 
-    pub fn model(&self, id: i64) -> StoreResult<Option<ModelRecord>> {
+    pub fn model(&self, id: i64) -> StoreResult<Option<ModelSummary>> {
         let model = self
             .connection()
             .query_row(

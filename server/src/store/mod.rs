@@ -16,7 +16,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{Connection, OptionalExtension, Params, Row, ToSql};
 
-pub use catalog::{ModelRecord, NewModel};
+// A registered model's row is what the pages and the API show of it.
+pub use app::dto::ModelSummary;
+pub use catalog::NewModel;
 pub use comparisons::{
     AdapterRecord, ChatRecord, ColumnRecord, ComparisonRecord, NewAdapter, NewChat, NewColumn,
     NewComparison, NewPrompt, OutputRecord, OutputResult, PromptRecord,

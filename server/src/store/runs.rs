@@ -1,6 +1,7 @@
 //! Runs and what their workers reported.
 
 use app::dto::RunSummary;
+use engine::config::TrainConfig;
 use engine::protocol::Event;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -59,8 +60,8 @@ pub struct NewRun {
     pub name: String,
     pub model_id: Option<i64>,
     pub dataset_id: Option<i64>,
-    /// The resolved `TrainConfig` as JSON.
-    pub config_json: String,
+    /// The resolved config, with the registered model's and dataset's paths.
+    pub config: TrainConfig,
 }
 
 /// Everything about one run.
@@ -71,7 +72,7 @@ pub struct RunRecord {
     pub status: String,
     pub model: Option<String>,
     pub dataset: Option<String>,
-    pub config: serde_json::Value,
+    pub config: TrainConfig,
     pub step: i64,
     pub total_steps: i64,
     pub failure: Option<String>,
@@ -147,10 +148,12 @@ fn event_kind(body: &serde_json::Value) -> String {
 
 impl Store {
     pub fn insert_run(&self, run: &NewRun) -> StoreResult<i64> {
+        let config_json = serde_json::to_string(&run.config)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let id = self.connection().query_row(
             "INSERT INTO runs (name, model_id, dataset_id, status, config_json)
              VALUES (?1, ?2, ?3, 'queued', ?4) RETURNING id",
-            params![run.name, run.model_id, run.dataset_id, run.config_json],
+            params![run.name, run.model_id, run.dataset_id, config_json],
             |row| row.get(0),
         )?;
         Ok(id)
@@ -178,8 +181,15 @@ impl Store {
                         status: row.get(2)?,
                         model: row.get(3)?,
                         dataset: row.get(4)?,
-                        config: serde_json::from_str(&config)
-                            .unwrap_or(serde_json::Value::String(config)),
+                        // Written by `insert_run`: one this build cannot
+                        // read is an error, not a run without settings.
+                        config: serde_json::from_str(&config).map_err(|e| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                5,
+                                rusqlite::types::Type::Text,
+                                Box::new(e),
+                            )
+                        })?,
                         step: row.get(6)?,
                         total_steps: row.get(7)?,
                         failure: row.get(8)?,

@@ -79,7 +79,7 @@ mod tests {
                 name: "r".into(),
                 model_id: None,
                 dataset_id: None,
-                config_json: "{}".into(),
+                config: Default::default(),
             })
             .unwrap();
         let now = 100_000.0;

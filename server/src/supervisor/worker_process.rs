@@ -66,10 +66,7 @@ pub(super) async fn drive(
         Ok(None) => return,
         Err(error) => return fail(format!("cannot read the run: {error}")),
     };
-    let config: TrainConfig = match serde_json::from_value(run.config.clone()) {
-        Ok(config) => config,
-        Err(error) => return fail(format!("the run's stored config is invalid: {error}")),
-    };
+    let config = run.config;
     let _training = inner.monitor.training();
     let mut samples = inner.monitor.subscribe();
     samples.mark_unchanged();

@@ -87,6 +87,16 @@ pub struct QuantizeOnLoad {
     pub group_size: usize,
 }
 
+impl QuantizeOnLoad {
+    /// `bits` at mlx-lm's default group size.
+    pub fn with_bits(bits: u8) -> Self {
+        Self {
+            bits,
+            group_size: defaults::group_size(),
+        }
+    }
+}
+
 /// Extra: end the run when validation loss stops improving. An evaluation
 /// improves when its loss is below the best so far by more than
 /// `min_delta`; after `patience` evaluations in a row that do not, the run
@@ -226,6 +236,11 @@ mod defaults {
         64
     }
 }
+
+/// Keys Loralab sets per run from the registered model and dataset and
+/// the run's folder: a request may not set them, and they say nothing about
+/// how two runs differ.
+pub const MANAGED_KEYS: &[&str] = &["data", "adapter_path", "resume_adapter_file"];
 
 /// A setting a run cannot start with: the field (dotted for nested keys)
 /// and what is wrong with it.
@@ -377,7 +392,7 @@ impl TrainConfig {
             }
         }
         if let Some(schedule) = &self.lr_schedule {
-            crate::train::schedule::Schedule::from_lr_schedule(schedule)
+            crate::schedule::Schedule::from_lr_schedule(schedule)
                 .map_err(|error| invalid("lr_schedule", format!("is not usable: {error}")))?;
         }
         self.thermal_guard.validate()?;
