@@ -57,8 +57,18 @@ fn cpu_bound<T>(work: impl FnOnce() -> T) -> T {
 }
 
 /// How long the dataset page waits for a first tokenization before it
-/// shows how far it is (and reloads itself until the figures are there).
-const PAGE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1500);
+/// shows how far it is (and reloads itself until the figures are there):
+/// `LORALAB_DATASET_PAGE_WAIT_MS`, default 1500.
+fn dataset_page_patience() -> std::time::Duration {
+    static PATIENCE: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
+    *PATIENCE.get_or_init(|| {
+        let millis = std::env::var("LORALAB_DATASET_PAGE_WAIT_MS")
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .unwrap_or(1500);
+        std::time::Duration::from_millis(millis)
+    })
+}
 
 impl app::Backend for AppState {
     fn health(&self) -> HealthInfo {
@@ -221,7 +231,7 @@ impl app::Backend for AppState {
                 &self.tokenizers,
                 id,
                 query,
-                Some(PAGE_PATIENCE),
+                Some(dataset_page_patience()),
             )
         })
         .map_err(|error| match error {
@@ -241,9 +251,14 @@ impl app::Backend for AppState {
 
     fn check_run(&self, form: NewRunForm) -> Result<RunCheck, String> {
         let request = self.run_request(form)?;
-        let run = validate_run(self, request).map_err(page_error("checking the run"))?;
-        let memory =
-            crate::estimate::estimate_run(self, &run.model, &run.architecture, &run.config);
+        // The model's files are read and, the first time, the whole
+        // dataset is tokenized.
+        let (run, memory) = cpu_bound(|| {
+            let run = validate_run(self, request).map_err(page_error("checking the run"))?;
+            let memory =
+                crate::estimate::estimate_run(self, &run.model, &run.architecture, &run.config);
+            Ok::<_, String>((run, memory))
+        })?;
         Ok(RunCheck {
             config_yaml: serde_yaml_ng::to_string(&run.config).unwrap_or_default(),
             memory,
@@ -252,7 +267,7 @@ impl app::Backend for AppState {
 
     fn create_run(&self, form: NewRunForm) -> Result<i64, String> {
         let request = self.run_request(form)?;
-        create_run(self, request).map_err(page_error("starting the run"))
+        cpu_bound(|| create_run(self, request)).map_err(page_error("starting the run"))
     }
 
     fn stop_run(&self, id: i64) -> Result<(), String> {

@@ -111,15 +111,23 @@ fn Inspecting(detail: DatasetDetail) -> impl IntoView {
             <span class="status running">"tokenizing"</span>
         </div>
         <section class="panel" id="inspection-progress">
-            <p>
-                {format!("Tokenizing with {model}: ")}
-                <progress value=progress.encoded max=progress.total.max(1)></progress>
-                {format!(
-                    " {} of {} examples",
-                    group_digits(progress.encoded),
-                    group_digits(progress.total),
-                )}
-            </p>
+            {if progress.total == 0 {
+                // The files are still being read: nothing counted yet.
+                view! { <p>{format!("Reading the files for {model}...")}</p> }.into_any()
+            } else {
+                view! {
+                    <p>
+                        {format!("Tokenizing with {model}: ")}
+                        <progress value=progress.encoded max=progress.total></progress>
+                        {format!(
+                            " {} of {} examples",
+                            group_digits(progress.encoded),
+                            group_digits(progress.total),
+                        )}
+                    </p>
+                }
+                .into_any()
+            }}
             <p class="muted">
                 "The first look at a large dataset reads every example once; its figures are then kept, so this page and new runs on it answer at once."
             </p>

@@ -2,9 +2,11 @@
 //! batches, and the mlx-lm peer (Python) that parity tests compare against.
 #![allow(dead_code)]
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
 
 use engine::batch::Batch;
 use engine::config::TrainConfig;
@@ -284,23 +286,66 @@ pub fn peer_python() -> PathBuf {
     python
 }
 
-/// Runs `engine/tests/peer/<script>` with `args`; returns its stdout.
+/// Everything a child writes to `pipe`, read on a thread of its own.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut text = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut text);
+        }
+        text
+    })
+}
+
+/// How long one peer script may take: the slowest (a SmolLM2 generation
+/// on a loaded 2-core machine) takes about a minute.
+const PEER_TIME_LIMIT: Duration = Duration::from_secs(240);
+
+/// Runs `engine/tests/peer/<script>` with `args`; returns its stdout. The
+/// peer Python has been seen to hang with every thread waiting on a lock
+/// (the same script then ran in seconds): one that outlives its time is
+/// killed and run once more, and a second hang fails the test saying so.
 pub fn run_peer(script: &str, args: &[&str]) -> String {
     let script_path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/peer")
         .join(script);
-    let output = Command::new(peer_python())
-        .arg(&script_path)
-        .args(args)
-        .output()
-        .expect("cannot start the peer Python");
-    assert!(
-        output.status.success(),
-        "peer {script} failed: {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
+    for attempt in 1..=2 {
+        let mut child = Command::new(peer_python())
+            .arg(&script_path)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the peer Python");
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let deadline = Instant::now() + PEER_TIME_LIMIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("cannot wait for the peer Python") {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+        let Some(status) = status else {
+            eprintln!(
+                "peer {script} did not finish in {PEER_TIME_LIMIT:?} (attempt {attempt}); killed"
+            );
+            continue;
+        };
+        assert!(
+            status.success(),
+            "peer {script} failed: {status}\n{}",
+            String::from_utf8_lossy(&stderr)
+        );
+        return String::from_utf8(stdout).unwrap();
+    }
+    panic!("peer {script} hung twice ({PEER_TIME_LIMIT:?} each): see the lines above");
 }
 
 pub fn max_abs_diff(a: &Array, b: &Array) -> f32 {

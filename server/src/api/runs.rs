@@ -55,8 +55,22 @@ pub async fn create(
     State(state): State<SharedState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<RunDetail>), ApiError> {
-    let id = create_run(&state, RunRequest::from_body(&body)?)?;
+    let request = RunRequest::from_body(&body)?;
+    let id = off_the_runtime(&state, move |state| create_run(state, request)).await?;
     Ok((StatusCode::CREATED, Json(detail(&state, id)?)))
+}
+
+/// Runs `work` on a blocking thread: checking a run reads its model's files
+/// and, the first time, tokenizes its whole dataset (seconds for a large
+/// one), which must not hold up the server's other requests.
+async fn off_the_runtime<T: Send + 'static>(
+    state: &SharedState,
+    work: impl FnOnce(&AppState) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || work(&state))
+        .await
+        .map_err(|error| anyhow::anyhow!("checking the run stopped: {error}"))?
 }
 
 /// Validates a new run's request (`POST /api/runs`'s body, or the new-run
@@ -234,13 +248,18 @@ pub async fn estimate(
     State(state): State<SharedState>,
     body: Bytes,
 ) -> Result<Json<app::dto::MemoryEstimate>, ApiError> {
-    let run = validate_run(&state, RunRequest::from_body(&body)?)?;
-    Ok(Json(crate::estimate::estimate_run(
-        &state,
-        &run.model,
-        &run.architecture,
-        &run.config,
-    )))
+    let request = RunRequest::from_body(&body)?;
+    let estimate = off_the_runtime(&state, move |state| {
+        let run = validate_run(state, request)?;
+        Ok(crate::estimate::estimate_run(
+            state,
+            &run.model,
+            &run.architecture,
+            &run.config,
+        ))
+    })
+    .await?;
+    Ok(Json(estimate))
 }
 
 fn take_string(fields: &mut Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
