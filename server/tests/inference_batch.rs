@@ -4,117 +4,15 @@
 //! adapter fails only its rows, and a cancel stops every row between two
 //! steps with its text kept (rows not started get none).
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::Duration;
+mod common;
 
-use engine::config::{ComputeDtype, LoraParameters};
-use engine::lora::{self, AdapterSettings};
-use engine::models::load_hf_folder;
+use std::collections::BTreeMap;
+
+use common::inference_worker::{write_adapter, Worker};
 use engine::protocol::{
     BatchRowPrompt, Finished, GenerationSettings, InferenceCommand, InferenceEvent,
     InferencePrompt, PromptMessage,
 };
-use mlx_rs::{random, Array};
-
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    events: Receiver<InferenceEvent>,
-}
-
-impl Worker {
-    fn start(model: &Path) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loralab"))
-            .arg("inference-worker")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the inference worker");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let event: InferenceEvent =
-                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
-                if sender.send(event).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut worker = Self {
-            child,
-            stdin,
-            events,
-        };
-        worker.send(&InferenceCommand::Load {
-            model: model.display().to_string(),
-        });
-        assert!(matches!(worker.next(), InferenceEvent::Loaded { .. }));
-        worker
-    }
-
-    fn send(&mut self, command: &InferenceCommand) {
-        writeln!(self.stdin, "{}", serde_json::to_string(command).unwrap()).unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn next(&self) -> InferenceEvent {
-        self.events
-            .recv_timeout(Duration::from_secs(120))
-            .expect("no event from the worker within 2 minutes")
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// An mlx-lm adapter folder for the tiny model with random A and B.
-fn write_adapter(model_dir: &Path, dir: &Path, seed: u64) {
-    let settings = AdapterSettings::from_parameters(
-        -1,
-        &LoraParameters {
-            rank: 4,
-            scale: 10.0,
-            ..LoraParameters::default()
-        },
-    );
-    let mut model = load_hf_folder(model_dir, ComputeDtype::Float32).unwrap();
-    lora::attach(&mut model, &settings, 0).unwrap();
-    let mut key = random::key(seed).unwrap();
-    let weights: Vec<(String, Array)> = lora::adapter_names(&model)
-        .into_iter()
-        .zip(model.lora_params())
-        .map(|(name, current)| {
-            let (next, sub) = random::split(&key, 2).unwrap();
-            key = next;
-            let value = random::normal::<f32>(current.shape(), None, Some(0.2), &sub).unwrap();
-            (name, value)
-        })
-        .collect();
-    std::fs::create_dir_all(dir).unwrap();
-    Array::save_safetensors(
-        weights.iter().map(|(k, v)| (k.as_str(), v)),
-        None,
-        dir.join(lora::ADAPTER_WEIGHTS_FILE),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join(lora::ADAPTER_CONFIG_FILE),
-        r#"{"fine_tune_type": "lora", "num_layers": -1, "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}}"#,
-    )
-    .unwrap();
-}
 
 /// What a batched request's events say, per row.
 #[derive(Debug, Default)]
@@ -229,7 +127,7 @@ fn a_batch_of_adapters_equals_one_row_at_a_time_and_cancel_keeps_text() {
             })
         })
         .collect();
-    let mut worker = Worker::start(&model);
+    let mut worker = Worker::start_loaded(&model);
 
     worker.send(&batch(1, &rows, 24, 64));
     let together = collect(&mut worker, 1, |_| {});

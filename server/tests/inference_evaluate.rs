@@ -5,142 +5,25 @@
 //! datasets are named in errors, and `cancel` stops a generation between
 //! tokens.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::Duration;
+mod common;
 
-use engine::config::{ComputeDtype, LoraParameters, TrainConfig};
+use std::path::{Path, PathBuf};
+
+use common::inference_worker::{write_adapter, Worker};
+use engine::config::{ComputeDtype, TrainConfig};
 use engine::data::Split;
-use engine::lora::{self, AdapterSettings};
+use engine::lora;
 use engine::models::load_hf_folder;
 use engine::protocol::{
     EvalSettings, Evaluated, Finished, GenerationSettings, InferenceCommand, InferenceEvent,
     InferencePrompt,
 };
-use mlx_rs::{random, Array};
-
-/// A running worker: commands in, events out (read on a thread so a test
-/// can wait with a limit).
-struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    events: Receiver<InferenceEvent>,
-}
-
-impl Worker {
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loralab"))
-            .arg("inference-worker")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the inference worker");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (sender, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let event: InferenceEvent =
-                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
-                if sender.send(event).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            stdin,
-            events,
-        }
-    }
-
-    fn send(&mut self, command: &InferenceCommand) {
-        let line = serde_json::to_string(command).unwrap();
-        writeln!(self.stdin, "{line}").unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    fn next(&self) -> InferenceEvent {
-        self.events
-            .recv_timeout(Duration::from_secs(120))
-            .expect("no event from the worker within 2 minutes")
-    }
-
-    /// Events up to and including the one that ends request `id` (or, for
-    /// `None`, the load).
-    fn until_end(&self) -> Vec<InferenceEvent> {
-        let mut events = Vec::new();
-        loop {
-            let event = self.next();
-            let last = matches!(
-                event,
-                InferenceEvent::Loaded { .. }
-                    | InferenceEvent::Finished { .. }
-                    | InferenceEvent::Evaluated { .. }
-                    | InferenceEvent::Error { .. }
-            );
-            events.push(event);
-            if last {
-                return events;
-            }
-        }
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn write_sample_dataset(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("train.jsonl"), engine::data::sample::TRAIN_JSONL).unwrap();
     std::fs::write(dir.join("valid.jsonl"), engine::data::sample::VALID_JSONL).unwrap();
     std::fs::write(dir.join("test.jsonl"), engine::data::sample::TEST_JSONL).unwrap();
-}
-
-/// An mlx-lm adapter folder for the tiny model, with random non-zero A and
-/// B (a trained adapter's shape, without the training).
-fn write_adapter(model_dir: &Path, dir: &Path, seed: u64) {
-    let settings = AdapterSettings::from_parameters(
-        -1,
-        &LoraParameters {
-            rank: 4,
-            scale: 10.0,
-            ..LoraParameters::default()
-        },
-    );
-    let mut model = load_hf_folder(model_dir, ComputeDtype::Float32).unwrap();
-    lora::attach(&mut model, &settings, 0).unwrap();
-    let mut key = random::key(seed).unwrap();
-    let weights: Vec<(String, Array)> = lora::adapter_names(&model)
-        .into_iter()
-        .zip(model.lora_params())
-        .map(|(name, current)| {
-            let (next, sub) = random::split(&key, 2).unwrap();
-            key = next;
-            let value = random::normal::<f32>(current.shape(), None, Some(0.2), &sub).unwrap();
-            (name, value)
-        })
-        .collect();
-    std::fs::create_dir_all(dir).unwrap();
-    Array::save_safetensors(
-        weights.iter().map(|(k, v)| (k.as_str(), v)),
-        None,
-        dir.join(lora::ADAPTER_WEIGHTS_FILE),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join(lora::ADAPTER_CONFIG_FILE),
-        r#"{"fine_tune_type": "lora", "num_layers": -1, "lora_parameters": {"rank": 4, "scale": 10.0, "dropout": 0.0}}"#,
-    )
-    .unwrap();
 }
 
 fn config() -> TrainConfig {
@@ -365,7 +248,7 @@ fn evaluate_matches_training_and_swaps_adapters_on_one_base() {
     assert_eq!(batches, 2);
 
     worker.send(&InferenceCommand::Shutdown);
-    let status = worker.child.wait().unwrap();
+    let status = worker.wait();
     assert!(status.success(), "{status}");
 }
 

@@ -2,6 +2,8 @@
 //! Helpers shared by the integration tests: the real `loralab` binary on
 //! port 0 with a fresh data dir.
 
+pub mod inference_worker;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
