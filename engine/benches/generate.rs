@@ -86,10 +86,12 @@ fn main() {
     };
     let peer = peer_speeds(&root, &model_dir, &prompt);
 
+    let device = engine::device::current();
     println!(
-        "SmolLM2-135M-Instruct f32 on {}, {} prompt tokens, {MAX_TOKENS} generated (greedy)",
-        engine::device::current().description,
-        prompt.len()
+        "SmolLM2-135M-Instruct f32 on {}, {} prompt tokens, {MAX_TOKENS} generated (greedy); one-row products through gemv: {}",
+        device.description,
+        prompt.len(),
+        device.one_row_products_via_gemv
     );
     println!(
         "{:<10} {:>14} {:>18} {:>8}",

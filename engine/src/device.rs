@@ -17,6 +17,10 @@ pub struct DeviceInfo {
     /// shared with the system), or the system's available memory (CPU).
     #[serde(default)]
     pub memory: Option<u64>,
+    /// Whether the CPU's one-row float32 products (decoding's) run as
+    /// BLAS matrix-vector products ([`crate::blas`]).
+    #[serde(default)]
+    pub one_row_products_via_gemv: bool,
 }
 
 impl DeviceInfo {
@@ -43,6 +47,7 @@ pub fn current() -> DeviceInfo {
             kind: "cpu".to_string(),
             description: "CPU".to_string(),
             memory: crate::memory::available_memory(),
+            one_row_products_via_gemv: crate::blas::routes_one_row_products(),
         };
     }
     let backend = if cfg!(target_vendor = "apple") {
@@ -71,6 +76,8 @@ pub fn current() -> DeviceInfo {
             None => format!("GPU ({backend})"),
         },
         memory,
+        // The GPU's matmuls are its own kernels, not BLAS's.
+        one_row_products_via_gemv: false,
     }
 }
 

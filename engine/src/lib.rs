@@ -3,6 +3,7 @@
 //! protocol, dataset validation) and never calls MLX on its own threads.
 
 pub mod batch;
+pub mod blas;
 pub mod chat_template;
 pub use loralab_types::config;
 pub mod data;

@@ -307,8 +307,13 @@ pub enum InferenceEvent {
         row: usize,
         reason: String,
     },
-    /// Every row of a `generate_batch` has ended.
-    BatchFinished { request: u64, seconds: f64 },
+    /// Every row of a `generate_batch` has ended. `adapter` is the one
+    /// attached afterwards (one-at-a-time batches swap adapters per row).
+    BatchFinished {
+        request: u64,
+        seconds: f64,
+        adapter: Option<String>,
+    },
     /// An evaluation's progress: `batches` of `total` done.
     EvalProgress {
         request: u64,

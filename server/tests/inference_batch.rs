@@ -23,6 +23,8 @@ struct Rows {
     /// The rows of each `rows_started`, in order.
     batches: Vec<Vec<usize>>,
     adapter_loads: u64,
+    /// The worker's attached adapter once the batch ended.
+    adapter_after: Option<String>,
 }
 
 /// Reads request `request`'s events to `batch_finished`; `on_text` is
@@ -67,7 +69,14 @@ fn collect(worker: &mut Worker, request: u64, mut on_text: impl FnMut(&mut Worke
             } if r == request => {
                 rows.failed.insert(row, reason);
             }
-            InferenceEvent::BatchFinished { request: r, .. } if r == request => return rows,
+            InferenceEvent::BatchFinished {
+                request: r,
+                adapter,
+                ..
+            } if r == request => {
+                rows.adapter_after = adapter;
+                return rows;
+            }
             other => panic!("unexpected event {other:?}"),
         }
     }
@@ -139,6 +148,10 @@ fn a_batch_of_adapters_equals_one_row_at_a_time_and_cancel_keeps_text() {
     assert_eq!(alone.batches, (0..9).map(|r| vec![r]).collect::<Vec<_>>());
     // One swap per column: the base, then each adapter once more.
     assert_eq!(alone.adapter_loads, 4);
+    // Batched rows leave the session's adapter (none) as it was; one at a
+    // time, the last row's adapter stays attached.
+    assert_eq!(together.adapter_after, None);
+    assert_eq!(alone.adapter_after.as_ref(), Some(&adapters[1]));
     assert!(together.failed.is_empty() && alone.failed.is_empty());
     for row in 0..9 {
         let (a, b) = (&together.finished[&row], &alone.finished[&row]);

@@ -641,8 +641,11 @@ async fn request(
                 row,
                 reason,
             } if request == id => on_update(Update::Row(RowUpdate::Failed { row, reason })),
-            InferenceEvent::BatchFinished { request, .. } if request == id => {
-                return Ok(Ok(Outcome::Batch))
+            InferenceEvent::BatchFinished {
+                request, adapter, ..
+            } if request == id => {
+                lock(&inner.stats).adapter = adapter;
+                return Ok(Ok(Outcome::Batch));
             }
             InferenceEvent::EvalProgress {
                 request,

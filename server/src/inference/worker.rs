@@ -395,6 +395,7 @@ fn generate_batch(
         Ok(()) => emit(&InferenceEvent::BatchFinished {
             request,
             seconds: started.elapsed().as_secs_f64(),
+            adapter: session.adapter().map(|dir| dir.display().to_string()),
         }),
         Err(error) => emit(&InferenceEvent::Error {
             request: Some(request),
