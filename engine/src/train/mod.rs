@@ -4,7 +4,6 @@
 
 pub mod checkpoint;
 pub mod data_parallel;
-pub mod full;
 pub mod loss;
 pub mod optimizer;
 pub mod order;
@@ -23,7 +22,7 @@ use crate::batch::Batch;
 use crate::config::{FineTuneType, TrainConfig};
 use crate::distributed::World;
 use crate::lora::{self, AdapterSettings, ADAPTER_WEIGHTS_FILE};
-use crate::models::{Model, Pass};
+use crate::models::{full, Model, Pass};
 use crate::protocol::Event;
 use checkpoint::{DataPosition, RngState, TrainerState, Window, OPTIMIZER_FILE};
 use data_parallel::Share;
@@ -203,7 +202,7 @@ pub fn train(
     let schedule = Schedule::from_config(cfg)?;
     std::fs::create_dir_all(run_dir)
         .map_err(|e| anyhow!("cannot create {}: {e}", run_dir.display()))?;
-    if model.lora.is_none() {
+    if model.adapters().is_none() {
         if let Some(q) = cfg.quantize {
             model.quantize(q)?;
         }
@@ -213,7 +212,7 @@ pub fn train(
             lora::attach(model, &AdapterSettings::from_train_config(cfg), cfg.seed)?;
         }
     }
-    let names = model.lora.as_ref().expect("attached above").names.clone();
+    let names = model.adapters().expect("attached above").names.clone();
     let mut params = model.lora_params();
     let mut opt = Optimizer::new(cfg, &params)?;
     let batches = data.train.len();
@@ -453,7 +452,7 @@ pub fn train(
             }
             let lr = schedule.at(opt.step);
             let updated = opt.update(&params, &grads, lr)?;
-            params = lora::set_trained(model, updated)?;
+            params = model.set_trained(updated)?;
         } else {
             accumulated = Some(grads);
         }
