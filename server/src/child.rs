@@ -1,24 +1,101 @@
 //! A worker child process of this binary (`loralab <subcommand>`) speaking
 //! JSON lines: commands of type `C` on its stdin, events of type `E` on its
-//! stdout, free text on stderr kept as a tail of the last lines. Killed
-//! when dropped, so a task that gives up on a worker leaves no orphan.
+//! stdout, free text on stderr kept as a tail of the last lines. Training
+//! workers (`supervisor/worker_process.rs`), the inference worker
+//! (`inference/`) and export workers (`exports/`) all start this way.
 
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
+
+/// How to start a worker.
+pub struct WorkerSpec<'a> {
+    pub exe: &'a Path,
+    pub subcommand: &'a str,
+    /// What the log says the worker is (`export 3`, `run 7`).
+    pub label: String,
+    /// Set in its environment besides ours (a rank's `MLX_RANK`, ...).
+    pub env: Vec<(String, String)>,
+    /// Put before each of its stderr lines in the tail (`[rank 0] `).
+    pub stderr_prefix: String,
+    /// Whether dropping its [`Worker`] kills it, so that a task giving up
+    /// on it leaves no orphan. A training worker is not killed: the end
+    /// of its stdin makes it checkpoint and exit.
+    pub kill_on_drop: bool,
+}
+
+/// Told of each new stderr line, with all the lines kept.
+type LineListener = dyn Fn(&VecDeque<String>) + Send + Sync;
+
+/// The last lines of one or more workers' stderr, and who is told of each
+/// new one. Clones share the lines.
+#[derive(Clone)]
+pub struct LogTail {
+    lines: Arc<Mutex<VecDeque<String>>>,
+    capacity: usize,
+    on_line: Arc<LineListener>,
+}
+
+impl LogTail {
+    pub fn new(capacity: usize) -> Self {
+        Self::with_listener(capacity, |_| {})
+    }
+
+    /// A tail whose `on_line` sees all its lines after each new one.
+    pub fn with_listener(
+        capacity: usize,
+        on_line: impl Fn(&VecDeque<String>) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            lines: Arc::new(Mutex::new(VecDeque::with_capacity(capacity))),
+            capacity,
+            on_line: Arc::new(on_line),
+        }
+    }
+
+    /// Reads `stderr` to its end into the tail, each line behind `prefix`.
+    pub fn follow(
+        &self,
+        stderr: impl AsyncRead + Unpin + Send + 'static,
+        prefix: String,
+    ) -> JoinHandle<()> {
+        let tail = self.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut kept = tail.lock();
+                if kept.len() == tail.capacity {
+                    kept.pop_front();
+                }
+                kept.push_back(format!("{prefix}{line}"));
+                (tail.on_line)(&kept);
+            }
+        })
+    }
+
+    /// The lines kept, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        self.lock().iter().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<String>> {
+        self.lines.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// The running process.
 pub struct Worker {
     child: Child,
-    tail: Arc<Mutex<VecDeque<String>>>,
+    tail: LogTail,
     tail_task: JoinHandle<()>,
 }
 
@@ -31,7 +108,6 @@ pub struct WorkerInput<C> {
 /// Where events come from.
 pub struct WorkerOutput<E> {
     lines: Lines<BufReader<ChildStdout>>,
-    /// What the log says the worker is (`export 3`, `run 7`).
     label: String,
     _events: PhantomData<fn() -> E>,
 }
@@ -45,41 +121,26 @@ pub struct WorkerExit {
     pub tail: Vec<String>,
 }
 
-/// Starts `exe subcommand` with piped stdio. `tail_lines` lines of stderr
-/// are kept; `on_stderr` sees the whole tail after each new line.
+/// Starts `spec`'s worker with piped stdio, its stderr read into `tail`.
 pub fn spawn<C: Serialize, E: DeserializeOwned>(
-    exe: &Path,
-    subcommand: &str,
-    label: String,
-    tail_lines: usize,
-    on_stderr: impl Fn(&VecDeque<String>) + Send + 'static,
+    spec: WorkerSpec,
+    tail: LogTail,
 ) -> std::io::Result<(Worker, WorkerInput<C>, WorkerOutput<E>)> {
-    let mut child = tokio::process::Command::new(exe)
-        .arg(subcommand)
+    let mut child = tokio::process::Command::new(spec.exe)
+        .arg(spec.subcommand)
+        .envs(spec.env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
+        .kill_on_drop(spec.kill_on_drop)
         .spawn()?;
-    let missing = || std::io::Error::other("the worker process has no pipes");
-    let stdin = child.stdin.take().ok_or_else(missing)?;
-    let stdout = child.stdout.take().ok_or_else(missing)?;
-    let stderr = child.stderr.take().ok_or_else(missing)?;
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
-    let tail_task = {
-        let tail = tail.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if tail.len() == tail_lines {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-                on_stderr(&tail);
-            }
-        })
+    let (Some(stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.start_kill();
+        return Err(std::io::Error::other("the worker process has no pipes"));
     };
+    let tail_task = tail.follow(stderr, spec.stderr_prefix);
     Ok((
         Worker {
             child,
@@ -92,7 +153,7 @@ pub fn spawn<C: Serialize, E: DeserializeOwned>(
         },
         WorkerOutput {
             lines: BufReader::new(stdout).lines(),
-            label,
+            label: spec.label,
             _events: PhantomData,
         },
     ))
@@ -110,7 +171,8 @@ impl<C: Serialize> WorkerInput<C> {
 
 impl<E: DeserializeOwned> WorkerOutput<E> {
     /// The next event; None once stdout is closed. Lines that are not
-    /// events are logged and skipped.
+    /// events are logged and skipped. Cancel-safe: a line is parsed as
+    /// soon as it is read.
     pub async fn next(&mut self) -> Option<E> {
         loop {
             let line = self.lines.next_line().await.ok()??;
@@ -129,24 +191,39 @@ impl Worker {
         self.child.id()
     }
 
+    /// Sends SIGKILL; [`Self::wait`] then reports it.
+    pub fn start_kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
     /// Waits for the process to end and for its stderr to be read.
     pub async fn wait(mut self) -> WorkerExit {
         let status = self.child.wait().await;
-        let _ = (&mut self.tail_task).await;
-        let tail = self
-            .tail
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
+        self.exit(status).await
+    }
+
+    /// [`Self::wait`], killing the process if it has not ended within
+    /// `grace`.
+    pub async fn wait_or_kill(mut self, grace: Duration) -> WorkerExit {
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(status) => status,
+            Err(_) => {
+                let _ = self.child.start_kill();
+                self.child.wait().await
+            }
+        };
+        self.exit(status).await
+    }
+
+    async fn exit(self, status: std::io::Result<ExitStatus>) -> WorkerExit {
+        let _ = self.tail_task.await;
         WorkerExit {
             description: describe(&status),
             signal: status
                 .as_ref()
                 .ok()
                 .and_then(std::os::unix::process::ExitStatusExt::signal),
-            tail,
+            tail: self.tail.lines(),
         }
     }
 }
@@ -165,5 +242,27 @@ impl WorkerExit {
     /// The last `n` lines of stderr.
     pub fn last_lines(&self, n: usize) -> &[String] {
         &self.tail[self.tail.len().saturating_sub(n)..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tail_keeps_the_last_lines_of_every_stream_behind_their_prefix() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let tail = {
+            let sizes = sizes.clone();
+            LogTail::with_listener(2, move |lines| sizes.lock().unwrap().push(lines.len()))
+        };
+        tail.follow(&b"one\ntwo\n"[..], "[rank 0] ".into())
+            .await
+            .unwrap();
+        tail.follow(&b"three\n"[..], "[rank 1] ".into())
+            .await
+            .unwrap();
+        assert_eq!(tail.lines(), ["[rank 0] two", "[rank 1] three"]);
+        assert_eq!(*sizes.lock().unwrap(), [1, 2, 2]);
     }
 }

@@ -8,25 +8,30 @@ use std::path::Path;
 use anyhow::Context;
 use app::dto::MemoryEstimate;
 use engine::config::TrainConfig;
+use engine::device::DeviceInfo;
 use engine::memory::WeightFormat;
 use engine::model_config::ModelConfig;
 
-use crate::state::AppState;
+use crate::datasets::TokenizerCache;
+use crate::inspections::Inspections;
 use crate::store::ModelSummary;
 
 /// The estimate for a run of `model` (of `architecture`, read once when
 /// the run was validated) on the dataset at `config.data`. Batches are
 /// padded to their longest example, not to `max_seq_length`, so the
 /// dataset's longest example (with the model's tokenizer) bounds the
-/// sequence length counted.
+/// sequence length counted (its figures from `inspections`, with the
+/// model's tokenizer from `tokenizers`).
 pub fn estimate_run(
-    state: &AppState,
+    device: &DeviceInfo,
+    inspections: &Inspections,
+    tokenizers: &TokenizerCache,
     model: &ModelSummary,
     architecture: &ModelConfig,
     config: &TrainConfig,
 ) -> MemoryEstimate {
-    let (format, compute) = weight_format(&state.device.kind, architecture, config);
-    let examples = train_examples(state, model, config);
+    let (format, compute) = weight_format(&device.kind, architecture, config);
+    let examples = train_examples(inspections, tokenizers, model, config);
     let longest = examples.map_or(config.max_seq_length, |examples| examples.longest);
     // One rank's share of the batch; with `gpus: N` each GPU holds one
     // rank, and the CPU's memory holds all N (weights included).
@@ -40,12 +45,12 @@ pub fn estimate_run(
         ..config.clone()
     };
     let estimate = engine::memory::estimate(architecture, format, &padded);
-    let copies = if state.device.kind == "gpu" {
+    let copies = if device.kind == "gpu" {
         1
     } else {
         ranks as u64
     };
-    let available = state.device.memory_now();
+    let available = device.memory_now();
     // With `epochs`, the steps follow from the examples (else `iters`).
     let batches = examples.map_or(1, |examples| examples.count.div_ceil(config.batch_size));
     let steps = engine::train::total_steps(config, batches);
@@ -98,13 +103,13 @@ struct TrainExamples {
 /// `None` when the dataset cannot be tokenized (its problems are reported
 /// elsewhere).
 fn train_examples(
-    state: &AppState,
+    inspections: &Inspections,
+    tokenizers: &TokenizerCache,
     model: &ModelSummary,
     config: &TrainConfig,
 ) -> Option<TrainExamples> {
-    let inspection = state
-        .inspections
-        .inspect(&state.tokenizers, model, Path::new(&config.data), config, 0)
+    let inspection = inspections
+        .inspect(tokenizers, model, Path::new(&config.data), config, 0)
         .inspect_err(|error| tracing::warn!(%error, "cannot inspect the run's dataset"))
         .ok()?;
     let tokens = inspection

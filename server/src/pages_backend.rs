@@ -255,8 +255,7 @@ impl app::Backend for AppState {
         // dataset is tokenized.
         let (run, memory) = cpu_bound(|| {
             let run = validate_run(self, request).map_err(page_error("checking the run"))?;
-            let memory =
-                crate::estimate::estimate_run(self, &run.model, &run.architecture, &run.config);
+            let memory = run.memory_estimate(self);
             Ok::<_, String>((run, memory))
         })?;
         Ok(RunCheck {

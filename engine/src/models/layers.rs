@@ -8,8 +8,8 @@ use mlx_rs::{
     Array,
 };
 
+use super::adapter::LoraSlot;
 use super::stacked::StackedLinear;
-use crate::lora::LoraSlot;
 use crate::model_config::ModelConfig;
 
 /// What one forward pass reads besides the base weights: the current LoRA

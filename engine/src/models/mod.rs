@@ -3,9 +3,11 @@
 //! it differs. Weights come from an HF folder (`load_hf_folder`) or from any
 //! other source that produces HF names (`build_model`, used by the GGUF reader).
 
+mod adapter;
 mod batch_cache;
 mod decoder;
 mod folder_check;
+pub(crate) mod full;
 mod fused;
 mod grad_checkpoint;
 mod layers;
@@ -23,6 +25,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use mlx_rs::ops::indexing::IndexOp;
 use mlx_rs::{Array, Dtype};
 
+pub use adapter::{AdapterSettings, LoraState};
 pub use batch_cache::BatchKvCache;
 pub use decoder::{BlockLayout, KvCache};
 pub use folder_check::check_model_folder;
@@ -32,7 +35,6 @@ pub use layers::{Linear, Pass};
 pub use stacked::RowAdapters;
 
 use crate::config::{ComputeDtype, QuantizeOnLoad};
-use crate::lora::LoraState;
 use crate::model_config::ModelConfig;
 use decoder::{Attend, DecoderLayer};
 use layers::{Embedding, RmsNorm};
@@ -82,7 +84,7 @@ pub struct Model {
     norm: RmsNorm,
     /// `None` when the output head shares the embedding matrix.
     lm_head: Option<Linear>,
-    /// LoRA parameters, when adapters are attached (see `crate::lora`).
+    /// LoRA parameters, when adapters are attached (see `adapter`).
     pub(crate) lora: Option<LoraState>,
     /// Dtype of the activations (f32 on the CPU).
     pub compute_dtype: Dtype,

@@ -171,7 +171,7 @@ pub fn evaluate(model: &Model, batches: &[Batch], limit: i64) -> Result<f64> {
     }
     // A full fine-tune's weights are the model's own, held by the copy
     // below: passing them as arguments too would make them uncaptured inputs.
-    let params = if super::full::first_trained_block(model).is_some() {
+    let params = if crate::models::full::first_trained_block(model).is_some() {
         Vec::new()
     } else {
         model.lora_params()

@@ -2,6 +2,8 @@
 //! permutation that depends only on (seed, epoch), so a run's position is
 //! just (epoch, index) and resuming replays the same order.
 
+use super::checkpoint::DataPosition;
+
 /// splitmix64: tiny, well mixed, and stable across platforms and versions.
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -22,9 +24,14 @@ pub fn epoch_order(seed: u64, epoch: usize, batches: usize) -> Vec<usize> {
     order
 }
 
-/// Where step `step` (1-based) reads its batch: (epoch, index in that epoch).
-pub fn position(step: usize, batches: usize) -> (usize, usize) {
-    ((step - 1) / batches, (step - 1) % batches)
+/// Where step `step` (1-based) reads its batch: the epoch, and the index
+/// into that epoch's order. A checkpoint after step `s` records step
+/// `s + 1`'s, where it goes on.
+pub fn data_position(step: usize, batches: usize) -> DataPosition {
+    DataPosition {
+        epoch: (step - 1) / batches,
+        index: (step - 1) % batches,
+    }
 }
 
 /// The dropout seed of a step: a function of (seed, step) only.

@@ -78,7 +78,7 @@ async fn off_the_runtime<T: Send + 'static>(
 pub fn create_run(state: &AppState, request: RunRequest) -> Result<i64, ApiError> {
     let run = validate_run(state, request)?;
     // For the supervisor's memory budget.
-    let estimate = crate::estimate::estimate_run(state, &run.model, &run.architecture, &run.config);
+    let estimate = run.memory_estimate(state);
     if !run.force {
         refuse_unless_it_fits(state, &estimate)?;
     }
@@ -104,6 +104,20 @@ pub struct ValidatedRun {
     /// Queue it even if its memory estimate is over what the machine has
     /// (it then trains alone).
     pub force: bool,
+}
+
+impl ValidatedRun {
+    /// The memory this run needs, against what the machine has free now.
+    pub fn memory_estimate(&self, state: &AppState) -> MemoryEstimate {
+        crate::estimate::estimate_run(
+            &state.device,
+            &state.inspections,
+            &state.tokenizers,
+            &self.model,
+            &self.architecture,
+            &self.config,
+        )
+    }
 }
 
 /// Refuses a run whose estimate is over the memory it could ever have: the
@@ -251,12 +265,7 @@ pub async fn estimate(
     let request = RunRequest::from_body(&body)?;
     let estimate = off_the_runtime(&state, move |state| {
         let run = validate_run(state, request)?;
-        Ok(crate::estimate::estimate_run(
-            state,
-            &run.model,
-            &run.architecture,
-            &run.config,
-        ))
+        Ok(run.memory_estimate(state))
     })
     .await?;
     Ok(Json(estimate))

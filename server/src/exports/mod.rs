@@ -398,11 +398,15 @@ impl Exports {
         started: Instant,
     ) -> Outcome {
         let spawned = child::spawn::<ExportCommand, ExportEvent>(
-            &self.inner.worker_exe,
-            "export-worker",
-            format!("export {id}"),
-            TAIL_LINES,
-            |_| {},
+            child::WorkerSpec {
+                exe: &self.inner.worker_exe,
+                subcommand: "export-worker",
+                label: format!("export {id}"),
+                env: Vec::new(),
+                stderr_prefix: String::new(),
+                kill_on_drop: true,
+            },
+            child::LogTail::new(TAIL_LINES),
         );
         let (worker, mut input, mut output) = match spawned {
             Ok(parts) => parts,

@@ -12,9 +12,8 @@
 
 pub mod worker;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,10 +25,9 @@ use engine::protocol::{
     InferencePrompt,
 };
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::sync::watch;
 
+use crate::child::{self, LogTail, WorkerInput, WorkerOutput};
 use crate::supervisor::Supervisor;
 
 /// Lines of the worker's stderr kept to explain a crash.
@@ -246,13 +244,13 @@ struct Inner {
 }
 
 struct Worker {
-    child: Child,
-    stdin: ChildStdin,
-    events: Lines<BufReader<ChildStdout>>,
+    process: child::Worker,
+    input: WorkerInput<InferenceCommand>,
+    events: WorkerOutput<InferenceEvent>,
+    tail: LogTail,
     model: Option<String>,
     base_loads_seen: u64,
     adapter_loads_seen: u64,
-    tail: Arc<Mutex<VecDeque<String>>>,
 }
 
 impl Inference {
@@ -472,7 +470,7 @@ impl Inference {
                 let worker = guard.take();
                 let tail = worker
                     .as_ref()
-                    .map(|w| tail_text(&w.tail))
+                    .map(|w| w.tail.lines().join("\n"))
                     .unwrap_or_default();
                 if let Some(worker) = worker {
                     stop(worker).await;
@@ -519,7 +517,7 @@ async fn request(
 ) -> Result<Result<Outcome, InferenceError>> {
     if worker.model.as_deref() != Some(model) {
         send(
-            &mut worker.stdin,
+            &mut worker.input,
             &InferenceCommand::Load {
                 model: model.to_string(),
             },
@@ -578,7 +576,7 @@ async fn request(
             settings: job.settings,
         },
     };
-    send(&mut worker.stdin, &command).await?;
+    send(&mut worker.input, &command).await?;
     let mut cancel_sent = false;
     let mut adapter_set = false;
     loop {
@@ -592,7 +590,7 @@ async fn request(
             }, if !cancel_sent => {
                 // The worker reads its input while it works; it stops at
                 // the next token or batch and answers as usual.
-                send(&mut worker.stdin, &InferenceCommand::Cancel { request: id }).await?;
+                send(&mut worker.input, &InferenceCommand::Cancel { request: id }).await?;
                 cancel_sent = true;
                 continue;
             }
@@ -672,91 +670,55 @@ async fn request(
 }
 
 fn spawn(settings: &InferenceSettings) -> Result<Worker> {
-    let mut child = tokio::process::Command::new(&settings.worker_exe)
-        .arg("inference-worker")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start the inference worker")?;
-    tracing::info!(pid = ?child.id(), "inference worker started");
-    let (Some(stdin), Some(stdout), Some(stderr)) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take())
-    else {
-        let _ = child.start_kill();
-        return Err(anyhow!("the inference worker has no pipes"));
-    };
-    let tail = Arc::new(Mutex::new(VecDeque::new()));
-    {
-        let tail = tail.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                tracing::debug!(target: "inference_worker", "{line}");
-                let mut tail = lock(&tail);
-                if tail.len() == LOG_TAIL_LINES {
-                    tail.pop_front();
-                }
-                tail.push_back(line);
-            }
-        });
-    }
+    let tail = LogTail::with_listener(LOG_TAIL_LINES, |lines| {
+        if let Some(line) = lines.back() {
+            tracing::debug!(target: "inference_worker", "{line}");
+        }
+    });
+    let (process, input, events) = child::spawn(
+        child::WorkerSpec {
+            exe: &settings.worker_exe,
+            subcommand: "inference-worker",
+            label: "inference".into(),
+            env: Vec::new(),
+            stderr_prefix: String::new(),
+            kill_on_drop: true,
+        },
+        tail.clone(),
+    )
+    .context("cannot start the inference worker")?;
+    tracing::info!(pid = ?process.id(), "inference worker started");
     Ok(Worker {
-        child,
-        stdin,
-        events: BufReader::new(stdout).lines(),
+        process,
+        input,
+        events,
+        tail,
         model: None,
         base_loads_seen: 0,
         adapter_loads_seen: 0,
-        tail,
     })
 }
 
-async fn send(stdin: &mut ChildStdin, command: &InferenceCommand) -> Result<()> {
-    let mut line = serde_json::to_string(command)?;
-    line.push('\n');
-    stdin
-        .write_all(line.as_bytes())
-        .await
-        .context("cannot write to the inference worker")?;
-    stdin
-        .flush()
+async fn send(input: &mut WorkerInput<InferenceCommand>, command: &InferenceCommand) -> Result<()> {
+    input
+        .send(command)
         .await
         .context("cannot write to the inference worker")
 }
 
 async fn next_event(worker: &mut Worker) -> Result<InferenceEvent> {
-    loop {
-        let line = worker
-            .events
-            .next_line()
-            .await
-            .context("cannot read the inference worker's output")?
-            .ok_or_else(|| anyhow!("the inference worker exited"))?;
-        match serde_json::from_str(&line) {
-            Ok(event) => return Ok(event),
-            Err(error) => {
-                tracing::warn!(%error, line = %line, "inference worker wrote a non-event line")
-            }
-        }
-    }
+    worker
+        .events
+        .next()
+        .await
+        .ok_or_else(|| anyhow!("the inference worker exited"))
 }
 
 async fn stop(mut worker: Worker) {
-    let _ = send(&mut worker.stdin, &InferenceCommand::Shutdown).await;
-    drop(worker.stdin);
-    if tokio::time::timeout(Duration::from_secs(5), worker.child.wait())
-        .await
-        .is_err()
-    {
-        let _ = worker.child.kill().await;
-    }
+    let _ = send(&mut worker.input, &InferenceCommand::Shutdown).await;
+    drop(worker.input);
+    worker.process.wait_or_kill(Duration::from_secs(5)).await;
     tracing::info!("inference worker stopped");
-}
-
-fn tail_text(tail: &Mutex<VecDeque<String>>) -> String {
-    lock(tail).iter().cloned().collect::<Vec<_>>().join("\n")
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -2,6 +2,7 @@
 //! per running run, every worker event persisted (run_events + runs, one
 //! transaction each) and then fanned out to live listeners.
 
+mod admission;
 mod ranks;
 mod settings;
 mod worker_process;
@@ -14,6 +15,8 @@ use engine::protocol::Event;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 
 pub use settings::SupervisorSettings;
+
+use admission::{Admission, RunAdmission};
 
 use crate::store::{RunUpdate, Store, StoreError, StoredEvent};
 use crate::worker::EVENTS_JOURNAL;
@@ -54,16 +57,11 @@ struct Inner {
     events: broadcast::Sender<Arc<StoredEvent>>,
     updates: broadcast::Sender<RunUpdate>,
     shutdown: watch::Sender<bool>,
-    /// Memory estimates of runs queued or started by this server, in bytes
-    /// (runs queued before a restart have none and run alone).
-    estimates: Mutex<HashMap<i64, u64>>,
-    /// The inference worker (see `crate::inference`), while it runs: it
-    /// holds one slot, and its memory estimate when its model could be read.
-    inference: Mutex<Option<Option<u64>>>,
+    /// Worker slots and memory estimates: of the runs, the inference
+    /// worker (see `crate::inference`) and exports (see `crate::exports`).
+    admission: Admission,
     /// Tells the inference manager that a queued run waits for its slot.
     inference_preempt: Notify,
-    /// Memory estimates of running exports (see `crate::exports`), by id.
-    exports: Mutex<HashMap<i64, u64>>,
     /// The machine's figures, which drivers store and guard runs with.
     monitor: crate::system::Monitor,
     /// Runs their guard holds now (the worker checkpointed and exited; the
@@ -88,15 +86,13 @@ impl Supervisor {
             inner: Arc::new(Inner {
                 store,
                 runs_dir,
+                admission: Admission::new(settings.max_concurrent, settings.memory_budget),
                 settings,
                 active: Mutex::new(HashMap::new()),
-                estimates: Mutex::new(HashMap::new()),
                 events,
                 updates,
                 shutdown,
-                inference: Mutex::new(None),
                 inference_preempt: Notify::new(),
-                exports: Mutex::default(),
                 monitor,
                 paused: Mutex::default(),
             }),
@@ -170,40 +166,18 @@ impl Supervisor {
                 return;
             }
         };
-        let inference = *self.inner.inference();
         for id in queued {
             if active.contains_key(&id) {
                 continue;
             }
-            if active.len() + usize::from(inference.is_some()) >= self.inner.settings.max_concurrent
-            {
-                if inference.is_some() {
+            let running: Vec<i64> = active.keys().copied().collect();
+            match self.inner.admission.admit_run(id, &running) {
+                RunAdmission::Start => {}
+                RunAdmission::Wait => break,
+                RunAdmission::WaitForInference => {
                     self.inner.inference_preempt.notify_one();
+                    break;
                 }
-                break;
-            }
-            // First in, first out: a run that does not fit holds back the
-            // ones queued after it, so that a large run is not starved. A
-            // run alone always starts (its estimate was shown at launch);
-            // training comes first, so an inference worker in the way is
-            // asked to stop when the run would fit without it.
-            let mut runs = self.inner.estimates_of(active.keys().copied());
-            runs.extend(self.inner.exports().values().map(|&bytes| Some(bytes)));
-            let fits = |with_inference: bool| {
-                let mut beside = runs.clone();
-                if with_inference {
-                    beside.extend(inference);
-                }
-                beside.is_empty()
-                    || self
-                        .inner
-                        .fits(self.inner.estimates_of([id]).into_iter().chain(beside))
-            };
-            if !fits(true) {
-                if inference.is_some() && fits(false) {
-                    self.inner.inference_preempt.notify_one();
-                }
-                break;
             }
             if let Err(error) = self.inner.store.set_status(id, "running", None) {
                 tracing::error!(%error, run = id, "starting a run");
@@ -227,10 +201,6 @@ impl Supervisor {
     /// the runs (when none runs, it always does).
     pub fn try_take_inference_slot(&self, estimate: Option<u64>) -> bool {
         let active = self.inner.active();
-        let mut inference = self.inner.inference();
-        if inference.is_some() {
-            return true;
-        }
         // A run's final status is stored just before its driver lets go of
         // its slot; a run already stopped, done or failed is on its way out
         // and does not hold a user who saw it end.
@@ -245,51 +215,32 @@ impl Supervisor {
                 })
             })
             .collect();
-        if busy.len() >= self.inner.settings.max_concurrent {
-            return false;
-        }
-        let runs = self.inner.estimates_of(busy.iter().copied());
-        if !runs.is_empty() && !self.inner.fits(runs.into_iter().chain([estimate])) {
-            return false;
-        }
-        *inference = Some(estimate);
-        true
+        self.inner.admission.take_inference_slot(estimate, &busy)
     }
 
     /// Admits export `id`, which needs `estimate` bytes, when the memory
     /// budget has room for it beside the runs, the inference worker and
-    /// other exports (alone, it always starts). Exports take no worker
-    /// slot: they are short and mostly read and write files.
+    /// other exports (alone, it always starts).
     pub fn try_admit_export(&self, id: i64, estimate: u64) -> bool {
         let active = self.inner.active();
-        let inference = *self.inner.inference();
-        let mut exports = self.inner.exports();
-        let mut beside = self.inner.estimates_of(active.keys().copied());
-        beside.extend(inference);
-        beside.extend(exports.values().map(|&bytes| Some(bytes)));
-        if !beside.is_empty() && !self.inner.fits(beside.into_iter().chain([Some(estimate)])) {
-            return false;
-        }
-        exports.insert(id, estimate);
-        true
+        let running: Vec<i64> = active.keys().copied().collect();
+        self.inner.admission.admit_export(id, estimate, &running)
     }
 
     /// Export `id` ended: its memory goes back to queued runs.
     pub fn release_export(&self, id: i64) {
-        self.inner.exports().remove(&id);
+        self.inner.admission.release_export(id);
         self.kick();
     }
 
     /// The inference worker loaded another model, which holds `estimate`.
     pub fn set_inference_estimate(&self, estimate: Option<u64>) {
-        if let Some(held) = self.inner.inference().as_mut() {
-            *held = estimate;
-        }
+        self.inner.admission.set_inference_estimate(estimate);
     }
 
     /// The inference worker ended: its slot goes to queued runs.
     pub fn release_inference_slot(&self) {
-        *self.inner.inference() = None;
+        self.inner.admission.release_inference_slot();
         self.kick();
     }
 
@@ -302,7 +253,7 @@ impl Supervisor {
     /// estimate in bytes, when one could be made.
     pub fn enqueue(&self, id: i64, estimate: Option<u64>) {
         if let Some(bytes) = estimate {
-            self.inner.estimates().insert(id, bytes);
+            self.inner.admission.set_run_estimate(id, bytes);
         }
         self.queue(id);
     }
@@ -391,38 +342,6 @@ impl Supervisor {
 }
 
 impl Inner {
-    fn estimates(&self) -> MutexGuard<'_, HashMap<i64, u64>> {
-        self.estimates.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn inference(&self) -> MutexGuard<'_, Option<Option<u64>>> {
-        self.inference.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The memory estimates of runs `ids` (`None` where there is none).
-    fn estimates_of(&self, ids: impl IntoIterator<Item = i64>) -> Vec<Option<u64>> {
-        let estimates = self.estimates();
-        ids.into_iter()
-            .map(|id| estimates.get(&id).copied())
-            .collect()
-    }
-
-    /// Whether these estimates add up within the memory budget: only when
-    /// the budget and every estimate are known.
-    fn fits(&self, estimates: impl IntoIterator<Item = Option<u64>>) -> bool {
-        let Some(budget) = self.settings.memory_budget else {
-            return false;
-        };
-        let mut total = 0u64;
-        for estimate in estimates {
-            match estimate {
-                Some(bytes) => total = total.saturating_add(bytes),
-                None => return false,
-            }
-        }
-        total <= budget
-    }
-
     fn paused(&self) -> MutexGuard<'_, HashMap<i64, app::system_dto::GuardPause>> {
         self.paused.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -436,10 +355,6 @@ impl Inner {
             }
             Err(error) => tracing::error!(%error, run = id, "storing a server event"),
         }
-    }
-
-    fn exports(&self) -> MutexGuard<'_, HashMap<i64, u64>> {
-        self.exports.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn active(&self) -> MutexGuard<'_, HashMap<i64, mpsc::UnboundedSender<Control>>> {

@@ -5,20 +5,16 @@
 //! checkpoint and the run holds, keeping its slot, until the machine is
 //! cool again; then a new worker resumes it from that checkpoint.
 
-use std::collections::VecDeque;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-
 use app::system_dto::{GuardPause, SystemSample};
 use engine::config::TrainConfig;
 use engine::protocol::{Command, Event};
 use engine::train::checkpoint::TRAINER_STATE_FILE;
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::{Control, Inner, Supervisor};
+use crate::child::{self, LogTail};
 use crate::system::guard;
 
 /// Lines of worker stderr kept as the run's log tail.
@@ -215,67 +211,56 @@ impl Driver<'_> {
         } else {
             vec![Vec::new()]
         };
-        let mut rank_zero = tokio::process::Command::new(&inner.settings.worker_exe);
+        let mut rank_zero_env = Vec::new();
         if rank_count > 1 {
-            rank_zero
-                .envs(environments[0].iter().map(|(k, v)| (k, v)))
-                .env(crate::launch::BACKEND_ENV, backend);
+            rank_zero_env.extend(environments[0].iter().cloned());
+            rank_zero_env.push((crate::launch::BACKEND_ENV.to_string(), backend.to_string()));
         }
-
-        let oom_kills_before = crate::failure::OomKills::now();
-        let mut child = match rank_zero
-            .arg("worker")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(error) => return fail(format!("cannot start a worker process: {error}")),
-        };
-        let pid = child.id();
-        tracing::info!(run = id, resume, ?pid, "worker started");
-        let (Some(mut stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            let _ = child.start_kill();
-            return fail("the worker process has no pipes".into());
-        };
-
-        let tail = Arc::new(Mutex::new(VecDeque::<String>::new()));
         // With several ranks, each line of the log says whose it is.
-        let log_task = |rank: usize, stderr: tokio::process::ChildStderr| {
-            let tail = tail.clone();
-            let store_inner = supervisor.inner.clone();
-            let prefix = if rank_count > 1 {
+        let rank_prefix = |rank: usize| {
+            if rank_count > 1 {
                 format!("[rank {rank}] ")
             } else {
                 String::new()
-            };
-            tokio::spawn(async move {
-                let mut lines = BufReader::new(stderr).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    let line = format!("{prefix}{line}");
-                    let text = {
-                        let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                        if tail.len() == LOG_TAIL_LINES {
-                            tail.pop_front();
-                        }
-                        tail.push_back(line);
-                        tail.iter().cloned().collect::<Vec<_>>().join("\n")
-                    };
-                    if let Err(error) = store_inner.store.set_log_tail(id, &text) {
-                        tracing::error!(%error, run = id, "storing the log tail");
-                    }
-                }
-            })
+            }
         };
-        let tail_task = log_task(0, stderr);
+        let store_inner = supervisor.inner.clone();
+        let tail = LogTail::with_listener(LOG_TAIL_LINES, move |lines| {
+            let text = lines.iter().cloned().collect::<Vec<_>>().join("\n");
+            if let Err(error) = store_inner.store.set_log_tail(id, &text) {
+                tracing::error!(%error, run = id, "storing the log tail");
+            }
+        });
+
+        let oom_kills_before = crate::failure::OomKills::now();
+        let spawned = child::spawn::<Command, Event>(
+            child::WorkerSpec {
+                exe: &inner.settings.worker_exe,
+                subcommand: "worker",
+                label: format!("run {id}"),
+                env: rank_zero_env,
+                stderr_prefix: rank_prefix(0),
+                // Left running when its driver is dropped (the server
+                // ending): its stdin closing makes it checkpoint and exit.
+                kill_on_drop: false,
+            },
+            tail.clone(),
+        );
+        let (mut worker, mut input, mut events) = match spawned {
+            Ok(parts) => parts,
+            Err(error) => return fail(format!("cannot start a worker process: {error}")),
+        };
+        let pid = worker.id();
+        tracing::info!(run = id, resume, ?pid, "worker started");
+        // The other ranks' stderr joins rank 0's in the run's log tail.
+        let log_task = |rank: usize, stderr: tokio::process::ChildStderr| {
+            tail.follow(stderr, rank_prefix(rank))
+        };
 
         let mut line = serde_json::to_string(&command).unwrap_or_default();
         line.push('\n');
-        if let Err(error) = send(&mut stdin, &line).await {
-            let _ = child.start_kill();
+        if let Err(error) = input.send(&command).await {
+            worker.start_kill();
             return fail(format!("cannot send the worker its command: {error}"));
         }
         let mut followers = None;
@@ -291,7 +276,7 @@ impl Driver<'_> {
             {
                 Ok(started) => followers = Some(started),
                 Err(reason) => {
-                    let _ = child.start_kill();
+                    worker.start_kill();
                     return fail(reason);
                 }
             }
@@ -299,7 +284,6 @@ impl Driver<'_> {
         let mut rank_failed = None;
         let mut rank_zero_failure = None;
 
-        let mut events = BufReader::new(stdout).lines();
         let mut ended = false;
         let mut stop_requested = false;
         let mut kill_at: Option<Instant> = None;
@@ -312,38 +296,35 @@ impl Driver<'_> {
         let mut samples_open = true;
         loop {
             tokio::select! {
-                line = events.next_line() => match line {
-                    Ok(Some(line)) => match serde_json::from_str::<Event>(&line) {
-                        Ok(event) => {
-                            started |= matches!(event, Event::Started { .. });
-                            match &event {
-                                Event::Started { start_step: step, .. }
-                                | Event::Report { step, .. }
-                                | Event::Checkpoint { step, .. }
-                                | Event::Stopped { step } => self.step = *step,
-                                _ => {}
-                            }
-                            // A stop the guard asked for holds the run rather than ending it.
-                            if pausing.is_some() && !stop_requested && matches!(event, Event::Stopped { .. }) {
-                                paused = true;
-                                continue;
-                            }
-                            ended |= matches!(
-                                event,
-                                Event::Done { .. } | Event::Stopped { .. } | Event::Failed { .. }
-                            );
-                            match event {
-                                // Rank 0 failing may only be it losing a peer
-                                // that was killed: decided once all ranks end.
-                                Event::Failed { reason } if rank_count > 1 => {
-                                    rank_zero_failure = Some(reason);
-                                }
-                                event => inner.record(id, &event),
-                            }
+                event = events.next() => match event {
+                    Some(event) => {
+                        started |= matches!(event, Event::Started { .. });
+                        match &event {
+                            Event::Started { start_step: step, .. }
+                            | Event::Report { step, .. }
+                            | Event::Checkpoint { step, .. }
+                            | Event::Stopped { step } => self.step = *step,
+                            _ => {}
                         }
-                        Err(error) => tracing::warn!(%error, run = id, line = %line, "worker wrote a non-event line"),
+                        // A stop the guard asked for holds the run rather than ending it.
+                        if pausing.is_some() && !stop_requested && matches!(event, Event::Stopped { .. }) {
+                            paused = true;
+                            continue;
+                        }
+                        ended |= matches!(
+                            event,
+                            Event::Done { .. } | Event::Stopped { .. } | Event::Failed { .. }
+                        );
+                        match event {
+                            // Rank 0 failing may only be it losing a peer
+                            // that was killed: decided once all ranks end.
+                            Event::Failed { reason } if rank_count > 1 => {
+                                rank_zero_failure = Some(reason);
+                            }
+                            event => inner.record(id, &event),
+                        }
                     },
-                    Ok(None) | Err(_) => break,
+                    None => break,
                 },
                 changed = self.samples.changed(), if samples_open => {
                     if changed.is_err() {
@@ -360,8 +341,7 @@ impl Driver<'_> {
                     if pausing.is_none() && !stop_requested && !ended && !self.overridden {
                         if let Some(reason) = guard::pause_reason(&config.thermal_guard, &sample) {
                             tracing::info!(run = id, %reason, "guard stops the worker at a checkpoint");
-                            let stop = serde_json::to_string(&Command::Stop).unwrap_or_default() + "\n";
-                            kill_at = Some(match send(&mut stdin, &stop).await {
+                            kill_at = Some(match input.send(&Command::Stop).await {
                                 Ok(()) => Instant::now() + inner.settings.stop_grace,
                                 Err(_) => Instant::now(),
                             });
@@ -375,8 +355,7 @@ impl Driver<'_> {
                         tracing::error!(%error, run = id, "marking a run stopping");
                     }
                     inner.publish_update(id);
-                    let stop = serde_json::to_string(&Command::Stop).unwrap_or_default() + "\n";
-                    if let Err(error) = send(&mut stdin, &stop).await {
+                    if let Err(error) = input.send(&Command::Stop).await {
                         tracing::warn!(%error, run = id, "cannot send Stop; killing the worker");
                         kill_at = Some(Instant::now());
                     } else {
@@ -391,17 +370,17 @@ impl Driver<'_> {
                 }, if rank_failed.is_none() => {
                     // Rank 0 would wait on it in the next collective.
                     rank_failed = Some(failure);
-                    let _ = child.start_kill();
+                    worker.start_kill();
                     killed = true;
                 },
                 _ = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() && !killed => {
                     tracing::warn!(run = id, "the worker did not stop within the grace period; killing it");
-                    let _ = child.start_kill();
+                    worker.start_kill();
                     killed = true;
                 },
             }
         }
-        let status = child.wait().await;
+        let exit = worker.wait().await;
         // Its stdout read to the end, every event of the journal is stored.
         inner.forget_journal(id);
         if let Some(followers) = followers {
@@ -412,7 +391,6 @@ impl Driver<'_> {
                 late.filter(|(_, s)| std::os::unix::process::ExitStatusExt::signal(s).is_some());
             rank_failed = rank_failed.or(killed_from_outside);
         }
-        let _ = tail_task.await;
         if let Some((rank, status)) = rank_failed {
             return fail(format!(
                 "rank {rank} of {rank_count} {}; the other ranks were stopped",
@@ -434,34 +412,23 @@ impl Driver<'_> {
             }
             return WorkerEnd::Finished;
         }
-        let exit = match &status {
-            Ok(status) => match status.code() {
-                Some(code) => format!("exit code {code}"),
-                None => format!("{status}"),
-            },
-            Err(error) => format!("unknown status ({error})"),
-        };
-        let killed = status
-            .as_ref()
-            .is_ok_and(|status| std::os::unix::process::ExitStatusExt::signal(status) == Some(9));
-        if killed {
+        let description = &exit.description;
+        if exit.signal == Some(9) {
             let oom_kills_after = crate::failure::OomKills::now();
             return fail(crate::failure::killed_worker(
-                &exit,
+                description,
                 oom_kills_before,
                 oom_kills_after,
             ));
         }
-        let last: Vec<String> = {
-            let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-            let skip = tail.len().saturating_sub(CRASH_LINES);
-            tail.iter().skip(skip).cloned().collect()
-        };
+        // The tail as the other ranks left it too.
+        let lines = tail.lines();
+        let last = &lines[lines.len().saturating_sub(CRASH_LINES)..];
         let reason = if last.is_empty() {
-            format!("the worker process ended ({exit}) without reporting why")
+            format!("the worker process ended ({description}) without reporting why")
         } else {
             format!(
-                "the worker process ended ({exit}) without finishing; its last words:\n{}",
+                "the worker process ended ({description}) without finishing; its last words:\n{}",
                 last.join("\n")
             )
         };
@@ -471,8 +438,3 @@ impl Driver<'_> {
 
 /// How long the other ranks get to end on their own after rank 0 did.
 const RANKS_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-async fn send(stdin: &mut tokio::process::ChildStdin, line: &str) -> std::io::Result<()> {
-    stdin.write_all(line.as_bytes()).await?;
-    stdin.flush().await
-}

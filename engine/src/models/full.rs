@@ -14,8 +14,7 @@
 use anyhow::{bail, Result};
 use mlx_rs::Array;
 
-use crate::lora::{AdapterSettings, LoraState};
-use crate::models::{LinearWeight, Model};
+use super::{AdapterSettings, LinearWeight, LoraState, Model};
 
 /// Makes the weights of the top `num_layers` blocks (-1: all) the trained
 /// parameters. Quantized matrices in those blocks are dequantized to the
