@@ -19,7 +19,19 @@ fn read_back(dir: &std::path::Path) -> Scalars {
     let out = run_peer("tensorboard_read.py", &[dir.to_str().unwrap()]);
     let parsed: BTreeMap<String, Vec<(u64, f64)>> =
         serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    // The files hold f32s; Python prints them widened to f64, and
+    // serde_json's float parsing can be an f64 ulp off (it is not exact
+    // without `float_roundtrip`), which rounding back to f32 undoes.
     parsed
+        .into_iter()
+        .map(|(tag, points)| {
+            let points = points
+                .into_iter()
+                .map(|(step, value)| (step, f64::from(value as f32)))
+                .collect();
+            (tag, points)
+        })
+        .collect()
 }
 
 /// What the events say, each value rounded to f32 as the files store it.
