@@ -22,6 +22,7 @@ pub mod inspections;
 pub mod launch;
 pub mod models;
 mod pages_backend;
+pub mod rank_figures;
 pub mod run_comparison;
 pub mod settings;
 pub mod setup;

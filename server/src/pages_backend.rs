@@ -120,6 +120,7 @@ impl app::Backend for AppState {
             exports: self.list_exports(Some(id))?,
             system: Default::default(),
             ranks: run.config.gpus.max(1),
+            rank_rows: Vec::new(),
         };
         let curves = crate::run_comparison::run_curves(&self.store, id).map_err(read)?;
         detail.train = curves.train;
@@ -128,9 +129,19 @@ impl app::Backend for AppState {
         detail.last_event_seq = curves.last_event_seq;
         detail.clock_seconds = curves.clock_seconds;
         // The machine's samples and the guard's pauses are events of their own.
+        let mut last_ranks = None;
         for stored in self.store.events_since(id, 0).map_err(read)? {
+            if stored.kind == crate::rank_figures::EVENT_KIND {
+                last_ranks = Some(stored);
+                continue;
+            }
             crate::system::read_run_event(&mut detail.system, &stored);
         }
+        detail.rank_rows = crate::rank_figures::rank_rows(
+            detail.ranks,
+            self.device.kind == "gpu",
+            last_ranks.as_ref(),
+        );
         let latest = self.supervisor.monitor().latest();
         detail.system.guard = crate::system::guard::describe(&run.config.thermal_guard, &latest);
         detail.system.now = (*latest).clone();

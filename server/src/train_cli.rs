@@ -269,6 +269,18 @@ pub fn report_line(event: &Event, adapter_path: &Path) -> Option<String> {
             val_loss,
             val_time_sec,
         } => format!("Iter {step}: Val loss {val_loss:.3}, Val took {val_time_sec:.3}s"),
+        Event::Ranks { step, ranks } => {
+            let figures: Vec<String> = ranks
+                .iter()
+                .map(|r| {
+                    format!(
+                        "rank {} {:.3} tokens/sec, peak mem {:.3} GB",
+                        r.rank, r.tokens_per_sec, r.peak_memory_gb
+                    )
+                })
+                .collect();
+            format!("Iter {step}: {}", figures.join("; "))
+        }
         Event::Checkpoint { step, path } => format!(
             "Iter {step}: Saved adapter weights to {} and {path}.",
             adapter_path.join("adapters.safetensors").display()

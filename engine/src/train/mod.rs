@@ -26,7 +26,7 @@ use crate::lora::{self, AdapterSettings, ADAPTER_WEIGHTS_FILE};
 use crate::models::{Model, Pass};
 use crate::protocol::Event;
 use checkpoint::{DataPosition, RngState, TrainerState, Window, OPTIMIZER_FILE};
-use data_parallel::Share;
+use data_parallel::{RankMeter, Share};
 use loss::{batch_loss, evaluate, LossInputs};
 use optimizer::{clip_grad_norm, Optimizer};
 use retention::{EarlyStopState, SavedCheckpoint, Verdict};
@@ -300,6 +300,7 @@ pub fn train(
     let mut order = Vec::new();
     let mut window_time = 0.0f64;
     let mut window = state.window;
+    let mut rank_meter = RankMeter::default();
 
     // `val_loss`: the evaluation of this step's weights, when one ran.
     let save = |model: &Model,
@@ -465,7 +466,9 @@ pub fn train(
         }
         mlx_rs::transforms::eval(to_eval)?;
         let loss_value = f64::from(loss.try_item_exact::<f32>()?);
-        window_time += tic.elapsed().as_secs_f64();
+        let step_time = tic.elapsed().as_secs_f64();
+        window_time += step_time;
+        rank_meter.add_step(&share, step_time);
         window.loss_sum += loss_value;
         window.tokens += share.batch_tokens as u64;
         window.steps += 1;
@@ -492,6 +495,9 @@ pub fn train(
                 trained_tokens: state.trained_tokens,
                 peak_memory_gb: mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e9,
             });
+            if let Some(figures) = rank_meter.report(world, it)? {
+                emit(figures);
+            }
             window = Window::default();
             window_time = 0.0;
         }
