@@ -156,7 +156,7 @@ struct Rank {
 }
 
 /// A host named as this machine starts its rank without ssh.
-fn is_this_machine(ssh: &str) -> bool {
+pub fn is_this_machine(ssh: &str) -> bool {
     matches!(ssh, "localhost" | "127.0.0.1" | "::1")
 }
 
@@ -306,9 +306,20 @@ fn hostfile_ranks(hostfile: &Hostfile, backend: &str) -> Result<Vec<Rank>> {
         .collect())
 }
 
-fn ssh_command(host: &str) -> Command {
+/// More `ssh` arguments for every host, whitespace-separated (`-F FILE`,
+/// `-i KEY`, `-p PORT`, `-o Option=value`): the launcher's and the
+/// server's (machine checks, runs on a machine set) alike.
+pub const SSH_OPTIONS_ENV: &str = "LORALAB_SSH_OPTIONS";
+
+/// `ssh` to `host` without prompts, with [`SSH_OPTIONS_ENV`]'s arguments;
+/// the remote command follows.
+pub fn ssh_command(host: &str) -> Command {
     let mut ssh = Command::new("ssh");
-    ssh.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host]);
+    ssh.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]);
+    if let Ok(options) = std::env::var(SSH_OPTIONS_ENV) {
+        ssh.args(options.split_whitespace());
+    }
+    ssh.arg(host);
     ssh
 }
 
@@ -340,7 +351,7 @@ fn check_hosts(ranks: &[Rank], program: &Path) -> Result<()> {
 }
 
 /// A POSIX shell word.
-fn quote(word: &str) -> String {
+pub fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 

@@ -20,6 +20,7 @@ pub mod hub;
 pub mod inference;
 pub mod inspections;
 pub mod launch;
+pub mod machines;
 pub mod models;
 mod pages_backend;
 pub mod rank_figures;

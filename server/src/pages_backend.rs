@@ -423,6 +423,33 @@ impl app::Backend for AppState {
         crate::evaluations::run_evaluations(self, id).map_err(page_error("reading the evaluations"))
     }
 
+    fn machine_sets(&self) -> Result<Vec<app::machines_dto::MachineSetView>, String> {
+        crate::machines::list(&self.store).map_err(page_error("reading the machine sets"))
+    }
+
+    fn register_machine_set(&self, name: String, hostfile: String) -> Result<i64, String> {
+        crate::machines::register(&self.store, &name, &hostfile)
+            .map_err(page_error("registering the machine set"))
+    }
+
+    fn delete_machine_set(&self, id: i64) -> Result<(), String> {
+        crate::machines::delete(&self.store, id).map_err(page_error("deleting the machine set"))
+    }
+
+    fn check_machine_set(&self, id: i64) -> BoxFuture<'_, Result<(), String>> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let program = std::env::current_exe()
+                .map_err(|e| user_error("finding this program's path", e))?;
+            tokio::task::spawn_blocking(move || {
+                crate::machines::check_and_store(&store, id, &program).map(|_| ())
+            })
+            .await
+            .map_err(|e| user_error("checking the machine set", e))?
+            .map_err(page_error("checking the machine set"))
+        })
+    }
+
     fn evaluate_run(
         &self,
         id: i64,
