@@ -223,3 +223,66 @@ async fn only_the_owner_sees_and_changes_machine_sets() {
     let page = text_of(viewer.get(server.url("/machines"))).await;
     assert!(!page.contains("data-machine-set"), "{page}");
 }
+
+#[test]
+fn dataset_files_reach_every_host_checksummed_and_matching_copies_are_skipped() {
+    use server::machines::copy::{copy_to_hosts, sha256_file, under};
+    let sshd = sshd::Sshd::start(&["alpha", "beta"]);
+    // Only this test's ssh commands run in this process.
+    std::env::set_var("LORALAB_SSH_OPTIONS", sshd.ssh_options());
+    let temp = tempfile::tempdir().unwrap();
+    let here = temp.path().join("data");
+    let dataset = here.join("datasets/1");
+    std::fs::create_dir_all(&dataset).unwrap();
+    std::fs::write(
+        dataset.join("train.jsonl"),
+        "{\"text\": \"ahoy\"}\n".repeat(500),
+    )
+    .unwrap();
+    std::fs::write(dataset.join("valid.jsonl"), "{\"text\": \"arr\"}\n").unwrap();
+    let files = [dataset.join("train.jsonl"), dataset.join("valid.jsonl")];
+    // The hosts' data dir: another folder, so a copy shows (both hosts
+    // are this machine through the sshd, so beta finds alpha's copy).
+    let there = temp.path().join("host data");
+    let copies = under(&files, &here, &there);
+    let hosts = |text: &str| server::launch::Hostfile::parse(text).unwrap().hosts;
+    let lab =
+        hosts(r#"[{"ssh": "alpha", "ips": ["127.0.0.1"]}, {"ssh": "beta", "ips": ["127.0.0.1"]}]"#);
+
+    let first = copy_to_hosts(&lab, &copies).unwrap();
+    let train = there.join("datasets/1/train.jsonl");
+    let valid = there.join("datasets/1/valid.jsonl");
+    assert_eq!(first[0].host, "alpha");
+    assert_eq!(first[0].copied, vec![train.clone(), valid.clone()]);
+    assert!(first[1].copied.is_empty(), "{first:?}");
+    for (ours, theirs) in files.iter().zip([&train, &valid]) {
+        assert_eq!(std::fs::read(ours).unwrap(), std::fs::read(theirs).unwrap());
+    }
+    let again = copy_to_hosts(&lab, &copies).unwrap();
+    assert!(again.iter().all(|h| h.copied.is_empty()), "{again:?}");
+
+    // A copy that differs is sent again, whole.
+    std::fs::write(&valid, "{\"text\": \"changed\"}\n").unwrap();
+    let fixed = copy_to_hosts(&lab, &copies).unwrap();
+    assert_eq!(fixed[0].copied, vec![valid.clone()]);
+    assert_eq!(
+        sha256_file(&valid).unwrap(),
+        sha256_file(&files[1]).unwrap()
+    );
+    let names: Vec<_> = std::fs::read_dir(there.join("datasets/1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "a partial file was left: {names:?}");
+
+    // A host that cannot be reached fails the copy with its name.
+    let far = hosts(
+        r#"[{"ssh": "alpha", "ips": ["127.0.0.1"]}, {"ssh": "closed", "ips": ["127.0.0.1"]}]"#,
+    );
+    let error = copy_to_hosts(&far, &copies).unwrap_err().to_string();
+    assert!(
+        error.starts_with("cannot copy the dataset to `closed`: unreachable over ssh: ")
+            && error.contains("Connection refused"),
+        "{error}"
+    );
+}

@@ -4,6 +4,7 @@
 //! over ssh (`check`) before a run may use them.
 
 pub mod check;
+pub mod copy;
 
 use app::machines_dto::{HostCheck, MachineSetView};
 
