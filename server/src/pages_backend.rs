@@ -137,11 +137,10 @@ impl app::Backend for AppState {
             }
             crate::system::read_run_event(&mut detail.system, &stored);
         }
-        detail.rank_rows = crate::rank_figures::rank_rows(
-            detail.ranks,
-            self.device.kind == "gpu",
-            last_ranks.as_ref(),
-        );
+        let places =
+            crate::rank_figures::places(&self.store, &run.config, self.device.kind == "gpu");
+        detail.ranks = places.len().max(1);
+        detail.rank_rows = crate::rank_figures::rank_rows(places, last_ranks.as_ref());
         let latest = self.supervisor.monitor().latest();
         detail.system.guard = crate::system::guard::describe(&run.config.thermal_guard, &latest);
         detail.system.now = (*latest).clone();

@@ -108,6 +108,12 @@ pub fn known_keys() -> Vec<String> {
 
 pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
     let mut cfg = load_config(&args.config)?;
+    if let Some(set) = &cfg.machine_set {
+        bail!(
+            "{}: machine_set `{set}` names a machine set of the server's Machines page; headless, pass its hostfile with --hostfile",
+            args.config.display()
+        );
+    }
     let launches = args.ranks.is_some() || args.hostfile.is_some();
     if launches || (args.backend.is_none() && cfg.gpus > 1) {
         return crate::launch::run(args, &cfg, data_dir);

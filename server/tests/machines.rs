@@ -8,8 +8,12 @@ mod common;
 #[path = "common/sshd.rs"]
 mod sshd;
 
-use common::{no_redirects, owner_token, text_of, Server};
+use common::{
+    create_run, get_json, no_redirects, owner_token, post_json, text_of, tiny_run, tiny_setup,
+    wait_for_status, Server,
+};
 use reqwest::StatusCode;
+use serde_json::json;
 
 /// Posts a page's form without JavaScript; the redirect's location (a
 /// refusal goes back to the page that posted, with `?error=`).
@@ -285,4 +289,134 @@ fn dataset_files_reach_every_host_checksummed_and_matching_copies_are_skipped() 
             && error.contains("Connection refused"),
         "{error}"
     );
+}
+
+fn train_losses(metrics: &serde_json::Value) -> Vec<f64> {
+    metrics["reports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["train_loss"].as_f64().unwrap())
+        .collect()
+}
+
+/// The server starts a run's ranks on a machine set's hosts over ssh (both
+/// hosts are the test's sshd), with the dataset checked there first; the
+/// run trains as one rank does. A set whose check failed is refused before
+/// anything starts.
+#[tokio::test]
+async fn a_run_on_a_checked_machine_set_trains_as_one_rank() {
+    let sshd = sshd::Sshd::start(&["alpha", "beta"]);
+    let setup = tiny_setup();
+    let server = setup.serve(&[("LORALAB_SSH_OPTIONS", &sshd.ssh_options())]);
+    let client = no_redirects();
+    let lab = r#"[{"ssh": "alpha", "ips": ["127.0.0.1"]}, {"ssh": "beta", "ips": ["127.0.0.1"]}]"#;
+    post_form(
+        &client,
+        &server,
+        "/fn/machines/register",
+        &[("name", "lab"), ("hostfile", lab)],
+    )
+    .await;
+    let far =
+        r#"[{"ssh": "alpha", "ips": ["127.0.0.1"]}, {"ssh": "closed", "ips": ["127.0.0.1"]}]"#;
+    post_form(
+        &client,
+        &server,
+        "/fn/machines/register",
+        &[("name", "far"), ("hostfile", far)],
+    )
+    .await;
+
+    // Unchecked, then failing its check: refused, naming the field.
+    let (status, body) = post_json(
+        &client,
+        &server.url("/api/runs"),
+        tiny_run(json!({"machine_set": "lab"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "machine_set", "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("has not been checked yet"),
+        "{body}"
+    );
+    post_form(&client, &server, "/fn/machines/check", &[("id", "1")]).await;
+    post_form(&client, &server, "/fn/machines/check", &[("id", "2")]).await;
+    let (status, body) = post_json(
+        &client,
+        &server.url("/api/runs"),
+        tiny_run(json!({"machine_set": "far"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let error = body["error"].as_str().unwrap();
+    assert!(
+        error.contains("`far` failed its last check: host `closed`: unreachable over ssh"),
+        "{error}"
+    );
+    let (status, body) = post_json(
+        &client,
+        &server.url("/api/runs"),
+        tiny_run(json!({"machine_set": "lab", "batch_size": 3})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].as_str()),
+        (422, Some("batch_size")),
+        "{body}"
+    );
+    let runs = get_json(&client, &server.url("/api/runs")).await;
+    assert!(runs.as_array().unwrap().is_empty(), "{runs}");
+
+    // The new-run form offers the registered sets.
+    let form = text_of(client.get(server.url("/runs/new"))).await;
+    let field = form
+        .split(r#"name="form[machine_set]""#)
+        .nth(1)
+        .expect("no machine set field");
+    let field = &field[..field.find("</select>").unwrap()];
+    assert!(
+        field.contains(r#"value="lab""#) && field.contains(r#"value="far""#),
+        "{field}"
+    );
+
+    let one = create_run(&client, &server, tiny_run(json!({"iters": 6}))).await;
+    wait_for_status(&client, &server, one, 300, "done").await;
+    let two = create_run(
+        &client,
+        &server,
+        tiny_run(json!({"iters": 6, "machine_set": "lab"})),
+    )
+    .await;
+    let run = wait_for_status(&client, &server, two, 300, "done").await;
+    let tail = run["log_tail"].as_str().unwrap();
+    assert!(tail.contains("[rank 0] Rank 0 of 2 (ring)"), "{tail}");
+    assert!(tail.contains("[rank 1] Rank 1 of 2 (ring)"), "{tail}");
+    let url = |id: i64| server.url(&format!("/api/runs/{id}/metrics.json"));
+    let alone = train_losses(&get_json(&client, &url(one)).await);
+    let together = train_losses(&get_json(&client, &url(two)).await);
+    assert_eq!(alone.len(), 6);
+    assert_eq!(alone.len(), together.len());
+    for (step, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs(),
+            "step {}: {a} vs {b}",
+            step + 1
+        );
+    }
+    let page = text_of(client.get(server.url(&format!("/runs/{two}")))).await;
+    for (rank, host) in [(0, "alpha"), (1, "beta")] {
+        let row = page
+            .split(&format!(r#"<tr data-rank="{rank}">"#))
+            .nth(1)
+            .unwrap();
+        assert!(
+            row[..row.find("</tr>").unwrap()].contains(host),
+            "rank {rank}: {row}"
+        );
+    }
 }

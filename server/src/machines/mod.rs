@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod copy;
+pub mod ranks;
 
 use app::machines_dto::{HostCheck, MachineSetView};
 
@@ -101,6 +102,45 @@ pub fn check_and_store(
     let json = serde_json::to_string(&checks).expect("host checks serialize");
     store.set_machine_check(id, &json)?;
     Ok(checks)
+}
+
+/// Set `name` for a run with a global batch of `batch_size`: it exists,
+/// its last check passed on every host, and the batch divides among its
+/// hosts. Refused otherwise, before any rank starts, naming the field.
+pub fn ready_for(store: &Store, name: &str, batch_size: usize) -> Result<Hostfile, MachineError> {
+    let invalid = |field, message: String| MachineError::Invalid { field, message };
+    let record = store.machine_set_by_name(name)?.ok_or_else(|| {
+        invalid(
+            "machine_set",
+            format!("no machine set named `{name}` (the Machines page lists them)"),
+        )
+    })?;
+    let (_, hostfile) = parse(&record.name, &record.hostfile)?;
+    let set = view(record);
+    if set.checks.is_empty() {
+        return Err(invalid(
+            "machine_set",
+            format!("`{name}` has not been checked yet: press Check on the Machines page"),
+        ));
+    }
+    if let Some(failed) = set.checks.iter().find(|check| !check.ok) {
+        return Err(invalid(
+            "machine_set",
+            format!(
+                "`{name}` failed its last check: host `{}`: {}; fix it and press Check on the Machines page",
+                failed.host,
+                failed.reason.as_deref().unwrap_or("no reason")
+            ),
+        ));
+    }
+    let hosts = hostfile.hosts.len();
+    if !batch_size.is_multiple_of(hosts) {
+        return Err(invalid(
+            "batch_size",
+            format!("{batch_size} does not divide among the {hosts} hosts of `{name}`: each takes an equal share of every batch"),
+        ));
+    }
+    Ok(hostfile)
 }
 
 fn view(record: MachineSetRecord) -> MachineSetView {

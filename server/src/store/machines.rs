@@ -62,6 +62,17 @@ impl Store {
             .optional()?)
     }
 
+    pub fn machine_set_by_name(&self, name: &str) -> StoreResult<Option<MachineSetRecord>> {
+        Ok(self
+            .connection()
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM machine_sets WHERE name = ?1"),
+                [name],
+                from_row,
+            )
+            .optional()?)
+    }
+
     /// Whether there was such a set.
     pub fn delete_machine_set(&self, id: i64) -> StoreResult<bool> {
         let deleted = self

@@ -197,34 +197,15 @@ impl Driver<'_> {
         };
 
         // A run on several ranks: rank 0 here, the others in `ranks`.
-        let rank_count = config.gpus.max(1);
-        let backend = if inner.settings.on_gpu {
-            "nccl"
-        } else {
-            "ring"
+        let mut workers = match super::ranks::worker_commands(inner, &config, &run_dir).await {
+            Ok(workers) => workers,
+            Err(reason) => return fail(reason),
         };
-        let environments = if rank_count > 1 {
-            match crate::launch::local_rank_environments(rank_count, backend, &run_dir) {
-                Ok(environments) => environments,
-                Err(error) => {
-                    return fail(format!(
-                        "cannot set up the run's {rank_count} ranks: {error:#}"
-                    ))
-                }
-            }
-        } else {
-            vec![Vec::new()]
-        };
-        let mut rank_zero = tokio::process::Command::new(&inner.settings.worker_exe);
-        if rank_count > 1 {
-            rank_zero
-                .envs(environments[0].iter().map(|(k, v)| (k, v)))
-                .env(crate::launch::BACKEND_ENV, backend);
-        }
+        let rank_count = workers.len();
+        let mut rank_zero = workers.remove(0);
 
         let oom_kills_before = crate::failure::OomKills::now();
         let mut child = match rank_zero
-            .arg("worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -280,15 +261,7 @@ impl Driver<'_> {
         }
         let mut followers = None;
         if rank_count > 1 {
-            match super::ranks::Followers::start(
-                &inner.settings.worker_exe,
-                &environments[1..],
-                backend,
-                &line,
-                log_task,
-            )
-            .await
-            {
+            match super::ranks::Followers::start(workers, &line, log_task).await {
                 Ok(started) => followers = Some(started),
                 Err(reason) => {
                     let _ = child.start_kill();
