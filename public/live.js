@@ -268,6 +268,10 @@ function logLine(kind, event) {
     }
     case "report":
       return `Iter ${event.step}: Train loss ${event.train_loss.toFixed(3)}, Learning Rate ${pythonExp(event.learning_rate)}, It/sec ${event.it_per_sec.toFixed(3)}, Tokens/sec ${event.tokens_per_sec.toFixed(3)}, Trained Tokens ${event.trained_tokens}, Peak mem ${event.peak_memory_gb.toFixed(3)} GB`;
+    case "ranks":
+      return `Iter ${event.step}: ` + event.ranks
+        .map((r) => `rank ${r.rank} ${r.tokens_per_sec.toFixed(3)} tokens/sec, peak mem ${r.peak_memory_gb.toFixed(3)} GB`)
+        .join("; ");
     case "eval":
       return `Iter ${event.step}: Val loss ${event.val_loss.toFixed(3)}, Val took ${event.val_time_sec.toFixed(3)}s`;
     case "checkpoint": {
@@ -341,6 +345,8 @@ if (runStream) {
   const source = new EventSource(runStream.dataset.liveRun);
   let total = Number(runStream.dataset.totalSteps) || null;
   let best = Infinity;
+  // The latest report's tokens/s (all ranks), for the ranks' scaling.
+  let globalRate = null;
   // Validation losses by step, for the checkpoints saved at those steps.
   const lossAt = new Map(
     [...checkpoints.tBodies[0].rows]
@@ -365,10 +371,24 @@ if (runStream) {
     setStat("step", `${event.step}/${total ?? chart.dataset.xMax}`);
     setStat("train_loss", event.train_loss.toFixed(3));
     setStat("tokens_per_sec", event.tokens_per_sec.toFixed(0));
+    globalRate = event.tokens_per_sec;
     setStat("learning_rate", event.learning_rate.toExponential(2));
     setStat("peak_memory_gb", `${event.peak_memory_gb.toFixed(2)} GB`);
     setStat("phase", "training");
     if (total && event.it_per_sec > 0) setStat("eta", formatDuration((total - event.step) / event.it_per_sec));
+  });
+  // Each rank's figures follow its report; the panel as the server renders it.
+  on("ranks", (event) => {
+    for (const figures of event.ranks) {
+      const row = document.querySelector(`#ranks tr[data-rank="${figures.rank}"]`);
+      if (!row) continue;
+      row.querySelector('[data-figure="tokens_per_sec"]').textContent = figures.tokens_per_sec.toFixed(0);
+      row.querySelector('[data-figure="peak_memory_gb"]').textContent = `${figures.peak_memory_gb.toFixed(2)} GB`;
+    }
+    const one = event.ranks.reduce((sum, r) => sum + r.tokens_per_sec, 0) / Math.max(event.ranks.length, 1);
+    if (globalRate !== null && one > 0) {
+      setStat("scaling", `${(globalRate / one).toFixed(2)}x one rank's tokens/s (${globalRate.toFixed(0)} against ${one.toFixed(0)}; ${event.ranks.length} ranks)`);
+    }
   });
   on("checkpoint", (event) => {
     // The first checkpoint makes forms possible (export): the server renders them.

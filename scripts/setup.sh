@@ -31,7 +31,9 @@ if [[ "$(uname -s)" == "Darwin" ]]; then
 fi
 
 # --- Debian packages -------------------------------------------------------
-apt_packages=(cmake libclang-dev libopenblas0-pthread chromium unzip patch patchelf python3-pip python3-venv iproute2 curl)
+# (openssh-server: the machine-set tests start an sshd of their own on a free
+# port of 127.0.0.1; nothing here enables the system service.)
+apt_packages=(cmake libclang-dev libopenblas0-pthread chromium unzip patch patchelf python3-pip python3-venv iproute2 curl openssh-server)
 missing=()
 for package in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -114,6 +114,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Stops a comparison being generated and waits until it has ended;
     /// false when it was not running.
     fn cancel_comparison(&self, id: i64) -> BoxFuture<'_, Result<bool, String>>;
+
+    /// Registered machine sets (the Machines page), by name.
+    fn machine_sets(&self) -> Result<Vec<crate::machines_dto::MachineSetView>, String>;
+    /// Registers a machine set from an mlx.launch hostfile; errors name
+    /// the field (and the host entry).
+    fn register_machine_set(&self, name: String, hostfile: String) -> Result<i64, String>;
+    fn delete_machine_set(&self, id: i64) -> Result<(), String>;
+    /// Checks every host of the set over ssh and stores the results.
+    fn check_machine_set(&self, id: i64) -> BoxFuture<'_, Result<(), String>>;
 }
 
 /// A boxed future borrowing the backend, for the few calls that wait on

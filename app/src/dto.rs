@@ -142,6 +142,21 @@ pub struct RunDetail {
     pub system: crate::system_dto::RunSystem,
     /// Data-parallel ranks the run trains on (its `gpus`); 1 for most.
     pub ranks: usize,
+    /// With several ranks, one row each: where it trains and its figures
+    /// in the latest report.
+    #[serde(default)]
+    pub rank_rows: Vec<RankRow>,
+}
+
+/// One rank of a run on several.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankRow {
+    pub rank: usize,
+    /// The host (and GPU) it runs on.
+    pub place: String,
+    /// Tokens of its own share of the batches per second of its steps.
+    pub tokens_per_sec: Option<f64>,
+    pub peak_memory_gb: Option<f64>,
 }
 
 /// A model as pickers and the models page show it.

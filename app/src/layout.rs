@@ -19,6 +19,8 @@ const NAV: &[(&str, &str, MayUse)] = &[
     // Chatting generates (a post) on the owner's machine.
     ("/chat", "Chat", Role::can_manage),
     ("/system", "System", |_| true),
+    // Host names and addresses of the owner's network.
+    ("/machines", "Machines", Role::can_manage),
 ];
 
 #[component]

@@ -14,6 +14,7 @@ mod chart;
 pub mod compare_dto;
 pub mod dto;
 mod layout;
+pub mod machines_dto;
 pub mod pages;
 pub mod presets;
 pub mod role;
@@ -78,6 +79,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/exports") view=pages::exports::ExportsPage ssr=SsrMode::Async />
                 <Route path=path!("/exports/:id") view=pages::exports::ExportPage ssr=SsrMode::Async />
                 <Route path=path!("/system") view=pages::system::SystemPage ssr=SsrMode::Async />
+                <Route path=path!("/machines") view=pages::machines::MachinesPage ssr=SsrMode::Async />
             </Routes>
         </Router>
     }

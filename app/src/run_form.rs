@@ -40,6 +40,9 @@ pub struct NewRunForm {
     pub seed: Option<String>,
     /// Data-parallel ranks (`gpus`): one GPU each on CUDA; empty: 1.
     pub gpus: Option<String>,
+    /// A machine set of the Machines page to train on (`machine_set`);
+    /// empty: this machine.
+    pub machine_set: Option<String>,
     /// The run this form was cloned from: its stored config is the base the
     /// fields apply to (not a preset), so an unchanged clone is an exact copy.
     pub clone_of: Option<String>,
@@ -80,6 +83,8 @@ pub struct RunOverrides {
     pub save_every: Option<usize>,
     pub seed: Option<u64>,
     pub gpus: Option<usize>,
+    /// `Some(None)`: this machine; `None`: as the base config has it.
+    pub machine_set: Option<Option<String>>,
     /// 0 turns early stopping off.
     pub patience: Option<usize>,
     pub min_delta: Option<f64>,
@@ -160,6 +165,7 @@ impl NewRunForm {
             save_every: field("save_every"),
             seed: field("seed"),
             gpus: field("gpus"),
+            machine_set: field("machine_set"),
             force: field("force"),
             clone_of: field("clone_of"),
             guard: field("guard"),
@@ -203,6 +209,10 @@ impl NewRunForm {
             save_every: whole("save_every", &self.save_every)?,
             seed: number("seed", &self.seed, "a valid number")?,
             gpus: whole("gpus", &self.gpus)?,
+            machine_set: self
+                .machine_set
+                .as_ref()
+                .map(|set| Some(set.trim().to_string()).filter(|set| !set.is_empty())),
             patience: number("early_stopping.patience", &self.patience, "a whole number")?,
             min_delta: real(
                 "early_stopping.min_delta",
@@ -284,6 +294,7 @@ impl NewRunForm {
             save_every: Some(config.save_every.to_string()),
             seed: Some(config.seed.to_string()),
             gpus: Some(config.gpus.to_string()),
+            machine_set: Some(config.machine_set.clone().unwrap_or_default()),
             clone_of: Some(clone_of.to_string()),
             force: None,
             guard: Some(guard.enabled.to_string()),
@@ -313,6 +324,9 @@ impl RunOverrides {
         set(&mut config.save_every, self.save_every);
         set(&mut config.seed, self.seed);
         set(&mut config.gpus, self.gpus);
+        if let Some(set) = &self.machine_set {
+            config.machine_set = set.clone();
+        }
         let early = config.early_stopping.as_ref();
         let patience = self
             .patience
@@ -393,6 +407,35 @@ mod tests {
         assert!(config.mask_prompt && config.test && !config.grad_checkpoint);
         assert_eq!(config.thermal_guard.cpu_pause_c, 90.0);
         assert_eq!(config.thermal_guard.gpu_pause_c, 85.0);
+    }
+
+    #[test]
+    fn the_machine_set_choice_reaches_the_config_and_a_clone_keeps_it() {
+        let on_set = NewRunForm {
+            machine_set: Some(" lab ".into()),
+            ..form("quick")
+        }
+        .train_config(None)
+        .unwrap();
+        assert_eq!(on_set.machine_set.as_deref(), Some("lab"));
+        let cloned = NewRunForm::from_config(1, "run", "tiny".into(), "ahoy".into(), &on_set);
+        assert_eq!(cloned.machine_set.as_deref(), Some("lab"));
+        assert_eq!(
+            cloned
+                .train_config(Some(on_set.clone()))
+                .unwrap()
+                .machine_set
+                .as_deref(),
+            Some("lab")
+        );
+        // "this machine" (an empty choice) takes a clone off the set.
+        let here = NewRunForm {
+            machine_set: Some(String::new()),
+            ..cloned
+        }
+        .train_config(Some(on_set))
+        .unwrap();
+        assert_eq!(here.machine_set, None);
     }
 
     #[test]

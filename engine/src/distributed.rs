@@ -249,6 +249,18 @@ impl World {
             .collect())
     }
 
+    /// Every rank's `values` (the same count on each), by rank: each puts
+    /// its own in its slot of a zero vector, and the sum over the ranks
+    /// holds them all (MLX's all_gather needs a backend that has it; every
+    /// backend sums). f32 on the wire, as [`Self::sum_values`].
+    pub fn gather_values(&self, values: &[f64]) -> Result<Vec<Vec<f64>>> {
+        let (rank, size, width) = (self.rank(), self.size(), values.len());
+        let mut slots = vec![0.0; size * width];
+        slots[rank * width..(rank + 1) * width].copy_from_slice(values);
+        let summed = self.sum_values(&slots)?;
+        Ok(summed.chunks(width.max(1)).map(<[f64]>::to_vec).collect())
+    }
+
     /// Whether `flag` is set on any rank: every rank takes the same branch
     /// (a stop asked of one rank stops them all at the same step).
     pub fn any(&self, flag: bool) -> Result<bool> {

@@ -50,6 +50,12 @@ pub enum Event {
         val_loss: f64,
         val_time_sec: f64,
     },
+    /// Each rank's own figures over the report just sent at `step` (a run
+    /// on several ranks only; the report counts all ranks together).
+    Ranks {
+        step: usize,
+        ranks: Vec<RankFigures>,
+    },
     Checkpoint {
         step: usize,
         path: String,
@@ -78,6 +84,15 @@ pub enum Event {
     Failed {
         reason: String,
     },
+}
+
+/// One rank's share of a report window: the tokens it computed over its
+/// own step time, and its process's peak memory so far.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RankFigures {
+    pub rank: usize,
+    pub tokens_per_sec: f64,
+    pub peak_memory_gb: f64,
 }
 
 /// Server -> inference worker (`loralab inference-worker`). One command at

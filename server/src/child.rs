@@ -1,4 +1,4 @@
-//! A worker child process of this binary (`loralab <subcommand>`) speaking
+//! A worker child process (`loralab <subcommand>`, here or over ssh) speaking
 //! JSON lines: commands of type `C` on its stdin, events of type `E` on its
 //! stdout, free text on stderr kept as a tail of the last lines. Training
 //! workers (`supervisor/worker_process.rs`), the inference worker
@@ -18,13 +18,12 @@ use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
 
 /// How to start a worker.
-pub struct WorkerSpec<'a> {
-    pub exe: &'a Path,
-    pub subcommand: &'a str,
+pub struct WorkerSpec {
+    /// The process: [`loralab`]'s, with a rank's environment where it is
+    /// one (`MLX_RANK`, ...), or ssh starting it on a machine set's host.
+    pub command: tokio::process::Command,
     /// What the log says the worker is (`export 3`, `run 7`).
     pub label: String,
-    /// Set in its environment besides ours (a rank's `MLX_RANK`, ...).
-    pub env: Vec<(String, String)>,
     /// Put before each of its stderr lines in the tail (`[rank 0] `).
     pub stderr_prefix: String,
     /// Whether dropping its [`Worker`] kills it, so that a task giving up
@@ -121,14 +120,20 @@ pub struct WorkerExit {
     pub tail: Vec<String>,
 }
 
+/// `exe <subcommand>`: a worker of this binary on this machine.
+pub fn loralab(exe: &Path, subcommand: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(exe);
+    command.arg(subcommand);
+    command
+}
+
 /// Starts `spec`'s worker with piped stdio, its stderr read into `tail`.
 pub fn spawn<C: Serialize, E: DeserializeOwned>(
-    spec: WorkerSpec,
+    mut spec: WorkerSpec,
     tail: LogTail,
 ) -> std::io::Result<(Worker, WorkerInput<C>, WorkerOutput<E>)> {
-    let mut child = tokio::process::Command::new(spec.exe)
-        .arg(spec.subcommand)
-        .envs(spec.env)
+    let mut child = spec
+        .command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -156,7 +156,7 @@ struct Rank {
 }
 
 /// A host named as this machine starts its rank without ssh.
-fn is_this_machine(ssh: &str) -> bool {
+pub fn is_this_machine(ssh: &str) -> bool {
     matches!(ssh, "localhost" | "127.0.0.1" | "::1")
 }
 
@@ -306,9 +306,20 @@ fn hostfile_ranks(hostfile: &Hostfile, backend: &str) -> Result<Vec<Rank>> {
         .collect())
 }
 
-fn ssh_command(host: &str) -> Command {
+/// More `ssh` arguments for every host, whitespace-separated (`-F FILE`,
+/// `-i KEY`, `-p PORT`, `-o Option=value`): the launcher's and the
+/// server's (machine checks, runs on a machine set) alike.
+pub const SSH_OPTIONS_ENV: &str = "LORALAB_SSH_OPTIONS";
+
+/// `ssh` to `host` without prompts, with [`SSH_OPTIONS_ENV`]'s arguments;
+/// the remote command follows.
+pub fn ssh_command(host: &str) -> Command {
     let mut ssh = Command::new("ssh");
-    ssh.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5", host]);
+    ssh.args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]);
+    if let Ok(options) = std::env::var(SSH_OPTIONS_ENV) {
+        ssh.args(options.split_whitespace());
+    }
+    ssh.arg(host);
     ssh
 }
 
@@ -340,7 +351,7 @@ fn check_hosts(ranks: &[Rank], program: &Path) -> Result<()> {
 }
 
 /// A POSIX shell word.
-fn quote(word: &str) -> String {
+pub fn quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', r"'\''"))
 }
 
@@ -412,6 +423,73 @@ pub fn run(args: &TrainArgs, cfg: &TrainConfig, data_dir: &Path) -> Result<()> {
     supervise(running)
 }
 
+/// mlx.launch's remote script: cd, exports, the ring hostfile in a
+/// temporary file (`MLX_HOSTFILE`), then exec `program args`.
+fn remote_script(
+    env: &[(String, String)],
+    directory: &Path,
+    program: &Path,
+    args: &[String],
+) -> String {
+    let mut script = format!("cd {} || exit 1; ", quote(&directory.display().to_string()));
+    let mut ring_nodes = None;
+    for (key, value) in env {
+        if key == RING_NODES {
+            ring_nodes = Some(value);
+        } else {
+            script.push_str(&format!("export {key}={}; ", quote(value)));
+        }
+    }
+    if let Some(nodes) = ring_nodes {
+        script.push_str(&format!(
+            "MLX_HOSTFILE=$(mktemp) && printf '%s' {} > \"$MLX_HOSTFILE\" && export MLX_HOSTFILE; ",
+            quote(nodes)
+        ));
+    }
+    script.push_str("exec ");
+    script.push_str(&quote(&program.display().to_string()));
+    for arg in args {
+        script.push(' ');
+        script.push_str(&quote(arg));
+    }
+    script
+}
+
+/// The server's workers of a run on a hostfile's hosts, one per host in
+/// its order (rank 0 first): `program worker` with mlx.launch's
+/// environment and [`BACKEND_ENV`], over ssh for other machines (in
+/// `run_dir`, which holds the ring's rank list for this machine's ranks).
+pub fn hostfile_worker_commands(
+    hostfile: &Hostfile,
+    backend: &str,
+    program: &Path,
+    run_dir: &Path,
+) -> Result<Vec<Command>> {
+    let args = vec!["worker".to_string()];
+    hostfile_ranks(hostfile, backend)?
+        .into_iter()
+        .map(|rank| {
+            let mut env = rank.env;
+            env.push((BACKEND_ENV.into(), backend.into()));
+            Ok(match &rank.ssh {
+                None => {
+                    let mut command = Command::new(program);
+                    command
+                        .args(&args)
+                        .current_dir(run_dir)
+                        .envs(with_hostfile(&env, run_dir)?);
+                    command
+                }
+                Some(host) => {
+                    let mut command = ssh_command(host);
+                    command.arg(remote_script(&env, run_dir, program, &args));
+                    command
+                }
+            })
+        })
+        .collect()
+}
+
 struct Running {
     rank: usize,
     child: Child,
@@ -441,36 +519,10 @@ fn start_rank(
             command
         }
         Some(host) => {
-            let mut env: Vec<(String, String)> = Vec::new();
-            let mut ring_nodes = None;
-            for (key, value) in &rank.env {
-                if key == RING_NODES {
-                    ring_nodes = Some(value.clone());
-                } else {
-                    env.push((key.clone(), value.clone()));
-                }
-            }
+            let mut env = rank.env.clone();
             env.push((LAUNCHED_ENV.into(), "1".into()));
-            // mlx.launch's remote script: cd, exports, the ring hostfile in
-            // a temporary file, then exec.
-            let mut script = format!("cd {} || exit 1; ", quote(&directory.display().to_string()));
-            for (key, value) in &env {
-                script.push_str(&format!("export {key}={}; ", quote(value)));
-            }
-            if let Some(nodes) = &ring_nodes {
-                script.push_str(&format!(
-                    "MLX_HOSTFILE=$(mktemp) && printf '%s' {} > \"$MLX_HOSTFILE\" && export MLX_HOSTFILE; ",
-                    quote(nodes)
-                ));
-            }
-            script.push_str("exec ");
-            script.push_str(&quote(&program.display().to_string()));
-            for arg in rank_args {
-                script.push(' ');
-                script.push_str(&quote(arg));
-            }
             let mut command = ssh_command(host);
-            command.arg(script);
+            command.arg(remote_script(&env, directory, program, rank_args));
             command
         }
     };

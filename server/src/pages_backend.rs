@@ -120,6 +120,7 @@ impl app::Backend for AppState {
             exports: self.list_exports(Some(id))?,
             system: Default::default(),
             ranks: run.config.gpus.max(1),
+            rank_rows: Vec::new(),
         };
         let curves = crate::run_comparison::run_curves(&self.store, id).map_err(read)?;
         detail.train = curves.train;
@@ -128,9 +129,18 @@ impl app::Backend for AppState {
         detail.last_event_seq = curves.last_event_seq;
         detail.clock_seconds = curves.clock_seconds;
         // The machine's samples and the guard's pauses are events of their own.
+        let mut last_ranks = None;
         for stored in self.store.events_since(id, 0).map_err(read)? {
+            if stored.kind == crate::rank_figures::EVENT_KIND {
+                last_ranks = Some(stored);
+                continue;
+            }
             crate::system::read_run_event(&mut detail.system, &stored);
         }
+        let places =
+            crate::rank_figures::places(&self.store, &run.config, self.device.kind == "gpu");
+        detail.ranks = places.len().max(1);
+        detail.rank_rows = crate::rank_figures::rank_rows(places, last_ranks.as_ref());
         let latest = self.supervisor.monitor().latest();
         detail.system.guard = crate::system::guard::describe(&run.config.thermal_guard, &latest);
         detail.system.now = (*latest).clone();
@@ -409,6 +419,33 @@ impl app::Backend for AppState {
 
     fn run_evaluations(&self, id: i64) -> Result<Option<RunEvaluations>, String> {
         crate::evaluations::run_evaluations(self, id).map_err(page_error("reading the evaluations"))
+    }
+
+    fn machine_sets(&self) -> Result<Vec<app::machines_dto::MachineSetView>, String> {
+        crate::machines::list(&self.store).map_err(page_error("reading the machine sets"))
+    }
+
+    fn register_machine_set(&self, name: String, hostfile: String) -> Result<i64, String> {
+        crate::machines::register(&self.store, &name, &hostfile)
+            .map_err(page_error("registering the machine set"))
+    }
+
+    fn delete_machine_set(&self, id: i64) -> Result<(), String> {
+        crate::machines::delete(&self.store, id).map_err(page_error("deleting the machine set"))
+    }
+
+    fn check_machine_set(&self, id: i64) -> BoxFuture<'_, Result<(), String>> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            let program = std::env::current_exe()
+                .map_err(|e| user_error("finding this program's path", e))?;
+            tokio::task::spawn_blocking(move || {
+                crate::machines::check_and_store(&store, id, &program).map(|_| ())
+            })
+            .await
+            .map_err(|e| user_error("checking the machine set", e))?
+            .map_err(page_error("checking the machine set"))
+        })
     }
 
     fn evaluate_run(

@@ -108,6 +108,12 @@ pub fn known_keys() -> Vec<String> {
 
 pub fn run(args: &TrainArgs, data_dir: &Path) -> Result<()> {
     let mut cfg = load_config(&args.config)?;
+    if let Some(set) = &cfg.machine_set {
+        bail!(
+            "{}: machine_set `{set}` names a machine set of the server's Machines page; headless, pass its hostfile with --hostfile",
+            args.config.display()
+        );
+    }
     let launches = args.ranks.is_some() || args.hostfile.is_some();
     if launches || (args.backend.is_none() && cfg.gpus > 1) {
         return crate::launch::run(args, &cfg, data_dir);
@@ -269,6 +275,18 @@ pub fn report_line(event: &Event, adapter_path: &Path) -> Option<String> {
             val_loss,
             val_time_sec,
         } => format!("Iter {step}: Val loss {val_loss:.3}, Val took {val_time_sec:.3}s"),
+        Event::Ranks { step, ranks } => {
+            let figures: Vec<String> = ranks
+                .iter()
+                .map(|r| {
+                    format!(
+                        "rank {} {:.3} tokens/sec, peak mem {:.3} GB",
+                        r.rank, r.tokens_per_sec, r.peak_memory_gb
+                    )
+                })
+                .collect();
+            format!("Iter {step}: {}", figures.join("; "))
+        }
         Event::Checkpoint { step, path } => format!(
             "Iter {step}: Saved adapter weights to {} and {path}.",
             adapter_path.join("adapters.safetensors").display()

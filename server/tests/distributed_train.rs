@@ -59,6 +59,61 @@ fn losses(events: &Path) -> (Losses, Losses) {
     (train, valid)
 }
 
+/// Every `ranks` event of `events` (one per report of a run on several
+/// ranks) holds `count` ranks' own figures, each plausible against the
+/// report it follows: rank 0 computed part of the report's tokens in the
+/// same time (so its rate is below the report's), all ranks' rates add up
+/// to roughly the report's, and rank 0's peak memory is the report's.
+fn assert_rank_figures(what: &str, events: &Path, count: usize) {
+    let text = std::fs::read_to_string(events).unwrap();
+    let events: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let reports: Vec<&Value> = events.iter().filter(|e| e["event"] == "report").collect();
+    let ranks: Vec<&Value> = events.iter().filter(|e| e["event"] == "ranks").collect();
+    if count == 1 {
+        assert!(ranks.is_empty(), "{what}: {ranks:?}");
+        return;
+    }
+    assert_eq!(ranks.len(), reports.len(), "{what}: one per report");
+    for (report, figures) in reports.iter().zip(&ranks) {
+        assert_eq!(report["step"], figures["step"], "{what}");
+        let global = report["tokens_per_sec"].as_f64().unwrap();
+        let entries = figures["ranks"].as_array().unwrap();
+        assert_eq!(entries.len(), count, "{what}: {figures}");
+        let mut sum = 0.0;
+        for (rank, entry) in entries.iter().enumerate() {
+            assert_eq!(
+                entry["rank"].as_u64(),
+                Some(rank as u64),
+                "{what}: {figures}"
+            );
+            let rate = entry["tokens_per_sec"].as_f64().unwrap();
+            let peak = entry["peak_memory_gb"].as_f64().unwrap();
+            assert!(rate > 0.0, "{what}: {figures}");
+            assert!(peak > 0.0 && peak < 8.0, "{what}: peak {peak} GB");
+            sum += rate;
+        }
+        let rank_zero_rate = entries[0]["tokens_per_sec"].as_f64().unwrap();
+        assert!(
+            rank_zero_rate < global,
+            "{what}: {rank_zero_rate} vs {global}"
+        );
+        // The others' steps also hold their wait for rank 0's writing.
+        assert!(
+            sum > 0.25 * global && sum < 1.25 * global,
+            "{what}: the ranks' {sum} tokens/s against the report's {global}"
+        );
+        let peak = report["peak_memory_gb"].as_f64().unwrap();
+        let rank_zero = entries[0]["peak_memory_gb"].as_f64().unwrap();
+        assert!(
+            (peak - rank_zero).abs() <= 1e-5 * peak,
+            "{what}: {peak} vs {rank_zero}"
+        );
+    }
+}
+
 fn assert_close(what: &str, one: &[(u64, f64)], many: &[(u64, f64)]) {
     assert_eq!(one.len(), many.len(), "{what}: {one:?} vs {many:?}");
     for ((step, a), (other_step, b)) in one.iter().zip(many) {
@@ -140,7 +195,17 @@ fn two_and_three_ranks_train_as_one_rank_does() {
         );
         if name != "one" {
             assert!(stderr.contains("Started rank 1 (pid "), "{stderr}");
+            assert!(
+                stdout.contains("Iter 6: rank 0 ") && stdout.contains("; rank 1 "),
+                "{name}: {stdout}"
+            );
         }
+        let count = match name {
+            "one" => 1,
+            "two" => 2,
+            _ => 3,
+        };
+        assert_rank_figures(name, &dir.join(&events), count);
     }
     let (train_one, valid_one) = losses(&dir.join("one.jsonl"));
     assert_eq!(train_one.len(), 6);

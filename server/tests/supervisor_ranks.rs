@@ -71,6 +71,33 @@ async fn a_run_on_two_ranks_reports_as_one_rank_and_logs_both() {
         "no ranks stat"
     );
     assert!(html.contains(r#"<div data-stat="tokens_per_sec_per_rank" class="value">"#));
+    // Each rank's own figures, gathered by rank 0 after every report.
+    for rank in 0..2 {
+        let row = html
+            .split(&format!(r#"<tr data-rank="{rank}">"#))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no row for rank {rank}"));
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert!(row.contains("this machine (CPU)"), "{row}");
+        let figure = |key: &str| -> f64 {
+            let cell = row
+                .split(&format!(r#"data-figure="{key}""#))
+                .nth(1)
+                .unwrap();
+            let cell = &cell[cell.find('>').unwrap() + 1..];
+            cell[..cell.find(['<', ' ']).unwrap()]
+                .parse()
+                .unwrap_or_else(|_| panic!("{key} of rank {rank}: {row}"))
+        };
+        assert!(figure("tokens_per_sec") > 0.0, "{row}");
+        let peak = figure("peak_memory_gb");
+        assert!(peak > 0.0 && peak < 8.0, "{row}");
+    }
+    assert!(!html.contains(r#"<tr data-rank="2">"#));
+    assert!(
+        html.contains("x one rank&#x27;s tokens/s") || html.contains("x one rank's tokens/s"),
+        "no scaling"
+    );
     // One rank's share of the batch each, but two of them on the CPU.
     let (_, estimate) = post_json(
         &client,

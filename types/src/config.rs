@@ -178,6 +178,9 @@ pub struct TrainConfig {
     /// processes sharing the cores on the CPU); `batch_size` is the global
     /// batch, divided among them.
     pub gpus: usize,
+    /// Extra, the server's: train on a machine set of its Machines page
+    /// (one rank per host, over ssh) instead of this machine.
+    pub machine_set: Option<String>,
     /// Extra: write TensorBoard event files into `tensorboard/` of the run
     /// folder (`adapter_path` for `loralab train`).
     pub tensorboard: bool,
@@ -220,6 +223,7 @@ impl Default for TrainConfig {
             early_stopping: None,
             keep_checkpoints: None,
             gpus: 1,
+            machine_set: None,
             tensorboard: false,
         }
     }
@@ -283,6 +287,12 @@ impl TrainConfig {
                     "{} does not divide among {} gpus: each takes an equal share of every batch",
                     self.batch_size, self.gpus
                 ),
+            ));
+        }
+        if self.machine_set.is_some() && self.gpus > 1 {
+            return Err(invalid(
+                "machine_set",
+                "a machine set has one rank per host: leave gpus at 1",
             ));
         }
         if self.epochs == Some(0) {

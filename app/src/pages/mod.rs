@@ -5,6 +5,7 @@ pub mod chat;
 pub mod compare;
 pub mod dataset;
 pub mod exports;
+pub mod machines;
 pub mod new_run;
 pub mod run;
 pub mod run_comparison;

@@ -203,12 +203,17 @@ pub fn NewRunPage() -> impl IntoView {
                         }
                         .into_any(),
                         Ok((models, datasets, cloned)) => {
+                            // The owner's sets; nobody else sees their hosts.
+                            let machine_sets: Vec<String> = crate::pages::machines::list_machine_sets()
+                                .await
+                                .map(|sets| sets.into_iter().map(|set| set.name).collect())
+                                .unwrap_or_default();
                             let initial = checked.clone().or(cloned).unwrap_or_else(|| NewRunForm {
                                 model: pulled_model.unwrap_or_default(),
                                 dataset: dataset.clone().unwrap_or_default(),
                                 ..NewRunForm::default()
                             });
-                            view! { <NewRunForm models datasets initial /> <PullOnNewRun /> }.into_any()
+                            view! { <NewRunForm models datasets machine_sets initial /> <PullOnNewRun /> }.into_any()
                         }
                         Err(error) => view! {
                             <p class="error-box">{format!("Could not load models and datasets: {error}")}</p>
@@ -254,8 +259,29 @@ fn PullOnNewRun() -> impl IntoView {
 fn NewRunForm(
     models: Vec<ModelSummary>,
     datasets: Vec<DatasetSummary>,
+    machine_sets: Vec<String>,
     initial: NewRunForm,
 ) -> impl IntoView {
+    let chosen_set = initial.machine_set.clone().unwrap_or_default();
+    let machine_set_field = (!machine_sets.is_empty()).then(|| {
+        let options = machine_sets
+            .into_iter()
+            .map(|set| {
+                let selected = set == chosen_set;
+                let label = format!("machine set {set} (one rank per host, over ssh)");
+                view! { <option value=set selected=selected>{label}</option> }
+            })
+            .collect_view();
+        view! {
+            <label>
+                <span>"Where (a machine set of the Machines page, checked first)"</span>
+                <select name="form[machine_set]">
+                    <option value="" selected=chosen_set.is_empty()>"this machine"</option>
+                    {options}
+                </select>
+            </label>
+        }
+    });
     let model_options = models
         .into_iter()
         .map(|model| {
@@ -377,6 +403,7 @@ fn NewRunForm(
                         <span>"GPUs (data-parallel ranks; on the CPU, processes sharing the cores)"</span>
                         <input type="number" name="form[gpus]" placeholder="1" min="1" step="1" value=initial.gpus.clone() />
                     </label>
+                    {machine_set_field}
                     <label>
                         <span>"Loss on answers only (mask the prompt)"</span>
                         <select name="form[mask_prompt]">

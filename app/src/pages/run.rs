@@ -245,6 +245,9 @@ fn RunView(
                 </table>
             </div>
         </div>
+        {(!detail.rank_rows.is_empty()).then(|| view! {
+            <RanksPanel rows=detail.rank_rows.clone() global=last.as_ref().map(|p| p.tokens_per_sec) />
+        })}
         <RunSystemPanel
             system=detail.system.clone()
             active=summary.is_active()
@@ -282,6 +285,48 @@ fn RunView(
                 </form>
             </details>
         })}
+    }
+}
+
+/// The ranks of a run on several: where each trains, its own tokens/s and
+/// peak memory in the latest report, and the scaling: the run's tokens/s
+/// (all ranks) against one rank's (their mean).
+#[component]
+fn RanksPanel(rows: Vec<crate::dto::RankRow>, global: Option<f64>) -> impl IntoView {
+    let rates: Vec<f64> = rows.iter().filter_map(|row| row.tokens_per_sec).collect();
+    let one_rank = (!rates.is_empty()).then(|| rates.iter().sum::<f64>() / rates.len() as f64);
+    let scaling = match (global, one_rank) {
+        (Some(global), Some(one)) if one > 0.0 => format!(
+            "{:.2}x one rank's tokens/s ({global:.0} against {one:.0}; {} ranks)",
+            global / one,
+            rows.len()
+        ),
+        _ => "– (after the first report)".to_string(),
+    };
+    let body = rows
+        .into_iter()
+        .map(|row| {
+            view! {
+                <tr data-rank=row.rank>
+                    <td class="num">{row.rank}</td>
+                    <td data-figure="place">{row.place}</td>
+                    <td class="num" data-figure="tokens_per_sec">{format_optional(row.tokens_per_sec, 0)}</td>
+                    <td class="num" data-figure="peak_memory_gb">{row.peak_memory_gb.map_or("–".into(), |gb| format!("{gb:.2} GB"))}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="panel" id="ranks-panel">
+            <h2>"Ranks"</h2>
+            <p>"Scaling: " <span data-stat="scaling">{scaling}</span></p>
+            <table id="ranks">
+                <thead>
+                    <tr><th class="num">"Rank"</th><th>"Where"</th><th class="num">"Tokens/s"</th><th class="num">"Peak memory"</th></tr>
+                </thead>
+                <tbody>{body}</tbody>
+            </table>
+        </div>
     }
 }
 

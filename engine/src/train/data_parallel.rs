@@ -18,6 +18,7 @@ use mlx_rs::{ops::zeros_like, Array};
 use super::loss::{loss_inputs, loss_mask, LossInputs};
 use crate::batch::Batch;
 use crate::distributed::World;
+use crate::protocol::{Event, RankFigures};
 
 /// Rows `rank, rank + size, ...` of `batch`, at its width (padding stays as
 /// the one-rank batch has it, so each row's counted targets are the same).
@@ -109,6 +110,45 @@ impl Share {
             .map(|g| g.multiply(&weight))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((loss, world.all_sum_bucketed(&grads)?))
+    }
+}
+
+/// This rank's own throughput between two reports, for the run page's
+/// per-rank figures: the targets its share counted over the time its steps
+/// took (waits in the collectives included, as the report's own time).
+#[derive(Default)]
+pub struct RankMeter {
+    tokens: u64,
+    seconds: f64,
+}
+
+impl RankMeter {
+    pub fn add_step(&mut self, share: &Share, seconds: f64) {
+        self.tokens += share.inputs.as_ref().map_or(0, |i| i.tokens) as u64;
+        self.seconds += seconds;
+    }
+
+    /// Every rank's figures since the last report, gathered on all ranks
+    /// (each must call it at the same step); `None` for a group of one,
+    /// whose report says it all.
+    pub fn report(&mut self, world: &World, step: usize) -> Result<Option<Event>> {
+        if world.size() == 1 {
+            return Ok(None);
+        }
+        let tokens_per_sec = self.tokens as f64 / self.seconds.max(1e-9);
+        let peak_memory_gb = mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e9;
+        *self = Self::default();
+        let ranks = world
+            .gather_values(&[tokens_per_sec, peak_memory_gb])?
+            .into_iter()
+            .enumerate()
+            .map(|(rank, figures)| RankFigures {
+                rank,
+                tokens_per_sec: figures[0],
+                peak_memory_gb: figures[1],
+            })
+            .collect();
+        Ok(Some(Event::Ranks { step, ranks }))
     }
 }
 

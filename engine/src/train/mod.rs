@@ -25,7 +25,7 @@ use crate::lora::{self, AdapterSettings, ADAPTER_WEIGHTS_FILE};
 use crate::models::{full, Model, Pass};
 use crate::protocol::Event;
 use checkpoint::{RngState, TrainerState, Window, OPTIMIZER_FILE};
-use data_parallel::Share;
+use data_parallel::{RankMeter, Share};
 use loss::{batch_loss, evaluate, LossInputs};
 use optimizer::{clip_grad_norm, Optimizer};
 use retention::{EarlyStopState, SavedCheckpoint, Verdict};
@@ -234,6 +234,8 @@ struct Trainer<'a> {
     /// Seconds spent in the steps of the report window so far (a resumed
     /// window's speed counts only the steps this process took).
     window_time: f64,
+    /// This rank's own speed since the last report (for the `Ranks` event).
+    rank_meter: RankMeter,
     /// The last evaluation (step, loss), for a checkpoint saved later at
     /// its step.
     last_eval: Option<(usize, f64)>,
@@ -313,6 +315,7 @@ impl<'a> Trainer<'a> {
             total_steps: total_steps(cfg, batches),
             order: None,
             window_time: 0.0,
+            rank_meter: RankMeter::default(),
             last_eval: None,
             last_saved: None,
         };
@@ -438,7 +441,7 @@ impl<'a> Trainer<'a> {
             }
             self.step(it)?;
             if it % self.cfg.steps_per_report == 0 || it == self.total_steps {
-                self.report(it);
+                self.report(it)?;
             }
             // After the update, so the loss of step `it` is that of the
             // weights a checkpoint at `it` holds (mlx-lm measures before
@@ -538,7 +541,9 @@ impl<'a> Trainer<'a> {
         }
         mlx_rs::transforms::eval(to_eval)?;
         let loss_value = f64::from(loss.try_item_exact::<f32>()?);
-        self.window_time += tic.elapsed().as_secs_f64();
+        let step_time = tic.elapsed().as_secs_f64();
+        self.window_time += step_time;
+        self.rank_meter.add_step(&share, step_time);
         let window = &mut self.state.window;
         window.loss_sum += loss_value;
         window.tokens += share.batch_tokens as u64;
@@ -586,9 +591,10 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// Sends the report window's averages as step `it`'s `Report` and opens
-    /// a new window.
-    fn report(&mut self, it: usize) {
+    /// Sends the report window's averages as step `it`'s `Report`, and
+    /// with several ranks each rank's figures (`Ranks`: a collective, so
+    /// every rank reports at the same steps), and opens a new window.
+    fn report(&mut self, it: usize) -> Result<()> {
         let window = std::mem::take(&mut self.state.window);
         let secs = std::mem::take(&mut self.window_time).max(1e-9);
         self.state.trained_tokens += window.tokens;
@@ -603,6 +609,10 @@ impl<'a> Trainer<'a> {
             trained_tokens: self.state.trained_tokens,
             peak_memory_gb: mlx_rs::memory::peak_memory().unwrap_or(0) as f64 / 1e9,
         });
+        if let Some(figures) = self.rank_meter.report(self.world, it)? {
+            self.events.send(figures);
+        }
+        Ok(())
     }
 
     /// Writes the current step's checkpoint (rank 0 only): the weights as

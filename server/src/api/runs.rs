@@ -233,6 +233,9 @@ pub fn validate_run(state: &AppState, request: RunRequest) -> Result<ValidatedRu
     config
         .validate()
         .map_err(|error| ApiError::invalid(error.field, error.reason))?;
+    if let Some(set) = &config.machine_set {
+        crate::machines::ready_for(&state.store, set, config.batch_size)?;
+    }
     let architecture = crate::estimate::model_architecture(std::path::Path::new(&model.location))
         .map_err(|error| {
         ApiError::invalid(

@@ -399,10 +399,8 @@ impl Exports {
     ) -> Outcome {
         let spawned = child::spawn::<ExportCommand, ExportEvent>(
             child::WorkerSpec {
-                exe: &self.inner.worker_exe,
-                subcommand: "export-worker",
+                command: child::loralab(&self.inner.worker_exe, "export-worker"),
                 label: format!("export {id}"),
-                env: Vec::new(),
                 stderr_prefix: String::new(),
                 kill_on_drop: true,
             },

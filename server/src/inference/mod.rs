@@ -677,10 +677,8 @@ fn spawn(settings: &InferenceSettings) -> Result<Worker> {
     });
     let (process, input, events) = child::spawn(
         child::WorkerSpec {
-            exe: &settings.worker_exe,
-            subcommand: "inference-worker",
+            command: child::loralab(&settings.worker_exe, "inference-worker"),
             label: "inference".into(),
-            env: Vec::new(),
             stderr_prefix: String::new(),
             kill_on_drop: true,
         },

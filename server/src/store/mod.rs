@@ -7,6 +7,7 @@ mod datasets;
 mod evaluations;
 mod exports;
 mod inspections;
+mod machines;
 mod pulls;
 mod runs;
 mod system;
@@ -25,6 +26,7 @@ pub use comparisons::{
 };
 pub use datasets::{register_sample_dataset, DatasetRecord, NewDataset, SAMPLE_DATASET_NAME};
 pub use evaluations::{EvalSource, EvaluationRecord, NewEvaluation};
+pub use machines::MachineSetRecord;
 pub use runs::{best_checkpoint, CheckpointRecord, NewRun, RunRecord, RunUpdate, StoredEvent};
 
 /// Migrations in order; the database's `user_version` is how many are applied.
@@ -38,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_exports.sql"),
     include_str!("../../migrations/0008_chat_settings.sql"),
     include_str!("../../migrations/0009_dataset_inspections.sql"),
+    include_str!("../../migrations/0010_machine_sets.sql"),
 ];
 
 #[derive(Debug, thiserror::Error)]

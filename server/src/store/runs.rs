@@ -131,6 +131,7 @@ fn event_step(event: &Event) -> Option<i64> {
         Event::Started { start_step, .. } => Some(*start_step as i64),
         Event::Report { step, .. }
         | Event::Eval { step, .. }
+        | Event::Ranks { step, .. }
         | Event::Checkpoint { step, .. }
         | Event::CheckpointRemoved { step, .. }
         | Event::Stopped { step }
@@ -347,7 +348,7 @@ impl Store {
                     params![run_id, reason],
                 )?;
             }
-            Event::Eval { .. } | Event::Log { .. } => {}
+            Event::Eval { .. } | Event::Ranks { .. } | Event::Log { .. } => {}
         }
         transaction.commit()?;
         Ok(StoredEvent {

@@ -379,7 +379,10 @@ impl Inner {
         match self.store.record_event(id, event) {
             Ok(stored) => {
                 let _ = self.events.send(Arc::new(stored));
-                if !matches!(event, Event::Eval { .. } | Event::Log { .. }) {
+                if !matches!(
+                    event,
+                    Event::Eval { .. } | Event::Ranks { .. } | Event::Log { .. }
+                ) {
                     self.publish_update(id);
                 }
             }

@@ -1,17 +1,75 @@
-//! The other ranks of a run with `gpus: N` (N > 1). Rank 0 is the run's
-//! worker like any run's, and its events drive the run; ranks 1.. are
-//! workers given the same command, in the same run folder, with
-//! mlx.launch's environment (`launch::local_rank_environments`). They emit
-//! nothing; their stderr joins the run's log behind `[rank N]`, and the
-//! failure of any of them stops the run, naming it.
+//! The other ranks of a run with `gpus: N` (N > 1) or on a machine set.
+//! Rank 0 is the run's worker like any run's, and its events drive the
+//! run; ranks 1.. are workers given the same command, in the same run
+//! folder, with mlx.launch's environment (`launch::local_rank_environments`
+//! on this machine, `machines::ranks` over ssh for a machine set's hosts).
+//! They emit nothing; their stderr joins the run's log behind `[rank N]`,
+//! and the failure of any of them stops the run, naming it.
 
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use engine::config::TrainConfig;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::{ChildStderr, ChildStdin};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+/// Every rank's worker command for a run, rank 0 first: one for most
+/// runs, `gpus` of this machine, or one per host of its machine set (whose
+/// dataset is copied to the hosts first: ssh, so off the async runtime).
+pub(super) async fn worker_commands(
+    inner: &Arc<super::Inner>,
+    config: &TrainConfig,
+    run_dir: &Path,
+) -> Result<Vec<tokio::process::Command>, String> {
+    let exe = inner.settings.worker_exe.clone();
+    let commands = if let Some(set) = config.machine_set.clone() {
+        let (inner, config, run_dir) = (inner.clone(), config.clone(), run_dir.to_path_buf());
+        tokio::task::spawn_blocking(move || {
+            let data_dir = inner.runs_dir.parent().unwrap_or(Path::new("/"));
+            crate::machines::ranks::worker_commands(
+                &inner.store,
+                &config,
+                &set,
+                data_dir,
+                &exe,
+                &run_dir,
+            )
+        })
+        .await
+        .map_err(|e| format!("setting up the machine set's ranks: {e}"))??
+    } else if config.gpus > 1 {
+        let backend = if inner.settings.on_gpu {
+            "nccl"
+        } else {
+            "ring"
+        };
+        crate::launch::local_rank_environments(config.gpus, backend, run_dir)
+            .map_err(|e| format!("cannot set up the run's {} ranks: {e:#}", config.gpus))?
+            .into_iter()
+            .map(|environment| {
+                let mut command = std::process::Command::new(&exe);
+                command
+                    .arg("worker")
+                    .envs(environment)
+                    .env(crate::launch::BACKEND_ENV, backend);
+                command
+            })
+            .collect()
+    } else {
+        let mut command = std::process::Command::new(&exe);
+        command.arg("worker");
+        vec![command]
+    };
+    Ok(commands
+        .into_iter()
+        .map(tokio::process::Command::from)
+        .collect())
+}
 
 pub(super) struct Followers {
     ranks: Vec<Follower>,
@@ -30,12 +88,10 @@ struct Follower {
 }
 
 impl Followers {
-    /// Starts ranks `1..=environments.len()`, sends each `command` (one
-    /// JSON line), and hands each one's stderr to `log` with its rank.
+    /// Starts ranks `1..=workers.len()`, sends each `command` (one JSON
+    /// line), and hands each one's stderr to `log` with its rank.
     pub(super) async fn start(
-        exe: &std::path::Path,
-        environments: &[Vec<(String, String)>],
-        backend: &str,
+        workers: Vec<tokio::process::Command>,
         command: &str,
         log: impl Fn(usize, ChildStderr) -> JoinHandle<()>,
     ) -> Result<Self, String> {
@@ -45,12 +101,9 @@ impl Followers {
             exits,
             seen: Vec::new(),
         };
-        for (offset, environment) in environments.iter().enumerate() {
+        for (offset, mut worker) in workers.into_iter().enumerate() {
             let rank = offset + 1;
-            let spawned = tokio::process::Command::new(exe)
-                .arg("worker")
-                .envs(environment.iter().map(|(k, v)| (k, v)))
-                .env(crate::launch::BACKEND_ENV, backend)
+            let spawned = worker
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())

@@ -193,29 +193,12 @@ impl Driver<'_> {
         };
 
         // A run on several ranks: rank 0 here, the others in `ranks`.
-        let rank_count = config.gpus.max(1);
-        let backend = if inner.settings.on_gpu {
-            "nccl"
-        } else {
-            "ring"
+        let mut workers = match super::ranks::worker_commands(inner, &config, &run_dir).await {
+            Ok(workers) => workers,
+            Err(reason) => return fail(reason),
         };
-        let environments = if rank_count > 1 {
-            match crate::launch::local_rank_environments(rank_count, backend, &run_dir) {
-                Ok(environments) => environments,
-                Err(error) => {
-                    return fail(format!(
-                        "cannot set up the run's {rank_count} ranks: {error:#}"
-                    ))
-                }
-            }
-        } else {
-            vec![Vec::new()]
-        };
-        let mut rank_zero_env = Vec::new();
-        if rank_count > 1 {
-            rank_zero_env.extend(environments[0].iter().cloned());
-            rank_zero_env.push((crate::launch::BACKEND_ENV.to_string(), backend.to_string()));
-        }
+        let rank_count = workers.len();
+        let rank_zero = workers.remove(0);
         // With several ranks, each line of the log says whose it is.
         let rank_prefix = |rank: usize| {
             if rank_count > 1 {
@@ -235,10 +218,8 @@ impl Driver<'_> {
         let oom_kills_before = crate::failure::OomKills::now();
         let spawned = child::spawn::<Command, Event>(
             child::WorkerSpec {
-                exe: &inner.settings.worker_exe,
-                subcommand: "worker",
+                command: rank_zero,
                 label: format!("run {id}"),
-                env: rank_zero_env,
                 stderr_prefix: rank_prefix(0),
                 // Left running when its driver is dropped (the server
                 // ending): its stdin closing makes it checkpoint and exit.
@@ -265,15 +246,7 @@ impl Driver<'_> {
         }
         let mut followers = None;
         if rank_count > 1 {
-            match super::ranks::Followers::start(
-                &inner.settings.worker_exe,
-                &environments[1..],
-                backend,
-                &line,
-                log_task,
-            )
-            .await
-            {
+            match super::ranks::Followers::start(workers, &line, log_task).await {
                 Ok(started) => followers = Some(started),
                 Err(reason) => {
                     worker.start_kill();
