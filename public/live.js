@@ -459,15 +459,34 @@ if (runsTable) {
   }
   sessionStorage.removeItem(ticksKey);
   const source = new EventSource(runsTable.dataset.liveRuns);
+  const reload = () => {
+    source.close();
+    const ticked = [...runsTable.querySelectorAll("input[name=ids]:checked")].map((box) => box.value);
+    sessionStorage.setItem(ticksKey, JSON.stringify(ticked));
+    window.location.reload();
+  };
+  // The stream fell behind and lost updates, perhaps a status change.
+  source.addEventListener("resync", reload);
+  // A run that changed status after the server rendered this page but
+  // before the stream began is in no update: compare once it is open
+  // (and again after a reconnect).
+  source.addEventListener("open", async () => {
+    const response = await fetch("/api/runs");
+    if (!response.ok) return;
+    for (const run of await response.json()) {
+      const status = runsTable.querySelector(`tr[data-run-id="${run.id}"] .status`);
+      if (status && status.textContent !== (run.paused ? "paused" : run.status)) {
+        reload();
+        return;
+      }
+    }
+  });
   source.addEventListener("run", (message) => {
     const change = JSON.parse(message.data);
     const row = runsTable.querySelector(`tr[data-run-id="${change.id}"]`);
     const status = row?.querySelector(".status");
     if (!row || status?.textContent !== change.status) {
-      source.close();
-      const ticked = [...runsTable.querySelectorAll("input[name=ids]:checked")].map((box) => box.value);
-      sessionStorage.setItem(ticksKey, JSON.stringify(ticked));
-      window.location.reload();
+      reload();
       return;
     }
     const bar = row.querySelector(".progress > span");

@@ -144,7 +144,9 @@ impl RunCursor {
 }
 
 /// `GET /api/runs/events`: a `run` event with the run's id, status, step,
-/// total_steps and failure whenever one of them changes.
+/// total_steps and failure whenever one of them changes, and `resync` when
+/// this stream fell behind and lost some (one may have been a status change
+/// that no later update repeats): the page reads the runs again.
 pub async fn runs_stream(
     State(state): State<SharedState>,
     client: Option<Extension<Client>>,
@@ -155,21 +157,24 @@ pub async fn runs_stream(
     let stream = stream::unfold(
         (updates, shutdown, slot),
         |(mut updates, mut shutdown, slot)| async move {
-            let update = next_update(&mut updates, &mut shutdown).await?;
-            let data = serde_json::to_string(&update).unwrap_or_default();
-            Some((
-                Ok(SseEvent::default().event("run").data(data)),
-                (updates, shutdown, slot),
-            ))
+            let event = match next_update(&mut updates, &mut shutdown).await? {
+                Some(update) => SseEvent::default()
+                    .event("run")
+                    .data(serde_json::to_string(&update).unwrap_or_default()),
+                None => SseEvent::default().event("resync").data("{}"),
+            };
+            Some((Ok(event), (updates, shutdown, slot)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// The next update; `Some(None)` when some were lost to a lag; `None` at
+/// shutdown.
 async fn next_update(
     updates: &mut broadcast::Receiver<RunUpdate>,
     shutdown: &mut watch::Receiver<bool>,
-) -> Option<RunUpdate> {
+) -> Option<Option<RunUpdate>> {
     loop {
         if *shutdown.borrow() {
             return None;
@@ -181,9 +186,8 @@ async fn next_update(
                 }
             }
             received = updates.recv() => match received {
-                Ok(update) => return Some(update),
-                // A missed update is superseded by the next one.
-                Err(RecvError::Lagged(_)) => continue,
+                Ok(update) => return Some(Some(update)),
+                Err(RecvError::Lagged(_)) => return Some(None),
                 Err(RecvError::Closed) => return None,
             }
         }
