@@ -139,7 +139,11 @@ mod linux {
         ldc: c_int,
     ) {
         let blas = blas();
-        let one_row = order == ROW_MAJOR && m == 1 && n > 0 && k > 0;
+        // Conjugate-transpose flags (meaningless for reals, unused by MLX)
+        // go to sgemm as they came.
+        let plain = |flag: c_int| flag == NO_TRANS || flag == TRANS;
+        let one_row =
+            order == ROW_MAJOR && m == 1 && n > 0 && k > 0 && plain(trans_a) && plain(trans_b);
         if !one_row {
             // SAFETY: the caller's arguments, passed on as they came.
             unsafe {
