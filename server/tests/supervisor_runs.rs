@@ -139,6 +139,8 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
         r["step"].as_i64() >= Some(10)
     })
     .await;
+    let workers = children_of(server.pid());
+    assert_eq!(workers.len(), 1, "one worker process: {workers:?}");
     server.kill();
 
     // Everything committed before the kill is there, without gaps.
@@ -153,8 +155,26 @@ async fn a_killed_server_leaves_an_interrupted_run_that_resumes() {
     assert!(before.len() >= 10);
     assert_eq!(before, (1..=before.len() as i64).collect::<Vec<_>>());
     drop(store);
-    // The orphaned worker sees its input close, checkpoints and exits.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The orphaned worker sees its input close, checkpoints and exits:
+    // awaited, since what it journals after the next server imports the
+    // journal would stay there (a fixed 2 s was once too short under load).
+    let exited = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+    };
+    for waited in 0.. {
+        if exited(workers[0]) {
+            break;
+        }
+        assert!(
+            waited < 600,
+            "the orphaned worker {} did not exit",
+            workers[0]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let server = setup.serve(&[]);
     let run = get_json(&client, &server.url(&format!("/api/runs/{id}"))).await;
