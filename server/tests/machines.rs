@@ -9,8 +9,8 @@ mod common;
 mod sshd;
 
 use common::{
-    create_run, get_json, no_redirects, owner_token, post_json, text_of, tiny_run, tiny_setup,
-    wait_for_status, Server,
+    get_json, no_redirects, owner_token, post_json, text_of, tiny_run, tiny_setup,
+    two_ranks_train_as_one, Server,
 };
 use reqwest::StatusCode;
 use serde_json::json;
@@ -291,15 +291,6 @@ fn dataset_files_reach_every_host_checksummed_and_matching_copies_are_skipped() 
     );
 }
 
-fn train_losses(metrics: &serde_json::Value) -> Vec<f64> {
-    metrics["reports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["train_loss"].as_f64().unwrap())
-        .collect()
-}
-
 /// The server starts a run's ranks on a machine set's hosts over ssh (both
 /// hosts are the test's sshd), with the dataset checked there first; the
 /// run trains as one rank does. A set whose check failed is refused before
@@ -384,30 +375,7 @@ async fn a_run_on_a_checked_machine_set_trains_as_one_rank() {
         "{field}"
     );
 
-    let one = create_run(&client, &server, tiny_run(json!({"iters": 6}))).await;
-    wait_for_status(&client, &server, one, 300, "done").await;
-    let two = create_run(
-        &client,
-        &server,
-        tiny_run(json!({"iters": 6, "machine_set": "lab"})),
-    )
-    .await;
-    let run = wait_for_status(&client, &server, two, 300, "done").await;
-    let tail = run["log_tail"].as_str().unwrap();
-    assert!(tail.contains("[rank 0] Rank 0 of 2 (ring)"), "{tail}");
-    assert!(tail.contains("[rank 1] Rank 1 of 2 (ring)"), "{tail}");
-    let url = |id: i64| server.url(&format!("/api/runs/{id}/metrics.json"));
-    let alone = train_losses(&get_json(&client, &url(one)).await);
-    let together = train_losses(&get_json(&client, &url(two)).await);
-    assert_eq!(alone.len(), 6);
-    assert_eq!(alone.len(), together.len());
-    for (step, (a, b)) in alone.iter().zip(&together).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-4 * a.abs(),
-            "step {}: {a} vs {b}",
-            step + 1
-        );
-    }
+    let (two, _) = two_ranks_train_as_one(&client, &server, json!({"machine_set": "lab"})).await;
     let page = text_of(client.get(server.url(&format!("/runs/{two}")))).await;
     for (rank, host) in [(0, "alpha"), (1, "beta")] {
         let row = page

@@ -303,6 +303,53 @@ pub async fn wait_for_status(
     .await
 }
 
+/// Trains the tiny model for 6 steps on one rank, then again with
+/// `ranks` (`{"gpus": 2}`, a two-host machine set) on two, and checks that
+/// the second run logs both ranks and has the first's train loss at every
+/// step (1e-4 relative). Returns the two-rank run's id and view.
+pub async fn two_ranks_train_as_one(
+    client: &reqwest::Client,
+    server: &Server,
+    ranks: serde_json::Value,
+) -> (i64, serde_json::Value) {
+    let one = create_run(client, server, tiny_run(serde_json::json!({"iters": 6}))).await;
+    wait_for_status(client, server, one, 300, "done").await;
+    let mut settings = serde_json::json!({"iters": 6});
+    settings.as_object_mut().unwrap().extend(
+        ranks
+            .as_object()
+            .expect("rank settings are an object")
+            .clone(),
+    );
+    let two = create_run(client, server, tiny_run(settings)).await;
+    let run = wait_for_status(client, server, two, 300, "done").await;
+    let tail = run["log_tail"].as_str().unwrap();
+    assert!(tail.contains("[rank 0] Rank 0 of 2 (ring)"), "{tail}");
+    assert!(tail.contains("[rank 1] Rank 1 of 2 (ring)"), "{tail}");
+
+    let train_losses = |metrics: serde_json::Value| -> Vec<f64> {
+        metrics["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["train_loss"].as_f64().unwrap())
+            .collect()
+    };
+    let url = |id: i64| server.url(&format!("/api/runs/{id}/metrics.json"));
+    let alone = train_losses(get_json(client, &url(one)).await);
+    let together = train_losses(get_json(client, &url(two)).await);
+    assert_eq!(alone.len(), 6);
+    assert_eq!(alone.len(), together.len());
+    for (step, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * a.abs(),
+            "step {}: {a} vs {b}",
+            step + 1
+        );
+    }
+    (two, run)
+}
+
 /// Follows a comparison's SSE stream until `stop` says so.
 pub async fn follow_comparison(
     client: &reqwest::Client,
